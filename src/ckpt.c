@@ -1,0 +1,274 @@
+/*
+ * ckpt.c - the public handle: argument checks, states, and the calls that
+ * tie the tracker to a handle.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "ckpt.h"
+#include "error.h"
+#include "mem.h"
+#include "rangeset.h"
+#include "track.h"
+
+#include <limits.h>
+#include <string.h>
+
+enum { H_OPEN, H_TRACKING, H_ENDED };
+
+struct ckpt {
+	char *dir;
+	size_t dir_bytes;
+	ckpt_options opt;
+	const struct ckpt__backend *be;
+	int state;
+	struct ckpt__rset excl;     /* ckpt_exclude ranges */
+	struct ckpt__runs frozen;   /* dirty set of the epoch that ended */
+	struct ckpt__begin_info info;
+	struct ckpt__counters cnt;  /* counters of the epoch that ended */
+	unsigned epochs;
+	uint64_t begin_ns;
+};
+
+CKPT_API unsigned ckpt_version(void)
+{
+	return CKPT_VERSION_NUMBER;
+}
+
+CKPT_API const char *ckpt_version_string(void)
+{
+	return CKPT_VERSION_STRING;
+}
+
+CKPT_API void ckpt_options_init(ckpt_options *opt)
+{
+	if (opt)
+		memset(opt, 0, sizeof *opt);
+}
+
+#define KNOWN_FLAGS (CKPT_F_RESUME | CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_NO_SHARED)
+
+static int check_options(const ckpt_options *o)
+{
+	if (o->backend < CKPT_BACKEND_AUTO || o->backend > CKPT_BACKEND_UFFD)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: unknown back-end %d", o->backend);
+	if (o->flags & ~KNOWN_FLAGS)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: unknown flags %#x", o->flags & ~KNOWN_FLAGS);
+	if (o->level < -131072 || o->level > 22)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: zstd level %d out of range (-131072..22)",
+				  o->level);
+	if (o->threads < 0 || o->threads > 1024)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: threads %d out of range (0..1024)",
+				  o->threads);
+	for (size_t i = 0; i < sizeof o->reserved / sizeof o->reserved[0]; i++)
+		if (o->reserved[i])
+			return ckpt__fail(CKPT_EINVAL, "ckpt_open: reserved option field %zu is not zero",
+					  i);
+	return 0;
+}
+
+CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
+{
+	ckpt__clear_error();
+	if (!out)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: out is NULL");
+	*out = NULL;
+	ckpt_options o;
+	ckpt_options_init(&o);
+	if (opt)
+		o = *opt;
+	int rc = check_options(&o);
+	if (rc)
+		return rc;
+	if (dir && (!dir[0] || strlen(dir) >= PATH_MAX))
+		return ckpt__fail(dir[0] ? CKPT_ENAMETOOLONG : CKPT_EINVAL,
+				  "ckpt_open: directory name is %s", dir[0] ? "too long" : "empty");
+	rc = ckpt__track_init();
+	if (rc)
+		return ckpt__fail(rc, "ckpt_open: cannot set up the tracker");
+	const struct ckpt__backend *be;
+	char why[256] = "";
+	rc = ckpt__track_select(o.backend, &be, why, sizeof why);
+	if (rc)
+		return ckpt__fail(rc, "ckpt_open: %s", why);
+	struct ckpt *c = ckpt__mem_alloc(sizeof *c);
+	if (!c)
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
+	c->opt = o;
+	c->be = be;
+	c->state = H_OPEN;
+	if (dir) {
+		c->dir_bytes = strlen(dir) + 1;
+		c->dir = ckpt__mem_alloc(c->dir_bytes);
+		if (!c->dir) {
+			ckpt__mem_free(c, sizeof *c);
+			return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
+		}
+		memcpy(c->dir, dir, c->dir_bytes);
+	}
+	*out = c;
+	return 0;
+}
+
+CKPT_API int ckpt_begin(ckpt_t *c)
+{
+	ckpt__clear_error();
+	if (!c)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_begin: handle is NULL");
+	if (c->state == H_TRACKING)
+		return ckpt__fail(CKPT_EBUSY, "ckpt_begin: this handle is already tracking");
+	uint64_t t0 = ckpt__now_ns();
+	struct ckpt__begin_info info;
+	int rc = ckpt__track_begin(c->be, c->opt.flags, &c->excl, &info);
+	if (rc)
+		return rc;
+	c->begin_ns = ckpt__now_ns() - t0;
+	c->info = info;
+	c->state = H_TRACKING;
+	c->epochs++;
+	ckpt__runs_free(&c->frozen);
+	memset(&c->cnt, 0, sizeof c->cnt);
+	return 0;
+}
+
+CKPT_API int ckpt_dirty_foreach(ckpt_t *c, int (*fn)(const ckpt_page_run *run, void *arg),
+				void *arg)
+{
+	ckpt__clear_error();
+	if (!c || !fn)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_dirty_foreach: %s is NULL", c ? "fn" : "handle");
+	if (c->state == H_OPEN)
+		return ckpt__fail(CKPT_ESTATE, "ckpt_dirty_foreach: tracking never began");
+	struct ckpt__runs live = {0};
+	const struct ckpt__runs *runs = &c->frozen;
+	if (c->state == H_TRACKING) {
+		int rc = ckpt__track_collect(&live);
+		if (rc) {
+			ckpt__runs_free(&live);
+			return rc;
+		}
+		runs = &live;
+	}
+	int rc = 0;
+	for (size_t i = 0; i < runs->n && !rc; i++) {
+		ckpt_page_run r = runs->r[i];
+		rc = fn(&r, arg);
+	}
+	ckpt__runs_free(&live);
+	return rc;
+}
+
+CKPT_API size_t ckpt_dirty_count(ckpt_t *c)
+{
+	ckpt__clear_error();
+	if (!c || c->state == H_OPEN)
+		return 0;
+	if (c->state == H_ENDED)
+		return c->frozen.pages;
+	struct ckpt__runs live = {0};
+	size_t n = ckpt__track_collect(&live) == 0 ? live.pages : 0;
+	ckpt__runs_free(&live);
+	return n;
+}
+
+CKPT_API int ckpt_exclude(ckpt_t *c, void *addr, size_t len)
+{
+	ckpt__clear_error();
+	if (!c)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_exclude: handle is NULL");
+	uintptr_t lo = (uintptr_t)addr;
+	if (lo & (ckpt__pagesize - 1))
+		return ckpt__fail(CKPT_EINVAL, "ckpt_exclude: address %p is not page-aligned", addr);
+	if (len == 0)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_exclude: length is 0");
+	uintptr_t hi = lo + len;
+	if (hi < lo || ckpt__page_up(hi) < hi)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_exclude: %p + %zu overflows", addr, len);
+	hi = ckpt__page_up(hi);
+	if (ckpt__rset_add(&c->excl, lo, hi))
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_exclude: out of memory");
+	if (c->state == H_TRACKING) {
+		int rc = ckpt__track_exclude(lo, hi);
+		if (rc)
+			return ckpt__fail(rc, "ckpt_exclude: cannot exclude %p: %s", addr,
+					  ckpt_strerror(rc));
+	}
+	return 0;
+}
+
+CKPT_API int ckpt_end(ckpt_t *c)
+{
+	ckpt__clear_error();
+	if (!c)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_end: handle is NULL");
+	if (c->state != H_TRACKING)
+		return ckpt__fail(CKPT_ESTATE, "ckpt_end: this handle is not tracking");
+	ckpt__track_counters(&c->cnt);
+	int rc = ckpt__track_end(&c->frozen);
+	c->state = H_ENDED;
+	return rc;
+}
+
+CKPT_API void ckpt_close(ckpt_t *c)
+{
+	if (!c)
+		return;
+	if (c->state == H_TRACKING)
+		ckpt_end(c);
+	ckpt__runs_free(&c->frozen);
+	ckpt__rset_free(&c->excl);
+	if (c->dir)
+		ckpt__mem_free(c->dir, c->dir_bytes);
+	ckpt__mem_free(c, sizeof *c);
+}
+
+CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out)
+{
+	ckpt__clear_error();
+	if (!c || !out)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_stats: %s is NULL", c ? "out" : "handle");
+	memset(out, 0, sizeof *out);
+	out->backend = c->epochs ? c->be->id : 0;
+	out->tracking = c->state == H_TRACKING;
+	out->regions = c->info.regions;
+	out->tracked_pages = c->info.tracked_pages;
+	out->pinned_pages = c->info.pinned_pages;
+	out->excluded_pages = c->info.excluded_pages;
+	out->unknown_threads = c->info.unknown_threads;
+	out->epochs = c->epochs;
+	out->begin_ns = c->begin_ns;
+	struct ckpt__counters k = c->cnt;
+	if (c->state == H_TRACKING)
+		ckpt__track_counters(&k);
+	out->faults = k.faults;
+	out->fallbacks = k.fallbacks;
+	out->fallback_pages = k.fallback_pages;
+	out->kernel_writes = k.kernel_writes;
+	out->moved_mappings = k.moved;
+	out->dirty_pages = ckpt_dirty_count(c);
+	return 0;
+}
+
+/* C cannot give the type ckpt_stats and a function the same name, so the
+ * header makes ckpt_stats() a macro; the symbol exists too, for callers from
+ * other languages. */
+__asm__(".globl ckpt_stats\n.set ckpt_stats, ckpt_stats_get\n.type ckpt_stats, @function");
+
+CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id)
+{
+	ckpt__clear_error();
+	(void)id;
+	if (!c)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_commit: handle is NULL");
+	return ckpt__fail(CKPT_ENOTSUP, "ckpt_commit: snapshots are not implemented yet");
+}
+
+CKPT_API int ckpt_restore(ckpt_t *c, uint64_t id)
+{
+	ckpt__clear_error();
+	(void)id;
+	if (!c)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_restore: handle is NULL");
+	return ckpt__fail(CKPT_ENOTSUP, "ckpt_restore: snapshots are not implemented yet");
+}

@@ -1,0 +1,242 @@
+/*
+ * mem.c - ckpt's own memory: anonymous mappings made with raw system calls,
+ * recorded so that tracking leaves them out.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "mem.h"
+#include "state.h"
+
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+size_t ckpt__pagesize = 4096;
+unsigned ckpt__pageshift = 12;
+
+struct own_range {
+	uintptr_t lo, hi;
+};
+
+union ckpt__state_page ckpt__state_page __attribute__((aligned(4096)));
+
+/* The list of own ranges lives in its own raw mapping, itself listed; the
+ * words that describe it are in the state block. */
+#define own_lock (ckpt__g.own_lock)
+#define own (*(struct own_range **)&ckpt__g.own)
+#define own_n (ckpt__g.own_n)
+#define own_cap (ckpt__g.own_cap)
+
+__attribute__((constructor(101))) static void mem_init(void)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+	if (ps > 0) {
+		ckpt__pagesize = (size_t)ps;
+		ckpt__pageshift = (unsigned)__builtin_ctzl((unsigned long)ps);
+	}
+}
+
+static void *raw_map(size_t size, int extra)
+{
+	long r = ckpt__sys6(SYS_mmap, 0, (long)size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
+	if (r < 0 && r > -4096)
+		return NULL;
+	return (void *)r;
+}
+
+static void raw_unmap(void *p, size_t size)
+{
+	ckpt__sys3(SYS_munmap, (long)p, (long)size, 0);
+}
+
+/* Inserts [lo, hi) keeping the list sorted; own_lock held. */
+static int own_add(uintptr_t lo, uintptr_t hi)
+{
+	if (own_n == own_cap) {
+		size_t ncap = own_cap ? own_cap * 2 : 256;
+		size_t bytes = ckpt__page_up(ncap * sizeof *own);
+		struct own_range *n = raw_map(bytes, 0);
+		if (!n)
+			return -1;
+		if (own)
+			memcpy(n, own, own_n * sizeof *own);
+		struct own_range *old = own;
+		size_t oldbytes = ckpt__page_up(own_cap * sizeof *own);
+		own = n;
+		own_cap = bytes / sizeof *own;
+		/* The list's own mapping is listed like any other. */
+		size_t i = own_n;
+		while (i > 0 && own[i - 1].lo > (uintptr_t)n)
+			i--;
+		memmove(&own[i + 1], &own[i], (own_n - i) * sizeof *own);
+		own[i] = (struct own_range){(uintptr_t)n, (uintptr_t)n + bytes};
+		own_n++;
+		if (old) {
+			for (size_t j = 0; j < own_n; j++)
+				if (own[j].lo == (uintptr_t)old) {
+					memmove(&own[j], &own[j + 1], (own_n - j - 1) * sizeof *own);
+					own_n--;
+					break;
+				}
+			raw_unmap(old, oldbytes);
+		}
+	}
+	size_t i = own_n;
+	while (i > 0 && own[i - 1].lo > lo)
+		i--;
+	memmove(&own[i + 1], &own[i], (own_n - i) * sizeof *own);
+	own[i] = (struct own_range){lo, hi};
+	own_n++;
+	return 0;
+}
+
+static void own_del(uintptr_t lo)
+{
+	for (size_t i = 0; i < own_n; i++)
+		if (own[i].lo == lo) {
+			memmove(&own[i], &own[i + 1], (own_n - i - 1) * sizeof *own);
+			own_n--;
+			return;
+		}
+}
+
+static void *alloc_flags(size_t size, int extra)
+{
+	if (size == 0)
+		size = 1;
+	size = ckpt__page_up(size);
+	void *p = raw_map(size, extra);
+	if (!p)
+		return NULL;
+	ckpt__spin_lock(&own_lock);
+	int rc = own_add((uintptr_t)p, (uintptr_t)p + size);
+	ckpt__spin_unlock(&own_lock);
+	if (rc) {
+		raw_unmap(p, size);
+		return NULL;
+	}
+	return p;
+}
+
+void *ckpt__mem_alloc(size_t size)
+{
+	return alloc_flags(size, 0);
+}
+
+void *ckpt__mem_reserve(size_t size)
+{
+	return alloc_flags(size, MAP_NORESERVE);
+}
+
+void ckpt__mem_free(void *p, size_t size)
+{
+	if (!p)
+		return;
+	if (size == 0)
+		size = 1;
+	size = ckpt__page_up(size);
+	ckpt__spin_lock(&own_lock);
+	own_del((uintptr_t)p);
+	ckpt__spin_unlock(&own_lock);
+	raw_unmap(p, size);
+}
+
+int ckpt__mem_grow(void **p, size_t *cap, size_t need, size_t elsize)
+{
+	if (need <= *cap)
+		return 0;
+	size_t ncap = *cap ? *cap : 4096 / elsize;
+	if (ncap == 0)
+		ncap = 1;
+	while (ncap < need)
+		ncap *= 2;
+	size_t bytes = ckpt__page_up(ncap * elsize);
+	void *n = ckpt__mem_alloc(bytes);
+	if (!n)
+		return -1;
+	if (*p) {
+		memcpy(n, *p, *cap * elsize);
+		ckpt__mem_free(*p, *cap * elsize);
+	}
+	*p = n;
+	*cap = bytes / elsize;
+	return 0;
+}
+
+void ckpt__mem_array_free(void **p, size_t *cap, size_t elsize)
+{
+	if (*p)
+		ckpt__mem_free(*p, *cap * elsize);
+	*p = NULL;
+	*cap = 0;
+}
+
+void ckpt__mem_own_foreach(void (*fn)(uintptr_t lo, uintptr_t hi, void *arg), void *arg)
+{
+	/* fn may allocate, which takes own_lock: iterate over a copy. */
+	for (;;) {
+		ckpt__spin_lock(&own_lock);
+		size_t n = own_n;
+		ckpt__spin_unlock(&own_lock);
+		size_t bytes = ckpt__page_up((n + 1) * sizeof *own);
+		struct own_range *copy = raw_map(bytes, 0);
+		if (!copy)
+			return;
+		ckpt__spin_lock(&own_lock);
+		int fits = own_n <= n + 1;
+		if (fits) {
+			memcpy(copy, own, own_n * sizeof *own);
+			n = own_n;
+		}
+		ckpt__spin_unlock(&own_lock);
+		if (fits)
+			for (size_t i = 0; i < n; i++)
+				fn(copy[i].lo, copy[i].hi, arg);
+		raw_unmap(copy, bytes);
+		if (fits)
+			return;
+	}
+}
+
+int ckpt__mem_is_own(uintptr_t lo, uintptr_t hi)
+{
+	int hit = 0;
+	ckpt__spin_lock(&own_lock);
+	for (size_t i = 0; i < own_n && !hit; i++)
+		hit = own[i].lo < hi && lo < own[i].hi;
+	ckpt__spin_unlock(&own_lock);
+	return hit;
+}
+
+uint64_t ckpt__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static size_t str_len(const char *s)
+{
+	size_t n = 0;
+	while (s[n])
+		n++;
+	return n;
+}
+
+void ckpt__fault_message(const char *msg, uintptr_t value)
+{
+	char buf[160];
+	size_t n = 0;
+	const char *pre = "ckpt: ";
+	for (size_t i = 0; pre[i] && n < sizeof buf; i++)
+		buf[n++] = pre[i];
+	for (size_t i = 0, l = str_len(msg); i < l && n < sizeof buf - 24; i++)
+		buf[n++] = msg[i];
+	buf[n++] = ' ';
+	buf[n++] = '0';
+	buf[n++] = 'x';
+	for (int sh = 60; sh >= 0; sh -= 4)
+		buf[n++] = "0123456789abcdef"[(value >> sh) & 15];
+	buf[n++] = '\n';
+	ckpt__raw_write(2, buf, n);
+}

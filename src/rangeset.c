@@ -1,0 +1,131 @@
+/*
+ * rangeset.c - sets of address ranges.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "rangeset.h"
+#include "mem.h"
+
+#include <string.h>
+
+size_t ckpt__rset_lower(const struct ckpt__rset *s, uintptr_t addr)
+{
+	size_t lo = 0, hi = s->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (s->r[mid].hi <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+int ckpt__rset_add(struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
+{
+	if (lo >= hi)
+		return 0;
+	/* First range that ends at or after lo (touching ranges coalesce). */
+	size_t i = 0, a = 0, b = s->n;
+	while (a < b) {
+		size_t mid = a + (b - a) / 2;
+		if (s->r[mid].hi < lo)
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	i = a;
+	size_t j = i;
+	while (j < s->n && s->r[j].lo <= hi) {
+		if (s->r[j].lo < lo)
+			lo = s->r[j].lo;
+		if (s->r[j].hi > hi)
+			hi = s->r[j].hi;
+		j++;
+	}
+	if (j == i) {
+		if (ckpt__mem_grow((void **)&s->r, &s->cap, s->n + 1, sizeof *s->r))
+			return -1;
+		memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof *s->r);
+		s->r[i] = (struct ckpt__range){lo, hi};
+		s->n++;
+		return 0;
+	}
+	s->r[i] = (struct ckpt__range){lo, hi};
+	memmove(&s->r[i + 1], &s->r[j], (s->n - j) * sizeof *s->r);
+	s->n -= j - i - 1;
+	return 0;
+}
+
+int ckpt__rset_del(struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
+{
+	if (lo >= hi)
+		return 0;
+	size_t i = ckpt__rset_lower(s, lo);
+	if (i < s->n && s->r[i].lo < lo && s->r[i].hi > hi) {
+		/* Splits one range in two. */
+		if (ckpt__mem_grow((void **)&s->r, &s->cap, s->n + 1, sizeof *s->r))
+			return -1;
+		memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof *s->r);
+		s->n++;
+		s->r[i].hi = lo;
+		s->r[i + 1].lo = hi;
+		return 0;
+	}
+	if (i < s->n && s->r[i].lo < lo) {
+		s->r[i].hi = lo;
+		i++;
+	}
+	size_t j = i;
+	while (j < s->n && s->r[j].hi <= hi)
+		j++;
+	if (j < s->n && s->r[j].lo < hi)
+		s->r[j].lo = hi;
+	memmove(&s->r[i], &s->r[j], (s->n - j) * sizeof *s->r);
+	s->n -= j - i;
+	return 0;
+}
+
+int ckpt__rset_overlaps(const struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
+{
+	size_t i = ckpt__rset_lower(s, lo);
+	return i < s->n && s->r[i].lo < hi && lo < hi;
+}
+
+int ckpt__rset_covers(const struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
+{
+	size_t i = ckpt__rset_lower(s, lo);
+	return i < s->n && s->r[i].lo <= lo && s->r[i].hi >= hi;
+}
+
+size_t ckpt__rset_bytes_in(const struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
+{
+	size_t n = 0;
+	for (size_t i = ckpt__rset_lower(s, lo); i < s->n && s->r[i].lo < hi; i++) {
+		uintptr_t a = s->r[i].lo > lo ? s->r[i].lo : lo;
+		uintptr_t b = s->r[i].hi < hi ? s->r[i].hi : hi;
+		if (a < b)
+			n += b - a;
+	}
+	return n;
+}
+
+int ckpt__rset_copy(struct ckpt__rset *dst, const struct ckpt__rset *src)
+{
+	if (ckpt__mem_grow((void **)&dst->r, &dst->cap, src->n, sizeof *dst->r))
+		return -1;
+	if (src->n)
+		memcpy(dst->r, src->r, src->n * sizeof *src->r);
+	dst->n = src->n;
+	return 0;
+}
+
+void ckpt__rset_clear(struct ckpt__rset *s)
+{
+	s->n = 0;
+}
+
+void ckpt__rset_free(struct ckpt__rset *s)
+{
+	ckpt__mem_array_free((void **)&s->r, &s->cap, sizeof *s->r);
+	s->n = 0;
+}

@@ -1,0 +1,45 @@
+/*
+ * state.h - libckpt's mutable global state, in one page-aligned block.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The tracker leaves ckpt's own memory out of tracking and out of
+ * snapshots.  Most of it is anonymous mappings (mem.c); the few statics that
+ * point at them live here, in a block that owns its pages whether libckpt is
+ * a shared object or linked into the executable, so that excluding it never
+ * excludes a neighbour's data.  The fault handler only reads this block.
+ */
+#ifndef CKPT_STATE_H
+#define CKPT_STATE_H
+
+#include "mem.h"
+
+struct ckpt__tracker;
+struct ckpt__thread;
+
+struct ckpt__state {
+	/* mem.c */
+	ckpt__spin own_lock;
+	void *own;
+	size_t own_n, own_cap;
+	/* bitmap.c */
+	uint64_t **bm_dir;
+	size_t bm_ndir;
+	void *bm_chunks;
+	/* track.c */
+	struct ckpt__tracker *tracker;
+	/* track-mprotect.c */
+	void *mp;
+	/* thread.c */
+	void *thread_chunks;
+	struct ckpt__thread *main_thread;
+};
+
+union ckpt__state_page {
+	struct ckpt__state s;
+	char pad[(sizeof(struct ckpt__state) + 4095) / 4096 * 4096];
+};
+
+extern CKPT__HIDDEN union ckpt__state_page ckpt__state_page;
+#define ckpt__g (ckpt__state_page.s)
+
+#endif /* CKPT_STATE_H */

@@ -1,0 +1,36 @@
+/*
+ * thread.h - the threads of the process: their stacks, TLS blocks and
+ * alternate signal stacks, which must never be write-protected.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef CKPT_THREAD_H
+#define CKPT_THREAD_H
+
+#include "maps.h"
+#include "rangeset.h"
+
+CKPT__HIDDEN int ckpt__threads_init(void);
+
+/* Waits until every thread being created has registered its stack, and
+ * makes new pthread_create calls wait until ckpt__threads_release: the
+ * tracker computes what to protect in between. */
+CKPT__HIDDEN void ckpt__threads_hold(void);
+CKPT__HIDDEN void ckpt__threads_release(void);
+
+/* Adds the stacks of known threads (alive, or dead with a stack glibc may
+ * hand to a new thread) to `stacks`, and their alternate signal stacks plus
+ * the main thread's TLS block to `pinned`.  `m` is the current maps. */
+CKPT__HIDDEN int ckpt__threads_ranges(const struct ckpt__maps *m, struct ckpt__rset *stacks,
+				      struct ckpt__rset *pinned);
+
+/* Finds the threads of the process that ckpt did not see start (created
+ * before libckpt was loaded, or by raw clone) and pins the mapping holding
+ * each one's stack pointer.  Returns how many there were. */
+CKPT__HIDDEN unsigned ckpt__threads_unknown(const struct ckpt__maps *m,
+					    const struct ckpt__rset *stacks,
+					    struct ckpt__rset *pinned);
+
+/* Number of threads the process has (from /proc/self/task). */
+CKPT__HIDDEN unsigned ckpt__threads_count(void);
+
+#endif /* CKPT_THREAD_H */

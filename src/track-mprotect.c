@@ -1,0 +1,522 @@
+/*
+ * track-mprotect.c - the mprotect + SIGSEGV back-end (GNU libsigsegv).
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * A clean tracked page is mapped without PROT_WRITE.  The first write
+ * faults; libsigsegv hands the address to on_fault(), which marks the page
+ * in the dirty bitmap and gives it its protection back; the write then runs
+ * again and succeeds.
+ *
+ * Rules for everything on the fault path (CKPT__FAULTPATH functions):
+ *  - Only raw system calls: glibc's wrappers write errno, which lives in the
+ *    TLS block, and ckpt must never write memory it may have protected while
+ *    SIGSEGV is blocked (a second fault then kills the process).  errno is
+ *    therefore never written, so it needs no saving.
+ *  - No allocation, no locks that a non-fault path may hold; the only lock
+ *    (fault_lock) guards the buffer used to read /proc/self/maps, and the
+ *    handler runs with every signal blocked so it cannot be re-entered on
+ *    the same thread.
+ *  - Writes go to ckpt's own memory only: the dirty bitmap (one atomic OR
+ *    per word) and the counters.  libckpt is linked with -z now, so no lazy
+ *    binding writes a GOT entry during a fault.
+ *  - Unprotect, then mark: a collector (ckpt_commit) takes the marks and
+ *    then re-protects what it took.  If it takes the mark before we set it,
+ *    our mark stays for the next round; if after, our unprotect came first
+ *    and its re-protect comes after: either the page ends protected or it
+ *    ends marked, so a racing write is never lost.
+ *
+ * The installed SIGSEGV handler is ckpt's dispatcher, which stays installed
+ * once tracking has begun: it sends write faults on tracked pages to
+ * libsigsegv's handler (and so to on_fault), recognises mappings that
+ * glibc's realloc moved with mremap while they were protected, retries
+ * faults that a concurrent ckpt_end made stale, and passes everything else
+ * to the program's own handler, or lets it kill the process exactly as it
+ * would have without ckpt.  The program's sigaction() calls for SIGSEGV are
+ * recorded as that chain target (interpose-mem.c), so it sees its own
+ * handler.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "track-mprotect.h"
+#include "bitmap.h"
+#include "error.h"
+#include "interpose.h"
+#include "track.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <sigsegv.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#define T ckpt__T
+
+/* The back-end's process-wide state, in ckpt's own memory. */
+struct mp_state {
+	int installed;                 /* dispatcher installed, atomic */
+	int installing;                /* libsigsegv is installing its handler */
+	struct sigaction prog;         /* the program's SIGSEGV action (chain target) */
+	void (*lib)(int, siginfo_t *, void *); /* libsigsegv's handler */
+	uintptr_t stale_addr;          /* loop guard for stale faults */
+	unsigned stale_count;
+};
+
+#define MP (*(struct mp_state **)&ckpt__g.mp)
+
+CKPT__REAL(int, sigaction, (int, const struct sigaction *, struct sigaction *))
+
+/* Kernel sigaction for raw rt_sigaction calls. */
+struct ksigaction {
+	void *handler;
+	unsigned long flags;
+	void *restorer;
+	uint64_t mask;
+};
+
+/* ---- the fault path -------------------------------------------------------- */
+
+CKPT__FAULTPATH static long count_add(uint64_t *c, uint64_t n)
+{
+	return (long)__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
+}
+
+/* Unprotects [lo, hi) of r (aligned to its page size); at the VMA limit,
+ * progressively larger aligned blocks.  0 or -errno. */
+CKPT__FAULTPATH static long unprotect(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
+{
+	long rc = ckpt__raw_mprotect(lo, hi - lo, r->prot);
+	if (rc == 0) {
+		ckpt__bm_set(lo, hi);
+		return 0;
+	}
+	if (rc != -ENOMEM)
+		return rc;
+	/* vm.max_map_count reached: every split mprotect needs a new VMA.
+	 * Unprotecting a larger aligned block merges it with the writable
+	 * neighbours it reaches, so it needs none; its pages count as dirty
+	 * (a superset, never a loss). */
+	static const unsigned shifts[] = {4, 9, 14, 19, 63};
+	for (unsigned k = 0; k < sizeof shifts / sizeof shifts[0]; k++) {
+		uintptr_t a = r->start, b = r->end;
+		unsigned sh = shifts[k] + ckpt__pageshift;
+		if (shifts[k] < 63 && sh < 8 * sizeof(uintptr_t)) {
+			uintptr_t size = (uintptr_t)1 << sh;
+			if (size < ((uintptr_t)1 << r->pgshift))
+				continue;
+			uintptr_t ba = lo & ~(size - 1), bb = (hi + size - 1) & ~(size - 1);
+			if (ba > a)
+				a = ba;
+			if (bb < b && bb > ba)
+				b = bb;
+		}
+		if (ckpt__raw_mprotect(a, b - a, r->prot) == 0) {
+			ckpt__bm_set(a, b);
+			count_add(&T->cnt.fallbacks, 1);
+			count_add(&T->cnt.fallback_pages, (b - a) >> ckpt__pageshift);
+			return 0;
+		}
+	}
+	return -ENOMEM;
+}
+
+struct find_ctx {
+	uintptr_t addr;
+	struct ckpt__vma v;
+	int found;
+	char path0; /* first byte of the path */
+};
+
+CKPT__FAULTPATH static int find_cb(const struct ckpt__vma *v, void *arg)
+{
+	struct find_ctx *f = arg;
+	if (v->start <= f->addr && f->addr < v->end) {
+		f->v = *v;
+		f->path0 = v->path[0];
+		f->found = 1;
+		return 1;
+	}
+	return v->start > f->addr;
+}
+
+/* The kernel's current view of the mapping holding addr. */
+CKPT__FAULTPATH static int vma_of(uintptr_t addr, struct find_ctx *f)
+{
+	f->addr = addr;
+	f->found = 0;
+	ckpt__spin_lock(&T->fault_lock);
+	ckpt__maps_stream(T->fault_buf, sizeof T->fault_buf, find_cb, f);
+	ckpt__spin_unlock(&T->fault_lock);
+	return f->found;
+}
+
+CKPT__FAULTPATH static void die_now(const char *why, uintptr_t addr)
+{
+	ckpt__fault_message(why, addr);
+	struct ksigaction dfl = {0};
+	ckpt__sys6(SYS_rt_sigaction, SIGSEGV, (long)&dfl, 0, 8, 0, 0);
+}
+
+/* libsigsegv's user handler: a write to a tracked page. */
+CKPT__FAULTPATH static int on_fault(void *fault_address, int serious)
+{
+	(void)serious;
+	uintptr_t addr = (uintptr_t)fault_address;
+	const struct ckpt__rtab *t = ckpt__rcu_enter();
+	const struct ckpt__region *r = ckpt__rtab_find(t, addr);
+	if (r && (r->prot & PROT_WRITE)) {
+		uintptr_t mask = ((uintptr_t)1 << r->pgshift) - 1;
+		uintptr_t page = addr & ~mask;
+		long rc = unprotect(r, page, page + mask + 1);
+		if (rc == 0) {
+			count_add(&T->cnt.faults, 1);
+		} else {
+			struct find_ctx f;
+			/* Unmapped meanwhile: the retry faults as unmapped
+			 * and goes to the program.  Otherwise ckpt cannot
+			 * let the write through and says so before dying. */
+			if (vma_of(addr, &f))
+				die_now("cannot unprotect a tracked page (out of memory mappings?) at",
+					addr);
+		}
+	}
+	ckpt__rcu_exit();
+	/* Always "handled": when the table changed in between, the write runs
+	 * again and the dispatcher looks at it afresh.  Declining would make
+	 * libsigsegv reset SIGSEGV to SIG_DFL for every thread. */
+	return 1;
+}
+
+struct adopt_ctx {
+	const struct ckpt__rtab *t;
+	uintptr_t addr;
+	size_t ri;
+	int found, grown;
+	struct ckpt__vma v;
+	char path0;
+	uintptr_t min_vanished; /* smallest anonymous region no longer mapped */
+};
+
+CKPT__FAULTPATH static void vanished(struct adopt_ctx *a, const struct ckpt__region *r)
+{
+	uintptr_t size = r->end - r->start;
+	if ((r->flags & CKPT__RG_ANON) && !(r->flags & CKPT__RG_SHARED) && size < a->min_vanished)
+		a->min_vanished = size;
+}
+
+CKPT__FAULTPATH static int adopt_cb(const struct ckpt__vma *v, void *arg)
+{
+	struct adopt_ctx *a = arg;
+	const struct ckpt__rtab *t = a->t;
+	int holds = v->start <= a->addr && a->addr < v->end;
+	while (a->ri < t->n && t->r[a->ri].start < v->start)
+		vanished(a, &t->r[a->ri++]);
+	while (a->ri < t->n && t->r[a->ri].start < v->end) {
+		const struct ckpt__region *r = &t->r[a->ri++];
+		if (holds && (r->flags & CKPT__RG_ANON) && r->end <= a->addr)
+			a->grown = 1;
+	}
+	if (holds) {
+		a->v = *v;
+		a->path0 = v->path[0];
+		a->found = 1;
+	}
+	return 0;
+}
+
+/* A write fault outside every region: was it a tracked anonymous mapping
+ * that mremap moved or grew while it was protected (glibc's realloc does
+ * this internally)?  Such a mapping is private, anonymous, readable and not
+ * writable, and either grew out of a region or appeared while an
+ * anonymous region of at most its size vanished.  It is made writable whole
+ * and counts as new (fully dirty); the regions it still holds are marked. */
+CKPT__FAULTPATH static int adopt_moved(uintptr_t addr)
+{
+	const struct ckpt__rtab *t = ckpt__rcu_enter();
+	int adopted = 0;
+	if (!t)
+		goto out;
+	struct adopt_ctx a = {.t = t, .addr = addr, .min_vanished = UINTPTR_MAX};
+	ckpt__spin_lock(&T->fault_lock);
+	ckpt__maps_stream(T->fault_buf, sizeof T->fault_buf, adopt_cb, &a);
+	ckpt__spin_unlock(&T->fault_lock);
+	while (a.ri < t->n)
+		vanished(&a, &t->r[a.ri++]);
+	if (!a.found || a.v.inode || a.path0 || (a.v.perms & (CKPT__VMA_W | CKPT__VMA_SHARED)) ||
+	    !(a.v.perms & CKPT__VMA_R))
+		goto out;
+	if (!a.grown && a.min_vanished > a.v.end - a.v.start)
+		goto out;
+	int prot = PROT_READ | PROT_WRITE | ((a.v.perms & CKPT__VMA_X) ? PROT_EXEC : 0);
+	if (ckpt__raw_mprotect(a.v.start, a.v.end - a.v.start, prot) != 0)
+		goto out;
+	for (size_t i = 0; i < t->n; i++) {
+		const struct ckpt__region *r = &t->r[i];
+		if (r->start < a.v.end && a.v.start < r->end)
+			ckpt__bm_set(r->start > a.v.start ? r->start : a.v.start,
+				     r->end < a.v.end ? r->end : a.v.end);
+	}
+	count_add(&T->cnt.moved, 1);
+	adopted = 1;
+out:
+	ckpt__rcu_exit();
+	return adopted;
+}
+
+CKPT__FAULTPATH static int is_write_fault(const void *ucv)
+{
+#if defined(__x86_64__)
+	const ucontext_t *uc = ucv;
+	return (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+#else
+	(void)ucv;
+	return 1;
+#endif
+}
+
+CKPT__FAULTPATH static uint64_t ksigbit(int sig)
+{
+	return (uint64_t)1 << (sig - 1);
+}
+
+/* Hands the signal to the program's handler, or makes the default action
+ * happen, as if ckpt had never installed anything. */
+CKPT__FAULTPATH static void chain(int sig, siginfo_t *si, void *ucv)
+{
+	struct sigaction *p = &MP->prog;
+	void (*h)(int) = p->sa_handler;
+	int user_sent = si->si_code <= 0; /* kill, tgkill, sigqueue */
+	if (h == SIG_IGN && user_sent)
+		return;
+	if (h == SIG_DFL || h == SIG_IGN) {
+		/* The faulting instruction runs again under the default action
+		 * (a fault cannot be ignored); a sent signal is sent again and
+		 * arrives when this handler returns. */
+		struct ksigaction dfl = {0};
+		ckpt__sys6(SYS_rt_sigaction, sig, (long)&dfl, 0, 8, 0, 0);
+		if (user_sent)
+			ckpt__sys3(SYS_tgkill, ckpt__sys3(SYS_getpid, 0, 0, 0), ckpt__raw_gettid(),
+				   sig);
+		return;
+	}
+	/* The mask the kernel would have set for the program's handler, but
+	 * with SIGSEGV open: the handler may write tracked memory. */
+	const ucontext_t *uc = ucv;
+	uint64_t mask;
+	__builtin_memcpy(&mask, &uc->uc_sigmask, sizeof mask);
+	uint64_t pm;
+	__builtin_memcpy(&pm, &p->sa_mask, sizeof pm);
+	mask |= pm;
+	if (!(p->sa_flags & SA_NODEFER))
+		mask |= ksigbit(sig);
+	mask &= ~ksigbit(SIGSEGV);
+	ckpt__sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)&mask, 0, 8, 0, 0);
+	if (p->sa_flags & SA_RESETHAND)
+		p->sa_handler = SIG_DFL;
+	if (p->sa_flags & SA_SIGINFO)
+		p->sa_sigaction(sig, si, ucv);
+	else
+		h(sig);
+}
+
+CKPT__FAULTPATH static int page_writable_now(uintptr_t addr)
+{
+	struct find_ctx f;
+	return vma_of(addr, &f) && (f.v.perms & CKPT__VMA_W);
+}
+
+CKPT__FAULTPATH static void dispatch(int sig, siginfo_t *si, void *uc)
+{
+	if (sig == SIGSEGV && si->si_code == SEGV_ACCERR && is_write_fault(uc)) {
+		uintptr_t addr = (uintptr_t)si->si_addr;
+		const struct ckpt__rtab *t = ckpt__rcu_enter();
+		const struct ckpt__region *r = ckpt__rtab_find(t, addr);
+		int ours = r && (r->prot & PROT_WRITE);
+		ckpt__rcu_exit();
+		if (ours) {
+			MP->lib(sig, si, uc);
+			return;
+		}
+		if (t && adopt_moved(addr))
+			return;
+		/* A fault raised before ckpt_end gave the page back but
+		 * delivered after: the page is writable now, just retry.  A
+		 * fault that keeps coming back is not stale. */
+		if (page_writable_now(addr)) {
+			if (__atomic_exchange_n(&MP->stale_addr, addr, __ATOMIC_RELAXED) != addr)
+				__atomic_store_n(&MP->stale_count, 0, __ATOMIC_RELAXED);
+			if (__atomic_add_fetch(&MP->stale_count, 1, __ATOMIC_RELAXED) < 64)
+				return;
+		}
+	}
+	chain(sig, si, uc);
+}
+
+/* ---- set-up ------------------------------------------------------------------ */
+
+static int mp_probe(char *why, size_t whylen)
+{
+#if HAVE_SIGSEGV_RECOVERY
+	(void)why;
+	(void)whylen;
+	return 0;
+#else
+	snprintf(why, whylen, "libsigsegv cannot catch SIGSEGV on this system");
+	return CKPT_ENOTSUP;
+#endif
+}
+
+/* Writes to an own page once with the whole fault path in place: proves
+ * that it works here and binds every symbol it uses. */
+static int selftest(void)
+{
+	size_t ps = ckpt__pagesize;
+	char *page = ckpt__mem_alloc(ps);
+	struct ckpt__rtab *t = ckpt__rtab_new(1);
+	if (!page || !t || ckpt__bm_init() || ckpt__bm_ensure((uintptr_t)page, (uintptr_t)page + ps)) {
+		ckpt__mem_free(page, ps);
+		if (t)
+			ckpt__mem_free(t, t->bytes);
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_begin: out of memory for the fault self-test");
+	}
+	t->r[0] = (struct ckpt__region){(uintptr_t)page, (uintptr_t)page + ps,
+					 PROT_READ | PROT_WRITE, CKPT__RG_ANON, ckpt__pageshift, ""};
+	t->n = 1;
+	ckpt__bm_clear((uintptr_t)page, (uintptr_t)page + ps);
+	ckpt__track_publish(t, 0);
+	int rc = 0;
+	uint64_t before = T->cnt.faults;
+	if (ckpt__raw_mprotect((uintptr_t)page, ps, PROT_READ) != 0) {
+		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_begin: mprotect failed in the fault self-test");
+	} else {
+		*(volatile char *)page = 1;
+		if (!ckpt__bm_test((uintptr_t)page) || T->cnt.faults != before + 1)
+			rc = ckpt__fail(CKPT_ENOTSUP,
+					"ckpt_begin: the SIGSEGV handler did not see a test write");
+	}
+	ckpt__bm_clear((uintptr_t)page, (uintptr_t)page + ps);
+	T->cnt.faults = before;
+	ckpt__track_publish(NULL, 1);
+	ckpt__mem_free(page, ps);
+	return rc;
+}
+
+static int mp_install_once(void);
+
+/* A handler whose mask blocks SIGSEGV dies at its first write to a tracked
+ * page (a fault while SIGSEGV is blocked is fatal), and so does a thread
+ * that blocked it.  Blocking a synchronous signal never meant anything, so
+ * ckpt takes SIGSEGV out of every mask: here for what exists, and in the
+ * interposers (interpose-mem.c) for what comes later. */
+static void signals_prepare(void)
+{
+	int (*sa)(int, const struct sigaction *, struct sigaction *) = get_sigaction();
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction cur;
+		if (sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV || sa(sig, NULL, &cur) != 0)
+			continue;
+		if (cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN ||
+		    !sigismember(&cur.sa_mask, SIGSEGV))
+			continue;
+		sigdelset(&cur.sa_mask, SIGSEGV);
+		sa(sig, &cur, NULL);
+	}
+	uint64_t open = ksigbit(SIGSEGV);
+	ckpt__sys6(SYS_rt_sigprocmask, SIG_UNBLOCK, (long)&open, 0, 8, 0, 0);
+}
+
+static int mp_install(void)
+{
+	int rc = mp_install_once();
+	if (rc == 0)
+		signals_prepare();
+	return rc;
+}
+
+static int mp_install_once(void)
+{
+	if (MP && __atomic_load_n(&MP->installed, __ATOMIC_ACQUIRE))
+		return 0;
+	if (!MP && !(MP = ckpt__mem_alloc(sizeof *MP)))
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_begin: out of memory");
+	struct sigaction prog_bus, lib, mine;
+	int (*sa)(int, const struct sigaction *, struct sigaction *) = get_sigaction();
+	if (!sa || sa(SIGSEGV, NULL, &MP->prog) || sa(SIGBUS, NULL, &prog_bus))
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_begin: cannot read the SIGSEGV action");
+	MP->installing = 1;
+	int rc = sigsegv_install_handler(on_fault);
+	MP->installing = 0;
+	if (rc != 0)
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_begin: libsigsegv cannot install its handler");
+	sa(SIGSEGV, NULL, &lib);
+	if (!(lib.sa_flags & SA_SIGINFO) || !lib.sa_sigaction)
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_begin: unexpected libsigsegv handler");
+	MP->lib = lib.sa_sigaction;
+	/* libsigsegv catches SIGBUS on some systems: SIGBUS is the program's. */
+	sa(SIGBUS, &prog_bus, NULL);
+	memset(&mine, 0, sizeof mine);
+	mine.sa_sigaction = dispatch;
+	/* Every signal blocked: no other handler may run (and write a
+	 * protected page) while SIGSEGV is blocked.  SA_ONSTACK: a fault on a
+	 * stack ckpt did not know about can still be handled on an alternate
+	 * stack. */
+	sigfillset(&mine.sa_mask);
+	mine.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+	if (sa(SIGSEGV, &mine, NULL) != 0)
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_begin: cannot install the SIGSEGV handler");
+	__atomic_store_n(&MP->installed, 1, __ATOMIC_RELEASE);
+	return selftest();
+}
+
+int ckpt__mp_sigaction_hook(int sig, const struct sigaction *act, struct sigaction *old)
+{
+	if (sig != SIGSEGV || !MP || MP->installing ||
+	    !__atomic_load_n(&MP->installed, __ATOMIC_ACQUIRE))
+		return 0;
+	struct sigaction prev = MP->prog;
+	if (act) {
+		struct sigaction n = *act;
+		sigdelset(&n.sa_mask, SIGSEGV);
+		MP->prog = n;
+	}
+	if (old)
+		*old = prev;
+	return 1;
+}
+
+static int mp_arm(const struct ckpt__region *r)
+{
+	long rc = ckpt__raw_mprotect(r->start, r->end - r->start, ckpt__prot_clean(r->prot));
+	return rc ? ckpt__from_errno((int)-rc) : 0;
+}
+
+static int mp_disarm(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
+{
+	long rc = ckpt__raw_mprotect(lo, hi - lo, r->prot);
+	return rc ? ckpt__from_errno((int)-rc) : 0;
+}
+
+CKPT__FAULTPATH static void mp_touch(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
+{
+	unprotect(r, lo, hi);
+}
+
+static int mp_protect(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int prot)
+{
+	(void)r;
+	return (int)ckpt__raw_mprotect(lo, hi - lo, ckpt__prot_clean(prot));
+}
+
+const struct ckpt__backend ckpt__backend_mprotect = {
+	.id = CKPT_BACKEND_MPROTECT,
+	.name = "mprotect",
+	.probe = mp_probe,
+	.install = mp_install,
+	.arm = mp_arm,
+	.disarm = mp_disarm,
+	.touch = mp_touch,
+	.protect = mp_protect,
+	.module = (const void *)&sigsegv_install_handler,
+};

@@ -1,0 +1,991 @@
+/*
+ * track.c - the tracker: which memory is protected, and the dirty set.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * At ckpt_begin every writable mapping is sorted into three kinds:
+ *   tracked   protected by the back-end; a write marks its page in the
+ *             dirty bitmap (regions of the published table);
+ *   pinned    must stay writable although it is the program's memory (the
+ *             main thread's TLS block, alternate signal stacks, stacks of
+ *             threads ckpt did not see start): always reported dirty;
+ *   excluded  not the program's state to track: thread stacks, the vDSO,
+ *             device memory, sanitizer shadow, ckpt's own memory, and
+ *             ckpt_exclude ranges: never protected, never reported.
+ * Memory that appears later (new mappings, a heap that grew, memory the
+ * program made writable) is not protected and counts as fully dirty; memory
+ * unmapped since drops out.
+ *
+ * The dirty set is computed against a fresh read of /proc/self/maps, which
+ * also catches what interposition cannot see (glibc's internal mremap and
+ * munmap): a tracked page whose mapping is writable although its bit is
+ * clear was changed behind ckpt's back and counts as dirty.
+ *
+ * Concurrency: the fault handler and the interposers read the region table
+ * without locks (ckpt__rcu_enter); everything that changes it holds
+ * T->lock, builds a new table and publishes it whole.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "track.h"
+#include "bitmap.h"
+#include "error.h"
+#include "thread.h"
+
+#include <errno.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/statfs.h>
+
+#ifndef HUGETLBFS_MAGIC
+#define HUGETLBFS_MAGIC 0x958458f6
+#endif
+
+#define T ckpt__T
+
+/* ---- setup ---------------------------------------------------------------- */
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int init_rc;
+
+static void init_tracker(void)
+{
+	struct ckpt__tracker *t = ckpt__mem_alloc(sizeof *t);
+	if (!t || ckpt__threads_init() != 0) {
+		init_rc = -1;
+		return;
+	}
+	pthread_mutex_init(&t->lock, NULL);
+	__atomic_store_n(&ckpt__g.tracker, t, __ATOMIC_RELEASE);
+}
+
+int ckpt__track_init(void)
+{
+	pthread_once(&init_once, init_tracker);
+	return init_rc ? CKPT_ENOMEM : 0;
+}
+
+int ckpt__track_select(int want, const struct ckpt__backend **out, char *why, size_t whylen)
+{
+	*out = NULL;
+	switch (want) {
+	case CKPT_BACKEND_AUTO:
+	case CKPT_BACKEND_MPROTECT:
+		if (ckpt__backend_mprotect.probe(why, whylen) != 0)
+			return CKPT_ENOTSUP;
+		*out = &ckpt__backend_mprotect;
+		return 0;
+	case CKPT_BACKEND_UFFD:
+		snprintf(why, whylen,
+			 "the userfaultfd back-end is not part of this version of ckpt");
+		return CKPT_ENOTSUP;
+	default:
+		snprintf(why, whylen, "unknown back-end %d", want);
+		return CKPT_EINVAL;
+	}
+}
+
+int ckpt__prot_clean(int prot)
+{
+	/* A clean page is readable and not writable.  PROT_WRITE alone means
+	 * read-write on the hardware ckpt supports, so reads stay allowed. */
+	return (prot & PROT_WRITE) ? ((prot & ~PROT_WRITE) | PROT_READ) : prot;
+}
+
+/* ---- interned mapping names ------------------------------------------------- */
+
+#define NAMES_CHUNK 65536
+
+/* Names never move: a region keeps a pointer for its whole life. */
+static const char *intern(const char *s)
+{
+	size_t len = strlen(s) + 1;
+	if (len > 4096)
+		len = 4096;
+	for (size_t off = 0; off < T->names_len;) {
+		const char *p = T->names + off;
+		if (strncmp(p, s, len - 1) == 0 && p[len - 1] == '\0')
+			return p;
+		off += strlen(p) + 1;
+	}
+	if (!T->names) {
+		T->names = ckpt__mem_alloc(NAMES_CHUNK * 16);
+		T->names_cap = T->names ? NAMES_CHUNK * 16 : 0;
+	}
+	if (T->names_len + len > T->names_cap)
+		return "";
+	char *p = T->names + T->names_len;
+	memcpy(p, s, len - 1);
+	p[len - 1] = '\0';
+	T->names_len += len;
+	return p;
+}
+
+/* ---- the region table -------------------------------------------------------- */
+
+CKPT__FAULTPATH const struct ckpt__region *ckpt__rtab_find(const struct ckpt__rtab *t,
+							   uintptr_t addr)
+{
+	if (!t)
+		return NULL;
+	size_t lo = 0, hi = t->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (t->r[mid].end <= addr)
+			lo = mid + 1;
+		else if (t->r[mid].start > addr)
+			hi = mid;
+		else
+			return &t->r[mid];
+	}
+	return NULL;
+}
+
+/* Index of the first region ending after addr. */
+static size_t rtab_lower(const struct ckpt__rtab *t, uintptr_t addr)
+{
+	size_t lo = 0, hi = t->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (t->r[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+struct ckpt__rtab *ckpt__rtab_new(size_t n)
+{
+	size_t bytes = sizeof(struct ckpt__rtab) + (n ? n : 1) * sizeof(struct ckpt__region);
+	struct ckpt__rtab *t = ckpt__mem_alloc(bytes);
+	if (t) {
+		t->bytes = bytes;
+		t->n = 0;
+	}
+	return t;
+}
+
+static void rtab_free(struct ckpt__rtab *t)
+{
+	if (t)
+		ckpt__mem_free(t, t->bytes);
+}
+
+static int rtab_overlaps(const struct ckpt__rtab *t, uintptr_t lo, uintptr_t hi)
+{
+	if (!t)
+		return 0;
+	size_t i = rtab_lower(t, lo);
+	return i < t->n && t->r[i].start < hi;
+}
+
+enum { EDIT_REMOVE, EDIT_PROT };
+
+/* A copy of t with [lo, hi) removed or given protection prot. */
+static struct ckpt__rtab *rtab_edit(const struct ckpt__rtab *t, uintptr_t lo, uintptr_t hi,
+				    int what, int prot)
+{
+	struct ckpt__rtab *n = ckpt__rtab_new(t->n + 2);
+	if (!n)
+		return NULL;
+	for (size_t i = 0; i < t->n; i++) {
+		struct ckpt__region r = t->r[i];
+		if (r.end <= lo || r.start >= hi) {
+			n->r[n->n++] = r;
+			continue;
+		}
+		if (r.start < lo) {
+			struct ckpt__region a = r;
+			a.end = lo;
+			n->r[n->n++] = a;
+		}
+		if (what == EDIT_PROT) {
+			struct ckpt__region b = r;
+			b.start = r.start > lo ? r.start : lo;
+			b.end = r.end < hi ? r.end : hi;
+			b.prot = prot;
+			n->r[n->n++] = b;
+		}
+		if (r.end > hi) {
+			struct ckpt__region c = r;
+			c.start = hi;
+			n->r[n->n++] = c;
+		}
+	}
+	return n;
+}
+
+/* Frees replaced tables once no reader can hold them: a reader that enters
+ * after the readers count was seen at zero loads the newer table. */
+static void reclaim(int wait)
+{
+	if (!T->retired)
+		return;
+	while (__atomic_load_n(&T->readers, __ATOMIC_SEQ_CST) != 0) {
+		if (!wait)
+			return;
+		ckpt__raw_sched_yield();
+	}
+	while (T->retired) {
+		struct ckpt__rtab *t = T->retired;
+		T->retired = t->retired_next;
+		rtab_free(t);
+	}
+}
+
+void ckpt__track_publish(struct ckpt__rtab *n, int wait)
+{
+	struct ckpt__rtab *old = __atomic_exchange_n(&T->tab, n, __ATOMIC_SEQ_CST);
+	if (old) {
+		old->retired_next = T->retired;
+		T->retired = old;
+	}
+	reclaim(wait);
+}
+
+static void publish(struct ckpt__rtab *n)
+{
+	struct ckpt__rtab *old = __atomic_exchange_n(&T->tab, n, __ATOMIC_SEQ_CST);
+	if (old) {
+		old->retired_next = T->retired;
+		T->retired = old;
+	}
+	reclaim(0);
+}
+
+/* ---- what ckpt leaves out ---------------------------------------------------- */
+
+struct module_ctx {
+	uintptr_t addr; /* an address inside the module */
+	struct ckpt__rset *out;
+	int rc;
+};
+
+static int module_data(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	struct module_ctx *mc = arg;
+	int hit = 0;
+	for (int i = 0; i < info->dlpi_phnum && !hit; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+		hit = ph->p_type == PT_LOAD && mc->addr >= lo && mc->addr < lo + ph->p_memsz;
+	}
+	/* Never the executable itself: a static libckpt keeps its state in
+	 * the state page, which is excluded on its own. */
+	if (!hit || !info->dlpi_name || !info->dlpi_name[0])
+		return hit;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W))
+			continue;
+		uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+		mc->rc |= ckpt__rset_add(mc->out, ckpt__page_down(lo),
+					 ckpt__page_up(lo + ph->p_memsz));
+	}
+	return 1;
+}
+
+static void add_own(uintptr_t lo, uintptr_t hi, void *arg)
+{
+	ckpt__rset_add(arg, lo, hi);
+}
+
+extern void __asan_get_shadow_mapping(size_t *scale, size_t *offset) __attribute__((weak));
+
+/* Mappings left out because of what they are. */
+static int special_vma(const struct ckpt__vma *v, unsigned flags)
+{
+	const char *p = v->path;
+	if (!strcmp(p, "[stack]") || !strncmp(p, "[vvar", 5) || !strcmp(p, "[vdso]") ||
+	    !strcmp(p, "[vsyscall]"))
+		return 1;
+	/* Device memory is written by devices; /dev/zero and /dev/shm are
+	 * ordinary memory. */
+	if (!strncmp(p, "/dev/", 5) && strncmp(p, "/dev/zero", 9) && strncmp(p, "/dev/shm/", 9))
+		return 1;
+	/* perf and io_uring rings, BPF maps, DMA buffers, KVM... */
+	if (!strncmp(p, "anon_inode:", 11))
+		return 1;
+	if ((flags & CKPT_F_NO_SHARED) && (v->perms & CKPT__VMA_SHARED))
+		return 1;
+	return 0;
+}
+
+/* The excluded set for the current maps. */
+static int compute_excluded(const struct ckpt__maps *m, unsigned flags,
+			    struct ckpt__rset *excl, struct ckpt__rset *pinned_out)
+{
+	int rc = 0;
+	ckpt__rset_clear(excl);
+	ckpt__mem_own_foreach(add_own, excl);
+	rc |= ckpt__rset_add(excl, (uintptr_t)&ckpt__state_page,
+			     (uintptr_t)&ckpt__state_page + sizeof ckpt__state_page);
+	struct module_ctx mc = {(uintptr_t)&ckpt__track_init, excl, 0};
+	dl_iterate_phdr(module_data, &mc);
+	if (T->be && T->be->module) {
+		/* The back-end's own library (libsigsegv). */
+		mc.addr = (uintptr_t)T->be->module;
+		dl_iterate_phdr(module_data, &mc);
+	}
+	rc |= mc.rc;
+	for (size_t i = 0; i < T->user_excl.n; i++)
+		rc |= ckpt__rset_add(excl, T->user_excl.r[i].lo, T->user_excl.r[i].hi);
+	for (size_t i = 0; i < m->n; i++)
+		if ((m->v[i].perms & CKPT__VMA_W) && special_vma(&m->v[i], flags))
+			rc |= ckpt__rset_add(excl, m->v[i].start, m->v[i].end);
+	if (__asan_get_shadow_mapping) {
+		size_t scale = 3, offset = 0;
+		__asan_get_shadow_mapping(&scale, &offset);
+		rc |= ckpt__rset_add(excl, offset, offset + (CKPT__BM_LIMIT >> scale));
+	}
+	struct ckpt__rset scratch = {0};
+	rc |= ckpt__threads_ranges(m, excl, pinned_out ? pinned_out : &scratch);
+	ckpt__rset_free(&scratch);
+	return rc ? CKPT_ENOMEM : 0;
+}
+
+/* ---- huge pages ------------------------------------------------------------- */
+
+/* log2 of the page size of a hugetlb mapping, read from /proc/self/smaps;
+ * 0 if it is not one or cannot be told. */
+static unsigned hugetlb_shift(const struct ckpt__vma *v)
+{
+	int candidate = !strncmp(v->path, "/anon_hugepage", 14);
+	if (!candidate && v->path[0] == '/') {
+		struct statfs sf;
+		char path[4096];
+		snprintf(path, sizeof path, "%s", v->path);
+		char *del = strstr(path, " (deleted)");
+		if (del)
+			*del = '\0';
+		candidate = statfs(path, &sf) == 0 && (unsigned long)sf.f_type == HUGETLBFS_MAGIC;
+	}
+	if (!candidate)
+		return 0;
+	FILE *f = fopen("/proc/self/smaps", "re");
+	if (!f)
+		return 0;
+	char line[4608], head[64];
+	snprintf(head, sizeof head, "%lx-%lx ", (unsigned long)v->start, (unsigned long)v->end);
+	unsigned shift = 0;
+	int in = 0;
+	while (fgets(line, sizeof line, f)) {
+		if (!in) {
+			in = !strncmp(line, head, strlen(head));
+			continue;
+		}
+		unsigned long kb;
+		if (sscanf(line, "KernelPageSize: %lu kB", &kb) == 1) {
+			if (kb && !(kb & (kb - 1)))
+				shift = (unsigned)__builtin_ctzl(kb) + 10;
+			break;
+		}
+	}
+	fclose(f);
+	return shift;
+}
+
+/* ---- begin ------------------------------------------------------------------- */
+
+struct region_list {
+	struct ckpt__region *r;
+	size_t n, cap;
+};
+
+static int region_push(struct region_list *l, const struct ckpt__region *r)
+{
+	if (ckpt__mem_grow((void **)&l->r, &l->cap, l->n + 1, sizeof *l->r))
+		return -1;
+	l->r[l->n++] = *r;
+	return 0;
+}
+
+static int vma_prot(unsigned perms)
+{
+	return ((perms & CKPT__VMA_R) ? PROT_READ : 0) | ((perms & CKPT__VMA_W) ? PROT_WRITE : 0) |
+	       ((perms & CKPT__VMA_X) ? PROT_EXEC : 0);
+}
+
+/* Splits the writable mappings into regions around the excluded and pinned
+ * sets. */
+static int plan_regions(const struct ckpt__maps *m, const struct ckpt__rset *excl,
+			struct ckpt__rset *pinned, struct region_list *out, size_t *excluded_pages)
+{
+	struct ckpt__rset skip = {0};
+	int rc = ckpt__rset_copy(&skip, excl);
+	for (size_t i = 0; i < pinned->n && !rc; i++)
+		rc = ckpt__rset_add(&skip, pinned->r[i].lo, pinned->r[i].hi);
+	for (size_t i = 0; i < m->n && !rc; i++) {
+		const struct ckpt__vma *v = &m->v[i];
+		if (!(v->perms & CKPT__VMA_W))
+			continue;
+		*excluded_pages += ckpt__rset_bytes_in(excl, v->start, v->end) >> ckpt__pageshift;
+		if (ckpt__rset_covers(excl, v->start, v->end))
+			continue;
+		if (v->end > CKPT__BM_LIMIT) {
+			rc = ckpt__rset_add(pinned, v->start, v->end);
+			continue;
+		}
+		unsigned shift = hugetlb_shift(v);
+		int huge = shift > ckpt__pageshift;
+		uintptr_t hmask = huge ? ((uintptr_t)1 << shift) - 1 : 0;
+		struct ckpt__region proto = {
+			.prot = vma_prot(v->perms),
+			.flags = ((v->perms & CKPT__VMA_SHARED) ? CKPT__RG_SHARED : 0) |
+				 ((!v->inode && (!v->path[0] || v->path[0] == '[')) ? CKPT__RG_ANON
+										     : 0),
+			.pgshift = huge ? shift : ckpt__pageshift,
+			.name = intern(v->path),
+		};
+		/* Walk the gaps of `skip` inside the mapping. */
+		uintptr_t at = v->start;
+		size_t j = ckpt__rset_lower(&skip, at);
+		while (at < v->end && !rc) {
+			uintptr_t lo = at, hi = v->end;
+			if (j < skip.n && skip.r[j].lo <= at) {
+				at = skip.r[j].hi < v->end ? skip.r[j].hi : v->end;
+				j++;
+				continue;
+			}
+			if (j < skip.n && skip.r[j].lo < hi)
+				hi = skip.r[j].lo;
+			at = hi;
+			if (huge) {
+				/* Only whole huge pages can be protected; the
+				 * rest of a cut huge page stays writable. */
+				uintptr_t a = (lo + hmask) & ~hmask, b = hi & ~hmask;
+				if (a >= b) {
+					rc = ckpt__rset_add(pinned, lo, hi);
+					continue;
+				}
+				if (lo < a)
+					rc |= ckpt__rset_add(pinned, lo, a);
+				if (b < hi)
+					rc |= ckpt__rset_add(pinned, b, hi);
+				lo = a;
+				hi = b;
+			}
+			struct ckpt__region r = proto;
+			r.start = lo;
+			r.end = hi;
+			rc |= region_push(out, &r);
+		}
+	}
+	ckpt__rset_free(&skip);
+	return rc ? CKPT_ENOMEM : 0;
+}
+
+/* Calls fn on the maximal mapped parts of [lo, hi). */
+static int foreach_mapped(const struct ckpt__maps *m, uintptr_t lo, uintptr_t hi,
+			  int (*fn)(uintptr_t, uintptr_t, const struct ckpt__vma *, void *),
+			  void *arg)
+{
+	size_t i = 0, a = 0, b = m->n;
+	while (a < b) {
+		size_t mid = a + (b - a) / 2;
+		if (m->v[mid].end <= lo)
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	for (i = a; i < m->n && m->v[i].start < hi; i++) {
+		uintptr_t s = m->v[i].start > lo ? m->v[i].start : lo;
+		uintptr_t e = m->v[i].end < hi ? m->v[i].end : hi;
+		if (s < e) {
+			int rc = fn(s, e, &m->v[i], arg);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+struct disarm_ctx {
+	const struct ckpt__region *r;
+	uintptr_t lo, hi; /* pending contiguous run */
+	int rc;
+};
+
+static int disarm_piece(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
+{
+	(void)v;
+	struct disarm_ctx *d = arg;
+	if (d->hi == s) {
+		d->hi = e;
+		return 0;
+	}
+	if (d->lo < d->hi && T->be->disarm(d->r, d->lo, d->hi) && !d->rc)
+		d->rc = CKPT_EIO;
+	d->lo = s;
+	d->hi = e;
+	return 0;
+}
+
+/* Gives every mapped page of region r its protection back. */
+static int disarm_region(const struct ckpt__maps *m, const struct ckpt__region *r)
+{
+	struct disarm_ctx d = {r, 0, 0, 0};
+	foreach_mapped(m, r->start, r->end, disarm_piece, &d);
+	if (d.lo < d.hi && T->be->disarm(r, d.lo, d.hi) && !d.rc)
+		d.rc = CKPT_EIO;
+	return d.rc;
+}
+
+int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
+		      const struct ckpt__rset *user_excl, struct ckpt__begin_info *info)
+{
+	int rc = ckpt__track_init();
+	if (rc)
+		return ckpt__fail(rc, "cannot set up the tracker");
+	pthread_mutex_lock(&T->lock);
+	if (__atomic_load_n(&T->tab, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_unlock(&T->lock);
+		return ckpt__fail(CKPT_EBUSY, "ckpt_begin: another handle is tracking this process");
+	}
+	memset(info, 0, sizeof *info);
+	T->be = be;
+	rc = be->install();
+	if (rc) {
+		pthread_mutex_unlock(&T->lock);
+		return rc;
+	}
+	if (ckpt__bm_init() != 0) {
+		pthread_mutex_unlock(&T->lock);
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_begin: cannot reserve the dirty bitmap");
+	}
+	/* No thread may start on a stack ckpt is about to protect. */
+	ckpt__threads_hold();
+
+	struct ckpt__rset excl = {0};
+	struct region_list plan = {0};
+	struct ckpt__rtab *tab = NULL;
+	T->flags = flags;
+	rc = ckpt__rset_copy(&T->user_excl, user_excl) ? CKPT_ENOMEM : 0;
+	ckpt__rset_clear(&T->pinned);
+	ckpt__rset_clear(&T->newdirty);
+	if (!rc)
+		rc = ckpt__maps_read(&T->maps);
+	if (!rc)
+		rc = compute_excluded(&T->maps, flags, &excl, &T->pinned);
+	if (!rc)
+		info->unknown_threads = ckpt__threads_unknown(&T->maps, &excl, &T->pinned);
+	if (!rc)
+		for (size_t i = 0; i < excl.n && !rc; i++)
+			rc = ckpt__rset_del(&T->pinned, excl.r[i].lo, excl.r[i].hi) ? CKPT_ENOMEM : 0;
+	if (!rc)
+		rc = plan_regions(&T->maps, &excl, &T->pinned, &plan, &info->excluded_pages);
+	if (!rc && !(tab = ckpt__rtab_new(plan.n)))
+		rc = CKPT_ENOMEM;
+	for (size_t i = 0; !rc && i < plan.n; i++) {
+		if (ckpt__bm_ensure(plan.r[i].start, plan.r[i].end) != 0) {
+			rc = CKPT_ENOMEM;
+			break;
+		}
+		ckpt__bm_clear(plan.r[i].start, plan.r[i].end);
+		tab->r[tab->n++] = plan.r[i];
+		info->tracked_pages += (plan.r[i].end - plan.r[i].start) >> ckpt__pageshift;
+	}
+	if (rc) {
+		rtab_free(tab);
+		ckpt__rset_free(&excl);
+		ckpt__mem_array_free((void **)&plan.r, &plan.cap, sizeof *plan.r);
+		ckpt__threads_release();
+		pthread_mutex_unlock(&T->lock);
+		return ckpt__fail(rc, "ckpt_begin: out of memory planning what to protect");
+	}
+	info->regions = tab->n;
+	for (size_t i = 0; i < T->pinned.n; i++)
+		info->pinned_pages += (T->pinned.r[i].hi - T->pinned.r[i].lo) >> ckpt__pageshift;
+	memset(&T->cnt, 0, sizeof T->cnt);
+
+	/* Publish first: the first write to a protected page must find it. */
+	publish(tab);
+	__atomic_store_n(&T->touch, be->touch != NULL, __ATOMIC_RELEASE);
+	__atomic_store_n(&T->armed, 1, __ATOMIC_RELEASE);
+	size_t armed = 0;
+	for (; armed < tab->n; armed++) {
+		rc = be->arm(&tab->r[armed]);
+		if (rc)
+			break;
+	}
+	if (rc) {
+		/* Out of mappings (vm.max_map_count) or memory: undo. */
+		const struct ckpt__region *bad = &tab->r[armed];
+		ckpt__fail(rc, "ckpt_begin: cannot protect %#lx-%#lx (%s): %s",
+			   (unsigned long)bad->start, (unsigned long)bad->end,
+			   bad->name[0] ? bad->name : "anonymous", ckpt_strerror(rc));
+		for (size_t i = 0; i < armed; i++)
+			disarm_region(&T->maps, &tab->r[i]);
+		__atomic_store_n(&T->armed, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&T->touch, 0, __ATOMIC_RELEASE);
+		publish(NULL);
+		reclaim(1);
+	}
+	ckpt__rset_free(&excl);
+	ckpt__mem_array_free((void **)&plan.r, &plan.cap, sizeof *plan.r);
+	ckpt__threads_release();
+	pthread_mutex_unlock(&T->lock);
+	return rc;
+}
+
+/* ---- the dirty set ----------------------------------------------------------- */
+
+static int add_range(uintptr_t lo, uintptr_t hi, void *arg)
+{
+	return ckpt__rset_add(arg, lo, hi) ? CKPT_ENOMEM : 0;
+}
+
+struct tracked_ctx {
+	struct ckpt__rset *d;
+	int rc;
+};
+
+static int tracked_piece(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
+{
+	struct tracked_ctx *c = arg;
+	/* A writable mapping over a tracked page means the page is dirty, or
+	 * was changed behind ckpt's back (a new mapping in its place, a move):
+	 * either way it counts. */
+	if (v->perms & CKPT__VMA_W)
+		c->rc |= add_range(s, e, c->d);
+	else
+		c->rc |= ckpt__bm_runs(s, e, add_range, c->d);
+	return 0;
+}
+
+static int mapped_piece(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
+{
+	(void)v;
+	struct tracked_ctx *c = arg;
+	c->rc |= add_range(s, e, c->d);
+	return 0;
+}
+
+static int runs_push(struct ckpt__runs *out, uintptr_t lo, uintptr_t hi, const char *name)
+{
+	size_t np = (hi - lo) >> ckpt__pageshift;
+	if (out->n) {
+		ckpt_page_run *last = &out->r[out->n - 1];
+		const char *lname = out->text + (uintptr_t)last->mapping;
+		if (last->start + (last->npages << ckpt__pageshift) == lo && !strcmp(lname, name)) {
+			last->npages += np;
+			out->pages += np;
+			return 0;
+		}
+	}
+	size_t len = strlen(name) + 1;
+	if (ckpt__mem_grow((void **)&out->r, &out->cap, out->n + 1, sizeof *out->r) ||
+	    ckpt__mem_grow((void **)&out->text, &out->text_cap, out->text_len + len, 1))
+		return CKPT_ENOMEM;
+	memcpy(out->text + out->text_len, name, len);
+	out->r[out->n++] = (ckpt_page_run){lo, np, (const char *)(uintptr_t)out->text_len};
+	out->text_len += len;
+	out->pages += np;
+	return 0;
+}
+
+static int run_piece(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
+{
+	return runs_push(arg, s, e, v->path);
+}
+
+/* T->lock held, tracking.  Reads the maps afresh. */
+static int collect_locked(struct ckpt__runs *out)
+{
+	out->n = out->text_len = out->pages = 0;
+	int rc = ckpt__maps_read(&T->maps);
+	if (rc)
+		return rc;
+	const struct ckpt__maps *m = &T->maps;
+	const struct ckpt__rtab *t = T->tab;
+	struct ckpt__rset excl = {0}, d = {0}, known = {0};
+	struct tracked_ctx c = {&d, 0};
+	rc = compute_excluded(m, T->flags, &excl, NULL);
+	for (size_t i = 0; !rc && i < t->n; i++) {
+		foreach_mapped(m, t->r[i].start, t->r[i].end, tracked_piece, &c);
+		c.rc |= ckpt__rset_add(&known, t->r[i].start, t->r[i].end);
+	}
+	for (size_t i = 0; !rc && i < T->pinned.n; i++) {
+		foreach_mapped(m, T->pinned.r[i].lo, T->pinned.r[i].hi, mapped_piece, &c);
+		c.rc |= ckpt__rset_add(&known, T->pinned.r[i].lo, T->pinned.r[i].hi);
+	}
+	for (size_t i = 0; !rc && i < T->newdirty.n; i++)
+		foreach_mapped(m, T->newdirty.r[i].lo, T->newdirty.r[i].hi, mapped_piece, &c);
+	for (size_t i = 0; !rc && i < excl.n; i++)
+		c.rc |= ckpt__rset_add(&known, excl.r[i].lo, excl.r[i].hi);
+	/* Writable memory that is none of the above appeared after begin. */
+	for (size_t i = 0; !rc && !c.rc && i < m->n; i++) {
+		const struct ckpt__vma *v = &m->v[i];
+		if (!(v->perms & CKPT__VMA_W))
+			continue;
+		uintptr_t at = v->start;
+		size_t j = ckpt__rset_lower(&known, at);
+		while (at < v->end) {
+			if (j < known.n && known.r[j].lo <= at) {
+				at = known.r[j].hi;
+				j++;
+				continue;
+			}
+			uintptr_t e = (j < known.n && known.r[j].lo < v->end) ? known.r[j].lo : v->end;
+			c.rc |= add_range(at, e, &d);
+			at = e;
+		}
+	}
+	for (size_t i = 0; !rc && i < excl.n; i++)
+		c.rc |= ckpt__rset_del(&d, excl.r[i].lo, excl.r[i].hi);
+	if (!rc && c.rc)
+		rc = CKPT_ENOMEM;
+	for (size_t i = 0; !rc && i < d.n; i++)
+		rc = foreach_mapped(m, d.r[i].lo, d.r[i].hi, run_piece, out);
+	for (size_t i = 0; !rc && i < out->n; i++)
+		out->r[i].mapping = out->text + (uintptr_t)out->r[i].mapping;
+	ckpt__rset_free(&excl);
+	ckpt__rset_free(&d);
+	ckpt__rset_free(&known);
+	if (rc)
+		return ckpt__fail(rc, "out of memory computing the dirty set");
+	return 0;
+}
+
+int ckpt__track_collect(struct ckpt__runs *out)
+{
+	if (ckpt__track_init())
+		return CKPT_ENOMEM;
+	pthread_mutex_lock(&T->lock);
+	int rc = T->tab ? collect_locked(out) : CKPT_ESTATE;
+	pthread_mutex_unlock(&T->lock);
+	return rc;
+}
+
+void ckpt__runs_free(struct ckpt__runs *runs)
+{
+	ckpt__mem_array_free((void **)&runs->r, &runs->cap, sizeof *runs->r);
+	ckpt__mem_array_free((void **)&runs->text, &runs->text_cap, 1);
+	runs->n = runs->text_len = runs->pages = 0;
+}
+
+/* ---- end -------------------------------------------------------------------- */
+
+int ckpt__track_end(struct ckpt__runs *final)
+{
+	if (ckpt__track_init())
+		return CKPT_ENOMEM;
+	pthread_mutex_lock(&T->lock);
+	struct ckpt__rtab *t = T->tab;
+	if (!t) {
+		pthread_mutex_unlock(&T->lock);
+		return ckpt__fail(CKPT_ESTATE, "ckpt_end: not tracking");
+	}
+	int rc = collect_locked(final);
+	if (rc)
+		final->n = final->pages = 0;
+	/* collect_locked just read the maps: give back every protection. */
+	int drc = 0;
+	for (size_t i = 0; i < t->n; i++)
+		drc |= disarm_region(&T->maps, &t->r[i]);
+	__atomic_store_n(&T->armed, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&T->touch, 0, __ATOMIC_RELEASE);
+	publish(NULL);
+	reclaim(1);
+	ckpt__bm_release();
+	ckpt__rset_clear(&T->pinned);
+	ckpt__rset_clear(&T->newdirty);
+	pthread_mutex_unlock(&T->lock);
+	if (drc)
+		return ckpt__fail(CKPT_EIO, "ckpt_end: could not restore every protection");
+	return rc;
+}
+
+void ckpt__track_counters(struct ckpt__counters *out)
+{
+	memset(out, 0, sizeof *out);
+	if (!T)
+		return;
+	out->faults = __atomic_load_n(&T->cnt.faults, __ATOMIC_RELAXED);
+	out->fallbacks = __atomic_load_n(&T->cnt.fallbacks, __ATOMIC_RELAXED);
+	out->fallback_pages = __atomic_load_n(&T->cnt.fallback_pages, __ATOMIC_RELAXED);
+	out->kernel_writes = __atomic_load_n(&T->cnt.kernel_writes, __ATOMIC_RELAXED);
+	out->moved = __atomic_load_n(&T->cnt.moved, __ATOMIC_RELAXED);
+}
+
+/* ---- changes while tracking --------------------------------------------------- */
+
+/* Removes [lo, hi) from the table, giving it its protection back first if
+ * `disarm`.  T->lock held. */
+static int drop_range(uintptr_t lo, uintptr_t hi, int disarm)
+{
+	struct ckpt__rtab *t = T->tab;
+	if (!rtab_overlaps(t, lo, hi))
+		return 0;
+	struct ckpt__rtab *n = rtab_edit(t, lo, hi, EDIT_REMOVE, 0);
+	if (!n)
+		return CKPT_ENOMEM;
+	if (disarm) {
+		int rc = ckpt__maps_read(&T->maps);
+		if (rc) {
+			rtab_free(n);
+			return rc;
+		}
+		for (size_t i = rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
+			struct ckpt__region r = t->r[i];
+			r.start = r.start > lo ? r.start : lo;
+			r.end = r.end < hi ? r.end : hi;
+			disarm_region(&T->maps, &r);
+		}
+	}
+	publish(n);
+	return 0;
+}
+
+int ckpt__track_exclude(uintptr_t lo, uintptr_t hi)
+{
+	if (ckpt__track_init())
+		return CKPT_ENOMEM;
+	pthread_mutex_lock(&T->lock);
+	int rc = 0;
+	if (T->tab) {
+		rc = ckpt__rset_add(&T->user_excl, lo, hi) ? CKPT_ENOMEM : 0;
+		if (!rc)
+			rc = drop_range(lo, hi, 1);
+		if (!rc) {
+			ckpt__bm_clear(lo, hi);
+			ckpt__rset_del(&T->pinned, lo, hi);
+			ckpt__rset_del(&T->newdirty, lo, hi);
+		}
+	}
+	pthread_mutex_unlock(&T->lock);
+	return rc;
+}
+
+void ckpt__track_pin(uintptr_t lo, uintptr_t hi)
+{
+	if (!ckpt__track_armed())
+		return;
+	pthread_mutex_lock(&T->lock);
+	if (T->tab && ckpt__rset_add(&T->pinned, lo, hi) == 0)
+		drop_range(lo, hi, 1);
+	pthread_mutex_unlock(&T->lock);
+}
+
+void ckpt__track_unmapped(uintptr_t lo, uintptr_t hi)
+{
+	if (!ckpt__track_armed())
+		return;
+	pthread_mutex_lock(&T->lock);
+	if (T->tab) {
+		drop_range(lo, hi, 0);
+		ckpt__bm_clear(lo, hi);
+		ckpt__rset_del(&T->pinned, lo, hi);
+		ckpt__rset_del(&T->newdirty, lo, hi);
+	}
+	pthread_mutex_unlock(&T->lock);
+}
+
+void ckpt__track_discard(uintptr_t lo, uintptr_t hi)
+{
+	if (!ckpt__track_armed())
+		return;
+	/* The pages will read as zero (or the file's data): a change of
+	 * content that no write fault shows. */
+	const struct ckpt__rtab *t = ckpt__rcu_enter();
+	if (t)
+		for (size_t i = rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
+			uintptr_t a = t->r[i].start > lo ? t->r[i].start : lo;
+			uintptr_t b = t->r[i].end < hi ? t->r[i].end : hi;
+			uintptr_t mask = ((uintptr_t)1 << t->r[i].pgshift) - 1;
+			ckpt__bm_set(a & ~mask, (b + mask) & ~mask);
+		}
+	ckpt__rcu_exit();
+}
+
+void ckpt__track_touch_slow(uintptr_t p, size_t n)
+{
+	uintptr_t lo = p, hi = lo + n;
+	if (hi < lo)
+		hi = UINTPTR_MAX;
+	const struct ckpt__rtab *t = ckpt__rcu_enter();
+	if (t && T->be && T->be->touch) {
+		int hit = 0;
+		for (size_t i = rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
+			const struct ckpt__region *r = &t->r[i];
+			if (!(r->prot & PROT_WRITE))
+				continue;
+			uintptr_t mask = ((uintptr_t)1 << r->pgshift) - 1;
+			uintptr_t a = (r->start > lo ? r->start : lo) & ~mask;
+			uintptr_t b = ((r->end < hi ? r->end : hi) + mask) & ~mask;
+			T->be->touch(r, a, b);
+			hit = 1;
+		}
+		if (hit)
+			__atomic_fetch_add(&T->cnt.kernel_writes, 1, __ATOMIC_RELAXED);
+	}
+	ckpt__rcu_exit();
+}
+
+struct newdirty_ctx {
+	int rc;
+};
+
+static int note_writable(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
+{
+	struct newdirty_ctx *c = arg;
+	if (v->perms & CKPT__VMA_W)
+		c->rc |= ckpt__rset_add(&T->newdirty, s, e);
+	return 0;
+}
+
+int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot, int (*real)(void *, size_t, int))
+{
+	if (!ckpt__track_armed())
+		return real((void *)lo, hi - lo, prot) ? -errno : 0;
+	pthread_mutex_lock(&T->lock);
+	struct ckpt__rtab *t = T->tab;
+	int rc = 0;
+	if (!t)
+		goto plain;
+	if (!(prot & PROT_WRITE) && ckpt__maps_read(&T->maps) == 0) {
+		/* Untracked memory written since begin and made read-only now
+		 * would no longer look new: remember it. */
+		struct newdirty_ctx c = {0};
+		foreach_mapped(&T->maps, lo, hi, note_writable, &c);
+		for (size_t i = rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++)
+			ckpt__rset_del(&T->newdirty, t->r[i].start, t->r[i].end);
+	}
+	if (!rtab_overlaps(t, lo, hi))
+		goto plain;
+	struct ckpt__rtab *n = rtab_edit(t, lo, hi, EDIT_PROT, prot);
+	if (!n) {
+		pthread_mutex_unlock(&T->lock);
+		return -ENOMEM;
+	}
+	publish(n);
+	/* Tracked pieces get the program's protection minus write while
+	 * clean; the rest gets it as asked. */
+	uintptr_t at = lo;
+	size_t i = rtab_lower(n, lo);
+	while (at < hi && !rc) {
+		if (i < n->n && n->r[i].start <= at) {
+			uintptr_t e = n->r[i].end < hi ? n->r[i].end : hi;
+			rc = T->be->protect(&n->r[i], at, e, prot);
+			at = e;
+			i++;
+			continue;
+		}
+		uintptr_t e = (i < n->n && n->r[i].start < hi) ? n->r[i].start : hi;
+		if (real((void *)at, e - at, prot))
+			rc = -errno;
+		at = e;
+	}
+	pthread_mutex_unlock(&T->lock);
+	return rc;
+plain:
+	if (real((void *)lo, hi - lo, prot))
+		rc = -errno;
+	pthread_mutex_unlock(&T->lock);
+	return rc;
+}

@@ -1,0 +1,172 @@
+/*
+ * track.h - the tracker: what is protected, the dirty set, and the
+ * interface its back-ends implement.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef CKPT_TRACK_H
+#define CKPT_TRACK_H
+
+#include "ckpt.h"
+#include "maps.h"
+#include "rangeset.h"
+#include "state.h"
+
+#include <pthread.h>
+
+/* A tracked region: part of one mapping as it was at ckpt_begin, minus
+ * excluded and pinned pages.  Protection changes by ckpt split mappings
+ * (VMAs) but never regions; the program's own mprotect/munmap do. */
+struct ckpt__region {
+	uintptr_t start, end;
+	int prot;         /* protection the program wants (PROT_*) */
+	unsigned flags;   /* CKPT__RG_* */
+	unsigned pgshift; /* log2 of the mapping's page size */
+	const char *name; /* interned mapping name */
+};
+
+#define CKPT__RG_SHARED 0x1u
+#define CKPT__RG_ANON 0x2u
+
+/* An immutable, sorted table of regions.  Readers (the fault handler,
+ * interposers) load the current one under ckpt__rcu_enter; writers replace
+ * it whole under the tracker lock. */
+struct ckpt__rtab {
+	size_t n;
+	size_t bytes;
+	struct ckpt__rtab *retired_next;
+	struct ckpt__region r[];
+};
+
+/* The operations a tracking back-end provides. */
+struct ckpt__backend {
+	int id;           /* CKPT_BACKEND_* */
+	const char *name;
+	/* Whether it can work here; fills `why` when not.  0 or CKPT_E*. */
+	int (*probe)(char *why, size_t whylen);
+	/* Process-wide setup done once (fault handler).  0 or CKPT_E*. */
+	int (*install)(void);
+	/* Protect a region (the table holding it is published). */
+	int (*arm)(const struct ckpt__region *r);
+	/* Give [lo, hi) of region r its protection back. */
+	int (*disarm)(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi);
+	/* Make [lo, hi) of region r writable and mark it dirty, ahead of a
+	 * kernel write.  Fault-safe.  NULL if the kernel's writes need no help. */
+	void (*touch)(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi);
+	/* Apply the program's `prot` to [lo, hi) of region r, keeping clean
+	 * pages tracked.  0 or -errno. */
+	int (*protect)(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int prot);
+	/* An address inside the library the back-end depends on, whose data
+	 * is excluded like ckpt's own (or NULL). */
+	const void *module;
+};
+
+CKPT__HIDDEN extern const struct ckpt__backend ckpt__backend_mprotect;
+
+/* Handler-visible counters (ckpt's own memory). */
+struct ckpt__counters {
+	uint64_t faults, fallbacks, fallback_pages, kernel_writes, moved;
+};
+
+struct ckpt__tracker {
+	pthread_mutex_t lock;
+	struct ckpt__rtab *tab;      /* published table, atomic; NULL when not tracking */
+	long readers;                /* readers inside ckpt__rcu_enter/exit, atomic */
+	struct ckpt__rtab *retired;  /* replaced tables waiting for readers to drain */
+	const struct ckpt__backend *be;
+	int armed;                   /* tracking, atomic */
+	int touch;                   /* interposers must unprotect ahead of kernel writes */
+	unsigned flags;              /* CKPT_F_* of the tracking handle */
+	struct ckpt__rset user_excl; /* the tracking handle's ckpt_exclude ranges */
+	struct ckpt__rset pinned;    /* never protected, always dirty */
+	struct ckpt__rset newdirty;  /* untracked ranges known written (made read-only since) */
+	struct ckpt__maps maps;      /* scratch */
+	struct ckpt__counters cnt;
+	/* The fault path's view of /proc/self/maps. */
+	ckpt__spin fault_lock;
+	char fault_buf[16384];
+	/* Interned mapping names. */
+	char *names;
+	size_t names_len, names_cap;
+};
+
+#define ckpt__T (ckpt__g.tracker)
+
+/* A list of dirty runs with their own copy of the mapping names. */
+struct ckpt__runs {
+	ckpt_page_run *r;
+	size_t n, cap;
+	char *text;
+	size_t text_len, text_cap;
+	size_t pages;
+};
+CKPT__HIDDEN void ckpt__runs_free(struct ckpt__runs *runs);
+
+/* What ckpt_begin measured. */
+struct ckpt__begin_info {
+	size_t regions, tracked_pages, pinned_pages, excluded_pages;
+	unsigned unknown_threads;
+};
+
+CKPT__HIDDEN int ckpt__track_init(void);
+/* Chooses the back-end for CKPT_BACKEND_* `want`; fills why on failure. */
+CKPT__HIDDEN int ckpt__track_select(int want, const struct ckpt__backend **out, char *why,
+				    size_t whylen);
+CKPT__HIDDEN int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
+				   const struct ckpt__rset *user_excl,
+				   struct ckpt__begin_info *info);
+/* The current dirty set (tracking only). */
+CKPT__HIDDEN int ckpt__track_collect(struct ckpt__runs *out);
+/* Stops tracking; the final dirty set goes to `final`. */
+CKPT__HIDDEN int ckpt__track_end(struct ckpt__runs *final);
+/* Excludes [lo, hi) at once (tracking only). */
+CKPT__HIDDEN int ckpt__track_exclude(uintptr_t lo, uintptr_t hi);
+CKPT__HIDDEN void ckpt__track_counters(struct ckpt__counters *out);
+
+/* For the interposers; all are cheap no-ops when not tracking. */
+static inline int ckpt__track_armed(void)
+{
+	return ckpt__T && __atomic_load_n(&ckpt__T->armed, __ATOMIC_ACQUIRE);
+}
+/* [p, p+n) is about to be written by the kernel. */
+CKPT__HIDDEN void ckpt__track_touch_slow(uintptr_t p, size_t n);
+static inline void ckpt__track_touch(const void *p, size_t n)
+{
+	if (CKPT__UNLIKELY(ckpt__T && __atomic_load_n(&ckpt__T->touch, __ATOMIC_ACQUIRE)) && p &&
+	    n)
+		ckpt__track_touch_slow((uintptr_t)p, n);
+}
+/* The program's mprotect: applies it, keeping tracked pages tracked.
+ * Returns 0 or -errno. */
+CKPT__HIDDEN int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot,
+				      int (*real)(void *, size_t, int));
+/* [lo, hi) was unmapped, or replaced by a new mapping. */
+CKPT__HIDDEN void ckpt__track_unmapped(uintptr_t lo, uintptr_t hi);
+/* The contents of [lo, hi) are about to be discarded (MADV_DONTNEED...). */
+CKPT__HIDDEN void ckpt__track_discard(uintptr_t lo, uintptr_t hi);
+/* [lo, hi) must stay writable from now on (an alternate signal stack). */
+CKPT__HIDDEN void ckpt__track_pin(uintptr_t lo, uintptr_t hi);
+
+/* Read side of the table: a counter of readers, so that a replaced table is
+ * freed only once none can still use it.  Fault-safe. */
+static inline struct ckpt__rtab *ckpt__rcu_enter(void)
+{
+	__atomic_fetch_add(&ckpt__T->readers, 1, __ATOMIC_SEQ_CST);
+	return __atomic_load_n(&ckpt__T->tab, __ATOMIC_SEQ_CST);
+}
+static inline void ckpt__rcu_exit(void)
+{
+	__atomic_fetch_sub(&ckpt__T->readers, 1, __ATOMIC_RELEASE);
+}
+/* The region holding addr, or NULL.  Fault-safe. */
+CKPT__HIDDEN const struct ckpt__region *ckpt__rtab_find(const struct ckpt__rtab *t,
+							uintptr_t addr);
+
+/* The protection a tracked page has while it is clean. */
+CKPT__HIDDEN int ckpt__prot_clean(int prot);
+
+/* Publishes a table (NULL to stop) and frees replaced ones when it can;
+ * T->lock held.  For back-ends' self-tests. */
+CKPT__HIDDEN void ckpt__track_publish(struct ckpt__rtab *t, int wait);
+CKPT__HIDDEN struct ckpt__rtab *ckpt__rtab_new(size_t n);
+
+#endif /* CKPT_TRACK_H */
