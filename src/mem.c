@@ -2,6 +2,13 @@
  * mem.c - ckpt's own memory: anonymous mappings made with raw system calls,
  * recorded so that tracking leaves them out.
  * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Most allocations come from one large reserved mapping (the pool), pages
+ * handed out first-fit and given back to the kernel with MADV_DONTNEED when
+ * freed.  One mapping matters: a program whose tracked memory has reached
+ * vm.max_map_count cannot get a new mapping from the kernel, and ckpt must
+ * still be able to allocate to report its dirty set.  Allocations the pool
+ * cannot hold get mappings of their own.
  */
 #include "mem.h"
 #include "state.h"
@@ -25,6 +32,8 @@ union ckpt__state_page ckpt__state_page __attribute__((aligned(4096)));
 #define own (*(struct own_range **)&ckpt__g.own)
 #define own_n (ckpt__g.own_n)
 #define own_cap (ckpt__g.own_cap)
+
+#define POOL_BYTES ((size_t)256 << 20)
 
 __attribute__((constructor(101))) static void mem_init(void)
 {
@@ -100,11 +109,84 @@ static void own_del(uintptr_t lo)
 		}
 }
 
+/* own_lock held. */
+static int pool_init(void)
+{
+	if (ckpt__g.pool)
+		return 0;
+	char *p = raw_map(POOL_BYTES, MAP_NORESERVE);
+	if (!p)
+		return -1;
+	size_t pages = POOL_BYTES / ckpt__pagesize;
+	size_t map_pages = ckpt__page_up((pages + 7) / 8) / ckpt__pagesize;
+	if (own_add((uintptr_t)p, (uintptr_t)p + POOL_BYTES)) {
+		raw_unmap(p, POOL_BYTES);
+		return -1;
+	}
+	ckpt__g.pool_used = (uint64_t *)p;
+	ckpt__g.pool_pages = pages;
+	/* The pages holding the bitmap itself are used. */
+	for (size_t i = 0; i < map_pages; i++)
+		ckpt__g.pool_used[i / 64] |= 1ull << (i % 64);
+	ckpt__g.pool = p;
+	return 0;
+}
+
+/* First fit for n free pages; own_lock held.  Returns the index or -1. */
+static long pool_find(size_t n)
+{
+	uint64_t *used = ckpt__g.pool_used;
+	size_t pages = ckpt__g.pool_pages, run = 0, start = 0;
+	for (size_t i = 0; i < pages;) {
+		if (run == 0 && (i & 63) == 0 && used[i / 64] == ~0ull) {
+			i += 64;
+			continue;
+		}
+		if (used[i / 64] & (1ull << (i & 63))) {
+			run = 0;
+		} else {
+			if (run++ == 0)
+				start = i;
+			if (run == n)
+				return (long)start;
+		}
+		i++;
+	}
+	return -1;
+}
+
+static void pool_mark(size_t first, size_t n, int on)
+{
+	for (size_t i = first; i < first + n; i++) {
+		if (on)
+			ckpt__g.pool_used[i / 64] |= 1ull << (i & 63);
+		else
+			ckpt__g.pool_used[i / 64] &= ~(1ull << (i & 63));
+	}
+}
+
+static int in_pool(const void *p)
+{
+	return ckpt__g.pool && (const char *)p >= ckpt__g.pool &&
+	       (const char *)p < ckpt__g.pool + POOL_BYTES;
+}
+
 static void *alloc_flags(size_t size, int extra)
 {
 	if (size == 0)
 		size = 1;
 	size = ckpt__page_up(size);
+	size_t n = size / ckpt__pagesize;
+	ckpt__spin_lock(&own_lock);
+	if (pool_init() == 0) {
+		long first = pool_find(n);
+		if (first >= 0) {
+			pool_mark((size_t)first, n, 1);
+			ckpt__spin_unlock(&own_lock);
+			return ckpt__g.pool + (size_t)first * ckpt__pagesize;
+		}
+	}
+	ckpt__spin_unlock(&own_lock);
 	void *p = raw_map(size, extra);
 	if (!p)
 		return NULL;
@@ -135,6 +217,14 @@ void ckpt__mem_free(void *p, size_t size)
 	if (size == 0)
 		size = 1;
 	size = ckpt__page_up(size);
+	if (in_pool(p)) {
+		/* Zero-filled again on next use, and the memory goes back. */
+		ckpt__sys3(SYS_madvise, (long)p, (long)size, MADV_DONTNEED);
+		ckpt__spin_lock(&own_lock);
+		pool_mark((size_t)((char *)p - ckpt__g.pool) / ckpt__pagesize, size / ckpt__pagesize, 0);
+		ckpt__spin_unlock(&own_lock);
+		return;
+	}
 	ckpt__spin_lock(&own_lock);
 	own_del((uintptr_t)p);
 	ckpt__spin_unlock(&own_lock);
@@ -223,20 +313,30 @@ static size_t str_len(const char *s)
 	return n;
 }
 
-void ckpt__fault_message(const char *msg, uintptr_t value)
+void ckpt__fault_message(const char *msg, const uintptr_t *values, int nvalues)
 {
-	char buf[160];
+	/* "%x" placeholders in msg take the values in order. */
+	char buf[320];
 	size_t n = 0;
 	const char *pre = "ckpt: ";
-	for (size_t i = 0; pre[i] && n < sizeof buf; i++)
+	for (size_t i = 0; pre[i]; i++)
 		buf[n++] = pre[i];
-	for (size_t i = 0, l = str_len(msg); i < l && n < sizeof buf - 24; i++)
+	int v = 0;
+	for (size_t i = 0, l = str_len(msg); i < l && n < sizeof buf - 24; i++) {
+		if (msg[i] == '%' && msg[i + 1] == 'x' && v < nvalues) {
+			uintptr_t x = values[v++];
+			int sh = 60;
+			while (sh > 0 && !((x >> sh) & 15))
+				sh -= 4;
+			buf[n++] = '0';
+			buf[n++] = 'x';
+			for (; sh >= 0; sh -= 4)
+				buf[n++] = "0123456789abcdef"[(x >> sh) & 15];
+			i++;
+			continue;
+		}
 		buf[n++] = msg[i];
-	buf[n++] = ' ';
-	buf[n++] = '0';
-	buf[n++] = 'x';
-	for (int sh = 60; sh >= 0; sh -= 4)
-		buf[n++] = "0123456789abcdef"[(value >> sh) & 15];
+	}
 	buf[n++] = '\n';
 	ckpt__raw_write(2, buf, n);
 }

@@ -45,13 +45,15 @@ int ckpt__rset_add(struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
 	if (j == i) {
 		if (ckpt__mem_grow((void **)&s->r, &s->cap, s->n + 1, sizeof *s->r))
 			return -1;
-		memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof *s->r);
+		if (s->n > i)
+			memmove(&s->r[i + 1], &s->r[i], (s->n - i) * sizeof *s->r);
 		s->r[i] = (struct ckpt__range){lo, hi};
 		s->n++;
 		return 0;
 	}
 	s->r[i] = (struct ckpt__range){lo, hi};
-	memmove(&s->r[i + 1], &s->r[j], (s->n - j) * sizeof *s->r);
+	if (s->n > j)
+		memmove(&s->r[i + 1], &s->r[j], (s->n - j) * sizeof *s->r);
 	s->n -= j - i - 1;
 	return 0;
 }
@@ -80,7 +82,8 @@ int ckpt__rset_del(struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
 		j++;
 	if (j < s->n && s->r[j].lo < hi)
 		s->r[j].lo = hi;
-	memmove(&s->r[i], &s->r[j], (s->n - j) * sizeof *s->r);
+	if (s->n > j)
+		memmove(&s->r[i], &s->r[j], (s->n - j) * sizeof *s->r);
 	s->n -= j - i;
 	return 0;
 }

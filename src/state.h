@@ -21,6 +21,9 @@ struct ckpt__state {
 	ckpt__spin own_lock;
 	void *own;
 	size_t own_n, own_cap;
+	char *pool;            /* one mapping for most of ckpt's memory */
+	uint64_t *pool_used;   /* one bit per pool page */
+	size_t pool_pages;
 	/* bitmap.c */
 	uint64_t **bm_dir;
 	size_t bm_ndir;

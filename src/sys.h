@@ -130,7 +130,8 @@ static inline uintptr_t ckpt__page_up(uintptr_t a)
 /* Monotonic clock in nanoseconds. */
 CKPT__HIDDEN uint64_t ckpt__now_ns(void);
 
-/* Writes a message to stderr with raw calls only (fault path). */
-CKPT__HIDDEN void ckpt__fault_message(const char *msg, uintptr_t value);
+/* Writes "ckpt: <msg>\n" to stderr with raw calls only (fault path); each
+ * "%x" in msg prints the next of `values` in hexadecimal. */
+CKPT__HIDDEN void ckpt__fault_message(const char *msg, const uintptr_t *values, int nvalues);
 
 #endif /* CKPT_SYS_H */

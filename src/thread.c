@@ -318,22 +318,6 @@ static int stack_still_cached(const struct ckpt__thread *e)
 	return words[0] == e->tp && words[2] == e->tp;
 }
 
-struct tls_span {
-	size_t bytes;
-};
-
-static int tls_sum(struct dl_phdr_info *info, size_t size, void *arg)
-{
-	(void)size;
-	struct tls_span *t = arg;
-	for (int i = 0; i < info->dlpi_phnum; i++)
-		if (info->dlpi_phdr[i].p_type == PT_TLS) {
-			size_t align = info->dlpi_phdr[i].p_align ? info->dlpi_phdr[i].p_align : 1;
-			t->bytes += (info->dlpi_phdr[i].p_memsz + align - 1) / align * align;
-		}
-	return 0;
-}
-
 static int mapped(const struct ckpt__maps *m, uintptr_t lo, uintptr_t hi)
 {
 	while (lo < hi) {
@@ -343,6 +327,22 @@ static int mapped(const struct ckpt__maps *m, uintptr_t lo, uintptr_t hi)
 		lo = m->v[i].end;
 	}
 	return 1;
+}
+
+struct tls_low {
+	uintptr_t tp;
+	uintptr_t low; /* lowest static TLS block of the calling thread */
+};
+
+static int tls_lowest(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	struct tls_low *t = arg;
+	uintptr_t d = (uintptr_t)info->dlpi_tls_data;
+	/* Static TLS blocks sit just below the thread pointer. */
+	if (d && d < t->tp && t->tp - d < ((uintptr_t)1 << 24) && d < t->low)
+		t->low = d;
+	return 0;
 }
 
 int ckpt__threads_ranges(const struct ckpt__maps *m, struct ckpt__rset *stacks,
@@ -370,21 +370,28 @@ int ckpt__threads_ranges(const struct ckpt__maps *m, struct ckpt__rset *stacks,
 		}
 	/* The main thread: its stack is the [stack] mapping; its TLS block
 	 * (static TLS of every module below the thread pointer, glibc's thread
-	 * descriptor with the rseq area above it) sits in ordinary anonymous
-	 * memory that ld.so allocated. */
+	 * descriptor with the rseq area above it) sits in anonymous memory
+	 * that ld.so allocated, which may share a mapping with other data: pin
+	 * its pages only, within the mapping that holds it.  Offsets from the
+	 * thread pointer are the same in every thread, so the calling
+	 * thread's layout gives the main thread's. */
 	struct ckpt__thread *mt = &R->main;
-	if (mt->state == T_LIVE) {
-		struct tls_span span = {0};
-		dl_iterate_phdr(tls_sum, &span);
-		/* glibc reserves surplus static TLS for later dlopen()s. */
-		size_t below = span.bytes + 4096 + 2048;
+	long vi = mt->state == T_LIVE ? ckpt__maps_find(m, mt->tp) : -1;
+	if (vi >= 0) {
+		struct tls_low tl = {thread_pointer(), thread_pointer()};
+		dl_iterate_phdr(tls_lowest, &tl);
+		uintptr_t below = tl.tp - tl.low;
 		uintptr_t lo = ckpt__page_down(mt->tp - below);
-		uintptr_t hi = ckpt__page_up(mt->tp + 4096);
+		uintptr_t hi = ckpt__page_up(mt->tp + 2560); /* glibc's struct pthread */
 		uintptr_t rseq_area = mt->tp + (uintptr_t)__rseq_offset;
 		if (__rseq_size && rseq_area < lo)
 			lo = ckpt__page_down(rseq_area);
-		if (__rseq_size && rseq_area + 32 > hi)
-			hi = ckpt__page_up(rseq_area + 32);
+		if (__rseq_size && rseq_area + __rseq_size > hi)
+			hi = ckpt__page_up(rseq_area + __rseq_size);
+		if (lo < m->v[vi].start)
+			lo = m->v[vi].start;
+		if (hi > m->v[vi].end)
+			hi = m->v[vi].end;
 		rc |= ckpt__rset_add(pinned, lo, hi);
 		if (mt->alt_lo < mt->alt_hi)
 			rc |= ckpt__rset_add(pinned, mt->alt_lo, mt->alt_hi);

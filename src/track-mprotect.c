@@ -83,41 +83,131 @@ CKPT__FAULTPATH static long count_add(uint64_t *c, uint64_t n)
 	return (long)__atomic_fetch_add(c, n, __ATOMIC_RELAXED);
 }
 
-/* Unprotects [lo, hi) of r (aligned to its page size); at the VMA limit,
- * progressively larger aligned blocks.  0 or -errno. */
-CKPT__FAULTPATH static long unprotect(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
+/* Whether page p of region r is writable now (marked); pages outside the
+ * region count as protected: whatever is there, ckpt cannot merge with it. */
+CKPT__FAULTPATH static int page_open(const struct ckpt__region *r, uintptr_t p)
+{
+	return p >= r->start && p < r->end && ckpt__bm_test(p);
+}
+
+/* How many mappings unprotecting [lo, hi) of r adds (negative: removes).
+ * Inside a region a page is writable exactly when it is marked, so the
+ * mapping boundaries around and inside the block can be counted on the
+ * bitmap: after the change the block is one writable stretch. */
+CKPT__FAULTPATH static long vma_delta(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
+{
+	uintptr_t pg = (uintptr_t)1 << r->pgshift;
+	long before = 0;
+	int prev = page_open(r, lo - pg);
+	for (uintptr_t p = lo; p <= hi; p += pg) {
+		int cur = page_open(r, p);
+		before += cur != prev;
+		prev = cur;
+	}
+	long after = !page_open(r, lo - pg) + !page_open(r, hi);
+	return after - before;
+}
+
+/* Makes [lo, hi) of r writable and marks it.  0 or -errno. */
+CKPT__FAULTPATH static long open_block(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi,
+				       long delta)
 {
 	long rc = ckpt__raw_mprotect(lo, hi - lo, r->prot);
 	if (rc == 0) {
 		ckpt__bm_set(lo, hi);
-		return 0;
+		__atomic_add_fetch(&T->vma_est, delta, __ATOMIC_RELAXED);
 	}
-	if (rc != -ENOMEM)
-		return rc;
-	/* vm.max_map_count reached: every split mprotect needs a new VMA.
-	 * Unprotecting a larger aligned block merges it with the writable
-	 * neighbours it reaches, so it needs none; its pages count as dirty
-	 * (a superset, never a loss). */
-	static const unsigned shifts[] = {4, 9, 14, 19, 63};
-	for (unsigned k = 0; k < sizeof shifts / sizeof shifts[0]; k++) {
-		uintptr_t a = r->start, b = r->end;
-		unsigned sh = shifts[k] + ckpt__pageshift;
-		if (shifts[k] < 63 && sh < 8 * sizeof(uintptr_t)) {
-			uintptr_t size = (uintptr_t)1 << sh;
-			if (size < ((uintptr_t)1 << r->pgshift))
-				continue;
-			uintptr_t ba = lo & ~(size - 1), bb = (hi + size - 1) & ~(size - 1);
-			if (ba > a)
-				a = ba;
-			if (bb < b && bb > ba)
-				b = bb;
-		}
-		if (ckpt__raw_mprotect(a, b - a, r->prot) == 0) {
-			ckpt__bm_set(a, b);
+	return rc;
+}
+
+/* The aligned block around [lo, hi) of 2^shift system pages, in r. */
+CKPT__FAULTPATH static void block_of(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi,
+				     unsigned shift, uintptr_t *a, uintptr_t *b)
+{
+	*a = r->start;
+	*b = r->end;
+	unsigned sh = shift + ckpt__pageshift;
+	if (sh >= 8 * sizeof(uintptr_t) - 1)
+		return;
+	uintptr_t size = (uintptr_t)1 << sh;
+	if (size < ((uintptr_t)1 << r->pgshift))
+		size = (uintptr_t)1 << r->pgshift;
+	uintptr_t ba = lo & ~(size - 1), bb = (hi + size - 1) & ~(size - 1);
+	if (ba > *a)
+		*a = ba;
+	if (bb < *b && bb > ba)
+		*b = bb;
+}
+
+CKPT__FAULTPATH static int count_cb(const struct ckpt__vma *v, void *arg)
+{
+	(void)v;
+	++*(long *)arg;
+	return 0;
+}
+
+/* Replaces the estimate by the kernel's count.  The estimate assumes the
+ * kernel merges neighbouring writable pieces, which it declines when their
+ * anon_vma differ; reading /proc/self/maps costs milliseconds at tens of
+ * thousands of mappings, so this runs only near the budget. */
+CKPT__FAULTPATH static long vma_resync(void)
+{
+	long n = 0;
+	ckpt__spin_lock(&T->fault_lock);
+	long rc = ckpt__maps_stream(T->fault_buf, sizeof T->fault_buf, count_cb, &n);
+	ckpt__spin_unlock(&T->fault_lock);
+	if (rc == 0)
+		__atomic_store_n(&T->vma_est, n, __ATOMIC_RELAXED);
+	return __atomic_load_n(&T->vma_est, __ATOMIC_RELAXED);
+}
+
+static const unsigned block_shifts[] = {4, 6, 9, 12, 15, 18, 63};
+#define NSHIFTS (sizeof block_shifts / sizeof block_shifts[0])
+
+/* Unprotects [lo, hi) of r (aligned to its page size) and marks it dirty.
+ *
+ * Every isolated page unprotected splits a mapping, and the kernel allows
+ * vm.max_map_count mappings per process.  Near ckpt's share of that limit
+ * (T->vma_budget) it unprotects the smallest aligned block around the page
+ * that does not add a mapping: the writable pages it reaches merge into one,
+ * and its clean pages count as dirty, a superset, never a loss.  The
+ * estimate is checked against the kernel's count now and then; while the
+ * count stays over budget the blocks grow, up to the whole region, after
+ * which the region cannot add a mapping any more.  0 or -errno. */
+CKPT__FAULTPATH static long unprotect(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
+{
+	long delta = vma_delta(r, lo, hi);
+	long est = __atomic_load_n(&T->vma_est, __ATOMIC_RELAXED);
+	if (delta <= 0 || est + delta <= T->vma_budget) {
+		long rc = open_block(r, lo, hi, delta);
+		if (rc != -ENOMEM)
+			return rc;
+		vma_resync();
+	}
+	unsigned k = __atomic_load_n(&T->coarse_min, __ATOMIC_RELAXED);
+	if ((__atomic_add_fetch(&T->coarse_opens, 1, __ATOMIC_RELAXED) & 63) == 0 &&
+	    vma_resync() > T->vma_budget && k + 1 < NSHIFTS) {
+		/* Blocks of this size do not bring the count down here. */
+		__atomic_store_n(&T->coarse_min, ++k, __ATOMIC_RELAXED);
+	}
+	for (; k < NSHIFTS - 1; k++) {
+		uintptr_t a, b;
+		block_of(r, lo, hi, block_shifts[k], &a, &b);
+		if (vma_delta(r, a, b) <= 0)
+			break;
+	}
+	for (; k < NSHIFTS; k++) {
+		uintptr_t a, b;
+		block_of(r, lo, hi, block_shifts[k], &a, &b);
+		long d = vma_delta(r, a, b);
+		long rc = open_block(r, a, b, d);
+		if (rc == 0) {
 			count_add(&T->cnt.fallbacks, 1);
 			count_add(&T->cnt.fallback_pages, (b - a) >> ckpt__pageshift);
 			return 0;
 		}
+		if (rc != -ENOMEM)
+			return rc;
 	}
 	return -ENOMEM;
 }
@@ -152,9 +242,9 @@ CKPT__FAULTPATH static int vma_of(uintptr_t addr, struct find_ctx *f)
 	return f->found;
 }
 
-CKPT__FAULTPATH static void die_now(const char *why, uintptr_t addr)
+CKPT__FAULTPATH static void die_now(const char *why, const uintptr_t *v, int nv)
 {
-	ckpt__fault_message(why, addr);
+	ckpt__fault_message(why, v, nv);
 	struct ksigaction dfl = {0};
 	ckpt__sys6(SYS_rt_sigaction, SIGSEGV, (long)&dfl, 0, 8, 0, 0);
 }
@@ -177,9 +267,13 @@ CKPT__FAULTPATH static int on_fault(void *fault_address, int serious)
 			/* Unmapped meanwhile: the retry faults as unmapped
 			 * and goes to the program.  Otherwise ckpt cannot
 			 * let the write through and says so before dying. */
-			if (vma_of(addr, &f))
-				die_now("cannot unprotect a tracked page (out of memory mappings?) at",
-					addr);
+			if (vma_of(addr, &f)) {
+				uintptr_t v[6] = {addr, r->start, r->end, (uintptr_t)-rc,
+						  (uintptr_t)T->vma_est, (uintptr_t)T->vma_budget};
+				die_now("cannot unprotect the tracked page at %x (region %x-%x): "
+					"error %x; mappings about %x, ckpt's budget %x",
+					v, 6);
+			}
 		}
 	}
 	ckpt__rcu_exit();
@@ -470,16 +564,18 @@ static int mp_install_once(void)
 	return selftest();
 }
 
-int ckpt__mp_sigaction_hook(int sig, const struct sigaction *act, struct sigaction *old)
+/* Runs inside a sanitizer's start-up too: never instrumented. */
+CKPT__FAULTPATH int ckpt__mp_sigaction_hook(int sig, const struct sigaction *act,
+					    struct sigaction *old)
 {
 	if (sig != SIGSEGV || !MP || MP->installing ||
 	    !__atomic_load_n(&MP->installed, __ATOMIC_ACQUIRE))
 		return 0;
 	struct sigaction prev = MP->prog;
 	if (act) {
-		struct sigaction n = *act;
-		sigdelset(&n.sa_mask, SIGSEGV);
-		MP->prog = n;
+		MP->prog = *act;
+		/* sigdelset, without a call a sanitizer intercepts. */
+		((unsigned long *)&MP->prog.sa_mask)[0] &= ~(1ul << (SIGSEGV - 1));
 	}
 	if (old)
 		*old = prev;

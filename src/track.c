@@ -33,6 +33,8 @@
 #include "thread.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <link.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -411,6 +413,15 @@ static int vma_prot(unsigned perms)
 	       ((perms & CKPT__VMA_X) ? PROT_EXEC : 0);
 }
 
+/* Pages of the set that are mapped. */
+static size_t mapped_pages(const struct ckpt__maps *m, const struct ckpt__rset *s)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < m->n; i++)
+		n += ckpt__rset_bytes_in(s, m->v[i].start, m->v[i].end) >> ckpt__pageshift;
+	return n;
+}
+
 /* Splits the writable mappings into regions around the excluded and pinned
  * sets. */
 static int plan_regions(const struct ckpt__maps *m, const struct ckpt__rset *excl,
@@ -599,14 +610,14 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 		return ckpt__fail(rc, "ckpt_begin: out of memory planning what to protect");
 	}
 	info->regions = tab->n;
-	for (size_t i = 0; i < T->pinned.n; i++)
-		info->pinned_pages += (T->pinned.r[i].hi - T->pinned.r[i].lo) >> ckpt__pageshift;
+	info->pinned_pages = mapped_pages(&T->maps, &T->pinned);
 	memset(&T->cnt, 0, sizeof T->cnt);
 
 	/* Publish first: the first write to a protected page must find it. */
 	publish(tab);
 	__atomic_store_n(&T->touch, be->touch != NULL, __ATOMIC_RELEASE);
 	__atomic_store_n(&T->armed, 1, __ATOMIC_RELEASE);
+	ckpt__track_vma_sync(T->maps.n);
 	size_t armed = 0;
 	for (; armed < tab->n; armed++) {
 		rc = be->arm(&tab->r[armed]);
@@ -625,12 +636,39 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 		__atomic_store_n(&T->touch, 0, __ATOMIC_RELEASE);
 		publish(NULL);
 		reclaim(1);
+	} else if (ckpt__maps_read(&T->maps) == 0) {
+		/* Protecting split mappings at the edges of regions. */
+		ckpt__track_vma_sync(T->maps.n);
 	}
 	ckpt__rset_free(&excl);
 	ckpt__mem_array_free((void **)&plan.r, &plan.cap, sizeof *plan.r);
 	ckpt__threads_release();
 	pthread_mutex_unlock(&T->lock);
 	return rc;
+}
+
+void ckpt__track_vma_sync(size_t nvmas)
+{
+	long limit = 65530;
+	char buf[32];
+	long fd = ckpt__raw_open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		long n = ckpt__raw_read((int)fd, buf, sizeof buf - 1);
+		ckpt__raw_close((int)fd);
+		if (n > 0) {
+			buf[n] = '\0';
+			long v = strtol(buf, NULL, 10);
+			if (v > 0)
+				limit = v;
+		}
+	}
+	/* An eighth of the limit (at least 1024) stays free for others. */
+	long reserve = limit / 8 > 1024 ? limit / 8 : 1024;
+	__atomic_store_n(&T->vma_budget, limit > reserve ? limit - reserve : limit / 2,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&T->vma_est, (long)nvmas, __ATOMIC_RELAXED);
+	__atomic_store_n(&T->coarse_min, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&T->coarse_opens, 0, __ATOMIC_RELAXED);
 }
 
 /* ---- the dirty set ----------------------------------------------------------- */

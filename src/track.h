@@ -81,6 +81,12 @@ struct ckpt__tracker {
 	struct ckpt__rset newdirty;  /* untracked ranges known written (made read-only since) */
 	struct ckpt__maps maps;      /* scratch */
 	struct ckpt__counters cnt;
+	/* Mappings (VMAs) in the process, as estimated from the splits and
+	 * merges ckpt causes, and how many ckpt lets itself reach: the rest of
+	 * vm.max_map_count is left for the program's (and ckpt's own) mmaps. */
+	long vma_est, vma_budget;
+	unsigned coarse_min;   /* smallest block (index) used over budget */
+	unsigned long coarse_opens;
 	/* The fault path's view of /proc/self/maps. */
 	ckpt__spin fault_lock;
 	char fault_buf[16384];
@@ -145,6 +151,10 @@ CKPT__HIDDEN void ckpt__track_unmapped(uintptr_t lo, uintptr_t hi);
 CKPT__HIDDEN void ckpt__track_discard(uintptr_t lo, uintptr_t hi);
 /* [lo, hi) must stay writable from now on (an alternate signal stack). */
 CKPT__HIDDEN void ckpt__track_pin(uintptr_t lo, uintptr_t hi);
+
+/* Sets T->vma_est and T->vma_budget from the kernel's limit and the current
+ * number of mappings. */
+CKPT__HIDDEN void ckpt__track_vma_sync(size_t nvmas);
 
 /* Read side of the table: a counter of readers, so that a replaced table is
  * freed only once none can still use it.  Fault-safe. */
