@@ -1,0 +1,51 @@
+/*
+ * helpers.h - shared helpers of the end-to-end suites.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef CKPT_TEST_HELPERS_H
+#define CKPT_TEST_HELPERS_H
+
+#include <ckpt.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The dirty runs ckpt reported, copied out of the callback. */
+struct dset {
+	struct drun {
+		uintptr_t start;
+		size_t npages;
+		char mapping[256];
+	} *r;
+	size_t n, cap;
+	size_t pages;
+};
+
+size_t pagesz(void);
+/* ckpt_dirty_foreach into *s (emptied first); returns foreach's result. */
+int dset_collect(ckpt_t *c, struct dset *s);
+void dset_free(struct dset *s);
+/* A dset freed when it goes out of scope. */
+#define DSET(name) struct dset name __attribute__((cleanup(dset_free))) = {0}
+/* Whether the page holding addr is in the set. */
+int dset_has(const struct dset *s, const void *addr);
+/* Number of pages of [p, p + n*pagesz) in the set. */
+size_t dset_count_in(const struct dset *s, const void *p, size_t npages);
+/* The mapping name reported for the page holding addr, or NULL. */
+const char *dset_name(const struct dset *s, const void *addr);
+/* Checks the runs are sorted, disjoint and maximal; 0 if so. */
+int dset_check_shape(const struct dset *s);
+
+/* An anonymous private read-write mapping of npages, filled with `fill`. */
+void *map_anon(size_t npages, int fill);
+
+/* /proc/self/maps lines overlapping [lo, hi), as one string (malloc'd). */
+char *maps_lines(uintptr_t lo, uintptr_t hi);
+/* The permission string ("rw-p") of the mapping holding addr, or "" . */
+const char *perms_of(const void *addr, char out[8]);
+
+/* Opens a handle and begins tracking with the mprotect back-end, failing
+ * the test on error. */
+ckpt_t *begin_tracking(unsigned flags);
+
+#endif

@@ -1,0 +1,157 @@
+/*
+ * test-api.c - argument checks, handle states and the one-tracker rule.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#include "helpers.h"
+
+#include <criterion/criterion.h>
+#include <string.h>
+
+static int count_runs(const ckpt_page_run *r, void *arg)
+{
+	(void)r;
+	++*(int *)arg;
+	return 0;
+}
+
+Test(api, bad_arguments_get_einval)
+{
+	ckpt_t *c = (ckpt_t *)0x1;
+	cr_expect_eq(ckpt_open(NULL, NULL, NULL), CKPT_EINVAL);
+	ckpt_options o;
+	ckpt_options_init(&o);
+	o.flags = 0x80000000u;
+	cr_expect_eq(ckpt_open(&c, NULL, &o), CKPT_EINVAL);
+	cr_expect_null(c, "a failed open sets *out to NULL");
+	cr_expect(strstr(ckpt_last_error(), "flags"), "detail: %s", ckpt_last_error());
+	ckpt_options_init(&o);
+	o.backend = 42;
+	cr_expect_eq(ckpt_open(&c, NULL, &o), CKPT_EINVAL);
+	ckpt_options_init(&o);
+	o.reserved[3] = 1;
+	cr_expect_eq(ckpt_open(&c, NULL, &o), CKPT_EINVAL);
+	ckpt_options_init(&o);
+	o.level = 99;
+	cr_expect_eq(ckpt_open(&c, NULL, &o), CKPT_EINVAL);
+	ckpt_options_init(&o);
+	o.threads = -1;
+	cr_expect_eq(ckpt_open(&c, NULL, &o), CKPT_EINVAL);
+	cr_expect_eq(ckpt_open(&c, "", NULL), CKPT_EINVAL);
+
+	cr_expect_eq(ckpt_begin(NULL), CKPT_EINVAL);
+	cr_expect_eq(ckpt_end(NULL), CKPT_EINVAL);
+	cr_expect_eq(ckpt_dirty_foreach(NULL, count_runs, NULL), CKPT_EINVAL);
+	cr_expect_eq(ckpt_dirty_count(NULL), 0);
+	cr_expect_eq(ckpt_exclude(NULL, NULL, 4096), CKPT_EINVAL);
+	cr_expect_eq(ckpt_stats(NULL, NULL), CKPT_EINVAL);
+	ckpt_close(NULL);
+
+	cr_assert_eq(ckpt_open(&c, NULL, NULL), 0);
+	cr_expect_eq(ckpt_dirty_foreach(c, NULL, NULL), CKPT_EINVAL);
+	cr_expect_eq(ckpt_stats(c, NULL), CKPT_EINVAL);
+	cr_expect_eq(ckpt_exclude(c, (void *)(uintptr_t)(pagesz() + 1), 10), CKPT_EINVAL);
+	cr_expect_eq(ckpt_exclude(c, (void *)(uintptr_t)pagesz(), 0), CKPT_EINVAL);
+	cr_expect_eq(ckpt_exclude(c, (void *)(UINTPTR_MAX & ~(uintptr_t)(pagesz() - 1)), 2 * pagesz()),
+		     CKPT_EINVAL, "a range that wraps around");
+	ckpt_close(c);
+}
+
+Test(api, calls_out_of_order_get_estate)
+{
+	ckpt_t *c;
+	cr_assert_eq(ckpt_open(&c, NULL, NULL), 0);
+	int n = 0;
+	cr_expect_eq(ckpt_dirty_foreach(c, count_runs, &n), CKPT_ESTATE, "never begun");
+	cr_expect_eq(ckpt_end(c), CKPT_ESTATE, "not tracking");
+	cr_expect_eq(ckpt_dirty_count(c), 0);
+	cr_assert_eq(ckpt_begin(c), 0);
+	cr_assert_eq(ckpt_end(c), 0);
+	cr_expect_eq(ckpt_end(c), CKPT_ESTATE, "ended twice");
+	cr_expect_eq(ckpt_dirty_foreach(c, count_runs, &n), 0, "the ended epoch stays readable");
+	ckpt_close(c);
+}
+
+Test(api, a_second_begin_gets_ebusy)
+{
+	ckpt_t *a, *b;
+	cr_assert_eq(ckpt_open(&a, NULL, NULL), 0);
+	cr_assert_eq(ckpt_open(&b, NULL, NULL), 0);
+	cr_assert_eq(ckpt_begin(a), 0);
+	cr_expect_eq(ckpt_begin(a), CKPT_EBUSY, "same handle");
+	cr_expect_eq(ckpt_begin(b), CKPT_EBUSY, "other handle");
+	cr_assert_eq(ckpt_end(a), 0);
+	cr_expect_eq(ckpt_begin(b), 0, "free again after end");
+	cr_expect_eq(ckpt_end(b), 0);
+	ckpt_close(a);
+	ckpt_close(b);
+}
+
+Test(api, close_while_tracking_ends_tracking)
+{
+	ckpt_t *a, *b;
+	cr_assert_eq(ckpt_open(&a, NULL, NULL), 0);
+	cr_assert_eq(ckpt_begin(a), 0);
+	ckpt_close(a);
+	cr_assert_eq(ckpt_open(&b, NULL, NULL), 0);
+	cr_expect_eq(ckpt_begin(b), 0);
+	ckpt_close(b);
+}
+
+Test(api, uffd_is_refused_with_a_reason_in_this_version)
+{
+	ckpt_t *c;
+	ckpt_options o;
+	ckpt_options_init(&o);
+	o.backend = CKPT_BACKEND_UFFD;
+	cr_expect_eq(ckpt_open(&c, NULL, &o), CKPT_ENOTSUP);
+	cr_expect(strlen(ckpt_last_error()) > 10, "no reason given");
+}
+
+Test(api, snapshots_say_not_supported_yet)
+{
+	ckpt_t *c;
+	uint64_t id = 0;
+	cr_assert_eq(ckpt_open(&c, NULL, NULL), 0);
+	cr_expect_eq(ckpt_commit(c, &id), CKPT_ENOTSUP);
+	cr_expect_eq(ckpt_restore(c, CKPT_LATEST), CKPT_ENOTSUP);
+	ckpt_close(c);
+}
+
+Test(api, stats_describe_the_epoch)
+{
+	ckpt_t *c;
+	ckpt_stats s;
+	cr_assert_eq(ckpt_open(&c, NULL, NULL), 0);
+	cr_assert_eq(ckpt_stats(c, &s), 0);
+	cr_expect_eq(s.backend, 0, "never begun");
+	char *p = map_anon(8, 1);
+	cr_assert_eq(ckpt_begin(c), 0);
+	p[0] = 2;
+	p[3 * pagesz()] = 2;
+	cr_assert_eq(ckpt_stats(c, &s), 0);
+	cr_expect_eq(s.backend, CKPT_BACKEND_MPROTECT);
+	cr_expect_eq(s.tracking, 1);
+	cr_expect_gt(s.regions, 0);
+	cr_expect_geq(s.tracked_pages, 8);
+	cr_expect_geq(s.faults, 2);
+	cr_expect_geq(s.dirty_pages, 2);
+	/* A live view: the test itself keeps writing (assertion bookkeeping). */
+	cr_expect_geq(ckpt_dirty_count(c), s.dirty_pages);
+	cr_expect_eq(s.epochs, 1);
+	cr_expect_gt(s.begin_ns, 0);
+	cr_assert_eq(ckpt_end(c), 0);
+	cr_assert_eq(ckpt_stats(c, &s), 0);
+	cr_expect_eq(s.tracking, 0);
+	cr_expect_geq(s.faults, 2, "the ended epoch's figures stay");
+	ckpt_close(c);
+}
+
+Test(api, the_stats_symbol_is_exported_for_other_languages)
+{
+	extern int ckpt_stats_sym(ckpt_t *, ckpt_stats *) __asm__("ckpt_stats");
+	ckpt_t *c;
+	ckpt_stats s;
+	cr_assert_eq(ckpt_open(&c, NULL, NULL), 0);
+	cr_expect_eq(ckpt_stats_sym(c, &s), 0);
+	ckpt_close(c);
+}
