@@ -102,25 +102,28 @@ static uintptr_t end_of(void *p, size_t len)
 	return e < (uintptr_t)p ? UINTPTR_MAX : ckpt__page_up(e);
 }
 
-static void *after_mmap(void *p, size_t len, int flags)
+static void *after_mmap(void *p, size_t len, int prot, int flags)
 {
+	if (p == MAP_FAILED || !ckpt__track_armed())
+		return p;
+	int saved = errno;
 	/* A fixed mapping replaces whatever was there. */
-	if (p != MAP_FAILED && (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) && ckpt__track_armed()) {
-		int saved = errno;
+	if (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE))
 		ckpt__track_unmapped((uintptr_t)p, end_of(p, len));
-		errno = saved;
-	}
+	if (!(prot & PROT_WRITE) && (flags & MAP_ANONYMOUS))
+		ckpt__track_read_only((uintptr_t)p, end_of(p, len));
+	errno = saved;
 	return p;
 }
 
 CKPT__EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	return after_mmap(get_mmap()(addr, len, prot, flags, fd, off), len, flags);
+	return after_mmap(get_mmap()(addr, len, prot, flags, fd, off), len, prot, flags);
 }
 
 CKPT__EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	return after_mmap(get_mmap64()(addr, len, prot, flags, fd, off), len, flags);
+	return after_mmap(get_mmap64()(addr, len, prot, flags, fd, off), len, prot, flags);
 }
 
 CKPT__EXPORT int munmap(void *addr, size_t len)

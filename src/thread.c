@@ -240,14 +240,22 @@ CKPT__EXPORT int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *
 	e->state = T_STARTING;
 	e->fn = fn;
 	e->arg = arg;
+	uintptr_t ulo = 0, uhi = 0;
 	if (attr) {
 		void *addr = NULL;
 		size_t size = 0;
-		if (pthread_attr_getstack(attr, &addr, &size) == 0 && addr)
+		if (pthread_attr_getstack(attr, &addr, &size) == 0 && addr) {
 			e->user_stack = 1;
+			ulo = ckpt__page_down((uintptr_t)addr);
+			uhi = ckpt__page_up((uintptr_t)addr + size);
+		}
 	}
 	R->creating++;
 	pthread_mutex_unlock(&R->lock);
+	/* A stack the program supplies is ordinary (tracked) memory: the new
+	 * thread starts pushing onto it before any code of ckpt runs there. */
+	if (ulo < uhi)
+		ckpt__track_stack(ulo, uhi);
 
 	int rc = get_pthread_create()(t, attr, trampoline, e);
 	if (rc != 0) {

@@ -287,16 +287,17 @@ struct adopt_ctx {
 	const struct ckpt__rtab *t;
 	uintptr_t addr;
 	size_t ri;
-	int found, grown;
+	int found, grown, overlaps;
 	struct ckpt__vma v;
 	char path0;
-	uintptr_t min_vanished; /* smallest anonymous region no longer mapped */
+	uintptr_t min_vanished; /* smallest writable anonymous region no longer mapped */
 };
 
 CKPT__FAULTPATH static void vanished(struct adopt_ctx *a, const struct ckpt__region *r)
 {
 	uintptr_t size = r->end - r->start;
-	if ((r->flags & CKPT__RG_ANON) && !(r->flags & CKPT__RG_SHARED) && size < a->min_vanished)
+	if ((r->flags & CKPT__RG_ANON) && !(r->flags & CKPT__RG_SHARED) &&
+	    (r->prot & PROT_WRITE) && size < a->min_vanished)
 		a->min_vanished = size;
 }
 
@@ -309,8 +310,14 @@ CKPT__FAULTPATH static int adopt_cb(const struct ckpt__vma *v, void *arg)
 		vanished(a, &t->r[a->ri++]);
 	while (a->ri < t->n && t->r[a->ri].start < v->end) {
 		const struct ckpt__region *r = &t->r[a->ri++];
-		if (holds && (r->flags & CKPT__RG_ANON) && r->end <= a->addr)
+		if (!holds)
+			continue;
+		/* A region inside the mapping: it grew out of it, or the
+		 * program made that memory read-only itself. */
+		if ((r->flags & CKPT__RG_ANON) && (r->prot & PROT_WRITE) && r->end <= a->addr)
 			a->grown = 1;
+		else
+			a->overlaps = 1;
 	}
 	if (holds) {
 		a->v = *v;
@@ -320,12 +327,40 @@ CKPT__FAULTPATH static int adopt_cb(const struct ckpt__vma *v, void *arg)
 	return 0;
 }
 
+/* Whether [lo, hi) overlaps anonymous memory the program itself mapped or
+ * made read-only while tracking (recorded by the interposers). */
+CKPT__FAULTPATH static int program_read_only(uintptr_t lo, uintptr_t hi)
+{
+	/* Read-only anonymous memory that existed at begin (sorted, stable
+	 * while tracking). */
+	const struct ckpt__rset *rb = &T->ro_begin;
+	size_t i0 = 0, i1 = rb->n;
+	while (i0 < i1) {
+		size_t mid = i0 + (i1 - i0) / 2;
+		if (rb->r[mid].hi <= lo)
+			i0 = mid + 1;
+		else
+			i1 = mid;
+	}
+	if (i0 < rb->n && rb->r[i0].lo < hi)
+		return 1;
+	for (unsigned i = 0; i < CKPT__RO_SLOTS; i++) {
+		uintptr_t a = __atomic_load_n(&T->ro[i].lo, __ATOMIC_ACQUIRE);
+		uintptr_t b = __atomic_load_n(&T->ro[i].hi, __ATOMIC_ACQUIRE);
+		if (a < b && a < hi && lo < b)
+			return 1;
+	}
+	return 0;
+}
+
 /* A write fault outside every region: was it a tracked anonymous mapping
  * that mremap moved or grew while it was protected (glibc's realloc does
- * this internally)?  Such a mapping is private, anonymous, readable and not
- * writable, and either grew out of a region or appeared while an
- * anonymous region of at most its size vanished.  It is made writable whole
- * and counts as new (fully dirty); the regions it still holds are marked. */
+ * this internally, where no interposer sees it)?  Such a mapping is
+ * private, anonymous, readable and not writable, holds no region but the
+ * ones it grew out of, is not memory the program made read-only itself,
+ * and either grew out of a region or appeared while a writable anonymous
+ * region of at most its size vanished.  It is made writable whole and
+ * counts as new (fully dirty); the regions it still holds are marked. */
 CKPT__FAULTPATH static int adopt_moved(uintptr_t addr)
 {
 	const struct ckpt__rtab *t = ckpt__rcu_enter();
@@ -338,10 +373,12 @@ CKPT__FAULTPATH static int adopt_moved(uintptr_t addr)
 	ckpt__spin_unlock(&T->fault_lock);
 	while (a.ri < t->n)
 		vanished(&a, &t->r[a.ri++]);
-	if (!a.found || a.v.inode || a.path0 || (a.v.perms & (CKPT__VMA_W | CKPT__VMA_SHARED)) ||
-	    !(a.v.perms & CKPT__VMA_R))
+	if (!a.found || a.overlaps || a.v.inode || a.path0 ||
+	    (a.v.perms & (CKPT__VMA_W | CKPT__VMA_SHARED)) || !(a.v.perms & CKPT__VMA_R))
 		goto out;
 	if (!a.grown && a.min_vanished > a.v.end - a.v.start)
+		goto out;
+	if (program_read_only(a.v.start, a.v.end))
 		goto out;
 	int prot = PROT_READ | PROT_WRITE | ((a.v.perms & CKPT__VMA_X) ? PROT_EXEC : 0);
 	if (ckpt__raw_mprotect(a.v.start, a.v.end - a.v.start, prot) != 0)

@@ -612,6 +612,13 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 	info->regions = tab->n;
 	info->pinned_pages = mapped_pages(&T->maps, &T->pinned);
 	memset(&T->cnt, 0, sizeof T->cnt);
+	memset(T->ro, 0, sizeof T->ro);
+	ckpt__rset_clear(&T->ro_begin);
+	for (size_t i = 0; i < T->maps.n; i++) {
+		const struct ckpt__vma *v = &T->maps.v[i];
+		if (!(v->perms & (CKPT__VMA_W | CKPT__VMA_SHARED)) && !v->inode && !v->path[0])
+			ckpt__rset_add(&T->ro_begin, v->start, v->end);
+	}
 
 	/* Publish first: the first write to a protected page must find it. */
 	publish(tab);
@@ -910,6 +917,30 @@ void ckpt__track_pin(uintptr_t lo, uintptr_t hi)
 	pthread_mutex_unlock(&T->lock);
 }
 
+void ckpt__track_read_only(uintptr_t lo, uintptr_t hi)
+{
+	if (!ckpt__track_armed())
+		return;
+	unsigned i = __atomic_fetch_add(&T->ro_next, 1, __ATOMIC_RELAXED) % CKPT__RO_SLOTS;
+	/* Emptied first so that a reader never sees a mixed pair as a range
+	 * larger than either. */
+	__atomic_store_n(&T->ro[i].hi, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&T->ro[i].lo, lo, __ATOMIC_RELEASE);
+	__atomic_store_n(&T->ro[i].hi, hi, __ATOMIC_RELEASE);
+}
+
+void ckpt__track_stack(uintptr_t lo, uintptr_t hi)
+{
+	if (!ckpt__track_armed())
+		return;
+	pthread_mutex_lock(&T->lock);
+	if (T->tab) {
+		drop_range(lo, hi, 1);
+		ckpt__bm_clear(lo, hi);
+	}
+	pthread_mutex_unlock(&T->lock);
+}
+
 void ckpt__track_unmapped(uintptr_t lo, uintptr_t hi)
 {
 	if (!ckpt__track_armed())
@@ -1017,6 +1048,8 @@ int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot, int (*real)(void 
 		uintptr_t e = (i < n->n && n->r[i].start < hi) ? n->r[i].start : hi;
 		if (real((void *)at, e - at, prot))
 			rc = -errno;
+		else if (!(prot & PROT_WRITE))
+			ckpt__track_read_only(at, e);
 		at = e;
 	}
 	pthread_mutex_unlock(&T->lock);
@@ -1024,6 +1057,8 @@ int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot, int (*real)(void 
 plain:
 	if (real((void *)lo, hi - lo, prot))
 		rc = -errno;
+	else if (!(prot & PROT_WRITE))
+		ckpt__track_read_only(lo, hi);
 	pthread_mutex_unlock(&T->lock);
 	return rc;
 }

@@ -85,6 +85,16 @@ struct ckpt__tracker {
 	 * merges ckpt causes, and how many ckpt lets itself reach: the rest of
 	 * vm.max_map_count is left for the program's (and ckpt's own) mmaps. */
 	long vma_est, vma_budget;
+	/* Anonymous memory the program mapped or made read-only itself while
+	 * tracking: never mistaken for a mapping mremap moved (a ring of the
+	 * latest; the fault path reads it without locks). */
+#define CKPT__RO_SLOTS 256
+	struct {
+		uintptr_t lo, hi;
+	} ro[CKPT__RO_SLOTS];
+	unsigned ro_next;
+	/* The same, for what was read-only and anonymous at begin (sorted). */
+	struct ckpt__rset ro_begin;
 	unsigned coarse_min;   /* smallest block (index) used over budget */
 	unsigned long coarse_opens;
 	/* The fault path's view of /proc/self/maps. */
@@ -145,12 +155,16 @@ static inline void ckpt__track_touch(const void *p, size_t n)
  * Returns 0 or -errno. */
 CKPT__HIDDEN int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot,
 				      int (*real)(void *, size_t, int));
+/* The program mapped (or made) [lo, hi) read-only anonymous memory. */
+CKPT__HIDDEN void ckpt__track_read_only(uintptr_t lo, uintptr_t hi);
 /* [lo, hi) was unmapped, or replaced by a new mapping. */
 CKPT__HIDDEN void ckpt__track_unmapped(uintptr_t lo, uintptr_t hi);
 /* The contents of [lo, hi) are about to be discarded (MADV_DONTNEED...). */
 CKPT__HIDDEN void ckpt__track_discard(uintptr_t lo, uintptr_t hi);
 /* [lo, hi) must stay writable from now on (an alternate signal stack). */
 CKPT__HIDDEN void ckpt__track_pin(uintptr_t lo, uintptr_t hi);
+/* [lo, hi) is about to become a thread's stack: untracked from now on. */
+CKPT__HIDDEN void ckpt__track_stack(uintptr_t lo, uintptr_t hi);
 
 /* Sets T->vma_est and T->vma_budget from the kernel's limit and the current
  * number of mappings. */
