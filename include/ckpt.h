@@ -245,8 +245,11 @@ CKPT_API int ckpt_end(ckpt_t *c);
 /* Ends tracking if needed and releases the handle.  c may be NULL. */
 CKPT_API void ckpt_close(ckpt_t *c);
 
-/* Fills *out with the handle's figures (see ckpt_stats).  Returns 0, or
- * CKPT_EINVAL (c or out NULL). */
+/* Fills *out with the handle's figures (see ckpt_stats above); while
+ * tracking they are a live view.  Returns 0, or CKPT_EINVAL (c or out NULL).
+ * C cannot give a type and a function the same name, so the call is spelled
+ * ckpt_stats(c, &s) through the macro below; the library also exports the
+ * symbol ckpt_stats for callers from other languages. */
 CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out);
 #define ckpt_stats(c, out) ckpt_stats_get((c), (out))
 

@@ -186,6 +186,7 @@ Test(threads, a_stack_the_program_supplies)
 
 static volatile sig_atomic_t handled;
 static char *handler_target;
+static char *alt_buf; /* tracked memory, protected at begin */
 
 static void on_usr1(int sig)
 {
@@ -197,8 +198,9 @@ static void on_usr1(int sig)
 static void *altstack_thread(void *arg)
 {
 	(void)arg;
-	/* An alternate signal stack in heap memory, set while tracking. */
-	stack_t ss = {.ss_sp = malloc(1 << 16), .ss_size = 1 << 16};
+	/* An alternate signal stack in memory that is tracked and clean: the
+	 * kernel could not write the signal frame there. */
+	stack_t ss = {.ss_sp = alt_buf, .ss_size = 1 << 16};
 	cr_assert_eq(sigaltstack(&ss, NULL), 0);
 	raise(SIGUSR1);
 	ss.ss_flags = SS_DISABLE;
@@ -209,6 +211,7 @@ static void *altstack_thread(void *arg)
 Test(threads, an_alternate_signal_stack_in_tracked_memory)
 {
 	handler_target = map_anon(1, 0);
+	alt_buf = map_anon((1 << 16) / pagesz(), 0);
 	struct sigaction sa = {0};
 	sa.sa_handler = on_usr1;
 	sa.sa_flags = SA_ONSTACK;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -443,4 +444,38 @@ Test(track, huge_pages_are_tracked_at_their_own_size)
 	cr_expect_str_eq(perms_of(m, perms), "rw-p");
 	ckpt_close(c);
 	munmap(m, 2 * huge);
+}
+
+Test(track, a_page_made_writable_behind_ckpts_back_still_counts)
+{
+	/* A raw system call no interposer sees: the page is writable without
+	 * a fault, and must still be reported once written. */
+	char *m = map_anon(4, 1);
+	DSET(s);
+	dset_collect(NULL, &s);
+	ckpt_t *c = begin_tracking(0);
+	cr_assert_eq(syscall(SYS_mprotect, m + 2 * pagesz(), pagesz(), PROT_READ | PROT_WRITE), 0);
+	m[2 * pagesz()] = 7;
+	cr_assert_eq(dset_collect(c, &s), 0);
+	size_t want[] = {2};
+	expect_exactly(&s, m, 4, want, 1, "behind ckpt's back");
+	ckpt_close(c);
+}
+
+Test(track, unmapped_memory_leaves_no_trace_for_the_next_mapping, .signal = SIGSEGV)
+{
+	/* After munmap, a read-only mapping at the same address is not
+	 * tracked memory: its pages are not reported and writing it is a
+	 * genuine fault. */
+	char *m = map_anon(4, 1);
+	DSET(s);
+	dset_collect(NULL, &s);
+	ckpt_t *c = begin_tracking(0);
+	m[pagesz()] = 2;
+	cr_assert_eq(munmap(m, 4 * pagesz()), 0);
+	char *again = mmap(m, 4 * pagesz(), PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_eq(again, m, "the freed address was not reused");
+	cr_assert_eq(dset_collect(c, &s), 0);
+	cr_expect_eq(dset_count_in(&s, m, 4), 0, "pages of the unmapped memory are reported");
+	again[pagesz()] = 3; /* dies */
 }
