@@ -411,27 +411,26 @@ static void fcntl_touch(int cmd, void *arg)
 }
 
 CKPT__REAL(int, fcntl, (int, int, ...))
+CKPT__REAL(int, fcntl64, (int, int, ...))
+
+/* fcntl's third argument is an int or a pointer, passed the same way on
+ * the ABIs ckpt supports, as glibc itself relies on. */
+#define FCNTL_BODY(next)                               \
+	va_list ap;                                    \
+	va_start(ap, cmd);                             \
+	void *arg = va_arg(ap, void *);                \
+	va_end(ap);                                    \
+	fcntl_touch(cmd, arg);                         \
+	return (next)(fd, cmd, arg);
+
 CKPT__EXPORT int fcntl(int fd, int cmd, ...)
 {
-	va_list ap;
-	va_start(ap, cmd);
-	void *arg = va_arg(ap, void *);
-	va_end(ap);
-	fcntl_touch(cmd, arg);
-	return get_fcntl()(fd, cmd, arg);
+	FCNTL_BODY(get_fcntl())
 }
 
-CKPT__REAL(int, fcntl64, (int, int, ...))
 CKPT__EXPORT int fcntl64(int fd, int cmd, ...)
 {
-	va_list ap;
-	va_start(ap, cmd);
-	void *arg = va_arg(ap, void *);
-	va_end(ap);
-	fcntl_touch(cmd, arg);
-	if (!get_fcntl64())
-		return get_fcntl()(fd, cmd, arg);
-	return get_fcntl64()(fd, cmd, arg);
+	FCNTL_BODY(get_fcntl64() ? get_fcntl64() : get_fcntl())
 }
 
 __attribute__((constructor(104))) static void resolve_misc(void)

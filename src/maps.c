@@ -205,15 +205,6 @@ void ckpt__maps_free(struct ckpt__maps *m)
 
 long ckpt__maps_find(const struct ckpt__maps *m, uintptr_t addr)
 {
-	size_t lo = 0, hi = m->n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (m->v[mid].end <= addr)
-			lo = mid + 1;
-		else if (m->v[mid].start > addr)
-			hi = mid;
-		else
-			return (long)mid;
-	}
-	return -1;
+	size_t i = CKPT__FIRST_ENDING_AFTER(m->v, m->n, end, addr);
+	return i < m->n && m->v[i].start <= addr ? (long)i : -1;
 }

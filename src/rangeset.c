@@ -9,15 +9,7 @@
 
 size_t ckpt__rset_lower(const struct ckpt__rset *s, uintptr_t addr)
 {
-	size_t lo = 0, hi = s->n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (s->r[mid].hi <= addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return CKPT__FIRST_ENDING_AFTER(s->r, s->n, hi, addr);
 }
 
 int ckpt__rset_add(struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
@@ -25,15 +17,7 @@ int ckpt__rset_add(struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
 	if (lo >= hi)
 		return 0;
 	/* First range that ends at or after lo (touching ranges coalesce). */
-	size_t i = 0, a = 0, b = s->n;
-	while (a < b) {
-		size_t mid = a + (b - a) / 2;
-		if (s->r[mid].hi < lo)
-			a = mid + 1;
-		else
-			b = mid;
-	}
-	i = a;
+	size_t i = lo ? CKPT__FIRST_ENDING_AFTER(s->r, s->n, hi, lo - 1) : 0;
 	size_t j = i;
 	while (j < s->n && s->r[j].lo <= hi) {
 		if (s->r[j].lo < lo)

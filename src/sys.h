@@ -113,6 +113,22 @@ static inline long ckpt__raw_sched_yield(void)
 	return ckpt__sys3(SYS_sched_yield, 0, 0, 0);
 }
 
+/* Index of the first of the n elements of the array `a`, sorted and
+ * disjoint ranges, whose member `endf` (exclusive end) is above `key`; n if
+ * none.  The element holding `key`, if any, is that one.  Fault-safe. */
+#define CKPT__FIRST_ENDING_AFTER(a, n, endf, key)                                 \
+	__extension__({                                                           \
+		size_t lo_ = 0, hi_ = (n);                                        \
+		while (lo_ < hi_) {                                               \
+			size_t mid_ = lo_ + (hi_ - lo_) / 2;                      \
+			if ((a)[mid_].endf <= (key))                              \
+				lo_ = mid_ + 1;                                   \
+			else                                                      \
+				hi_ = mid_;                                       \
+		}                                                                 \
+		lo_;                                                              \
+	})
+
 /* The system page size, cached at load time. */
 extern CKPT__HIDDEN size_t ckpt__pagesize;
 extern CKPT__HIDDEN unsigned ckpt__pageshift;

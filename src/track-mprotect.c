@@ -286,40 +286,36 @@ CKPT__FAULTPATH static int on_fault(void *fault_address, int serious)
 struct adopt_ctx {
 	const struct ckpt__rtab *t;
 	uintptr_t addr;
-	size_t ri;
-	int found, grown, overlaps;
+	size_t ri;         /* first region ending after prev_end */
+	uintptr_t prev_end;
+	int found;
 	struct ckpt__vma v;
 	char path0;
-	uintptr_t min_vanished; /* smallest writable anonymous region no longer mapped */
+	uintptr_t min_vanished; /* smallest unmapped piece of a writable anonymous region */
 };
 
-CKPT__FAULTPATH static void vanished(struct adopt_ctx *a, const struct ckpt__region *r)
+/* Regions (or parts of them) in the unmapped gap [a->prev_end, upto). */
+CKPT__FAULTPATH static void vanished_upto(struct adopt_ctx *a, uintptr_t upto)
 {
-	uintptr_t size = r->end - r->start;
-	if ((r->flags & CKPT__RG_ANON) && !(r->flags & CKPT__RG_SHARED) &&
-	    (r->prot & PROT_WRITE) && size < a->min_vanished)
-		a->min_vanished = size;
+	const struct ckpt__rtab *t = a->t;
+	for (size_t i = a->ri; i < t->n && t->r[i].start < upto; i++) {
+		const struct ckpt__region *r = &t->r[i];
+		uintptr_t lo = r->start > a->prev_end ? r->start : a->prev_end;
+		uintptr_t hi = r->end < upto ? r->end : upto;
+		if (lo < hi && (r->flags & CKPT__RG_ANON) && !(r->flags & CKPT__RG_SHARED) &&
+		    (r->prot & PROT_WRITE) && hi - lo < a->min_vanished)
+			a->min_vanished = hi - lo;
+	}
+	while (a->ri < t->n && t->r[a->ri].end <= upto)
+		a->ri++;
 }
 
 CKPT__FAULTPATH static int adopt_cb(const struct ckpt__vma *v, void *arg)
 {
 	struct adopt_ctx *a = arg;
-	const struct ckpt__rtab *t = a->t;
-	int holds = v->start <= a->addr && a->addr < v->end;
-	while (a->ri < t->n && t->r[a->ri].start < v->start)
-		vanished(a, &t->r[a->ri++]);
-	while (a->ri < t->n && t->r[a->ri].start < v->end) {
-		const struct ckpt__region *r = &t->r[a->ri++];
-		if (!holds)
-			continue;
-		/* A region inside the mapping: it grew out of it, or the
-		 * program made that memory read-only itself. */
-		if ((r->flags & CKPT__RG_ANON) && (r->prot & PROT_WRITE) && r->end <= a->addr)
-			a->grown = 1;
-		else
-			a->overlaps = 1;
-	}
-	if (holds) {
+	vanished_upto(a, v->start);
+	a->prev_end = v->end;
+	if (v->start <= a->addr && a->addr < v->end) {
 		a->v = *v;
 		a->path0 = v->path[0];
 		a->found = 1;
@@ -334,14 +330,7 @@ CKPT__FAULTPATH static int program_read_only(uintptr_t lo, uintptr_t hi)
 	/* Read-only anonymous memory that existed at begin (sorted, stable
 	 * while tracking). */
 	const struct ckpt__rset *rb = &T->ro_begin;
-	size_t i0 = 0, i1 = rb->n;
-	while (i0 < i1) {
-		size_t mid = i0 + (i1 - i0) / 2;
-		if (rb->r[mid].hi <= lo)
-			i0 = mid + 1;
-		else
-			i1 = mid;
-	}
+	size_t i0 = CKPT__FIRST_ENDING_AFTER(rb->r, rb->n, hi, lo);
 	if (i0 < rb->n && rb->r[i0].lo < hi)
 		return 1;
 	for (unsigned i = 0; i < CKPT__RO_SLOTS; i++) {
@@ -355,12 +344,13 @@ CKPT__FAULTPATH static int program_read_only(uintptr_t lo, uintptr_t hi)
 
 /* A write fault outside every region: was it a tracked anonymous mapping
  * that mremap moved or grew while it was protected (glibc's realloc does
- * this internally, where no interposer sees it)?  Such a mapping is
- * private, anonymous, readable and not writable, holds no region but the
- * ones it grew out of, is not memory the program made read-only itself,
- * and either grew out of a region or appeared while a writable anonymous
- * region of at most its size vanished.  It is made writable whole and
- * counts as new (fully dirty); the regions it still holds are marked. */
+ * this internally, where no interposer sees it)?  Such memory is private,
+ * anonymous, readable and not writable, is not memory the program made
+ * read-only itself, and either continues the region it grew out of or
+ * appeared while a writable anonymous region, or part of one, of at most its
+ * size vanished.
+ * Its part outside every region is made writable and counts as new (fully
+ * dirty). */
 CKPT__FAULTPATH static int adopt_moved(uintptr_t addr)
 {
 	const struct ckpt__rtab *t = ckpt__rcu_enter();
@@ -371,24 +361,36 @@ CKPT__FAULTPATH static int adopt_moved(uintptr_t addr)
 	ckpt__spin_lock(&T->fault_lock);
 	ckpt__maps_stream(T->fault_buf, sizeof T->fault_buf, adopt_cb, &a);
 	ckpt__spin_unlock(&T->fault_lock);
-	while (a.ri < t->n)
-		vanished(&a, &t->r[a.ri++]);
-	if (!a.found || a.overlaps || a.v.inode || a.path0 ||
-	    (a.v.perms & (CKPT__VMA_W | CKPT__VMA_SHARED)) || !(a.v.perms & CKPT__VMA_R))
+	vanished_upto(&a, UINTPTR_MAX);
+	if (!a.found || a.v.inode || a.path0 || (a.v.perms & (CKPT__VMA_W | CKPT__VMA_SHARED)) ||
+	    !(a.v.perms & CKPT__VMA_R))
 		goto out;
-	if (!a.grown && a.min_vanished > a.v.end - a.v.start)
-		goto out;
-	if (program_read_only(a.v.start, a.v.end))
-		goto out;
-	int prot = PROT_READ | PROT_WRITE | ((a.v.perms & CKPT__VMA_X) ? PROT_EXEC : 0);
-	if (ckpt__raw_mprotect(a.v.start, a.v.end - a.v.start, prot) != 0)
-		goto out;
-	for (size_t i = 0; i < t->n; i++) {
+	/* Regions inside the mapping (the kernel merges a moved mapping with a
+	 * protected neighbour of the same kind) bound the part that is new; one
+	 * that ends where that part starts grew into it; one holding addr is
+	 * memory the program made read-only itself. */
+	uintptr_t gap_lo = a.v.start, gap_hi = a.v.end;
+	int grown = 0;
+	for (size_t i = CKPT__FIRST_ENDING_AFTER(t->r, t->n, end, a.v.start);
+	     i < t->n && t->r[i].start < a.v.end; i++) {
 		const struct ckpt__region *r = &t->r[i];
-		if (r->start < a.v.end && a.v.start < r->end)
-			ckpt__bm_set(r->start > a.v.start ? r->start : a.v.start,
-				     r->end < a.v.end ? r->end : a.v.end);
+		if (r->start <= addr && addr < r->end)
+			goto out;
+		if (r->end <= addr && r->end > gap_lo) {
+			gap_lo = r->end;
+			grown = (r->flags & CKPT__RG_ANON) && (r->prot & PROT_WRITE);
+		}
+		if (r->start > addr && r->start < gap_hi)
+			gap_hi = r->start;
 	}
+	if (!grown && a.min_vanished > gap_hi - gap_lo)
+		goto out;
+	if (program_read_only(gap_lo, gap_hi))
+		goto out;
+	/* Only the new part: regions around it stay tracked page by page. */
+	int prot = PROT_READ | PROT_WRITE | ((a.v.perms & CKPT__VMA_X) ? PROT_EXEC : 0);
+	if (ckpt__raw_mprotect(gap_lo, gap_hi - gap_lo, prot) != 0)
+		goto out;
 	count_add(&T->cnt.moved, 1);
 	adopted = 1;
 out:

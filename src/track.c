@@ -133,31 +133,14 @@ CKPT__FAULTPATH const struct ckpt__region *ckpt__rtab_find(const struct ckpt__rt
 {
 	if (!t)
 		return NULL;
-	size_t lo = 0, hi = t->n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (t->r[mid].end <= addr)
-			lo = mid + 1;
-		else if (t->r[mid].start > addr)
-			hi = mid;
-		else
-			return &t->r[mid];
-	}
-	return NULL;
+	size_t i = CKPT__FIRST_ENDING_AFTER(t->r, t->n, end, addr);
+	return i < t->n && t->r[i].start <= addr ? &t->r[i] : NULL;
 }
 
 /* Index of the first region ending after addr. */
 static size_t rtab_lower(const struct ckpt__rtab *t, uintptr_t addr)
 {
-	size_t lo = 0, hi = t->n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (t->r[mid].end <= addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return CKPT__FIRST_ENDING_AFTER(t->r, t->n, end, addr);
 }
 
 struct ckpt__rtab *ckpt__rtab_new(size_t n)
@@ -496,15 +479,8 @@ static int foreach_mapped(const struct ckpt__maps *m, uintptr_t lo, uintptr_t hi
 			  int (*fn)(uintptr_t, uintptr_t, const struct ckpt__vma *, void *),
 			  void *arg)
 {
-	size_t i = 0, a = 0, b = m->n;
-	while (a < b) {
-		size_t mid = a + (b - a) / 2;
-		if (m->v[mid].end <= lo)
-			a = mid + 1;
-		else
-			b = mid;
-	}
-	for (i = a; i < m->n && m->v[i].start < hi; i++) {
+	for (size_t i = CKPT__FIRST_ENDING_AFTER(m->v, m->n, end, lo);
+	     i < m->n && m->v[i].start < hi; i++) {
 		uintptr_t s = m->v[i].start > lo ? m->v[i].start : lo;
 		uintptr_t e = m->v[i].end < hi ? m->v[i].end : hi;
 		if (s < e) {
@@ -929,30 +905,32 @@ void ckpt__track_read_only(uintptr_t lo, uintptr_t hi)
 	__atomic_store_n(&T->ro[i].hi, hi, __ATOMIC_RELEASE);
 }
 
-void ckpt__track_stack(uintptr_t lo, uintptr_t hi)
+/* Stops tracking [lo, hi): given its protection back if it stays mapped
+ * (`disarm`), forgotten whole if it is gone. */
+static void forget(uintptr_t lo, uintptr_t hi, int disarm)
 {
 	if (!ckpt__track_armed())
 		return;
 	pthread_mutex_lock(&T->lock);
 	if (T->tab) {
-		drop_range(lo, hi, 1);
+		drop_range(lo, hi, disarm);
 		ckpt__bm_clear(lo, hi);
+		if (!disarm) {
+			ckpt__rset_del(&T->pinned, lo, hi);
+			ckpt__rset_del(&T->newdirty, lo, hi);
+		}
 	}
 	pthread_mutex_unlock(&T->lock);
 }
 
+void ckpt__track_stack(uintptr_t lo, uintptr_t hi)
+{
+	forget(lo, hi, 1);
+}
+
 void ckpt__track_unmapped(uintptr_t lo, uintptr_t hi)
 {
-	if (!ckpt__track_armed())
-		return;
-	pthread_mutex_lock(&T->lock);
-	if (T->tab) {
-		drop_range(lo, hi, 0);
-		ckpt__bm_clear(lo, hi);
-		ckpt__rset_del(&T->pinned, lo, hi);
-		ckpt__rset_del(&T->newdirty, lo, hi);
-	}
-	pthread_mutex_unlock(&T->lock);
+	forget(lo, hi, 0);
 }
 
 void ckpt__track_discard(uintptr_t lo, uintptr_t hi)
