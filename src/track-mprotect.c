@@ -178,17 +178,31 @@ CKPT__FAULTPATH static long unprotect(const struct ckpt__region *r, uintptr_t lo
 {
 	long delta = vma_delta(r, lo, hi);
 	long est = __atomic_load_n(&T->vma_est, __ATOMIC_RELAXED);
-	if (delta <= 0 || est + delta <= T->vma_budget) {
+	long budget = __atomic_load_n(&T->vma_budget, __ATOMIC_RELAXED);
+	if (delta <= 0 || budget == 0 /* not measured yet */ || est + delta <= budget) {
 		long rc = open_block(r, lo, hi, delta);
 		if (rc != -ENOMEM)
 			return rc;
 		vma_resync();
 	}
 	unsigned k = __atomic_load_n(&T->coarse_min, __ATOMIC_RELAXED);
-	if ((__atomic_add_fetch(&T->coarse_opens, 1, __ATOMIC_RELAXED) & 63) == 0 &&
-	    vma_resync() > T->vma_budget && k + 1 < NSHIFTS) {
+	unsigned long every = __atomic_load_n(&T->resync_every, __ATOMIC_RELAXED);
+	if (!every)
+		every = 64;
+	if (__atomic_add_fetch(&T->coarse_opens, 1, __ATOMIC_RELAXED) % every == 0) {
+		/* Checking costs a read of /proc/self/maps (milliseconds at this
+		 * size): check less often while the estimate holds. */
+		long before = __atomic_load_n(&T->vma_est, __ATOMIC_RELAXED);
+		long actual = vma_resync();
+		if (actual - before < T->vma_budget / 64) {
+			if (every < 4096)
+				__atomic_store_n(&T->resync_every, every * 2, __ATOMIC_RELAXED);
+		} else {
+			__atomic_store_n(&T->resync_every, 64, __ATOMIC_RELAXED);
+		}
 		/* Blocks of this size do not bring the count down here. */
-		__atomic_store_n(&T->coarse_min, ++k, __ATOMIC_RELAXED);
+		if (actual > T->vma_budget && k + 1 < NSHIFTS)
+			__atomic_store_n(&T->coarse_min, ++k, __ATOMIC_RELAXED);
 	}
 	for (; k < NSHIFTS - 1; k++) {
 		uintptr_t a, b;

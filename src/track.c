@@ -652,6 +652,7 @@ void ckpt__track_vma_sync(size_t nvmas)
 	__atomic_store_n(&T->vma_est, (long)nvmas, __ATOMIC_RELAXED);
 	__atomic_store_n(&T->coarse_min, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&T->coarse_opens, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&T->resync_every, 64, __ATOMIC_RELAXED);
 }
 
 /* ---- the dirty set ----------------------------------------------------------- */

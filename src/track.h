@@ -96,7 +96,7 @@ struct ckpt__tracker {
 	/* The same, for what was read-only and anonymous at begin (sorted). */
 	struct ckpt__rset ro_begin;
 	unsigned coarse_min;   /* smallest block (index) used over budget */
-	unsigned long coarse_opens;
+	unsigned long coarse_opens, resync_every;
 	/* The fault path's view of /proc/self/maps. */
 	ckpt__spin fault_lock;
 	char fault_buf[16384];
