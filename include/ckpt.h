@@ -74,7 +74,7 @@ CKPT_API const char *ckpt_version_string(void);
 	XX(ENOMEM, -12, "out of memory or out of memory mappings")              \
 	XX(EACCES, -13, "permission denied")                                   \
 	XX(EFAULT, -14, "bad address")                                         \
-	XX(EBUSY, -16, "another handle is already tracking this process")      \
+	XX(EBUSY, -16, "busy: another handle tracks, or another process writes the chain") \
 	XX(EEXIST, -17, "a checkpoint chain already exists there")             \
 	XX(ENOTDIR, -20, "not a directory")                                    \
 	XX(EINVAL, -22, "invalid argument")                                    \
@@ -122,7 +122,9 @@ CKPT_API const char *ckpt_last_error(void);
 /* Resume the newest snapshot in `dir` if there is one (ckpt_open). */
 #define CKPT_F_RESUME 0x0001u
 /* Keep an in-memory copy of committed pages so that rolling back to the
- * newest snapshot reads no disk. */
+ * newest snapshot reads no disk: the first write to a page after a commit
+ * copies it (up to 1 GiB of copies; beyond, pages are read back from the
+ * snapshot). */
 #define CKPT_F_SHADOW 0x0002u
 /* ckpt_open may start a new chain in a directory that already holds one. */
 #define CKPT_F_OVERWRITE 0x0004u
@@ -175,7 +177,22 @@ typedef struct ckpt_stats {
 	unsigned unknown_threads;/* threads alive at begin that ckpt did not see start */
 	unsigned epochs;         /* ckpt_begin calls that succeeded on this handle */
 	uint64_t begin_ns;       /* duration of the last ckpt_begin */
-	uint64_t reserved[16];   /* zero; room for later fields */
+	/* The last commit (all zero before the first). */
+	uint64_t commit_id;           /* id of the snapshot it wrote */
+	uint64_t commit_pause_ns;     /* time spent inside ckpt_commit */
+	uint64_t commit_capture_ns;   /* taking the dirty set and re-protecting it */
+	uint64_t commit_compress_ns;  /* packing and compressing pages */
+	uint64_t commit_write_ns;     /* writing the file (fsync excluded) */
+	uint64_t commit_sync_ns;      /* fsync of the file and the directory */
+	uint64_t commit_pages;        /* data pages stored (zero pages cost nothing) */
+	uint64_t commit_raw_bytes;    /* those pages, uncompressed */
+	uint64_t commit_stored_bytes; /* bytes of compressed page data written */
+	uint64_t commit_file_bytes;   /* size of the snapshot file */
+	uint64_t commits;             /* commits that succeeded on this handle */
+	/* The last restore. */
+	uint64_t restore_pages;  /* pages rewritten */
+	uint64_t restore_ns;     /* total duration */
+	uint64_t reserved[3];    /* zero; room for later fields */
 } ckpt_stats;
 
 /* ---- the handle ----------------------------------------------------------- */
@@ -185,10 +202,17 @@ typedef struct ckpt ckpt_t; /* opaque */
 /*
  * Creates a handle in *out.
  *   dir: directory of the snapshot chain, or NULL for tracking only (audit).
+ *        It is created (mode 0700: a snapshot holds the whole memory of the
+ *        process) if needed and locked for this handle.  A directory that
+ *        already holds a chain is never destroyed: CKPT_EEXIST, unless
+ *        CKPT_F_OVERWRITE, which starts a new chain there.
  *   opt: options, or NULL for the defaults.  The structure is copied.
  * Returns 0, or CKPT_EINVAL (out is NULL, unknown flag or back-end, non-zero
- * reserved field), CKPT_ENOTSUP (the back-end asked for cannot work here; see
- * ckpt_last_error for why), CKPT_ENOMEM.  On failure *out is set to NULL.
+ * reserved field, CKPT_F_SHADOW or CKPT_F_OVERWRITE without a directory),
+ * CKPT_ENOTSUP (the back-end asked for cannot work here, or CKPT_F_RESUME,
+ * which this version does not have; see ckpt_last_error for why),
+ * CKPT_EEXIST, CKPT_EBUSY (another process writes that chain), CKPT_EACCES
+ * and other system errors, CKPT_ENOMEM.  On failure *out is set to NULL.
  * The handle is owned by the caller and released with ckpt_close().
  * Thread-safe.
  */
@@ -262,17 +286,144 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out);
 #define CKPT_RESUMED 1
 
 /*
- * Writes a snapshot of the pages dirtied since the previous commit (all pages
- * for the first) to the handle's directory and stores its id in *id.
- * Returns CKPT_ENOTSUP in this version.
+ * Writes the next snapshot of the chain in the handle's directory and stores
+ * its id in *id (id may be NULL).  Ids are 1, 2, 3... in commit order.  The
+ * first is a full base: every page of every tracked mapping that holds data
+ * (pages never touched and all-zero pages are recorded, not stored).  Later
+ * ones store the pages dirtied since the previous commit, mappings that
+ * appeared in full, and the current mapping table.  The snapshot is the
+ * memory as of the call; afterwards the dirty set is empty and the written
+ * pages are protected again.  Tracking must be on (ckpt_begin).
+ * Other threads must not write memory during the call: a write that races
+ * with it is not lost (it lands in this snapshot or the next) but may leave
+ * a page of this snapshot half-written.
+ * The file is written under a temporary name, fsynced, renamed and the
+ * directory fsynced: a crash at any instant leaves the chain readable up to
+ * the previous snapshot.
+ * Returns 0, or CKPT_EINVAL (no directory), CKPT_ESTATE (not tracking),
+ * CKPT_ENOSPC, CKPT_EIO, CKPT_EDQUOT, CKPT_EFBIG... (the write failed: the
+ * chain is as it was and the dirty set is kept for the next commit),
+ * CKPT_ENOMEM.  A positive CKPT_RESUMED is returned in a process resumed from
+ * the snapshot this call wrote (see CKPT_F_RESUME).
  */
 CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id);
 
 /*
  * Sets every tracked page back to its content as of snapshot `id`
- * (CKPT_LATEST for the newest).  Returns CKPT_ENOTSUP in this version.
+ * (CKPT_LATEST for the newest): mappings created since are unmapped (never
+ * ckpt's own, excluded ranges or thread stacks), mappings removed since are
+ * recreated.  The calling thread's stack is left as it is, and other threads
+ * must be quiescent (not running code that touches tracked memory).
+ * Tracking continues afterwards; the next commit stores what differs from
+ * the newest snapshot.  Rolling back to the newest snapshot rewrites only
+ * the pages dirtied since it (with CKPT_F_SHADOW, from memory).
+ * Everything needed is read and verified before the first byte of memory
+ * changes.  Returns 0, or CKPT_ENOENT (no such snapshot, or a file a mapping
+ * must be recreated from is gone), CKPT_ECORRUPT (a file failed its checks;
+ * memory untouched), CKPT_EFOREIGN (written by another executable or with
+ * another page size), CKPT_ESTATE (not tracking), CKPT_EINVAL (no
+ * directory), CKPT_ENOMEM.
  */
 CKPT_API int ckpt_restore(ckpt_t *c, uint64_t id);
+
+/* ---- reading a chain ---------------------------------------------------------
+ * Read-only access to the snapshots in a directory, for tools and tests; the
+ * `ckpt` command is built on these.  They never modify the directory (except
+ * ckpt_chain_compact) and may be used while another process writes the
+ * chain: they see the snapshots that were complete when the chain was
+ * opened.  A ckpt_chain must not be used by two threads at once. */
+
+typedef struct ckpt_chain ckpt_chain; /* opaque */
+
+typedef struct ckpt_snapshot_info {
+	uint64_t id, parent;   /* parent is 0 for a base */
+	uint64_t time_ns;      /* CLOCK_REALTIME of the commit */
+	int base;              /* 1: a full snapshot */
+	int resumable;         /* 0: the process had other threads */
+	unsigned page_size;
+	unsigned threads;      /* threads of the process at the commit */
+	size_t mappings, runs, blocks;
+	uint64_t data_pages, zero_pages, file_pages; /* pages per kind of run */
+	uint64_t raw_bytes;    /* data pages, uncompressed */
+	uint64_t stored_bytes; /* compressed page data */
+	uint64_t file_bytes;   /* the whole file */
+	char chain_id[33];     /* hexadecimal */
+	char build_id[129];    /* the executable's GNU build-id, hexadecimal */
+	const char *exe;       /* the executable's path; owned by the chain */
+	const char *file;      /* the file's name in the directory; owned by the chain */
+	uint64_t reserved[8];
+} ckpt_snapshot_info;
+
+#define CKPT_MAP_SHARED 0x1u
+#define CKPT_MAP_ANON 0x2u
+#define CKPT_MAP_HEAP 0x4u
+#define CKPT_MAP_PINNED 0x8u /* memory that could not be protected (TLS, alternate stacks) */
+
+typedef struct ckpt_mapping_info {
+	uintptr_t start, end;
+	int prot;              /* PROT_* the program had */
+	unsigned flags;        /* CKPT_MAP_* */
+	uint64_t born;         /* first snapshot holding this mapping whole */
+	uint64_t offset, inode;
+	const char *name;      /* path or pseudo-name; "" if anonymous; valid during the call */
+} ckpt_mapping_info;
+
+#define CKPT_RUN_DATA 1 /* stored pages */
+#define CKPT_RUN_ZERO 2 /* pages that read as zero */
+#define CKPT_RUN_FILE 3 /* pages with the content of the mapped file */
+
+typedef struct ckpt_stored_run {
+	uintptr_t start;
+	size_t npages;
+	int kind;              /* CKPT_RUN_* */
+} ckpt_stored_run;
+
+/* Opens the chain in dir: the newest snapshot and its parents down to a
+ * base, each file's metadata verified.  A directory without snapshots is an
+ * empty chain.  Returns 0, or CKPT_ENOENT (no such directory, or a missing
+ * snapshot in the chain), CKPT_ECORRUPT, CKPT_EVERSION, CKPT_EFOREIGN (files
+ * of different chains), CKPT_ENOMEM; *out is NULL on failure. */
+CKPT_API int ckpt_chain_open(ckpt_chain **out, const char *dir);
+CKPT_API void ckpt_chain_close(ckpt_chain *ch);
+/* Ids of the oldest and newest snapshots (0 and 0 for an empty chain). */
+CKPT_API uint64_t ckpt_chain_first(ckpt_chain *ch);
+CKPT_API uint64_t ckpt_chain_latest(ckpt_chain *ch);
+/* Describes snapshot id (CKPT_LATEST: the newest).  0 or CKPT_ENOENT. */
+CKPT_API int ckpt_chain_info(ckpt_chain *ch, uint64_t id, ckpt_snapshot_info *out);
+/* Calls fn for each mapping of snapshot id, in address order; stops at the
+ * first non-zero return and returns it.  0, fn's value or CKPT_ENOENT. */
+CKPT_API int ckpt_chain_mappings(ckpt_chain *ch, uint64_t id,
+				 int (*fn)(const ckpt_mapping_info *m, void *arg), void *arg);
+/* Calls fn for each run of pages snapshot id itself stores (its index), in
+ * address order.  Returns as ckpt_chain_mappings. */
+CKPT_API int ckpt_chain_runs(ckpt_chain *ch, uint64_t id,
+			     int (*fn)(const ckpt_stored_run *r, void *arg), void *arg);
+/* Copies the bytes [addr, addr+len) of the process' memory as of snapshot id
+ * into buf.  Returns 0, or CKPT_ENOENT (snapshot missing, or a byte outside
+ * its mappings), CKPT_ECORRUPT (a block failed its checks), CKPT_EIO. */
+CKPT_API int ckpt_chain_read(ckpt_chain *ch, uint64_t id, uintptr_t addr, void *buf, size_t len);
+/* Calls fn for each maximal run of pages whose content differs between
+ * snapshots a and b (pages in only one of them included), in address order;
+ * a run never spans two mappings (run->mapping names the one in b, or in a).
+ * Returns as ckpt_chain_mappings. */
+CKPT_API int ckpt_chain_diff(ckpt_chain *ch, uint64_t a, uint64_t b,
+			     int (*fn)(const ckpt_page_run *run, void *arg), void *arg);
+
+/* Checks every file of the chain in dir completely: metadata, every block's
+ * hash and zstd frame, the links between snapshots.  Returns 0 when sound,
+ * else the code of the first problem with ckpt_last_error() naming the file
+ * and what is wrong.  *checked (may be NULL) receives how many files were
+ * checked. */
+CKPT_API int ckpt_chain_verify(const char *dir, size_t *checked);
+
+/* Folds the oldest snapshots into a new base so that at most `keep`
+ * increments remain after it, atomically: the new base replaces snapshot
+ * (newest - keep) by a rename, then the older files are removed.  Memory as
+ * of every remaining id is unchanged.  Fails with CKPT_EBUSY while a process
+ * has the chain open for writing.  Returns 0 (also when there was nothing to
+ * fold) or a CKPT_E* code; *folded (may be NULL) receives how many snapshots
+ * were folded. */
+CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded);
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,10 @@
 #!/bin/sh
 # scripts/check.sh - the whole test suite: set up, then `make check` in a
 # plain build (build/) and in one with AddressSanitizer and
-# UndefinedBehaviorSanitizer (build-asan/).  The last line of the output is
-# "N passed, N failed" over both; the exit status is 0 only if none failed.
+# UndefinedBehaviorSanitizer (build-asan/), then the snapshot reader's fuzz
+# target for CKPT_FUZZ_SECONDS (default 60).  The last line of the output is
+# "N passed, N failed" over all of it; the exit status is 0 only if none
+# failed.
 # SPDX-License-Identifier: GPL-2.0-or-later
 set -u
 cd "$(dirname "$0")/.."
@@ -41,5 +43,11 @@ for variant in build build-asan; do
 	failed=$((failed + ${f:-0}))
 done
 cd "$root"
+echo "== fuzzing the snapshot reader"
+if scripts/fuzz.sh "${CKPT_FUZZ_SECONDS:-60}"; then
+	passed=$((passed + 1))
+else
+	failed=$((failed + 1))
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 pkgs="build-essential autoconf automake libtool libtool-bin pkg-config binutils
-libsigsegv-dev libzstd-dev libcriterion-dev zstd"
+libsigsegv-dev libzstd-dev libcriterion-dev zstd clang python3"
 # shellcheck disable=SC2086
 if ! dpkg -s $pkgs >/dev/null 2>&1; then
 	sudo=

@@ -20,6 +20,26 @@
 /* Highest address + 1 the bitmap can describe. */
 #define CKPT__BM_LIMIT ((uintptr_t)1 << CKPT__BM_VA_BITS)
 
+/* An instance; the dirty bitmap is the one the ckpt__bm_* calls use.  The
+ * others (pages present at the last commit...) use the ckpt__bmx_* ones. */
+struct ckpt__bmap {
+	uint64_t **dir;
+	size_t ndir;
+	void *chunks;
+};
+
+CKPT__HIDDEN int ckpt__bmx_init(struct ckpt__bmap *b);
+CKPT__HIDDEN int ckpt__bmx_ensure(struct ckpt__bmap *b, uintptr_t lo, uintptr_t hi);
+CKPT__HIDDEN void ckpt__bmx_set(struct ckpt__bmap *b, uintptr_t lo, uintptr_t hi);
+CKPT__HIDDEN void ckpt__bmx_clear(struct ckpt__bmap *b, uintptr_t lo, uintptr_t hi);
+CKPT__HIDDEN int ckpt__bmx_test(const struct ckpt__bmap *b, uintptr_t addr);
+CKPT__HIDDEN void ckpt__bmx_release(struct ckpt__bmap *b);
+/* Calls fn for every maximal run of pages of [lo, hi) set in `then` and
+ * clear in `now`; stops at fn's first non-zero return and returns it. */
+CKPT__HIDDEN int ckpt__bmx_gone(const struct ckpt__bmap *then, const struct ckpt__bmap *now,
+				uintptr_t lo, uintptr_t hi,
+				int (*fn)(uintptr_t lo, uintptr_t hi, void *arg), void *arg);
+
 CKPT__HIDDEN int ckpt__bm_init(void);
 /* Allocates zeroed leaves so that every page of [lo, hi) has a bit.
  * Returns 0 or -1 (out of memory).  Not for faults. */

@@ -7,12 +7,15 @@
 #define _GNU_SOURCE
 #endif
 #include "ckpt.h"
+#include "commit.h"
 #include "error.h"
 #include "mem.h"
 #include "rangeset.h"
+#include "restore.h"
 #include "track.h"
 
 #include <limits.h>
+#include <unistd.h>
 #include <string.h>
 
 enum { H_OPEN, H_TRACKING, H_ENDED };
@@ -29,6 +32,9 @@ struct ckpt {
 	struct ckpt__counters cnt;  /* counters of the epoch that ended */
 	unsigned epochs;
 	uint64_t begin_ns;
+	struct ckpt__chainw *w;     /* the chain, when opened with a directory */
+	uint64_t commits;
+	struct ckpt__restore_stats restored;
 };
 
 CKPT_API unsigned ckpt_version(void)
@@ -92,6 +98,11 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 	rc = ckpt__track_select(o.backend, &be, why, sizeof why);
 	if (rc)
 		return ckpt__fail(rc, "ckpt_open: %s", why);
+	if (o.flags & CKPT_F_RESUME)
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: resuming is not part of this version");
+	if ((o.flags & (CKPT_F_SHADOW | CKPT_F_OVERWRITE)) && !dir)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_SHADOW and CKPT_F_OVERWRITE need a "
+					       "directory");
 	struct ckpt *c = ckpt__mem_alloc(sizeof *c);
 	if (!c)
 		return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
@@ -101,11 +112,22 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 	if (dir) {
 		c->dir_bytes = strlen(dir) + 1;
 		c->dir = ckpt__mem_alloc(c->dir_bytes);
-		if (!c->dir) {
-			ckpt__mem_free(c, sizeof *c);
+		c->w = ckpt__mem_alloc(sizeof *c->w);
+		if (!c->dir || !c->w) {
+			ckpt_close(c);
 			return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
 		}
 		memcpy(c->dir, dir, c->dir_bytes);
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		unsigned threads = o.threads ? (unsigned)o.threads : ncpu > 0 ? (unsigned)ncpu : 1;
+		rc = ckpt__chainw_open(c->w, dir, (o.flags & CKPT_F_OVERWRITE) != 0,
+				       o.level ? o.level : CKPT__DEFAULT_LEVEL, threads);
+		if (rc) {
+			ckpt__mem_free(c->w, sizeof *c->w);
+			c->w = NULL;
+			ckpt_close(c);
+			return rc;
+		}
 	}
 	*out = c;
 	return 0;
@@ -218,6 +240,10 @@ CKPT_API void ckpt_close(ckpt_t *c)
 		ckpt_end(c);
 	ckpt__runs_free(&c->frozen);
 	ckpt__rset_free(&c->excl);
+	if (c->w) {
+		ckpt__chainw_close(c->w);
+		ckpt__mem_free(c->w, sizeof *c->w);
+	}
 	if (c->dir)
 		ckpt__mem_free(c->dir, c->dir_bytes);
 	ckpt__mem_free(c, sizeof *c);
@@ -247,6 +273,22 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out)
 	out->kernel_writes = k.kernel_writes;
 	out->moved_mappings = k.moved;
 	out->dirty_pages = ckpt_dirty_count(c);
+	if (c->w && c->commits) {
+		const struct ckpt__commit_stats *cs = &c->w->last;
+		out->commit_id = cs->id;
+		out->commit_pause_ns = cs->pause_ns;
+		out->commit_capture_ns = cs->capture_ns;
+		out->commit_compress_ns = cs->compress_ns;
+		out->commit_write_ns = cs->write_ns;
+		out->commit_sync_ns = cs->sync_ns;
+		out->commit_pages = cs->pages;
+		out->commit_raw_bytes = cs->raw_bytes;
+		out->commit_stored_bytes = cs->stored_bytes;
+		out->commit_file_bytes = cs->file_bytes;
+	}
+	out->commits = c->commits;
+	out->restore_pages = c->restored.pages;
+	out->restore_ns = c->restored.total_ns;
 	return 0;
 }
 
@@ -258,17 +300,28 @@ __asm__(".globl ckpt_stats\n.set ckpt_stats, ckpt_stats_get\n.type ckpt_stats, @
 CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id)
 {
 	ckpt__clear_error();
-	(void)id;
 	if (!c)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_commit: handle is NULL");
-	return ckpt__fail(CKPT_ENOTSUP, "ckpt_commit: snapshots are not implemented yet");
+	if (!c->w)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_commit: the handle was opened without a directory");
+	if (c->state != H_TRACKING)
+		return ckpt__fail(CKPT_ESTATE, "ckpt_commit: not tracking (call ckpt_begin first)");
+	int rc = ckpt__commit(c->w, id);
+	if (rc == 0)
+		c->commits++;
+	return rc;
 }
 
 CKPT_API int ckpt_restore(ckpt_t *c, uint64_t id)
 {
 	ckpt__clear_error();
-	(void)id;
 	if (!c)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_restore: handle is NULL");
-	return ckpt__fail(CKPT_ENOTSUP, "ckpt_restore: snapshots are not implemented yet");
+	if (!c->w)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_restore: the handle was opened without a directory");
+	if (c->state != H_TRACKING)
+		return ckpt__fail(CKPT_ESTATE, "ckpt_restore: not tracking (call ckpt_begin first)");
+	if (id == 0)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_restore: snapshot ids start at 1");
+	return ckpt__restore(c->w, id, (c->opt.flags & CKPT_F_SHADOW) != 0, &c->restored);
 }

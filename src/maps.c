@@ -208,3 +208,22 @@ long ckpt__maps_find(const struct ckpt__maps *m, uintptr_t addr)
 	size_t i = CKPT__FIRST_ENDING_AFTER(m->v, m->n, end, addr);
 	return i < m->n && m->v[i].start <= addr ? (long)i : -1;
 }
+
+/* Calls fn on the maximal mapped parts of [lo, hi). */
+int ckpt__maps_foreach(const struct ckpt__maps *m, uintptr_t lo, uintptr_t hi,
+			  int (*fn)(uintptr_t, uintptr_t, const struct ckpt__vma *, void *),
+			  void *arg)
+{
+	for (size_t i = CKPT__FIRST_ENDING_AFTER(m->v, m->n, end, lo);
+	     i < m->n && m->v[i].start < hi; i++) {
+		uintptr_t s = m->v[i].start > lo ? m->v[i].start : lo;
+		uintptr_t e = m->v[i].end < hi ? m->v[i].end : hi;
+		if (s < e) {
+			int rc = fn(s, e, &m->v[i], arg);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+

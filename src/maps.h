@@ -48,4 +48,10 @@ CKPT__HIDDEN void ckpt__maps_free(struct ckpt__maps *m);
 /* Index of the VMA containing addr, or -1. */
 CKPT__HIDDEN long ckpt__maps_find(const struct ckpt__maps *m, uintptr_t addr);
 
+/* Calls fn on the parts of [lo, hi) that are mapped, mapping by mapping, in
+ * order; stops at fn's first non-zero return and returns it. */
+CKPT__HIDDEN int ckpt__maps_foreach(const struct ckpt__maps *m, uintptr_t lo, uintptr_t hi,
+				    int (*fn)(uintptr_t, uintptr_t, const struct ckpt__vma *, void *),
+				    void *arg);
+
 #endif /* CKPT_MAPS_H */

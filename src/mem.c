@@ -218,8 +218,12 @@ void ckpt__mem_free(void *p, size_t size)
 		size = 1;
 	size = ckpt__page_up(size);
 	if (in_pool(p)) {
-		/* Zero-filled again on next use, and the memory goes back. */
-		ckpt__sys3(SYS_madvise, (long)p, (long)size, MADV_DONTNEED);
+		/* Zero-filled again on next use, and the memory goes back; a
+		 * few pages are cheaper to clear than to fault in again. */
+		if (size <= 4 * ckpt__pagesize)
+			memset(p, 0, size);
+		else
+			ckpt__sys3(SYS_madvise, (long)p, (long)size, MADV_DONTNEED);
 		ckpt__spin_lock(&own_lock);
 		pool_mark((size_t)((char *)p - ckpt__g.pool) / ckpt__pagesize, size / ckpt__pagesize, 0);
 		ckpt__spin_unlock(&own_lock);
@@ -263,7 +267,19 @@ void ckpt__mem_array_free(void **p, size_t *cap, size_t elsize)
 
 void ckpt__mem_own_foreach(void (*fn)(uintptr_t lo, uintptr_t hi, void *arg), void *arg)
 {
-	/* fn may allocate, which takes own_lock: iterate over a copy. */
+	/* fn may allocate, which takes own_lock: iterate over a copy, on the
+	 * stack while the list is short (it is: the pool and a few more). */
+	struct own_range local[64];
+	ckpt__spin_lock(&own_lock);
+	size_t n0 = own_n;
+	if (n0 <= 64)
+		memcpy(local, own, n0 * sizeof *own);
+	ckpt__spin_unlock(&own_lock);
+	if (n0 <= 64) {
+		for (size_t i = 0; i < n0; i++)
+			fn(local[i].lo, local[i].hi, arg);
+		return;
+	}
 	for (;;) {
 		ckpt__spin_lock(&own_lock);
 		size_t n = own_n;
@@ -339,4 +355,22 @@ void ckpt__fault_message(const char *msg, const uintptr_t *values, int nvalues)
 	}
 	buf[n++] = '\n';
 	ckpt__raw_write(2, buf, n);
+}
+
+CKPT__FAULTPATH void ckpt__copy_words(void *dst, const void *src, size_t n)
+{
+	uint64_t *d = dst;
+	const uint64_t *s = src;
+	for (size_t i = 0; i < n / 8; i++)
+		d[i] = s[i];
+}
+
+CKPT__FAULTPATH int ckpt__is_zero(const void *p, size_t n)
+{
+	const uint64_t *w = p;
+	uint64_t acc = 0;
+	for (size_t i = 0; i < n / 8; i += 8)
+		acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] |
+		       w[i + 7];
+	return acc == 0;
 }

@@ -32,6 +32,14 @@ CKPT__HIDDEN void ckpt__mem_own_foreach(void (*fn)(uintptr_t lo, uintptr_t hi, v
 /* Whether [lo, hi) overlaps ckpt's own memory. */
 CKPT__HIDDEN int ckpt__mem_is_own(uintptr_t lo, uintptr_t hi);
 
+/* Copies n bytes (a multiple of 8) between 8-byte aligned buffers, one
+ * word at a time.  For the program's pages: they may hold what a sanitizer
+ * considers poisoned (redzones), which ckpt must read and write like any
+ * other byte, so this is never instrumented or intercepted.  Fault-safe. */
+CKPT__HIDDEN void ckpt__copy_words(void *dst, const void *src, size_t n);
+/* Whether n bytes (a multiple of 64) at an 8-byte aligned p are all zero. */
+CKPT__HIDDEN int ckpt__is_zero(const void *p, size_t n);
+
 /* A test-and-set spin lock usable inside a fault (no futex, no errno). */
 typedef struct { int v; } ckpt__spin;
 static inline void ckpt__spin_lock(ckpt__spin *s)

@@ -11,6 +11,7 @@
 #ifndef CKPT_STATE_H
 #define CKPT_STATE_H
 
+#include "bitmap.h"
 #include "mem.h"
 
 struct ckpt__tracker;
@@ -24,12 +25,12 @@ struct ckpt__state {
 	char *pool;            /* one mapping for most of ckpt's memory */
 	uint64_t *pool_used;   /* one bit per pool page */
 	size_t pool_pages;
-	/* bitmap.c */
-	uint64_t **bm_dir;
-	size_t bm_ndir;
-	void *bm_chunks;
+	/* bitmap.c: the dirty bitmap */
+	struct ckpt__bmap dirty;
 	/* track.c */
 	struct ckpt__tracker *tracker;
+	/* shadow.c */
+	void *shadow;
 	/* track-mprotect.c */
 	void *mp;
 	/* thread.c */

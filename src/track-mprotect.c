@@ -42,6 +42,7 @@
 #include "bitmap.h"
 #include "error.h"
 #include "interpose.h"
+#include "shadow.h"
 #include "track.h"
 
 #include <errno.h>
@@ -91,9 +92,11 @@ CKPT__FAULTPATH static int page_open(const struct ckpt__region *r, uintptr_t p)
 }
 
 /* How many mappings unprotecting [lo, hi) of r adds (negative: removes).
- * Inside a region a page is writable exactly when it is marked, so the
- * mapping boundaries around and inside the block can be counted on the
- * bitmap: after the change the block is one writable stretch. */
+ * Inside a region a page is writable when it is marked, so the mapping
+ * boundaries around and inside the block can be counted on the bitmap:
+ * after the change the block is one writable stretch.  (A rollback to an
+ * older snapshot leaves the pages it wrote marked but protected; the count
+ * then runs low, and the kernel's refusal makes unprotect recount.) */
 CKPT__FAULTPATH static long vma_delta(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
 {
 	uintptr_t pg = (uintptr_t)1 << r->pgshift;
@@ -112,6 +115,9 @@ CKPT__FAULTPATH static long vma_delta(const struct ckpt__region *r, uintptr_t lo
 CKPT__FAULTPATH static long open_block(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi,
 				       long delta)
 {
+	/* CKPT_F_SHADOW: the committed content, copied while it still is. */
+	if ((r->prot & PROT_READ) && ckpt__shadow_on())
+		ckpt__shadow_save(lo, hi);
 	long rc = ckpt__raw_mprotect(lo, hi - lo, r->prot);
 	if (rc == 0) {
 		ckpt__bm_set(lo, hi);
@@ -194,7 +200,8 @@ CKPT__FAULTPATH static long unprotect(const struct ckpt__region *r, uintptr_t lo
 		 * size): check less often while the estimate holds. */
 		long before = __atomic_load_n(&T->vma_est, __ATOMIC_RELAXED);
 		long actual = vma_resync();
-		if (actual - before < T->vma_budget / 64) {
+		long off = actual > before ? actual - before : before - actual;
+		if (off < T->vma_budget / 64) {
 			if (every < 4096)
 				__atomic_store_n(&T->resync_every, every * 2, __ATOMIC_RELAXED);
 		} else {

@@ -30,6 +30,7 @@
 #include "track.h"
 #include "bitmap.h"
 #include "error.h"
+#include "shadow.h"
 #include "thread.h"
 
 #include <errno.h>
@@ -102,7 +103,7 @@ int ckpt__prot_clean(int prot)
 #define NAMES_CHUNK 65536
 
 /* Names never move: a region keeps a pointer for its whole life. */
-static const char *intern(const char *s)
+const char *ckpt__track_intern(const char *s)
 {
 	size_t len = strlen(s) + 1;
 	if (len > 4096)
@@ -138,7 +139,7 @@ CKPT__FAULTPATH const struct ckpt__region *ckpt__rtab_find(const struct ckpt__rt
 }
 
 /* Index of the first region ending after addr. */
-static size_t rtab_lower(const struct ckpt__rtab *t, uintptr_t addr)
+size_t ckpt__rtab_lower(const struct ckpt__rtab *t, uintptr_t addr)
 {
 	return CKPT__FIRST_ENDING_AFTER(t->r, t->n, end, addr);
 }
@@ -164,7 +165,7 @@ static int rtab_overlaps(const struct ckpt__rtab *t, uintptr_t lo, uintptr_t hi)
 {
 	if (!t)
 		return 0;
-	size_t i = rtab_lower(t, lo);
+	size_t i = ckpt__rtab_lower(t, lo);
 	return i < t->n && t->r[i].start < hi;
 }
 
@@ -302,7 +303,7 @@ static int special_vma(const struct ckpt__vma *v, unsigned flags)
 }
 
 /* The excluded set for the current maps. */
-static int compute_excluded(const struct ckpt__maps *m, unsigned flags,
+int ckpt__track_excluded(const struct ckpt__maps *m, unsigned flags,
 			    struct ckpt__rset *excl, struct ckpt__rset *pinned_out)
 {
 	int rc = 0;
@@ -338,7 +339,7 @@ static int compute_excluded(const struct ckpt__maps *m, unsigned flags,
 
 /* log2 of the page size of a hugetlb mapping, read from /proc/self/smaps;
  * 0 if it is not one or cannot be told. */
-static unsigned hugetlb_shift(const struct ckpt__vma *v)
+unsigned ckpt__track_hugetlb_shift(const struct ckpt__vma *v)
 {
 	int candidate = !strncmp(v->path, "/anon_hugepage", 14);
 	if (!candidate && v->path[0] == '/') {
@@ -390,7 +391,7 @@ static int region_push(struct region_list *l, const struct ckpt__region *r)
 	return 0;
 }
 
-static int vma_prot(unsigned perms)
+int ckpt__vma_prot(unsigned perms)
 {
 	return ((perms & CKPT__VMA_R) ? PROT_READ : 0) | ((perms & CKPT__VMA_W) ? PROT_WRITE : 0) |
 	       ((perms & CKPT__VMA_X) ? PROT_EXEC : 0);
@@ -425,16 +426,16 @@ static int plan_regions(const struct ckpt__maps *m, const struct ckpt__rset *exc
 			rc = ckpt__rset_add(pinned, v->start, v->end);
 			continue;
 		}
-		unsigned shift = hugetlb_shift(v);
+		unsigned shift = ckpt__track_hugetlb_shift(v);
 		int huge = shift > ckpt__pageshift;
 		uintptr_t hmask = huge ? ((uintptr_t)1 << shift) - 1 : 0;
 		struct ckpt__region proto = {
-			.prot = vma_prot(v->perms),
+			.prot = ckpt__vma_prot(v->perms),
 			.flags = ((v->perms & CKPT__VMA_SHARED) ? CKPT__RG_SHARED : 0) |
 				 ((!v->inode && (!v->path[0] || v->path[0] == '[')) ? CKPT__RG_ANON
 										     : 0),
 			.pgshift = huge ? shift : ckpt__pageshift,
-			.name = intern(v->path),
+			.name = ckpt__track_intern(v->path),
 		};
 		/* Walk the gaps of `skip` inside the mapping. */
 		uintptr_t at = v->start;
@@ -474,24 +475,6 @@ static int plan_regions(const struct ckpt__maps *m, const struct ckpt__rset *exc
 	return rc ? CKPT_ENOMEM : 0;
 }
 
-/* Calls fn on the maximal mapped parts of [lo, hi). */
-static int foreach_mapped(const struct ckpt__maps *m, uintptr_t lo, uintptr_t hi,
-			  int (*fn)(uintptr_t, uintptr_t, const struct ckpt__vma *, void *),
-			  void *arg)
-{
-	for (size_t i = CKPT__FIRST_ENDING_AFTER(m->v, m->n, end, lo);
-	     i < m->n && m->v[i].start < hi; i++) {
-		uintptr_t s = m->v[i].start > lo ? m->v[i].start : lo;
-		uintptr_t e = m->v[i].end < hi ? m->v[i].end : hi;
-		if (s < e) {
-			int rc = fn(s, e, &m->v[i], arg);
-			if (rc)
-				return rc;
-		}
-	}
-	return 0;
-}
-
 struct disarm_ctx {
 	const struct ckpt__region *r;
 	uintptr_t lo, hi; /* pending contiguous run */
@@ -514,10 +497,10 @@ static int disarm_piece(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, voi
 }
 
 /* Gives every mapped page of region r its protection back. */
-static int disarm_region(const struct ckpt__maps *m, const struct ckpt__region *r)
+int ckpt__track_disarm(const struct ckpt__maps *m, const struct ckpt__region *r)
 {
 	struct disarm_ctx d = {r, 0, 0, 0};
-	foreach_mapped(m, r->start, r->end, disarm_piece, &d);
+	ckpt__maps_foreach(m, r->start, r->end, disarm_piece, &d);
 	if (d.lo < d.hi && T->be->disarm(r, d.lo, d.hi) && !d.rc)
 		d.rc = CKPT_EIO;
 	return d.rc;
@@ -558,9 +541,16 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 	if (!rc)
 		rc = ckpt__maps_read(&T->maps);
 	if (!rc)
-		rc = compute_excluded(&T->maps, flags, &excl, &T->pinned);
-	if (!rc)
-		info->unknown_threads = ckpt__threads_unknown(&T->maps, &excl, &T->pinned);
+		rc = ckpt__track_excluded(&T->maps, flags, &excl, &T->pinned);
+	ckpt__rset_clear(&T->nosave);
+	ckpt__rset_clear(&T->since);
+	if (!rc) {
+		info->unknown_threads = ckpt__threads_unknown(&T->maps, &excl, &T->nosave);
+		for (size_t i = 0; i < T->nosave.n && !rc; i++)
+			rc = ckpt__rset_add(&T->pinned, T->nosave.r[i].lo, T->nosave.r[i].hi)
+				     ? CKPT_ENOMEM
+				     : 0;
+	}
 	if (!rc)
 		for (size_t i = 0; i < excl.n && !rc; i++)
 			rc = ckpt__rset_del(&T->pinned, excl.r[i].lo, excl.r[i].hi) ? CKPT_ENOMEM : 0;
@@ -568,8 +558,11 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 		rc = plan_regions(&T->maps, &excl, &T->pinned, &plan, &info->excluded_pages);
 	if (!rc && !(tab = ckpt__rtab_new(plan.n)))
 		rc = CKPT_ENOMEM;
+	if (!rc && (flags & CKPT_F_SHADOW) && ckpt__shadow_start(0) != 0)
+		rc = CKPT_ENOMEM;
 	for (size_t i = 0; !rc && i < plan.n; i++) {
-		if (ckpt__bm_ensure(plan.r[i].start, plan.r[i].end) != 0) {
+		if (ckpt__bm_ensure(plan.r[i].start, plan.r[i].end) != 0 ||
+		    ((flags & CKPT_F_SHADOW) && ckpt__shadow_ensure(plan.r[i].start, plan.r[i].end))) {
 			rc = CKPT_ENOMEM;
 			break;
 		}
@@ -614,7 +607,7 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 			   (unsigned long)bad->start, (unsigned long)bad->end,
 			   bad->name[0] ? bad->name : "anonymous", ckpt_strerror(rc));
 		for (size_t i = 0; i < armed; i++)
-			disarm_region(&T->maps, &tab->r[i]);
+			ckpt__track_disarm(&T->maps, &tab->r[i]);
 		__atomic_store_n(&T->armed, 0, __ATOMIC_RELEASE);
 		__atomic_store_n(&T->touch, 0, __ATOMIC_RELEASE);
 		publish(NULL);
@@ -628,6 +621,35 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 	ckpt__threads_release();
 	pthread_mutex_unlock(&T->lock);
 	return rc;
+}
+
+void ckpt__closer_flush(struct ckpt__closer *c)
+{
+	if (c->lo < c->hi)
+		ckpt__raw_mprotect(c->lo, c->hi - c->lo, c->prot);
+	c->lo = c->hi = 0;
+}
+
+void ckpt__closer_add(struct ckpt__closer *c, uintptr_t lo, uintptr_t hi, int prot)
+{
+	if (c->lo < c->hi && prot == c->prot && lo >= c->hi && lo - c->hi <= CKPT__CLOSE_GAP) {
+		c->hi = hi;
+		return;
+	}
+	ckpt__closer_flush(c);
+	c->lo = lo;
+	c->hi = hi;
+	c->prot = prot;
+}
+
+void ckpt__track_vma_recount(long n)
+{
+	long budget = __atomic_load_n(&T->vma_budget, __ATOMIC_RELAXED);
+	__atomic_store_n(&T->vma_est, n, __ATOMIC_RELAXED);
+	if (budget && n < budget - budget / 8) {
+		__atomic_store_n(&T->coarse_min, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&T->resync_every, 64, __ATOMIC_RELAXED);
+	}
 }
 
 void ckpt__track_vma_sync(size_t nvmas)
@@ -727,17 +749,17 @@ static int collect_locked(struct ckpt__runs *out)
 	const struct ckpt__rtab *t = T->tab;
 	struct ckpt__rset excl = {0}, d = {0}, known = {0};
 	struct tracked_ctx c = {&d, 0};
-	rc = compute_excluded(m, T->flags, &excl, NULL);
+	rc = ckpt__track_excluded(m, T->flags, &excl, NULL);
 	for (size_t i = 0; !rc && i < t->n; i++) {
-		foreach_mapped(m, t->r[i].start, t->r[i].end, tracked_piece, &c);
+		ckpt__maps_foreach(m, t->r[i].start, t->r[i].end, tracked_piece, &c);
 		c.rc |= ckpt__rset_add(&known, t->r[i].start, t->r[i].end);
 	}
 	for (size_t i = 0; !rc && i < T->pinned.n; i++) {
-		foreach_mapped(m, T->pinned.r[i].lo, T->pinned.r[i].hi, mapped_piece, &c);
+		ckpt__maps_foreach(m, T->pinned.r[i].lo, T->pinned.r[i].hi, mapped_piece, &c);
 		c.rc |= ckpt__rset_add(&known, T->pinned.r[i].lo, T->pinned.r[i].hi);
 	}
 	for (size_t i = 0; !rc && i < T->newdirty.n; i++)
-		foreach_mapped(m, T->newdirty.r[i].lo, T->newdirty.r[i].hi, mapped_piece, &c);
+		ckpt__maps_foreach(m, T->newdirty.r[i].lo, T->newdirty.r[i].hi, mapped_piece, &c);
 	for (size_t i = 0; !rc && i < excl.n; i++)
 		c.rc |= ckpt__rset_add(&known, excl.r[i].lo, excl.r[i].hi);
 	/* Writable memory that is none of the above appeared after begin. */
@@ -763,7 +785,7 @@ static int collect_locked(struct ckpt__runs *out)
 	if (!rc && c.rc)
 		rc = CKPT_ENOMEM;
 	for (size_t i = 0; !rc && i < d.n; i++)
-		rc = foreach_mapped(m, d.r[i].lo, d.r[i].hi, run_piece, out);
+		rc = ckpt__maps_foreach(m, d.r[i].lo, d.r[i].hi, run_piece, out);
 	for (size_t i = 0; !rc && i < out->n; i++)
 		out->r[i].mapping = out->text + (uintptr_t)out->r[i].mapping;
 	ckpt__rset_free(&excl);
@@ -809,11 +831,12 @@ int ckpt__track_end(struct ckpt__runs *final)
 	/* collect_locked just read the maps: give back every protection. */
 	int drc = 0;
 	for (size_t i = 0; i < t->n; i++)
-		drc |= disarm_region(&T->maps, &t->r[i]);
+		drc |= ckpt__track_disarm(&T->maps, &t->r[i]);
 	__atomic_store_n(&T->armed, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&T->touch, 0, __ATOMIC_RELEASE);
 	publish(NULL);
 	reclaim(1);
+	ckpt__shadow_stop();
 	ckpt__bm_release();
 	ckpt__rset_clear(&T->pinned);
 	ckpt__rset_clear(&T->newdirty);
@@ -842,6 +865,7 @@ void ckpt__track_counters(struct ckpt__counters *out)
 static int drop_range(uintptr_t lo, uintptr_t hi, int disarm)
 {
 	struct ckpt__rtab *t = T->tab;
+	ckpt__rset_del(&T->since, lo, hi);
 	if (!rtab_overlaps(t, lo, hi))
 		return 0;
 	struct ckpt__rtab *n = rtab_edit(t, lo, hi, EDIT_REMOVE, 0);
@@ -853,11 +877,11 @@ static int drop_range(uintptr_t lo, uintptr_t hi, int disarm)
 			rtab_free(n);
 			return rc;
 		}
-		for (size_t i = rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
+		for (size_t i = ckpt__rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
 			struct ckpt__region r = t->r[i];
 			r.start = r.start > lo ? r.start : lo;
 			r.end = r.end < hi ? r.end : hi;
-			disarm_region(&T->maps, &r);
+			ckpt__track_disarm(&T->maps, &r);
 		}
 	}
 	publish(n);
@@ -906,6 +930,18 @@ void ckpt__track_read_only(uintptr_t lo, uintptr_t hi)
 	__atomic_store_n(&T->ro[i].hi, hi, __ATOMIC_RELEASE);
 }
 
+static void forget_locked(uintptr_t lo, uintptr_t hi, int disarm)
+{
+	if (!T->tab)
+		return;
+	drop_range(lo, hi, disarm);
+	ckpt__bm_clear(lo, hi);
+	if (!disarm) {
+		ckpt__rset_del(&T->pinned, lo, hi);
+		ckpt__rset_del(&T->newdirty, lo, hi);
+	}
+}
+
 /* Stops tracking [lo, hi): given its protection back if it stays mapped
  * (`disarm`), forgotten whole if it is gone. */
 static void forget(uintptr_t lo, uintptr_t hi, int disarm)
@@ -913,15 +949,83 @@ static void forget(uintptr_t lo, uintptr_t hi, int disarm)
 	if (!ckpt__track_armed())
 		return;
 	pthread_mutex_lock(&T->lock);
-	if (T->tab) {
-		drop_range(lo, hi, disarm);
-		ckpt__bm_clear(lo, hi);
-		if (!disarm) {
-			ckpt__rset_del(&T->pinned, lo, hi);
-			ckpt__rset_del(&T->newdirty, lo, hi);
+	forget_locked(lo, hi, disarm);
+	pthread_mutex_unlock(&T->lock);
+}
+
+void ckpt__track_unmapped_locked(uintptr_t lo, uintptr_t hi)
+{
+	forget_locked(lo, hi, 0);
+}
+
+void ckpt__track_restored_locked(const struct ckpt__rset *written, const struct ckpt__rset *opened,
+				 const struct ckpt__rset *created, int clean)
+{
+	/* Recreated mappings become regions (new: the next commit stores them
+	 * whole); writable pages are tracked like any other. */
+	struct ckpt__rtab *t = T->tab;
+	size_t extra = 0;
+	for (size_t i = 0; i < created->n; i++)
+		extra += !rtab_overlaps(t, created->r[i].lo, created->r[i].hi);
+	if (extra) {
+		struct ckpt__rtab *n = ckpt__rtab_new(t->n + extra);
+		if (n) {
+			size_t a = 0, b = 0;
+			while (a < t->n || b < created->n) {
+				if (b < created->n && rtab_overlaps(t, created->r[b].lo, created->r[b].hi)) {
+					b++;
+					continue;
+				}
+				if (b == created->n || (a < t->n && t->r[a].start < created->r[b].lo)) {
+					n->r[n->n++] = t->r[a++];
+					continue;
+				}
+				uintptr_t lo = created->r[b].lo, hi = created->r[b].hi;
+				if (ckpt__bm_ensure(lo, hi) == 0) {
+					ckpt__bm_clear(lo, hi);
+					n->r[n->n++] = (struct ckpt__region){
+						lo, hi, PROT_READ | PROT_WRITE, CKPT__RG_ANON,
+						ckpt__pageshift, ""};
+				}
+				b++;
+			}
+			publish(n);
+			t = n;
 		}
 	}
-	pthread_mutex_unlock(&T->lock);
+	for (size_t i = 0; i < written->n; i++) {
+		uintptr_t lo = written->r[i].lo, hi = written->r[i].hi;
+		for (size_t j = ckpt__rtab_lower(t, lo); j < t->n && t->r[j].start < hi; j++) {
+			const struct ckpt__region *r = &t->r[j];
+			uintptr_t a = r->start > lo ? r->start : lo, b = r->end < hi ? r->end : hi;
+			if (a >= b)
+				continue;
+			if (clean)
+				ckpt__bm_clear(a, b);
+			else
+				ckpt__bm_set(a, b);
+		}
+	}
+	struct ckpt__closer cl = {0};
+	const struct ckpt__region *last = NULL;
+	for (size_t i = 0; i < opened->n; i++) {
+		uintptr_t lo = opened->r[i].lo, hi = opened->r[i].hi;
+		for (size_t j = ckpt__rtab_lower(t, lo); j < t->n && t->r[j].start < hi; j++) {
+			const struct ckpt__region *r = &t->r[j];
+			uintptr_t a = r->start > lo ? r->start : lo, b = r->end < hi ? r->end : hi;
+			if (a >= b)
+				continue;
+			if (r != last)
+				ckpt__closer_flush(&cl);
+			last = r;
+			ckpt__closer_add(&cl, a, b, ckpt__prot_clean(r->prot));
+		}
+	}
+	ckpt__closer_flush(&cl);
+	for (size_t i = 0; i < created->n; i++)
+		ckpt__rset_del(&T->since, created->r[i].lo, created->r[i].hi);
+	/* A clean restore rewrote every marked page (all were candidates). */
+	T->marked_closed = !clean && written->n;
 }
 
 void ckpt__track_stack(uintptr_t lo, uintptr_t hi)
@@ -942,7 +1046,7 @@ void ckpt__track_discard(uintptr_t lo, uintptr_t hi)
 	 * content that no write fault shows. */
 	const struct ckpt__rtab *t = ckpt__rcu_enter();
 	if (t)
-		for (size_t i = rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
+		for (size_t i = ckpt__rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
 			uintptr_t a = t->r[i].start > lo ? t->r[i].start : lo;
 			uintptr_t b = t->r[i].end < hi ? t->r[i].end : hi;
 			uintptr_t mask = ((uintptr_t)1 << t->r[i].pgshift) - 1;
@@ -959,7 +1063,7 @@ void ckpt__track_touch_slow(uintptr_t p, size_t n)
 	const struct ckpt__rtab *t = ckpt__rcu_enter();
 	if (t && T->be && T->be->touch) {
 		int hit = 0;
-		for (size_t i = rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
+		for (size_t i = ckpt__rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
 			const struct ckpt__region *r = &t->r[i];
 			if (!(r->prot & PROT_WRITE))
 				continue;
@@ -1000,8 +1104,8 @@ int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot, int (*real)(void 
 		/* Untracked memory written since begin and made read-only now
 		 * would no longer look new: remember it. */
 		struct newdirty_ctx c = {0};
-		foreach_mapped(&T->maps, lo, hi, note_writable, &c);
-		for (size_t i = rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++)
+		ckpt__maps_foreach(&T->maps, lo, hi, note_writable, &c);
+		for (size_t i = ckpt__rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++)
 			ckpt__rset_del(&T->newdirty, t->r[i].start, t->r[i].end);
 	}
 	if (!rtab_overlaps(t, lo, hi))
@@ -1015,7 +1119,7 @@ int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot, int (*real)(void 
 	/* Tracked pieces get the program's protection minus write while
 	 * clean; the rest gets it as asked. */
 	uintptr_t at = lo;
-	size_t i = rtab_lower(n, lo);
+	size_t i = ckpt__rtab_lower(n, lo);
 	while (at < hi && !rc) {
 		if (i < n->n && n->r[i].start <= at) {
 			uintptr_t e = n->r[i].end < hi ? n->r[i].end : hi;

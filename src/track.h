@@ -78,7 +78,15 @@ struct ckpt__tracker {
 	unsigned flags;              /* CKPT_F_* of the tracking handle */
 	struct ckpt__rset user_excl; /* the tracking handle's ckpt_exclude ranges */
 	struct ckpt__rset pinned;    /* never protected, always dirty */
+	struct ckpt__rset nosave;    /* pinned but not the program's to save (stacks of
+	                              * threads ckpt did not see start) */
+	struct ckpt__rset since;     /* tracked without a break since the last capture */
+	struct ckpt__bmap present;   /* anonymous pages present at the last capture */
+	struct ckpt__bmap present_next; /* the same for the capture in progress */
 	struct ckpt__rset newdirty;  /* untracked ranges known written (made read-only since) */
+	/* A restore to an older snapshot left marked pages protected: until
+	 * the next capture, marked does not imply writable. */
+	int marked_closed;
 	struct ckpt__maps maps;      /* scratch */
 	struct ckpt__counters cnt;
 	/* Mappings (VMAs) in the process, as estimated from the splits and
@@ -106,6 +114,45 @@ struct ckpt__tracker {
 };
 
 #define ckpt__T (ckpt__g.tracker)
+
+/* ---- capture: what a commit stores -------------------------------------------- */
+
+/* A piece of the table being committed. */
+struct ckpt__piece {
+	uintptr_t start, end;
+	int prot;
+	unsigned flags;   /* CKPT__RG_* */
+	unsigned pgshift;
+	int kind;         /* 1 tracked, 2 pinned, 3 the main thread's TLS block */
+	uintptr_t keep_lo, keep_hi; /* TLS: bytes a restore must leave alone */
+	int fresh;        /* not tracked without a break since the last capture */
+	int heap;
+	uint64_t offset, inode;
+	unsigned dev_major, dev_minor;
+	const char *name;
+};
+
+struct ckpt__capture {
+	struct ckpt__piece *p;
+	size_t n, cap;
+	struct ckpt__rset changed; /* pages of non-fresh pieces written or discarded since */
+	struct ckpt__rset data;    /* pages that hold data (present, swapped, or shared) */
+	struct ckpt__rset taken;   /* dirty bits taken: given back if the commit fails */
+	struct ckpt__rset unreadable; /* pieces the program made unreadable (PROT_NONE) */
+	unsigned nthreads;
+	uint64_t ns;
+};
+
+/* Takes the dirty set and re-protects it, adopts (protects) memory that
+ * appeared since, and describes everything a snapshot must hold.  Other
+ * threads must not write meanwhile (their writes are not lost: they fault
+ * and count for the next capture).  0 or CKPT_E*. */
+CKPT__HIDDEN int ckpt__track_capture(struct ckpt__capture *cap);
+/* The snapshot was written: the next capture is relative to this one. */
+CKPT__HIDDEN void ckpt__track_capture_done(struct ckpt__capture *cap);
+/* It was not: the pages taken count as dirty again. */
+CKPT__HIDDEN void ckpt__track_capture_undo(struct ckpt__capture *cap);
+CKPT__HIDDEN void ckpt__capture_free(struct ckpt__capture *cap);
 
 /* A list of dirty runs with their own copy of the mapping names. */
 struct ckpt__runs {
@@ -169,6 +216,11 @@ CKPT__HIDDEN void ckpt__track_stack(uintptr_t lo, uintptr_t hi);
 /* Sets T->vma_est and T->vma_budget from the kernel's limit and the current
  * number of mappings. */
 CKPT__HIDDEN void ckpt__track_vma_sync(size_t nvmas);
+/* Sets T->vma_est to `n`, a bound on the mappings now (after a commit or
+ * a restore re-protected what the faults had opened: they merge back, which
+ * the fault path's estimate cannot see), and lets unprotect go back to page
+ * granularity when that leaves room. */
+CKPT__HIDDEN void ckpt__track_vma_recount(long n);
 
 /* Read side of the table: a counter of readers, so that a replaced table is
  * freed only once none can still use it.  Fault-safe. */
@@ -187,6 +239,43 @@ CKPT__HIDDEN const struct ckpt__region *ckpt__rtab_find(const struct ckpt__rtab 
 
 /* The protection a tracked page has while it is clean. */
 CKPT__HIDDEN int ckpt__prot_clean(int prot);
+
+/* Protecting ranges of one region again, in address order.  An mprotect
+ * call costs a fixed few microseconds (a mapping split and merged back, a
+ * TLB shootdown) plus a few nanoseconds per page table entry it walks, so
+ * ranges closer than CKPT__CLOSE_GAP are closed in one call, together with
+ * the clean (protected already) pages between them.  Never for opening:
+ * a clean page made writable would lose its next write. */
+#define CKPT__CLOSE_GAP ((uintptr_t)1024 << ckpt__pageshift)
+struct ckpt__closer {
+	uintptr_t lo, hi;
+	int prot;
+};
+CKPT__HIDDEN void ckpt__closer_add(struct ckpt__closer *c, uintptr_t lo, uintptr_t hi, int prot);
+CKPT__HIDDEN void ckpt__closer_flush(struct ckpt__closer *c);
+
+/* [lo, hi) was unmapped (T->lock held). */
+CKPT__HIDDEN void ckpt__track_unmapped_locked(uintptr_t lo, uintptr_t hi);
+/* After a restore (T->lock held): the pages of `written` now hold a
+ * snapshot's content, `created` are mappings made for it, `opened` (which
+ * covers `written`) was made writable for the copy.  `clean`: that content
+ * is the newest snapshot's, so the pages are clean; else they are dirty.
+ * Either way `opened` is protected whole again: a written page that is
+ * dirty faults once more at its next write, which costs less than the
+ * mappings that leaving scattered pages writable would (and sets
+ * T->marked_closed until the next capture or clean restore). */
+CKPT__HIDDEN void ckpt__track_restored_locked(const struct ckpt__rset *written,
+					      const struct ckpt__rset *opened,
+					      const struct ckpt__rset *created, int clean);
+
+/* Helpers shared with the commit and restore code (T->lock held). */
+CKPT__HIDDEN int ckpt__track_excluded(const struct ckpt__maps *m, unsigned flags,
+				      struct ckpt__rset *excl, struct ckpt__rset *pinned_out);
+CKPT__HIDDEN const char *ckpt__track_intern(const char *s);
+CKPT__HIDDEN unsigned ckpt__track_hugetlb_shift(const struct ckpt__vma *v);
+CKPT__HIDDEN int ckpt__vma_prot(unsigned perms);
+CKPT__HIDDEN int ckpt__track_disarm(const struct ckpt__maps *m, const struct ckpt__region *r);
+CKPT__HIDDEN size_t ckpt__rtab_lower(const struct ckpt__rtab *t, uintptr_t addr);
 
 /* Publishes a table (NULL to stop) and frees replaced ones when it can;
  * T->lock held.  For back-ends' self-tests. */

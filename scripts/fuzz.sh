@@ -1,0 +1,25 @@
+#!/bin/sh
+# scripts/fuzz.sh [SECONDS] - builds the libFuzzer target over the snapshot
+# reader with clang (ASan + UBSan) and runs it for SECONDS (default 60) from
+# the golden files of tests/corrupt/.  Exit status 0 when no crash was found.
+# SPDX-License-Identifier: GPL-2.0-or-later
+set -eu
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+out=build-fuzz
+mkdir -p "$out"
+command -v clang >/dev/null || { echo "fuzz: clang is needed (apt-get install clang)" >&2; exit 1; }
+clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -D_GNU_SOURCE -std=gnu11 \
+	-Iinclude -Isrc fuzz/fuzz-snapshot.c src/snap-read.c src/xxhash.c src/zmem.c src/mem.c \
+	src/error.c -lzstd -o "$out/fuzz-snapshot"
+corpus=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-fuzz.XXXXXX")
+trap 'rm -rf "$corpus"' EXIT
+find tests/corrupt -name '*.ckpt' -exec cp {} "$corpus/" \;
+# Each golden file once, then the fuzzer on its own for the time given.
+status=0
+"$out/fuzz-snapshot" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+	-print_final_stats=1 "$corpus" >"$out/fuzz.log" 2>&1 || status=$?
+tail -8 "$out/fuzz.log"
+[ "$status" -eq 0 ] || { echo "fuzz: the target failed (exit $status): see $out/fuzz.log" >&2; exit 1; }
+echo "fuzz: $secs s, no crash"

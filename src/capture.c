@@ -1,0 +1,480 @@
+/*
+ * capture.c - what a commit must store, taken from the tracker.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * A capture re-plans the table from the current /proc/self/maps (regions
+ * that are still mapped, plus writable memory that appeared since, now
+ * protected too), takes the dirty bits and re-protects the pages they name,
+ * and reads /proc/self/pagemap to learn which pages hold data at all (never
+ * touched pages are zero and cost nothing) and which ones the kernel
+ * discarded since the last capture (MADV_DONTNEED by glibc, invisible to the
+ * interposers).
+ *
+ * Order, for a write racing with the capture: bits are taken, then the
+ * pages re-protected.  A write before the re-protect lands in memory before
+ * the writer copies it (this snapshot); one after faults and marks the page
+ * for the next.  If the snapshot cannot be written, the pages taken are
+ * marked dirty again, so the next commit stores them.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "bitmap.h"
+#include "pagemap.h"
+#include "error.h"
+#include "shadow.h"
+#include "thread.h"
+#include "track.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define T ckpt__T
+
+#define PM_PRESENT (1ull << 63)
+
+static int piece_push(struct ckpt__capture *cap, const struct ckpt__piece *p)
+{
+	if (ckpt__mem_grow((void **)&cap->p, &cap->cap, cap->n + 1, sizeof *cap->p))
+		return CKPT_ENOMEM;
+	cap->p[cap->n++] = *p;
+	return 0;
+}
+
+static int cmp_piece(const void *a, const void *b)
+{
+	const struct ckpt__piece *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+struct take_ctx {
+	struct ckpt__capture *cap;
+	int prot;
+	int rc;
+	struct ckpt__closer cl;
+};
+
+static int took(uintptr_t lo, uintptr_t hi, void *arg)
+{
+	struct take_ctx *t = arg;
+	t->rc |= ckpt__rset_add(&t->cap->taken, lo, hi) | ckpt__rset_add(&t->cap->changed, lo, hi);
+	/* Clean again: the next write faults and counts for the next commit.
+	 * (A write racing in between lands in this snapshot or, marked by
+	 * its fault, in the next.) */
+	if (t->prot & PROT_WRITE)
+		ckpt__closer_add(&t->cl, lo, hi, ckpt__prot_clean(t->prot));
+	return 0;
+}
+
+struct piece_ctx {
+	struct ckpt__capture *cap;
+	const struct ckpt__region *r;
+	const struct ckpt__rset *skip;
+	int rc;
+	int merge_ok; /* the last piece came from this region */
+};
+
+/* A mapped part of an old region, minus what is excluded or pinned now. */
+static int old_part(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
+{
+	struct piece_ctx *c = arg;
+	uintptr_t at = s;
+	size_t j = ckpt__rset_lower(c->skip, at);
+	while (at < e) {
+		if (j < c->skip->n && c->skip->r[j].lo <= at) {
+			at = c->skip->r[j].hi;
+			j++;
+			continue;
+		}
+		uintptr_t end = (j < c->skip->n && c->skip->r[j].lo < e) ? c->skip->r[j].lo : e;
+		struct ckpt__piece p = {
+			.start = at, .end = end, .prot = c->r->prot, .flags = c->r->flags,
+			.pgshift = c->r->pgshift, .kind = 1, .name = ckpt__track_intern(v->path),
+			.offset = v->offset + (at - v->start), .inode = v->inode,
+			.dev_major = v->major, .dev_minor = v->minor,
+			.heap = !strcmp(v->path, "[heap]"),
+		};
+		/* One piece per region stretch, however many mappings ckpt's
+		 * own protection split it into. */
+		struct ckpt__piece *last = c->cap->n ? &c->cap->p[c->cap->n - 1] : NULL;
+		if (last && last->end == at && last->kind == 1 && last->prot == p.prot &&
+		    last->flags == p.flags && last->name == p.name && last->inode == p.inode &&
+		    last->offset + (at - last->start) == p.offset && c->merge_ok)
+			last->end = end;
+		else
+			c->rc |= piece_push(c->cap, &p);
+		c->merge_ok = 1;
+		/* Writable although clean: changed behind ckpt's back (or
+		 * written since the marks were taken: stored now, and again
+		 * next time). */
+		if ((v->perms & CKPT__VMA_W) && !ckpt__rset_covers(&c->cap->taken, at, end)) {
+			c->rc |= ckpt__rset_add(&c->cap->changed, at, end);
+			if (c->r->prot & PROT_WRITE)
+				ckpt__raw_mprotect(at, end - at, ckpt__prot_clean(c->r->prot));
+		}
+		at = end;
+	}
+	return 0;
+}
+
+struct scan_ctx {
+	struct ckpt__capture *cap;
+	struct ckpt__bmap *now;
+	uintptr_t run_lo, run_hi; /* data pages not added yet */
+	int rc;
+};
+
+/* [a, b): whether it holds data of its own (else zero, or the file's), and
+ * whether it is present for telling a discard later (a page read after a
+ * discard maps the shared zero page: present, but not the program's). */
+static void note(struct scan_ctx *s, uintptr_t a, uintptr_t b, int own, int present)
+{
+	if (present)
+		ckpt__bmx_set(s->now, a, b);
+	if (!own)
+		return;
+	if (s->run_hi == a) {
+		s->run_hi = b;
+		return;
+	}
+	if (s->run_lo < s->run_hi && ckpt__rset_add(&s->cap->data, s->run_lo, s->run_hi))
+		s->rc = CKPT_ENOMEM;
+	s->run_lo = a;
+	s->run_hi = b;
+}
+
+/* PAGEMAP_SCAN (Linux 6.7+): runs of pages alike, not an entry per page,
+ * so an untouched gigabyte costs one answer.  -1 when the kernel lacks it. */
+static int pagemap_scan_works = 1;
+
+static int scan_ioctl(int pm, struct scan_ctx *s, const struct ckpt__piece *p, int anon)
+{
+	struct ckpt__page_region vec[256];
+	struct ckpt__pm_scan_arg a = {
+		.size = sizeof a, .start = p->start, .end = p->end, .vec = (uintptr_t)vec,
+		.vec_len = sizeof vec / sizeof vec[0],
+		.category_anyof_mask = CKPT__PAGE_IS_PRESENT | CKPT__PAGE_IS_SWAPPED,
+		.return_mask = CKPT__PAGE_IS_FILE | CKPT__PAGE_IS_PRESENT | CKPT__PAGE_IS_SWAPPED |
+			       CKPT__PAGE_IS_PFNZERO,
+	};
+	for (;;) {
+		long n = ioctl(pm, CKPT__PAGEMAP_SCAN, &a);
+		if (n < 0) {
+			if (errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP) {
+				pagemap_scan_works = 0;
+				return -1;
+			}
+			return ckpt__fail(ckpt__from_errno(errno), "PAGEMAP_SCAN: %s", strerror(errno));
+		}
+		for (long i = 0; i < n; i++) {
+			uint64_t c = vec[i].categories;
+			int swapped = (c & CKPT__PAGE_IS_SWAPPED) != 0,
+			    present = (c & CKPT__PAGE_IS_PRESENT) != 0,
+			    file = (c & CKPT__PAGE_IS_FILE) != 0, zero = (c & CKPT__PAGE_IS_PFNZERO) != 0;
+			int own = anon ? 1 : swapped || (present && !file);
+			note(s, vec[i].start, vec[i].end, own,
+			     swapped || (present && !zero && (anon || !file)));
+		}
+		if (a.walk_end >= p->end)
+			return s->rc;
+		if (a.walk_end <= a.start)
+			return ckpt__fail(CKPT_EINTERNAL, "PAGEMAP_SCAN made no progress at %#lx",
+					  (unsigned long)a.start);
+		a.start = a.walk_end;
+	}
+}
+
+#define PM_SWAPPED (1ull << 62)
+#define PM_FILE (1ull << 61) /* a file page, or shared anonymous */
+#define PM_EXCLUSIVE (1ull << 56) /* mapped only here: not the shared zero page */
+
+/* The same from the pagemap entries, one per page. */
+static int scan_read(int pm, struct scan_ctx *s, const struct ckpt__piece *p, int anon)
+{
+	size_t ps = ckpt__pagesize;
+	uint64_t buf[4096];
+	for (uintptr_t a = p->start; a < p->end && !s->rc;) {
+		size_t n = (p->end - a) / ps;
+		if (n > sizeof buf / sizeof buf[0])
+			n = sizeof buf / sizeof buf[0];
+		ssize_t got = pread(pm, buf, n * 8, (off_t)((a / ps) * 8));
+		if (got < 0)
+			return ckpt__fail(ckpt__from_errno(errno), "/proc/self/pagemap: %s",
+					  strerror(errno));
+		n = (size_t)got / 8;
+		if (!n)
+			break;
+		for (size_t i = 0; i < n; i++, a += ps) {
+			uint64_t e = buf[i];
+			int own = anon ? (e & (PM_PRESENT | PM_SWAPPED)) != 0
+				       : (e & PM_SWAPPED) || ((e & PM_PRESENT) && !(e & PM_FILE));
+			note(s, a, a + ps, own,
+			     (e & PM_SWAPPED) ||
+				     ((e & PM_PRESENT) && (e & PM_EXCLUSIVE) && (anon || !(e & PM_FILE))));
+		}
+	}
+	return s->rc;
+}
+
+static int add_changed(uintptr_t lo, uintptr_t hi, void *arg)
+{
+	struct ckpt__capture *cap = arg;
+	return ckpt__rset_add(&cap->changed, lo, hi) ? CKPT_ENOMEM : 0;
+}
+
+/* Records which pages of p hold data and which are present. */
+static int scan_pages(int pm, struct ckpt__capture *cap, struct ckpt__bmap *now,
+		      const struct ckpt__piece *p)
+{
+	int shared = (p->flags & CKPT__RG_SHARED) != 0, anon = (p->flags & CKPT__RG_ANON) != 0;
+	struct scan_ctx s = {cap, now, 0, 0, 0};
+	int rc;
+	if (shared) {
+		/* Shared memory is stored whole: its pages are the object's. */
+		note(&s, p->start, p->end, 1, 0);
+		rc = s.rc;
+	} else {
+		rc = pagemap_scan_works ? scan_ioctl(pm, &s, p, anon) : -1;
+		if (rc == -1) {
+			ckpt__bmx_clear(now, p->start, p->end);
+			rc = scan_read(pm, &s, p, anon);
+		}
+	}
+	if (!rc && s.run_lo < s.run_hi && ckpt__rset_add(&cap->data, s.run_lo, s.run_hi))
+		rc = CKPT_ENOMEM;
+	if (rc)
+		return rc;
+	/* Discarded since the last capture: present then, gone now. */
+	if (!p->fresh && !shared && p->kind == 1 &&
+	    ckpt__bmx_gone(&T->present, now, p->start, p->end, add_changed, cap))
+		return CKPT_ENOMEM;
+	return 0;
+}
+
+/* The bitmap of pages present at this capture, until it is done. */
+#define present_now (T->present_next)
+
+int ckpt__track_capture(struct ckpt__capture *cap)
+{
+	memset(cap, 0, sizeof *cap);
+	pthread_mutex_lock(&T->lock);
+	struct ckpt__rtab *ot = T->tab;
+	if (!ot) {
+		pthread_mutex_unlock(&T->lock);
+		return ckpt__fail(CKPT_ESTATE, "ckpt_commit: not tracking (call ckpt_begin first)");
+	}
+	uint64_t t0 = ckpt__now_ns();
+	ckpt__threads_hold();
+	struct ckpt__rset excl = {0}, skip = {0};
+	struct ckpt__rtab *nt = NULL;
+	/* The old regions' dirty bits, their pages protected again, before
+	 * the maps are read: scattered writable pages are as many mappings,
+	 * and /proc/self/maps costs about a microsecond per line. */
+	int rc = 0;
+	for (size_t i = 0; i < ot->n; i++) {
+		const struct ckpt__region *r = &ot->r[i];
+		struct take_ctx tc = {cap, r->prot, 0, {0, 0, 0}};
+		ckpt__bm_take(r->start, r->end, took, &tc);
+		ckpt__closer_flush(&tc.cl);
+		if (tc.rc)
+			rc = CKPT_ENOMEM;
+	}
+	if (!rc)
+		rc = ckpt__maps_read(&T->maps);
+	if (!rc)
+		rc = ckpt__track_excluded(&T->maps, T->flags, &excl, NULL);
+	if (!rc)
+		rc = ckpt__rset_copy(&skip, &excl) ? CKPT_ENOMEM : 0;
+	for (size_t i = 0; !rc && i < T->pinned.n; i++)
+		rc = ckpt__rset_add(&skip, T->pinned.r[i].lo, T->pinned.r[i].hi) ? CKPT_ENOMEM : 0;
+
+	/* The old regions, as far as they are still mapped. */
+	for (size_t i = 0; !rc && i < ot->n; i++) {
+		const struct ckpt__region *r = &ot->r[i];
+		struct piece_ctx pc = {cap, r, &skip, 0, 0};
+		ckpt__maps_foreach(&T->maps, r->start, r->end, old_part, &pc);
+		if (pc.rc)
+			rc = CKPT_ENOMEM;
+	}
+	size_t nold = cap->n;
+
+	/* Writable memory that appeared since: new regions, protected now. */
+	for (size_t i = 0; !rc && i < ot->n; i++)
+		rc = ckpt__rset_add(&skip, ot->r[i].start, ot->r[i].end) ? CKPT_ENOMEM : 0;
+	for (size_t i = 0; !rc && i < T->maps.n; i++) {
+		const struct ckpt__vma *v = &T->maps.v[i];
+		if (!(v->perms & CKPT__VMA_W) || v->end > CKPT__BM_LIMIT ||
+		    ckpt__rset_covers(&skip, v->start, v->end))
+			continue;
+		unsigned shift = ckpt__track_hugetlb_shift(v);
+		uintptr_t hmask = shift > ckpt__pageshift ? ((uintptr_t)1 << shift) - 1 : 0;
+		uintptr_t at = v->start;
+		size_t j = ckpt__rset_lower(&skip, at);
+		while (at < v->end && !rc) {
+			if (j < skip.n && skip.r[j].lo <= at) {
+				at = skip.r[j].hi;
+				j++;
+				continue;
+			}
+			uintptr_t end = (j < skip.n && skip.r[j].lo < v->end) ? skip.r[j].lo : v->end;
+			uintptr_t a = (at + hmask) & ~hmask, b = end & ~hmask;
+			if (a < b) {
+				struct ckpt__piece p = {
+					.start = a, .end = b, .prot = ckpt__vma_prot(v->perms),
+					.flags = ((v->perms & CKPT__VMA_SHARED) ? CKPT__RG_SHARED : 0) |
+						 ((!v->inode && (!v->path[0] || v->path[0] == '['))
+							  ? CKPT__RG_ANON
+							  : 0),
+					.pgshift = hmask ? shift : ckpt__pageshift, .kind = 1,
+					.fresh = 1, .name = ckpt__track_intern(v->path),
+					.offset = v->offset + (a - v->start), .inode = v->inode,
+					.dev_major = v->major, .dev_minor = v->minor,
+					.heap = !strcmp(v->path, "[heap]"),
+				};
+				rc = piece_push(cap, &p);
+			}
+			at = end;
+		}
+	}
+	qsort(cap->p, cap->n, sizeof *cap->p, cmp_piece);
+
+	/* Publish the new table, then protect what is new in it. */
+	if (!rc && !(nt = ckpt__rtab_new(cap->n)))
+		rc = CKPT_ENOMEM;
+	for (size_t i = 0; !rc && i < cap->n; i++) {
+		const struct ckpt__piece *p = &cap->p[i];
+		nt->r[nt->n++] = (struct ckpt__region){p->start, p->end, p->prot, p->flags, p->pgshift,
+						       p->name};
+		if (p->fresh && (ckpt__bm_ensure(p->start, p->end) != 0 ||
+				 ckpt__shadow_ensure(p->start, p->end) != 0))
+			rc = CKPT_ENOMEM;
+		else if (p->fresh)
+			ckpt__bm_clear(p->start, p->end);
+	}
+	if (!rc) {
+		ckpt__track_publish(nt, 0);
+		nt = NULL;
+		long armed = 0;
+		for (size_t i = 0; i < cap->n; i++) {
+			const struct ckpt__region *r = &T->tab->r[i];
+			if (cap->p[i].fresh && (r->prot & PROT_WRITE)) {
+				T->be->arm(r);
+				armed++;
+			}
+		}
+		/* The mappings read above, less the opened pages that merged
+		 * back, plus at most two splits per region armed now. */
+		ckpt__track_vma_recount((long)T->maps.n + 2 * armed);
+		T->marked_closed = 0; /* every mark was taken, its page protected */
+	}
+	if (nt)
+		ckpt__mem_free(nt, nt->bytes);
+	ckpt__threads_release();
+	(void)nold;
+
+	/* What has been tracked without a break since the last capture. */
+	for (size_t i = 0; !rc && i < cap->n; i++)
+		if (!cap->p[i].fresh && !ckpt__rset_covers(&T->since, cap->p[i].start, cap->p[i].end))
+			cap->p[i].fresh = 1;
+
+	/* Pinned memory the program owns: saved whole every time. */
+	uintptr_t tp = ckpt__threads_main_tp();
+	for (size_t i = 0; !rc && i < T->pinned.n; i++) {
+		uintptr_t lo = T->pinned.r[i].lo, hi = T->pinned.r[i].hi;
+		for (long k = ckpt__maps_find(&T->maps, lo); k >= 0 && (size_t)k < T->maps.n &&
+							     T->maps.v[k].start < hi && !rc;
+		     k++) {
+			const struct ckpt__vma *v = &T->maps.v[k];
+			uintptr_t a = v->start > lo ? v->start : lo, b = v->end < hi ? v->end : hi;
+			if (a >= b || ckpt__rset_overlaps(&T->nosave, a, b) ||
+			    ckpt__rset_overlaps(&excl, a, b))
+				continue;
+			struct ckpt__piece p = {
+				.start = a, .end = b, .prot = ckpt__vma_prot(v->perms),
+				.flags = ((v->perms & CKPT__VMA_SHARED) ? CKPT__RG_SHARED : 0) |
+					 (!v->inode ? CKPT__RG_ANON : 0),
+				.pgshift = ckpt__pageshift, .kind = 2, .fresh = 1,
+				.name = ckpt__track_intern(v->path), .offset = v->offset + (a - v->start),
+				.inode = v->inode, .dev_major = v->major, .dev_minor = v->minor,
+			};
+			if (tp >= a && tp < b) {
+				/* glibc's thread descriptor, rseq area included. */
+				p.kind = 3;
+				p.keep_lo = tp;
+				p.keep_hi = tp + 2560 < b ? tp + 2560 : b;
+			}
+			rc = piece_push(cap, &p);
+		}
+	}
+	qsort(cap->p, cap->n, sizeof *cap->p, cmp_piece);
+
+	/* Pages that hold data, and what the kernel discarded. */
+	int pm = -1;
+	if (!rc && (pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
+		rc = ckpt__fail(ckpt__from_errno(errno), "/proc/self/pagemap: %s", strerror(errno));
+	ckpt__bmx_release(&present_now);
+	for (size_t i = 0; !rc && i < cap->n; i++) {
+		const struct ckpt__piece *p = &cap->p[i];
+		if (ckpt__bmx_ensure(&present_now, p->start, p->end) ||
+		    ckpt__bmx_ensure(&T->present, p->start, p->end)) {
+			rc = CKPT_ENOMEM;
+			break;
+		}
+		rc = scan_pages(pm, cap, &present_now, p);
+		if (!rc && !(p->prot & PROT_READ))
+			rc = ckpt__rset_add(&cap->unreadable, p->start, p->end) ? CKPT_ENOMEM : 0;
+	}
+	if (pm >= 0)
+		close(pm);
+	cap->nthreads = ckpt__threads_count();
+	cap->ns = ckpt__now_ns() - t0;
+	if (rc) {
+		/* Nothing is lost: what was taken counts as dirty again. */
+		for (size_t i = 0; i < cap->changed.n; i++)
+			ckpt__bm_set(cap->changed.r[i].lo, cap->changed.r[i].hi);
+	}
+	pthread_mutex_unlock(&T->lock);
+	ckpt__rset_free(&excl);
+	ckpt__rset_free(&skip);
+	if (rc == CKPT_ENOMEM)
+		rc = ckpt__fail(rc, "ckpt_commit: out of memory capturing the dirty set");
+	return rc;
+}
+
+void ckpt__track_capture_done(struct ckpt__capture *cap)
+{
+	pthread_mutex_lock(&T->lock);
+	ckpt__rset_clear(&T->since);
+	for (size_t i = 0; i < cap->n; i++)
+		if (cap->p[i].kind == 1)
+			ckpt__rset_add(&T->since, cap->p[i].start, cap->p[i].end);
+	ckpt__bmx_release(&T->present);
+	T->present = present_now;
+	memset(&present_now, 0, sizeof present_now);
+	/* Shadow copies were of the previous snapshot. */
+	ckpt__shadow_reset();
+	pthread_mutex_unlock(&T->lock);
+}
+
+void ckpt__track_capture_undo(struct ckpt__capture *cap)
+{
+	pthread_mutex_lock(&T->lock);
+	if (T->tab)
+		for (size_t i = 0; i < cap->changed.n; i++)
+			ckpt__bm_set(cap->changed.r[i].lo, cap->changed.r[i].hi);
+	ckpt__bmx_release(&present_now);
+	pthread_mutex_unlock(&T->lock);
+}
+
+void ckpt__capture_free(struct ckpt__capture *cap)
+{
+	ckpt__mem_array_free((void **)&cap->p, &cap->cap, sizeof *cap->p);
+	ckpt__rset_free(&cap->changed);
+	ckpt__rset_free(&cap->data);
+	ckpt__rset_free(&cap->taken);
+	ckpt__rset_free(&cap->unreadable);
+}

@@ -1,0 +1,445 @@
+/*
+ * commit.c - a handle's snapshot chain on disk: opening it, committing.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * A commit turns a capture (capture.c) into a plan for the writer: the
+ * mapping table, each mapping with the snapshot it was born in, and the
+ * runs to store.  Memory that has been tracked without a break since the
+ * newest snapshot stores only the pages that changed; everything else
+ * (the first snapshot, memory that appeared or came back, pinned memory)
+ * stores every page that holds data.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "commit.h"
+#include "compress.h"
+#include "error.h"
+#include "mem.h"
+#include "track.h"
+
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- the directory -------------------------------------------------------------- */
+
+struct dent {
+	char name[256];
+};
+
+/* Calls fn for every entry of the directory (raw getdents: a commit must
+ * not allocate in the program's heap). */
+static int each_entry(int dirfd, int (*fn)(int dirfd, const char *name, void *arg), void *arg)
+{
+	char buf[8192];
+	lseek(dirfd, 0, SEEK_SET);
+	for (;;) {
+		long got = ckpt__sys3(SYS_getdents64, dirfd, (long)buf, sizeof buf);
+		if (got < 0)
+			return ckpt__from_errno((int)-got);
+		if (got == 0)
+			return 0;
+		for (long off = 0; off < got;) {
+			struct {
+				uint64_t ino;
+				int64_t off;
+				unsigned short reclen;
+				unsigned char type;
+				char name[];
+			} *e = (void *)(buf + off);
+			off += e->reclen;
+			int rc = fn(dirfd, e->name, arg);
+			if (rc)
+				return rc;
+		}
+	}
+}
+
+static int is_snapshot(const char *name)
+{
+	unsigned long long id;
+	char tail[8];
+	return sscanf(name, "snap-%llu.ck%2s", &id, tail) == 2 && !strcmp(tail, "pt");
+}
+
+static int count_snapshot(int dirfd, const char *name, void *arg)
+{
+	(void)dirfd;
+	*(int *)arg += is_snapshot(name);
+	return 0;
+}
+
+static int remove_file(int dirfd, const char *name, void *arg)
+{
+	int which = *(int *)arg; /* 1: temporary files, 2: snapshots too */
+	if (name[0] == '.' && strstr(name, ".tmp"))
+		unlinkat(dirfd, name, 0);
+	else if (which == 2 && is_snapshot(name) && unlinkat(dirfd, name, 0) != 0)
+		return ckpt__from_errno(errno);
+	return 0;
+}
+
+int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int overwrite, int level,
+		      unsigned threads)
+{
+	memset(w, 0, sizeof *w);
+	w->dirfd = w->lockfd = -1;
+	w->level = level;
+	w->threads = threads;
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot create %s: %s", dir,
+				  strerror(errno));
+	w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (w->dirfd < 0)
+		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: %s: %s", dir, strerror(errno));
+	/* One writer per chain. */
+	w->lockfd = openat(w->dirfd, CKPT__LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	int rc = 0;
+	if (w->lockfd < 0)
+		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: %s/%s: %s", dir, CKPT__LOCK_NAME,
+				strerror(errno));
+	else if (flock(w->lockfd, LOCK_EX | LOCK_NB) != 0)
+		rc = ckpt__fail(errno == EWOULDBLOCK ? CKPT_EBUSY : ckpt__from_errno(errno),
+				"ckpt_open: %s is in use by another process", dir);
+	int n = 0;
+	if (!rc)
+		rc = each_entry(w->dirfd, count_snapshot, &n);
+	if (!rc && n && !overwrite)
+		rc = ckpt__fail(CKPT_EEXIST,
+				"ckpt_open: %s already holds a chain of %d snapshot(s); it is kept "
+				"(CKPT_F_OVERWRITE starts a new one)",
+				dir, n);
+	int which = overwrite ? 2 : 1;
+	if (!rc && (rc = each_entry(w->dirfd, remove_file, &which)) != 0)
+		rc = ckpt__fail(rc, "ckpt_open: cannot clear %s", dir);
+	if (!rc && overwrite && fsync(w->dirfd) != 0)
+		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: %s: %s", dir, strerror(errno));
+	if (!rc && getrandom(w->chain_id, sizeof w->chain_id, 0) != sizeof w->chain_id)
+		rc = ckpt__fail(CKPT_EIO, "ckpt_open: no random bytes for a chain id");
+	if (!rc)
+		ckpt__exe_identity(w->exe, sizeof w->exe, w->build_id, &w->build_id_len);
+	if (rc)
+		ckpt__chainw_close(w);
+	return rc;
+}
+
+void ckpt__chainw_close(struct ckpt__chainw *w)
+{
+	if (w->rd_open)
+		ckpt__chain_close(&w->rd);
+	w->rd_open = 0;
+	if (w->lockfd >= 0)
+		close(w->lockfd);
+	if (w->dirfd >= 0)
+		close(w->dirfd);
+	w->lockfd = w->dirfd = -1;
+	ckpt__mem_array_free((void **)&w->lct, &w->lct_cap, sizeof *w->lct);
+	w->nlct = 0;
+}
+
+/* ---- the executable ----------------------------------------------------------- */
+
+struct bid_ctx {
+	unsigned char *bid;
+	size_t *len;
+};
+
+static int find_build_id(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	struct bid_ctx *b = arg;
+	/* The first object is the executable. */
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_NOTE)
+			continue;
+		const char *p = (const char *)(info->dlpi_addr + ph->p_vaddr), *end = p + ph->p_memsz;
+		while (p + sizeof(ElfW(Nhdr)) <= end) {
+			const ElfW(Nhdr) *nh = (const void *)p;
+			const char *name = p + sizeof *nh;
+			const unsigned char *desc =
+				(const unsigned char *)name + ((nh->n_namesz + 3) & ~3u);
+			if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && !memcmp(name, "GNU", 4) &&
+			    nh->n_descsz <= 64) {
+				memcpy(b->bid, desc, nh->n_descsz);
+				*b->len = nh->n_descsz;
+				return 1;
+			}
+			p = (const char *)desc + ((nh->n_descsz + 3) & ~3u);
+		}
+	}
+	return 1;
+}
+
+void ckpt__exe_identity(char *path, size_t pathsz, unsigned char *bid, size_t *bidlen)
+{
+	ssize_t n = readlink("/proc/self/exe", path, pathsz - 1);
+	path[n > 0 ? n : 0] = '\0';
+	*bidlen = 0;
+	struct bid_ctx b = {bid, bidlen};
+	dl_iterate_phdr(find_build_id, &b);
+}
+
+/* ---- commit ----------------------------------------------------------------------- */
+
+struct plan {
+	struct ckpt__wmap *maps;
+	size_t nmaps, maps_cap;
+	struct ckpt__wrun *runs;
+	size_t nruns, runs_cap;
+	char *stage; /* copies of pages the program made unreadable */
+	size_t stage_bytes, stage_used;
+};
+
+static int add_map(struct plan *pl, const struct ckpt__piece *p, uintptr_t lo, uintptr_t hi,
+		   uint64_t born)
+{
+	if (ckpt__mem_grow((void **)&pl->maps, &pl->maps_cap, pl->nmaps + 1, sizeof *pl->maps))
+		return CKPT_ENOMEM;
+	struct ckpt__wmap *m = &pl->maps[pl->nmaps++];
+	memset(m, 0, sizeof *m);
+	m->start = lo;
+	m->end = hi;
+	m->offset = p->offset + (lo - p->start);
+	m->inode = p->inode;
+	m->dev_major = p->dev_major;
+	m->dev_minor = p->dev_minor;
+	m->born = born;
+	m->prot = p->prot;
+	m->flags = ((p->flags & CKPT__RG_SHARED) ? CKPT__MF_SHARED : 0) |
+		   ((p->flags & CKPT__RG_ANON) ? CKPT__MF_ANON : 0) | (p->heap ? CKPT__MF_HEAP : 0);
+	m->kind = (unsigned)p->kind;
+	m->page_shift = p->pgshift;
+	if (p->kind == 3 && p->keep_lo < hi && p->keep_hi > lo) {
+		uintptr_t a = p->keep_lo > lo ? p->keep_lo : lo, b = p->keep_hi < hi ? p->keep_hi : hi;
+		m->keep_off = (uint32_t)(a - lo);
+		m->keep_len = (uint32_t)(b - a);
+	}
+	m->name = p->name;
+	return 0;
+}
+
+/* Adds DATA candidate runs for set ∩ [lo, hi). */
+static int add_runs(struct plan *pl, const struct ckpt__rset *set, uintptr_t lo, uintptr_t hi)
+{
+	for (size_t i = ckpt__rset_lower(set, lo); i < set->n && set->r[i].lo < hi; i++) {
+		uintptr_t a = set->r[i].lo > lo ? set->r[i].lo : lo;
+		uintptr_t b = set->r[i].hi < hi ? set->r[i].hi : hi;
+		if (a >= b)
+			continue;
+		if (ckpt__mem_grow((void **)&pl->runs, &pl->runs_cap, pl->nruns + 1, sizeof *pl->runs))
+			return CKPT_ENOMEM;
+		pl->runs[pl->nruns++] =
+			(struct ckpt__wrun){a, (b - a) >> ckpt__pageshift, CKPT__RK_DATA, 0};
+	}
+	return 0;
+}
+
+/* The born value of [lo, hi) if the newest snapshot held it with the same
+ * identity; 0 if it did not (then it is new). */
+static uint64_t born_of(const struct ckpt__chainw *w, const struct ckpt__piece *p, uintptr_t lo,
+			uintptr_t *hi)
+{
+	size_t i = CKPT__FIRST_ENDING_AFTER(w->lct, w->nlct, end, lo);
+	if (i == w->nlct || w->lct[i].start > lo) {
+		/* Not held: new up to the next held mapping. */
+		if (i < w->nlct && w->lct[i].start < *hi)
+			*hi = w->lct[i].start;
+		return 0;
+	}
+	const struct ckpt__wmap *m = &w->lct[i];
+	if (m->end < *hi)
+		*hi = m->end;
+	int same = m->inode == p->inode && m->dev_major == p->dev_major &&
+		   m->dev_minor == p->dev_minor &&
+		   (p->inode == 0 || m->offset + (lo - m->start) == p->offset + (lo - p->start)) &&
+		   (unsigned)m->kind == (unsigned)p->kind;
+	return same ? m->born : 0;
+}
+
+/* Copies the unreadable pages the plan stores through /proc/self/mem. */
+static int stage_unreadable(struct plan *pl, const struct ckpt__rset *unreadable)
+{
+	if (!unreadable->n)
+		return 0;
+	int fd = -1, rc = 0;
+	for (size_t i = 0; i < pl->nruns && !rc; i++) {
+		struct ckpt__wrun *r = &pl->runs[i];
+		uintptr_t end = r->start + (r->npages << ckpt__pageshift);
+		if (!ckpt__rset_overlaps(unreadable, r->start, end))
+			continue;
+		size_t bytes = r->npages << ckpt__pageshift;
+		if (pl->stage_used + bytes > pl->stage_bytes) {
+			size_t nb = (pl->stage_used + bytes) * 2;
+			char *n = ckpt__mem_alloc(nb);
+			if (!n) {
+				rc = CKPT_ENOMEM;
+				break;
+			}
+			if (pl->stage) {
+				memcpy(n, pl->stage, pl->stage_used);
+				/* Runs staged before point into the old buffer. */
+				for (size_t k = 0; k < i; k++)
+					if (pl->runs[k].src >= (uintptr_t)pl->stage &&
+					    pl->runs[k].src < (uintptr_t)pl->stage + pl->stage_bytes)
+						pl->runs[k].src = (uintptr_t)n +
+								  (pl->runs[k].src - (uintptr_t)pl->stage);
+				ckpt__mem_free(pl->stage, pl->stage_bytes);
+			}
+			pl->stage = n;
+			pl->stage_bytes = nb;
+		}
+		if (fd < 0 && (fd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC)) < 0) {
+			rc = ckpt__from_errno(errno);
+			break;
+		}
+		if (pread(fd, pl->stage + pl->stage_used, bytes, (off_t)r->start) != (ssize_t)bytes) {
+			rc = ckpt__fail(CKPT_EIO, "cannot read the unreadable pages at %#lx",
+					(unsigned long)r->start);
+			break;
+		}
+		r->src = (uintptr_t)pl->stage + pl->stage_used;
+		pl->stage_used += bytes;
+	}
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+static void plan_free(struct plan *pl)
+{
+	ckpt__mem_array_free((void **)&pl->maps, &pl->maps_cap, sizeof *pl->maps);
+	ckpt__mem_array_free((void **)&pl->runs, &pl->runs_cap, sizeof *pl->runs);
+	if (pl->stage)
+		ckpt__mem_free(pl->stage, pl->stage_bytes);
+	pl->stage = NULL;
+}
+
+int ckpt__commit(struct ckpt__chainw *w, uint64_t *id_out)
+{
+	uint64_t t0 = ckpt__now_ns();
+	/* The compression workers first (see struct ckpt__workers). */
+	struct ckpt__workers *wk = ckpt__mem_alloc(sizeof *wk);
+	if (!wk)
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_commit: out of memory");
+	ckpt__workers_start(wk, w->threads > 1 ? w->threads : 0);
+	struct ckpt__capture cap;
+	int rc = ckpt__track_capture(&cap);
+	if (rc) {
+		ckpt__workers_stop(wk);
+		ckpt__mem_free(wk, sizeof *wk);
+		ckpt__capture_free(&cap);
+		return rc;
+	}
+	/* They are ckpt's, not the program's. */
+	if (cap.nthreads > wk->n)
+		cap.nthreads -= wk->n;
+	uint64_t id = w->latest + 1;
+	struct plan pl = {0};
+	for (size_t i = 0; i < cap.n && !rc; i++) {
+		const struct ckpt__piece *p = &cap.p[i];
+		for (uintptr_t lo = p->start; lo < p->end && !rc;) {
+			uintptr_t hi = p->end;
+			uint64_t born = p->fresh || p->kind != 1 ? 0 : born_of(w, p, lo, &hi);
+			rc = add_map(&pl, p, lo, hi, born ? born : id);
+			/* New: every page that holds data; held: what changed. */
+			if (!rc)
+				rc = add_runs(&pl, born ? &cap.changed : &cap.data, lo, hi);
+			lo = hi;
+		}
+	}
+	if (!rc)
+		rc = stage_unreadable(&pl, &cap.unreadable);
+	if (rc == CKPT_ENOMEM)
+		rc = ckpt__fail(rc, "ckpt_commit: out of memory planning the snapshot");
+
+	struct ckpt__wresult res;
+	if (!rc) {
+		struct ckpt__wplan wp = {
+			.id = id, .parent = w->latest,
+			.flags = (w->latest ? 0 : CKPT__SF_BASE) |
+				 (cap.nthreads > 1 ? CKPT__SF_NOT_RESUMABLE : 0),
+			.page_size = (uint32_t)ckpt__pagesize, .nthreads = cap.nthreads,
+			.exe = w->exe, .build_id = w->build_id, .build_id_len = w->build_id_len,
+			.maps = pl.maps, .nmaps = pl.nmaps, .runs = pl.runs, .nruns = pl.nruns,
+			.level = w->level, .threads = w->threads, .workers = wk,
+		};
+		memcpy(wp.chain_id, w->chain_id, 16);
+		rc = ckpt__snap_write(w->dirfd, &wp, &res);
+	}
+	ckpt__workers_stop(wk);
+	ckpt__mem_free(wk, sizeof *wk);
+	if (rc) {
+		ckpt__track_capture_undo(&cap);
+	} else {
+		ckpt__track_capture_done(&cap);
+		w->latest = id;
+		/* The newest table, for the next commit's "born" values. */
+		struct ckpt__wmap *old = w->lct;
+		size_t oldcap = w->lct_cap;
+		w->lct = pl.maps;
+		w->nlct = pl.nmaps;
+		w->lct_cap = pl.maps_cap;
+		pl.maps = old;
+		pl.maps_cap = oldcap;
+		w->last = (struct ckpt__commit_stats){
+			.id = id, .pause_ns = ckpt__now_ns() - t0, .capture_ns = cap.ns,
+			.compress_ns = res.compress_ns, .write_ns = res.write_ns,
+			.sync_ns = res.sync_ns, .pages = res.data_pages, .zero_pages = res.zero_pages,
+			.file_pages = res.file_pages, .raw_bytes = res.raw_bytes,
+			.stored_bytes = res.stored_bytes, .file_bytes = res.file_bytes,
+		};
+		if (id_out)
+			*id_out = id;
+	}
+	plan_free(&pl);
+	ckpt__capture_free(&cap);
+	return rc;
+}
+
+int ckpt__chainw_reader(struct ckpt__chainw *w, struct ckpt__chain **out)
+{
+	*out = NULL;
+	if (!w->latest)
+		return ckpt__fail(CKPT_ENOENT, "the chain has no snapshot yet");
+	struct ckpt__chain *c = &w->rd;
+	if (w->rd_open && c->n && c->snaps[c->n - 1].h.id == w->latest) {
+		*out = c;
+		return 0;
+	}
+	if (w->rd_open && c->n && c->snaps[c->n - 1].h.id + 1 == w->latest) {
+		/* Open just the snapshot that was added. */
+		if (ckpt__mem_grow((void **)&c->snaps, &c->cap, c->n + 1, sizeof *c->snaps) == 0) {
+			char name[48];
+			snprintf(name, sizeof name, CKPT__SNAP_FMT, (unsigned long long)w->latest);
+			int rc = ckpt__snap_open(&c->snaps[c->n], c->dirfd, name);
+			if (rc)
+				return rc;
+			c->n++;
+			*out = c;
+			return 0;
+		}
+	}
+	if (w->rd_open)
+		ckpt__chain_close(c);
+	w->rd_open = 0;
+	int fd = dup(w->dirfd);
+	if (fd < 0)
+		return ckpt__fail(ckpt__from_errno(errno), "cannot reopen the chain: %s",
+				  strerror(errno));
+	int rc = ckpt__chain_open(c, "chain", fd);
+	if (rc)
+		return rc;
+	w->rd_open = 1;
+	*out = c;
+	return 0;
+}

@@ -1,0 +1,57 @@
+/*
+ * commit.h - a handle's snapshot chain on disk: opening it, committing.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef CKPT_COMMIT_H
+#define CKPT_COMMIT_H
+
+#include "snap-read.h"
+#include "snap-write.h"
+
+#include <limits.h>
+
+/* zstd level when the options say 0. */
+#define CKPT__DEFAULT_LEVEL 1
+
+struct ckpt__commit_stats {
+	uint64_t id;
+	uint64_t pause_ns;     /* time inside ckpt_commit */
+	uint64_t capture_ns;   /* taking the dirty set, re-protecting, scanning */
+	uint64_t compress_ns, write_ns, sync_ns;
+	uint64_t pages;        /* pages stored (data) */
+	uint64_t zero_pages, file_pages;
+	uint64_t raw_bytes, stored_bytes, file_bytes;
+};
+
+struct ckpt__chainw {
+	int dirfd, lockfd;
+	uint8_t chain_id[16];
+	uint64_t latest;               /* newest id on disk (0: none yet) */
+	struct ckpt__wmap *lct;        /* the newest snapshot's mapping table */
+	size_t nlct, lct_cap;
+	int level;
+	unsigned threads;
+	char exe[PATH_MAX];
+	unsigned char build_id[64];
+	size_t build_id_len;
+	struct ckpt__commit_stats last;
+	struct ckpt__chain rd;         /* the chain for restores, opened lazily */
+	int rd_open;
+};
+
+/* Opens (creating it 0700 if needed) and locks the chain directory.  A
+ * directory holding a chain is refused (CKPT_EEXIST) unless `overwrite`,
+ * which deletes it.  0 or CKPT_E*. */
+CKPT__HIDDEN int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int overwrite,
+				   int level, unsigned threads);
+CKPT__HIDDEN void ckpt__chainw_close(struct ckpt__chainw *w);
+/* Writes the next snapshot from what the tracker captured. */
+CKPT__HIDDEN int ckpt__commit(struct ckpt__chainw *w, uint64_t *id);
+/* The chain as written so far, for reading (kept open and up to date). */
+CKPT__HIDDEN int ckpt__chainw_reader(struct ckpt__chainw *w, struct ckpt__chain **out);
+
+/* The executable's path and GNU build-id. */
+CKPT__HIDDEN void ckpt__exe_identity(char *path, size_t pathsz, unsigned char *bid,
+				     size_t *bidlen);
+
+#endif /* CKPT_COMMIT_H */

@@ -1,0 +1,513 @@
+/*
+ * restore.c - rolling the process' memory back to a snapshot, in place.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Which pages can differ from snapshot k: those dirtied since the newest
+ * snapshot, those any snapshot after k stored, pinned memory, and the
+ * mappings that appeared or vanished since k.  Only those are rewritten, so
+ * rolling back to the newest snapshot costs what was dirtied since.
+ *
+ * Everything needed is read and verified first: every block's hash and
+ * zstd frame, every file a mapping must be recreated from.  Only then does
+ * memory change, from verified copies held in memory (the compressed
+ * blocks), so a file that changes under the restore cannot leave memory
+ * half-restored either.
+ *
+ * Not touched: ckpt's own memory, excluded ranges, thread stacks (the
+ * calling thread's included) and glibc's thread descriptor in the main
+ * thread's TLS block.  Other threads must be quiescent.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "restore.h"
+#include "bitmap.h"
+#include "error.h"
+#include "mem.h"
+#include "shadow.h"
+#include "thread.h"
+#include "track.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define T ckpt__T
+
+/* A verified block, kept compressed until it is applied. */
+struct vblock {
+	const struct ckpt__snap *snap;
+	uint32_t block;
+	void *bytes; /* csize bytes */
+	uint32_t csize;
+};
+
+struct rctx {
+	struct ckpt__chain *c;
+	const struct ckpt__snap *target;
+	uint64_t k, latest;
+	struct ckpt__rset cand;     /* pages that may differ from snapshot k */
+	struct ckpt__rset unmap;    /* mapped now, absent from snapshot k */
+	struct ckpt__rset recreate; /* in snapshot k, not mapped now */
+	struct ckpt__rset spans;    /* made writable for the copy */
+	struct vblock *vb;
+	size_t nvb, vb_cap;
+	uint64_t pages, blocks_read;
+	const struct vblock *inbuf; /* the block decompressed in c->blockbuf */
+};
+
+static int cmp_vb(const struct vblock *a, const struct ckpt__snap *s, uint32_t b)
+{
+	if (a->snap != s)
+		return (uintptr_t)a->snap < (uintptr_t)s ? -1 : 1;
+	return a->block < b ? -1 : a->block > b;
+}
+
+static struct vblock *vb_find(struct rctx *r, const struct ckpt__snap *s, uint32_t b)
+{
+	size_t lo = 0, hi = r->nvb;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = cmp_vb(&r->vb[mid], s, b);
+		if (c == 0)
+			return &r->vb[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* Reads, checks and keeps block b of s. */
+static int vb_add(struct rctx *r, const struct ckpt__snap *s, uint32_t b)
+{
+	if (vb_find(r, s, b))
+		return 0;
+	const struct ckpt__fblock *fb = &s->blocks[b];
+	void *bytes = ckpt__mem_alloc(fb->csize);
+	if (!bytes)
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory for block %u of %s", b,
+				  s->name);
+	/* The block's hash and frame are checked on the way in; the stored
+	 * copy is what will be applied, decompressed once, then. */
+	int rc = ckpt__snap_block_stored(s, b, bytes);
+	if (rc) {
+		ckpt__mem_free(bytes, fb->csize);
+		return rc;
+	}
+	if (ckpt__mem_grow((void **)&r->vb, &r->vb_cap, r->nvb + 1, sizeof *r->vb)) {
+		ckpt__mem_free(bytes, fb->csize);
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
+	}
+	size_t i = r->nvb;
+	while (i > 0 && cmp_vb(&r->vb[i - 1], s, b) > 0) {
+		r->vb[i] = r->vb[i - 1];
+		i--;
+	}
+	r->vb[i] = (struct vblock){s, b, bytes, fb->csize};
+	r->nvb++;
+	r->blocks_read++;
+	return 0;
+}
+
+static void rctx_free(struct rctx *r)
+{
+	for (size_t i = 0; i < r->nvb; i++)
+		ckpt__mem_free(r->vb[i].bytes, r->vb[i].csize);
+	ckpt__mem_array_free((void **)&r->vb, &r->vb_cap, sizeof *r->vb);
+	ckpt__rset_free(&r->cand);
+	ckpt__rset_free(&r->unmap);
+	ckpt__rset_free(&r->recreate);
+	ckpt__rset_free(&r->spans);
+}
+
+static int add(struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
+{
+	return ckpt__rset_add(s, lo, hi) ? CKPT_ENOMEM : 0;
+}
+
+static int bits_to(uintptr_t lo, uintptr_t hi, void *arg)
+{
+	return add(arg, lo, hi);
+}
+
+static int writable_to(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
+{
+	return (v->perms & CKPT__VMA_W) ? add(arg, s, e) : 0;
+}
+
+/* ---- planning ----------------------------------------------------------------- */
+
+static int plan(struct rctx *r, int use_shadow)
+{
+	const struct ckpt__snap *k = r->target;
+	const struct ckpt__maps *m = &T->maps;
+	struct ckpt__rset excl = {0}, mapped_k = {0};
+	int rc = ckpt__track_excluded(m, T->flags, &excl, NULL);
+	/* Dirty since the newest snapshot, and what changed behind ckpt's back. */
+	for (size_t i = 0; !rc && i < T->tab->n; i++) {
+		const struct ckpt__region *g = &T->tab->r[i];
+		rc = ckpt__bm_runs(g->start, g->end, bits_to, &r->cand);
+		if (!rc)
+			rc = ckpt__maps_foreach(m, g->start, g->end, writable_to, &r->cand);
+	}
+	for (size_t i = 0; !rc && i < T->pinned.n; i++)
+		rc = add(&r->cand, T->pinned.r[i].lo, T->pinned.r[i].hi);
+	/* What the snapshots after k changed. */
+	for (uint64_t j = r->k + 1; !rc && j <= r->latest; j++) {
+		const struct ckpt__snap *s = ckpt__chain_find(r->c, j);
+		for (size_t i = 0; !rc && i < s->nruns; i++)
+			rc = add(&r->cand, s->runs[i].start,
+				 s->runs[i].start + ((uint64_t)s->runs[i].npages << ckpt__pageshift));
+		/* Mappings born after k were not in k: whatever they hold goes. */
+		for (size_t i = 0; !rc && i < s->nmaps; i++)
+			if (s->maps[i].born > r->k)
+				rc = add(&r->cand, s->maps[i].start, s->maps[i].end);
+	}
+	for (size_t i = 0; !rc && i < k->nmaps; i++) {
+		const struct ckpt__fmap *fm = &k->maps[i];
+		rc = add(&mapped_k, fm->start, fm->end);
+		/* Not mapped now: recreated, and written whole. */
+		uintptr_t at = fm->start;
+		while (!rc && at < fm->end) {
+			long v = ckpt__maps_find(m, at);
+			if (v >= 0) {
+				at = m->v[v].end;
+				continue;
+			}
+			size_t nx = CKPT__FIRST_ENDING_AFTER(m->v, m->n, end, at);
+			uintptr_t end = nx < m->n && m->v[nx].start < fm->end ? m->v[nx].start : fm->end;
+			rc = add(&r->recreate, at, end);
+			if (!rc)
+				rc = add(&r->cand, at, end);
+			at = end;
+		}
+	}
+	/* Writable memory now that snapshot k does not have: it goes, unless
+	 * it is not the program's state (stacks, ckpt, exclusions). */
+	for (size_t i = 0; !rc && i < m->n; i++) {
+		const struct ckpt__vma *v = &m->v[i];
+		if (!(v->perms & CKPT__VMA_W) && !ckpt__rtab_find(T->tab, v->start))
+			continue;
+		for (uintptr_t at = v->start; at < v->end && !rc;) {
+			size_t j = ckpt__rset_lower(&mapped_k, at);
+			uintptr_t stop = v->end;
+			if (j < mapped_k.n && mapped_k.r[j].lo <= at) {
+				at = mapped_k.r[j].hi;
+				continue;
+			}
+			if (j < mapped_k.n && mapped_k.r[j].lo < stop)
+				stop = mapped_k.r[j].lo;
+			rc = add(&r->unmap, at, stop);
+			at = stop;
+		}
+	}
+	for (size_t i = 0; !rc && i < excl.n; i++) {
+		ckpt__rset_del(&r->unmap, excl.r[i].lo, excl.r[i].hi);
+		ckpt__rset_del(&r->cand, excl.r[i].lo, excl.r[i].hi);
+	}
+	for (size_t i = 0; !rc && i < T->nosave.n; i++) {
+		ckpt__rset_del(&r->unmap, T->nosave.r[i].lo, T->nosave.r[i].hi);
+		ckpt__rset_del(&r->cand, T->nosave.r[i].lo, T->nosave.r[i].hi);
+	}
+	/* Only pages snapshot k describes are written. */
+	struct ckpt__rset keep = {0};
+	for (size_t i = 0; !rc && i < mapped_k.n; i++)
+		for (size_t j = ckpt__rset_lower(&r->cand, mapped_k.r[i].lo);
+		     !rc && j < r->cand.n && r->cand.r[j].lo < mapped_k.r[i].hi; j++) {
+			uintptr_t a = r->cand.r[j].lo > mapped_k.r[i].lo ? r->cand.r[j].lo
+									: mapped_k.r[i].lo;
+			uintptr_t b = r->cand.r[j].hi < mapped_k.r[i].hi ? r->cand.r[j].hi
+									: mapped_k.r[i].hi;
+			if (a < b)
+				rc = add(&keep, a, b);
+		}
+	if (!rc) {
+		ckpt__rset_free(&r->cand);
+		r->cand = keep;
+		memset(&keep, 0, sizeof keep);
+	}
+	ckpt__rset_free(&keep);
+
+	/* Every block the pages need, read and verified now. */
+	size_t ps = ckpt__pagesize;
+	for (size_t i = 0; !rc && i < r->cand.n; i++)
+		for (uintptr_t a = r->cand.r[i].lo; !rc && a < r->cand.r[i].hi; a += ps) {
+			if (use_shadow && ckpt__shadow_get(a))
+				continue;
+			struct ckpt__source src;
+			if (ckpt__chain_source(r->c, r->k, a, &src) != 0)
+				continue;
+			if (src.kind == CKPT__RK_DATA)
+				rc = vb_add(r, src.snap, src.run->block);
+			else if (src.kind == CKPT__RK_FILE && ckpt__rset_overlaps(&r->recreate, a, a + ps)) {
+				/* Recreating a file mapping needs the file. */
+				char path[4096];
+				ckpt__snap_str(k, src.map->name_off, src.map->name_len, path, sizeof path);
+				struct stat st;
+				if (stat(path, &st) != 0 || st.st_ino != src.map->inode)
+					rc = ckpt__fail(CKPT_ENOENT,
+							"ckpt_restore: %s is gone or replaced; the mapping at %#lx "
+							"cannot be recreated",
+							path, (unsigned long)src.map->start);
+			}
+		}
+	ckpt__rset_free(&excl);
+	ckpt__rset_free(&mapped_k);
+	return rc;
+}
+
+/* ---- applying ------------------------------------------------------------------ */
+
+static int recreate(struct rctx *r, uintptr_t lo, uintptr_t hi)
+{
+	const struct ckpt__fmap *fm = ckpt__snap_map_at(r->target, lo);
+	void *want = (void *)lo;
+	void *p = MAP_FAILED;
+	if (fm && !(fm->flags & CKPT__MF_ANON) && !(fm->flags & CKPT__MF_SHARED)) {
+		char path[4096];
+		ckpt__snap_str(r->target, fm->name_off, fm->name_len, path, sizeof path);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			p = (void *)ckpt__sys6(SYS_mmap, (long)want, (long)(hi - lo),
+					       PROT_READ | PROT_WRITE,
+					       MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd,
+					       (long)(fm->offset + (lo - fm->start)));
+			close(fd);
+		}
+	} else {
+		int flags = MAP_ANONYMOUS | MAP_FIXED_NOREPLACE |
+			    (fm && (fm->flags & CKPT__MF_SHARED) ? MAP_SHARED : MAP_PRIVATE);
+		p = (void *)ckpt__sys6(SYS_mmap, (long)want, (long)(hi - lo), PROT_READ | PROT_WRITE,
+				       flags, -1, 0);
+	}
+	if (p != want)
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: cannot recreate the mapping at %#lx",
+				  (unsigned long)lo);
+	return 0;
+}
+
+/* Writes one page as of snapshot k.  The page is writable. */
+static int write_page(struct rctx *r, uintptr_t a, void *scratch, int use_shadow)
+{
+	size_t ps = ckpt__pagesize;
+	const void *from = use_shadow ? ckpt__shadow_get(a) : NULL;
+	struct ckpt__source src;
+	if (!from && ckpt__chain_source(r->c, r->k, a, &src) != 0)
+		return 0;
+	r->pages++;
+	const struct ckpt__fmap *fm = from ? ckpt__snap_map_at(r->target, a) : src.map;
+	if (!from && src.kind == CKPT__RK_ZERO) {
+		from = NULL;
+		memset(scratch, 0, ps);
+		from = scratch;
+	} else if (!from && src.kind == CKPT__RK_FILE) {
+		/* A private file page goes back to the file's content. */
+		ckpt__sys3(SYS_madvise, (long)a, (long)ps, MADV_DONTNEED);
+		return 0;
+	} else if (!from) {
+		struct vblock *vb = vb_find(r, src.snap, src.run->block);
+		if (!vb)
+			return ckpt__fail(CKPT_EINTERNAL, "ckpt_restore: block not verified");
+		const struct ckpt__fblock *fb = &src.snap->blocks[vb->block];
+		const char *data = vb->bytes;
+		if (fb->codec == CKPT__CODEC_ZSTD) {
+			/* Pages come in address order: a block serves a run of them. */
+			if (r->inbuf != vb) {
+				r->inbuf = NULL;
+				size_t got = ZSTD_decompressDCtx(r->c->dctx, r->c->blockbuf, fb->rsize,
+								 vb->bytes, vb->csize);
+				if (ZSTD_isError(got) || got != fb->rsize)
+					return ckpt__fail(CKPT_EINTERNAL,
+							  "ckpt_restore: verified block failed");
+				r->inbuf = vb;
+			}
+			data = r->c->blockbuf;
+		}
+		from = data + (src.run->block_page + (a - src.run->start) / ps) * ps;
+	}
+	if (fm && fm->kind == CKPT__MK_TLS && fm->keep_len) {
+		/* Around glibc's thread descriptor only. */
+		uintptr_t ka = fm->start + fm->keep_off, kb = ka + fm->keep_len;
+		for (uintptr_t b = a; b < a + ps; b++)
+			if (b < ka || b >= kb)
+				*(volatile char *)b = ((const char *)from)[b - a];
+		return 0;
+	}
+	ckpt__copy_words((void *)a, from, ps);
+	return 0;
+}
+
+/* Makes the pages to write writable; the tracker protects them again
+ * afterwards.  A range at a time costs least (mprotect's price is per page
+ * table entry) and splits a mapping for each, for the time of the copy;
+ * when that many more mappings would not fit under the kernel's limit
+ * (vm.max_map_count, ckpt's budget of it), one stretch per region from its
+ * first to its last page to write, which splits a mapping at most in three. */
+static int flush_span(struct rctx *r, uintptr_t lo, uintptr_t hi)
+{
+	if (lo >= hi)
+		return 0;
+	if (add(&r->spans, lo, hi))
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
+	/* Pages written since the last commit are writable already (marked
+	 * means open, unless an older snapshot was restored since). */
+	if (!T->marked_closed && ckpt__bm_count(lo, hi) == (hi - lo) >> ckpt__pageshift)
+		return 0;
+	ckpt__raw_mprotect(lo, hi - lo, PROT_READ | PROT_WRITE);
+	return 0;
+}
+
+static int open_spans(struct rctx *r)
+{
+	const struct ckpt__rtab *t = T->tab;
+	long est = __atomic_load_n(&T->vma_est, __ATOMIC_RELAXED);
+	long budget = __atomic_load_n(&T->vma_budget, __ATOMIC_RELAXED);
+	int whole = budget && est + 2 * (long)r->cand.n + 64 > budget;
+	const struct ckpt__region *srg = NULL;
+	uintptr_t slo = 0, shi = 0;
+	for (size_t i = 0; i < r->cand.n; i++) {
+		uintptr_t at = r->cand.r[i].lo, hi = r->cand.r[i].hi;
+		while (at < hi) {
+			/* The piece of the range in one region, or between two. */
+			size_t j = ckpt__rtab_lower(t, at);
+			const struct ckpt__region *rg = j < t->n && t->r[j].start <= at ? &t->r[j] : NULL;
+			uintptr_t e = rg ? rg->end : j < t->n ? t->r[j].start : hi;
+			if (e > hi)
+				e = hi;
+			if (whole && rg && rg == srg) {
+				shi = e;
+			} else {
+				int rc = flush_span(r, slo, shi);
+				if (rc)
+					return rc;
+				srg = rg;
+				slo = at;
+				shi = e;
+			}
+			at = e;
+		}
+	}
+	return flush_span(r, slo, shi);
+}
+
+static int apply(struct rctx *r, int use_shadow)
+{
+	size_t ps = ckpt__pagesize;
+	int rc = 0;
+	/* The heap first: the kernel's break goes where it was at snapshot k,
+	 * which glibc's data (restored with the rest) expects. */
+	uintptr_t brk_k = 0;
+	for (size_t i = 0; i < r->target->nmaps; i++) {
+		const struct ckpt__fmap *fm = &r->target->maps[i];
+		if ((fm->flags & CKPT__MF_HEAP) && fm->end > brk_k)
+			brk_k = fm->end;
+	}
+	if (!brk_k) {
+		/* No heap then: one made since (a first malloc) goes, and
+		 * the break back to its start, or the next sbrk would
+		 * shrink it over nothing and hand out unmapped memory. */
+		for (size_t i = 0; i < T->maps.n; i++)
+			if (!strcmp(T->maps.v[i].path, "[heap]") &&
+			    ckpt__rset_covers(&r->unmap, T->maps.v[i].start, T->maps.v[i].end)) {
+				brk_k = T->maps.v[i].start;
+				break;
+			}
+	}
+	uintptr_t cur = (uintptr_t)ckpt__sys3(SYS_brk, 0, 0, 0);
+	if (brk_k && cur != brk_k && (uintptr_t)ckpt__sys3(SYS_brk, (long)brk_k, 0, 0) == brk_k) {
+		/* The kernel (un)mapped the difference itself. */
+		ckpt__rset_del(&r->unmap, brk_k, cur > brk_k ? cur : brk_k);
+		ckpt__rset_del(&r->recreate, cur < brk_k ? cur : brk_k, brk_k);
+		if (cur > brk_k)
+			ckpt__track_unmapped_locked(brk_k, cur);
+	}
+	for (size_t i = 0; i < r->unmap.n; i++) {
+		ckpt__sys3(SYS_munmap, (long)r->unmap.r[i].lo,
+			   (long)(r->unmap.r[i].hi - r->unmap.r[i].lo), 0);
+		ckpt__track_unmapped_locked(r->unmap.r[i].lo, r->unmap.r[i].hi);
+	}
+	for (size_t i = 0; !rc && i < r->recreate.n; i++)
+		rc = recreate(r, r->recreate.r[i].lo, r->recreate.r[i].hi);
+	void *scratch = ckpt__mem_alloc(ps);
+	if (!scratch)
+		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
+	if (!rc)
+		rc = open_spans(r);
+	for (size_t i = 0; !rc && i < r->cand.n; i++) {
+		uintptr_t lo = r->cand.r[i].lo, hi = r->cand.r[i].hi;
+		/* With the shadow on, the clean pages about to change are the
+		 * newest snapshot's: their copies make a later rollback to it
+		 * cheap. */
+		if (ckpt__shadow_on())
+			ckpt__shadow_save(lo, hi);
+		for (uintptr_t a = lo; !rc && a < hi; a += ps)
+			rc = write_page(r, a, scratch, use_shadow);
+	}
+	if (scratch)
+		ckpt__mem_free(scratch, ps);
+	return rc;
+}
+
+int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shadow,
+		  struct ckpt__restore_stats *st)
+{
+	uint64_t t0 = ckpt__now_ns();
+	memset(st, 0, sizeof *st);
+	struct ckpt__chain *c;
+	int rc = ckpt__chainw_reader(w, &c);
+	if (rc)
+		return rc;
+	struct rctx r = {.c = c, .latest = w->latest};
+	r.k = id == CKPT_LATEST ? w->latest : id;
+	r.target = ckpt__chain_find(c, r.k);
+	if (!r.target)
+		return ckpt__fail(CKPT_ENOENT, "ckpt_restore: snapshot %llu is not in the chain (1..%llu%s)",
+				  (unsigned long long)id, (unsigned long long)w->latest,
+				  c->n && c->snaps[0].h.id > 1 ? ", older ones compacted" : "");
+	if (r.target->h.page_size != ckpt__pagesize)
+		return ckpt__fail(CKPT_EFOREIGN, "ckpt_restore: %s has page size %u, this system %zu",
+				  r.target->name, r.target->h.page_size, ckpt__pagesize);
+	if (r.target->h.bid_len && w->build_id_len &&
+	    (r.target->h.bid_len != w->build_id_len ||
+	     memcmp(r.target->strings + r.target->h.bid_off, w->build_id, w->build_id_len)))
+		return ckpt__fail(CKPT_EFOREIGN, "ckpt_restore: %s was written by another executable",
+				  r.target->name);
+	/* Shadow copies hold the newest snapshot's pages. */
+	use_shadow = use_shadow && r.k == w->latest;
+
+	pthread_mutex_lock(&T->lock);
+	if (!T->tab) {
+		pthread_mutex_unlock(&T->lock);
+		return ckpt__fail(CKPT_ESTATE, "ckpt_restore: not tracking (call ckpt_begin first)");
+	}
+	ckpt__threads_hold();
+	rc = ckpt__maps_read(&T->maps);
+	if (!rc)
+		rc = plan(&r, use_shadow);
+	if (rc == CKPT_ENOMEM)
+		rc = ckpt__fail(rc, "ckpt_restore: out of memory planning");
+	uint64_t t1 = ckpt__now_ns();
+	if (!rc)
+		rc = apply(&r, use_shadow);
+	if (!rc) {
+		/* The tracker follows: restored pages equal the newest snapshot
+		 * (clean, protected) or differ from it (dirty). */
+		ckpt__track_restored_locked(&r.cand, &r.spans, &r.recreate, r.k == w->latest);
+		/* The mappings read before, less the opened pages protected
+		 * again, plus what unmapping and recreating may have split. */
+		ckpt__track_vma_recount((long)T->maps.n + 2 * (long)(r.unmap.n + r.recreate.n));
+	}
+	ckpt__threads_release();
+	pthread_mutex_unlock(&T->lock);
+	st->pages = r.pages;
+	st->blocks = r.blocks_read;
+	st->verify_ns = t1 - t0;
+	st->total_ns = ckpt__now_ns() - t0;
+	rctx_free(&r);
+	return rc;
+}

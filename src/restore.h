@@ -1,0 +1,25 @@
+/*
+ * restore.h - rolling the process' memory back to a snapshot, in place.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef CKPT_RESTORE_H
+#define CKPT_RESTORE_H
+
+#include "commit.h"
+
+struct ckpt__restore_stats {
+	uint64_t pages;     /* pages rewritten */
+	uint64_t blocks;    /* blocks read from disk */
+	uint64_t verify_ns; /* reading and verifying, before memory changed */
+	uint64_t total_ns;
+};
+
+/* Sets every tracked page to its content as of snapshot id (CKPT_LATEST:
+ * the newest) of the chain w writes; with use_shadow, pages copied since
+ * the newest commit come from memory.  0 or CKPT_E* with memory untouched
+ * (ENOENT: no such snapshot; ECORRUPT: a file failed verification;
+ * EFOREIGN: another executable or page size; ESTATE: not tracking). */
+CKPT__HIDDEN int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shadow,
+			       struct ckpt__restore_stats *st);
+
+#endif /* CKPT_RESTORE_H */

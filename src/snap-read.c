@@ -1,0 +1,604 @@
+/*
+ * snap-read.c - reading and verifying snapshot files and chains.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Nothing read from a file is used before it is checked: sizes, offsets and
+ * counts against the file and the limits, every section against its hash,
+ * every reference against what it points into (doc/FORMAT.md, "What a
+ * reader checks").  All memory comes from ckpt's own pool: a reader runs
+ * inside a process whose heap it may be about to restore.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "snap-read.h"
+#include "error.h"
+#include "mem.h"
+#include "xxhash.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Reads [off, off+len) of the file. */
+static int rd(const struct ckpt__snap *s, uint64_t off, void *buf, size_t len)
+{
+	if (off > s->size || len > s->size - off)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: read past the end of the file", s->name);
+	if (s->mem) {
+		memcpy(buf, s->mem + off, len);
+		return 0;
+	}
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pread(s->fd, (char *)buf + done, len - done, (off_t)(off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return ckpt__fail(ckpt__from_errno(errno), "%s: %s", s->name, strerror(errno));
+		if (n == 0)
+			return ckpt__fail(CKPT_ECORRUPT, "%s: truncated while reading", s->name);
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+#define BAD(...) ckpt__fail(CKPT_ECORRUPT, __VA_ARGS__)
+
+/* A fuzzer gets past the hashes to the checks behind them. */
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define HASH_OK(computed, stored) ((void)(computed), (void)(stored), 1)
+#else
+#define HASH_OK(computed, stored) ((computed) == (stored))
+#endif
+
+static int check_header(struct ckpt__snap *s)
+{
+	const struct ckpt__fhdr *h = &s->h;
+	const char *n = s->name;
+	if (memcmp(h->magic, CKPT__MAGIC, 8) != 0)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: not a ckpt snapshot (bad magic)", n);
+	if (h->version != CKPT__FORMAT_VERSION)
+		return ckpt__fail(CKPT_EVERSION, "%s: format version %u, this ckpt reads %u", n,
+				  h->version, CKPT__FORMAT_VERSION);
+	if (h->header_size != sizeof *h)
+		return BAD("%s: header size %u", n, h->header_size);
+	if (!HASH_OK(ckpt__xxh64(h, offsetof(struct ckpt__fhdr, hash), 0), h->hash))
+		return BAD("%s: header hash mismatch", n);
+	if (h->flags & ~CKPT__SF_KNOWN)
+		return BAD("%s: unknown flags %#x", n, h->flags & ~CKPT__SF_KNOWN);
+	if (h->page_size < 4096 || h->page_size > CKPT__MAX_PAGE_SIZE ||
+	    (h->page_size & (h->page_size - 1)))
+		return BAD("%s: page size %u", n, h->page_size);
+	if (h->id == 0 || ((h->flags & CKPT__SF_BASE) ? h->parent != 0 : h->parent != h->id - 1))
+		return BAD("%s: snapshot %llu with parent %llu", n, (unsigned long long)h->id,
+			   (unsigned long long)h->parent);
+	return 0;
+}
+
+/* Checks [off, off+len) lies inside the file between header and footer and
+ * does not overlap [a, b). */
+static int region_ok(const struct ckpt__snap *s, uint64_t off, uint64_t len)
+{
+	uint64_t lo = sizeof(struct ckpt__fhdr), hi = s->size - sizeof(struct ckpt__ffooter);
+	return off >= lo && off <= hi && len <= hi - off;
+}
+
+static int overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return alen && blen && a < b + blen && b < a + alen;
+}
+
+static int check_maps(struct ckpt__snap *s)
+{
+	const char *n = s->name;
+	uint64_t strsz = s->h.sect[CKPT__SEC_STRINGS].size;
+	uint64_t pmask = s->h.page_size - 1;
+	for (size_t i = 0; i < s->nmaps; i++) {
+		const struct ckpt__fmap *m = &s->maps[i];
+		if ((m->start & pmask) || (m->end & pmask) || m->start >= m->end)
+			return BAD("%s: mapping %zu: bad range %#llx-%#llx", n, i,
+				   (unsigned long long)m->start, (unsigned long long)m->end);
+		if (i && m->start < s->maps[i - 1].end)
+			return BAD("%s: mapping %zu: out of order or overlapping", n, i);
+		if (m->flags & ~CKPT__MF_KNOWN)
+			return BAD("%s: mapping %zu: unknown flags %#x", n, i, m->flags);
+		if (m->kind < CKPT__MK_TRACKED || m->kind > CKPT__MK_TLS)
+			return BAD("%s: mapping %zu: unknown kind %u", n, i, m->kind);
+		if (m->born == 0 || m->born > s->h.id)
+			return BAD("%s: mapping %zu: born in snapshot %llu", n, i,
+				   (unsigned long long)m->born);
+		if ((uint64_t)m->name_off + m->name_len > strsz)
+			return BAD("%s: mapping %zu: name outside the strings", n, i);
+		if ((uint64_t)m->keep_off + m->keep_len > m->end - m->start)
+			return BAD("%s: mapping %zu: keep range outside the mapping", n, i);
+		if (m->page_shift < 12 || m->page_shift > 30 ||
+		    ((m->start | m->end) & (((uint64_t)1 << m->page_shift) - 1)))
+			return BAD("%s: mapping %zu: page shift %u", n, i, m->page_shift);
+	}
+	return 0;
+}
+
+static int check_runs(struct ckpt__snap *s)
+{
+	const char *n = s->name;
+	uint64_t ps = s->h.page_size;
+	size_t mi = 0;
+	uint64_t pages[4] = {0};
+	for (size_t i = 0; i < s->nruns; i++) {
+		const struct ckpt__frun *r = &s->runs[i];
+		if ((r->start & (ps - 1)) || r->npages == 0 ||
+		    r->npages > (UINT64_MAX - r->start) / ps)
+			return BAD("%s: run %zu: bad range", n, i);
+		uint64_t end = r->start + (uint64_t)r->npages * ps;
+		if (i && r->start < s->runs[i - 1].start + (uint64_t)s->runs[i - 1].npages * ps)
+			return BAD("%s: run %zu: out of order or overlapping", n, i);
+		while (mi < s->nmaps && s->maps[mi].end <= r->start)
+			mi++;
+		if (mi == s->nmaps || s->maps[mi].start > r->start || s->maps[mi].end < end)
+			return BAD("%s: run %zu (%#llx): not inside one mapping", n, i,
+				   (unsigned long long)r->start);
+		if (r->kind < CKPT__RK_DATA || r->kind > CKPT__RK_FILE || r->pad[0] || r->pad[1] ||
+		    r->pad[2])
+			return BAD("%s: run %zu: unknown kind %u", n, i, r->kind);
+		pages[r->kind] += r->npages;
+		if (r->kind != CKPT__RK_DATA)
+			continue;
+		if (r->block >= s->nblocks)
+			return BAD("%s: run %zu: block %u of %zu", n, i, r->block, s->nblocks);
+		uint64_t bpages = s->blocks[r->block].rsize / ps;
+		if ((uint64_t)r->block_page + r->npages > bpages)
+			return BAD("%s: run %zu: pages %u+%u outside block %u", n, i, r->block_page,
+				   r->npages, r->block);
+	}
+	if (pages[CKPT__RK_DATA] != s->h.data_pages || pages[CKPT__RK_ZERO] != s->h.zero_pages ||
+	    pages[CKPT__RK_FILE] != s->h.file_pages)
+		return BAD("%s: page counts do not match the index", n);
+	return 0;
+}
+
+static int check_blocks(struct ckpt__snap *s)
+{
+	const char *n = s->name;
+	uint64_t ps = s->h.page_size, lo = s->h.data_offset, hi = lo + s->h.data_size;
+	uint64_t prev = lo, raw = 0;
+	for (size_t i = 0; i < s->nblocks; i++) {
+		const struct ckpt__fblock *b = &s->blocks[i];
+		if (b->offset < prev || b->offset > hi || b->csize > hi - b->offset)
+			return BAD("%s: block %zu: outside the data area or out of order", n, i);
+		if (b->rsize == 0 || b->rsize % ps || b->rsize / ps > CKPT__BLOCK_PAGES)
+			return BAD("%s: block %zu: %u bytes of pages", n, i, b->rsize);
+		if (b->codec > CKPT__CODEC_ZSTD || (b->codec == CKPT__CODEC_RAW && b->csize != b->rsize))
+			return BAD("%s: block %zu: codec %u with %u of %u bytes", n, i, b->codec,
+				   b->csize, b->rsize);
+		if (b->csize == 0)
+			return BAD("%s: block %zu: empty", n, i);
+		prev = b->offset + b->csize;
+		raw += b->rsize;
+	}
+	(void)raw;
+	return 0;
+}
+
+static void snap_free(struct ckpt__snap *s)
+{
+	if (s->alloc)
+		ckpt__mem_free(s->alloc, s->alloc_size);
+	s->alloc = NULL;
+}
+
+static int load(struct ckpt__snap *s)
+{
+	const char *n = s->name;
+	struct ckpt__ffooter f;
+	if (s->size < sizeof(struct ckpt__fhdr) + sizeof f)
+		return BAD("%s: truncated (%llu bytes)", n, (unsigned long long)s->size);
+	int rc = rd(s, s->size - sizeof f, &f, sizeof f);
+	if (rc)
+		return rc;
+	if (memcmp(f.magic, CKPT__FOOTER_MAGIC, 8) != 0)
+		return BAD("%s: no footer: the file is truncated or was not finished", n);
+	if (!HASH_OK(ckpt__xxh64(&f, offsetof(struct ckpt__ffooter, hash), 0), f.hash))
+		return BAD("%s: footer hash mismatch", n);
+	if (f.file_size != s->size)
+		return BAD("%s: %llu bytes, the footer says %llu", n, (unsigned long long)s->size,
+			   (unsigned long long)f.file_size);
+	if ((rc = rd(s, 0, &s->h, sizeof s->h)) != 0)
+		return rc;
+	if ((rc = check_header(s)) != 0)
+		return rc;
+	if (!HASH_OK(f.header_hash, s->h.hash))
+		return BAD("%s: footer and header do not belong together", n);
+
+	/* The sections: inside the file, clear of each other and of the
+	 * blocks, whole entries, under the limits. */
+	static const size_t esize[CKPT__NSECT] = {1, sizeof(struct ckpt__fmap),
+						  sizeof(struct ckpt__frun),
+						  sizeof(struct ckpt__fblock)};
+	static const uint64_t emax[CKPT__NSECT] = {CKPT__MAX_STRINGS, CKPT__MAX_MAPS,
+						   CKPT__MAX_RUNS, CKPT__MAX_RUNS};
+	static const char *const sname[CKPT__NSECT] = {"strings", "mappings", "index", "blocks"};
+	if (!region_ok(s, s->h.data_offset, s->h.data_size))
+		return BAD("%s: data area outside the file", n);
+	uint64_t total = 0;
+	for (int i = 0; i < CKPT__NSECT; i++) {
+		const struct ckpt__fsect *x = &s->h.sect[i];
+		if (!region_ok(s, x->offset, x->size) || x->size % esize[i] ||
+		    x->size / esize[i] > emax[i])
+			return BAD("%s: %s section: bad place or size", n, sname[i]);
+		if (overlap(x->offset, x->size, s->h.data_offset, s->h.data_size))
+			return BAD("%s: %s section overlaps the data", n, sname[i]);
+		for (int j = 0; j < i; j++)
+			if (overlap(x->offset, x->size, s->h.sect[j].offset, s->h.sect[j].size))
+				return BAD("%s: %s and %s sections overlap", n, sname[j], sname[i]);
+		total += x->size;
+	}
+	s->alloc_size = total + 64;
+	s->alloc = ckpt__mem_alloc(s->alloc_size);
+	if (!s->alloc)
+		return ckpt__fail(CKPT_ENOMEM, "%s: out of memory for %llu bytes of metadata", n,
+				  (unsigned long long)total);
+	char *p = s->alloc;
+	void *dst[CKPT__NSECT];
+	for (int i = CKPT__NSECT - 1; i >= 0; i--) {
+		/* Largest alignment first: blocks, index, mappings (8), strings. */
+		const struct ckpt__fsect *x = &s->h.sect[i];
+		dst[i] = p;
+		if ((rc = rd(s, x->offset, p, x->size)) != 0)
+			return rc;
+		if (!HASH_OK(ckpt__xxh64(p, x->size, 0), x->hash))
+			return BAD("%s: %s section hash mismatch", n, sname[i]);
+		p += (x->size + 7) & ~(uint64_t)7;
+	}
+	s->strings = dst[CKPT__SEC_STRINGS];
+	s->maps = dst[CKPT__SEC_MAPS];
+	s->runs = dst[CKPT__SEC_INDEX];
+	s->blocks = dst[CKPT__SEC_BLOCKS];
+	s->nmaps = s->h.sect[CKPT__SEC_MAPS].size / sizeof *s->maps;
+	s->nruns = s->h.sect[CKPT__SEC_INDEX].size / sizeof *s->runs;
+	s->nblocks = s->h.sect[CKPT__SEC_BLOCKS].size / sizeof *s->blocks;
+	uint64_t strsz = s->h.sect[CKPT__SEC_STRINGS].size;
+	if ((uint64_t)s->h.exe_off + s->h.exe_len > strsz ||
+	    (uint64_t)s->h.bid_off + s->h.bid_len > strsz)
+		return BAD("%s: executable or build-id outside the strings", n);
+	if ((rc = check_maps(s)) || (rc = check_blocks(s)) || (rc = check_runs(s)))
+		return rc;
+	return 0;
+}
+
+int ckpt__snap_parse(struct ckpt__snap *s, const void *buf, size_t len, const char *name)
+{
+	memset(s, 0, sizeof *s);
+	s->fd = -1;
+	s->mem = buf;
+	s->size = len;
+	snprintf(s->name, sizeof s->name, "%s", name);
+	int rc = load(s);
+	if (rc)
+		snap_free(s);
+	return rc;
+}
+
+int ckpt__snap_open(struct ckpt__snap *s, int dirfd, const char *name)
+{
+	memset(s, 0, sizeof *s);
+	snprintf(s->name, sizeof s->name, "%s", name);
+	s->fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (s->fd < 0)
+		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", name, strerror(errno));
+	struct stat st;
+	int rc = 0;
+	if (fstat(s->fd, &st) != 0)
+		rc = ckpt__fail(ckpt__from_errno(errno), "%s: %s", name, strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		rc = BAD("%s: not a regular file", name);
+	if (!rc) {
+		s->size = (uint64_t)st.st_size;
+		rc = load(s);
+	}
+	if (rc)
+		ckpt__snap_close(s);
+	return rc;
+}
+
+void ckpt__snap_close(struct ckpt__snap *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	snap_free(s);
+}
+
+int ckpt__snap_block(const struct ckpt__snap *s, ZSTD_DCtx *dctx, uint32_t b, void *out,
+		     void *stored)
+{
+	if (b >= s->nblocks)
+		return BAD("%s: no block %u", s->name, b);
+	const struct ckpt__fblock *blk = &s->blocks[b];
+	void *buf = blk->codec == CKPT__CODEC_RAW ? out : stored;
+	void *tmp = NULL;
+	if (!buf) {
+		tmp = ckpt__mem_alloc(blk->csize);
+		if (!tmp)
+			return ckpt__fail(CKPT_ENOMEM, "out of memory reading %s", s->name);
+		buf = tmp;
+	}
+	int rc = rd(s, blk->offset, buf, blk->csize);
+	if (!rc && !HASH_OK(ckpt__xxh64(buf, blk->csize, 0), blk->hash))
+		rc = BAD("%s: block %u: hash mismatch", s->name, b);
+	if (!rc && blk->codec == CKPT__CODEC_ZSTD) {
+		size_t got = ZSTD_decompressDCtx(dctx, out, blk->rsize, buf, blk->csize);
+		if (ZSTD_isError(got) || got != blk->rsize)
+			rc = BAD("%s: block %u: %s", s->name, b,
+				 ZSTD_isError(got) ? ZSTD_getErrorName(got) : "wrong size when decompressed");
+	}
+	if (tmp)
+		ckpt__mem_free(tmp, blk->csize);
+	return rc;
+}
+
+int ckpt__snap_block_stored(const struct ckpt__snap *s, uint32_t b, void *stored)
+{
+	if (b >= s->nblocks)
+		return BAD("%s: no block %u", s->name, b);
+	const struct ckpt__fblock *blk = &s->blocks[b];
+	int rc = rd(s, blk->offset, stored, blk->csize);
+	if (!rc && !HASH_OK(ckpt__xxh64(stored, blk->csize, 0), blk->hash))
+		rc = BAD("%s: block %u: hash mismatch", s->name, b);
+	if (!rc && blk->codec == CKPT__CODEC_ZSTD &&
+	    ZSTD_getFrameContentSize(stored, blk->csize) != blk->rsize)
+		rc = BAD("%s: block %u: the frame does not hold %u bytes", s->name, b, blk->rsize);
+	return rc;
+}
+
+const char *ckpt__snap_str(const struct ckpt__snap *s, uint32_t off, uint32_t len, char *buf,
+			   size_t bufsz)
+{
+	size_t n = len < bufsz - 1 ? len : bufsz - 1;
+	memcpy(buf, s->strings + off, n);
+	buf[n] = '\0';
+	return buf;
+}
+
+const struct ckpt__frun *ckpt__snap_run_at(const struct ckpt__snap *s, uintptr_t addr)
+{
+	size_t lo = 0, hi = s->nruns;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct ckpt__frun *r = &s->runs[mid];
+		if (r->start + (uint64_t)r->npages * s->h.page_size <= addr)
+			lo = mid + 1;
+		else if (r->start > addr)
+			hi = mid;
+		else
+			return r;
+	}
+	return NULL;
+}
+
+const struct ckpt__fmap *ckpt__snap_map_at(const struct ckpt__snap *s, uintptr_t addr)
+{
+	size_t i = CKPT__FIRST_ENDING_AFTER(s->maps, s->nmaps, end, addr);
+	return i < s->nmaps && s->maps[i].start <= addr ? &s->maps[i] : NULL;
+}
+
+/* ---- chains ------------------------------------------------------------------ */
+
+static int parse_id(const char *name, unsigned long long *id)
+{
+	char tail[8];
+	return sscanf(name, "snap-%llu.ck%2s", id, tail) == 2 && !strcmp(tail, "pt") && *id > 0;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+	unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+	return x < y ? -1 : x > y;
+}
+
+int ckpt__chain_open(struct ckpt__chain *c, const char *dir, int dirfd)
+{
+	memset(c, 0, sizeof *c);
+	c->dirfd = dirfd >= 0 ? dirfd : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (c->dirfd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", dir, strerror(errno));
+	}
+	/* The ids present, then the chain: the newest file and its parents
+	 * down to a base.  (getdents: no allocation in the program's heap.) */
+	unsigned long long *ids = NULL;
+	size_t nids = 0, cap = 0;
+	int rc = 0;
+	char dbuf[8192];
+	lseek(c->dirfd, 0, SEEK_SET);
+	for (;;) {
+		long got = ckpt__sys3(SYS_getdents64, c->dirfd, (long)dbuf, sizeof dbuf);
+		if (got < 0) {
+			rc = ckpt__fail(ckpt__from_errno((int)-got), "%s: %s", dir, strerror((int)-got));
+			break;
+		}
+		if (got == 0)
+			break;
+		for (long off = 0; off < got;) {
+			struct linux_dirent64 {
+				uint64_t d_ino;
+				int64_t d_off;
+				unsigned short d_reclen;
+				unsigned char d_type;
+				char d_name[];
+			} *e = (void *)(dbuf + off);
+			off += e->d_reclen;
+			unsigned long long id;
+			if (!parse_id(e->d_name, &id))
+				continue;
+			if (ckpt__mem_grow((void **)&ids, &cap, nids + 1, sizeof *ids)) {
+				rc = ckpt__fail(CKPT_ENOMEM, "out of memory listing %s", dir);
+				break;
+			}
+			ids[nids++] = id;
+		}
+		if (rc)
+			break;
+	}
+	if (rc)
+		goto out;
+	if (nids)
+		qsort(ids, nids, sizeof *ids, cmp_id);
+	/* From the newest down: every snapshot must verify; a gap or a bad
+	 * file below the newest is an error (the chain would be wrong). */
+	for (size_t k = nids; k-- > 0;) {
+		if (c->n && ids[k] != c->snaps[0].h.id - 1)
+			continue; /* leftovers from before a compaction */
+		if (ckpt__mem_grow((void **)&c->snaps, &c->cap, c->n + 1, sizeof *c->snaps)) {
+			rc = ckpt__fail(CKPT_ENOMEM, "out of memory opening %s", dir);
+			break;
+		}
+		memmove(&c->snaps[1], &c->snaps[0], c->n * sizeof *c->snaps);
+		char name[48];
+		snprintf(name, sizeof name, CKPT__SNAP_FMT, ids[k]);
+		rc = ckpt__snap_open(&c->snaps[0], c->dirfd, name);
+		if (rc) {
+			memmove(&c->snaps[0], &c->snaps[1], c->n * sizeof *c->snaps);
+			break;
+		}
+		c->n++;
+		const struct ckpt__snap *s = &c->snaps[0];
+		if (s->h.id != ids[k]) {
+			rc = BAD("%s: holds snapshot %llu", name, (unsigned long long)s->h.id);
+			break;
+		}
+		if (c->n > 1 && memcmp(s->h.chain_id, c->snaps[1].h.chain_id, 16)) {
+			rc = ckpt__fail(CKPT_EFOREIGN, "%s: belongs to another chain", name);
+			break;
+		}
+		if (c->n > 1 && s->h.page_size != c->snaps[1].h.page_size) {
+			rc = ckpt__fail(CKPT_EFOREIGN, "%s: page size %u, its child %u", name,
+					s->h.page_size, c->snaps[1].h.page_size);
+			break;
+		}
+		if (s->h.flags & CKPT__SF_BASE)
+			break;
+		if (k == 0 || ids[k - 1] != s->h.id - 1) {
+			rc = ckpt__fail(CKPT_ENOENT, "%s: its parent snap-%08llu.ckpt is missing", name,
+					(unsigned long long)s->h.parent);
+			break;
+		}
+	}
+	if (!rc && c->n && !(c->snaps[0].h.flags & CKPT__SF_BASE))
+		rc = ckpt__fail(CKPT_ENOENT, "%s: the chain has no base", dir);
+	if (!rc && c->n) {
+		c->bufsz = (size_t)c->snaps[0].h.page_size * CKPT__BLOCK_PAGES;
+		c->dctx = ckpt__zstd_dctx();
+		c->blockbuf = ckpt__mem_alloc(c->bufsz);
+		c->storedbuf = ckpt__mem_alloc(c->bufsz);
+		if (!c->dctx || !c->blockbuf || !c->storedbuf)
+			rc = ckpt__fail(CKPT_ENOMEM, "out of memory opening %s", dir);
+	}
+out:
+	ckpt__mem_array_free((void **)&ids, &cap, sizeof *ids);
+	if (rc) {
+		ckpt__chain_close(c);
+		c->dirfd = -1;
+	}
+	return rc;
+}
+
+void ckpt__chain_close(struct ckpt__chain *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		ckpt__snap_close(&c->snaps[i]);
+	ckpt__mem_array_free((void **)&c->snaps, &c->cap, sizeof *c->snaps);
+	c->n = 0;
+	if (c->dctx)
+		ZSTD_freeDCtx(c->dctx);
+	c->dctx = NULL;
+	ckpt__mem_free(c->blockbuf, c->bufsz);
+	ckpt__mem_free(c->storedbuf, c->bufsz);
+	c->blockbuf = c->storedbuf = NULL;
+	if (c->dirfd >= 0)
+		close(c->dirfd);
+	c->dirfd = -1;
+}
+
+struct ckpt__snap *ckpt__chain_find(struct ckpt__chain *c, uint64_t id)
+{
+	if (!c->n)
+		return NULL;
+	if (id == UINT64_MAX)
+		return &c->snaps[c->n - 1];
+	uint64_t first = c->snaps[0].h.id;
+	if (id < first || id - first >= c->n)
+		return NULL;
+	return &c->snaps[id - first];
+}
+
+int ckpt__chain_source(struct ckpt__chain *c, uint64_t id, uintptr_t addr,
+		       struct ckpt__source *out)
+{
+	struct ckpt__snap *top = ckpt__chain_find(c, id);
+	memset(out, 0, sizeof *out);
+	if (!top)
+		return -1;
+	const struct ckpt__fmap *m = ckpt__snap_map_at(top, addr);
+	if (!m)
+		return -1;
+	out->map = m;
+	uint64_t first = c->snaps[0].h.id;
+	for (uint64_t j = top->h.id; j >= m->born && j >= first; j--) {
+		const struct ckpt__snap *s = &c->snaps[j - first];
+		const struct ckpt__frun *r = ckpt__snap_run_at(s, addr);
+		if (r) {
+			out->kind = r->kind;
+			out->snap = s;
+			out->run = r;
+			return 0;
+		}
+	}
+	out->kind = (m->flags & CKPT__MF_ANON) ? CKPT__RK_ZERO : CKPT__RK_FILE;
+	return 0;
+}
+
+/* The content of a page of a file mapping as the file has it now. */
+static int file_page(const struct ckpt__snap *s, const struct ckpt__fmap *m, uintptr_t addr,
+		     void *out)
+{
+	char path[4096];
+	size_t ps = s->h.page_size;
+	ckpt__snap_str(s, m->name_off, m->name_len, path, sizeof path);
+	memset(out, 0, ps);
+	int fd = path[0] == '/' ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd < 0)
+		return ckpt__fail(CKPT_ENOENT, "%s: the file behind %#lx (%s) cannot be read",
+				  s->name, (unsigned long)addr, path[0] ? path : "?");
+	ssize_t n = pread(fd, out, ps, (off_t)(m->offset + (addr - m->start)));
+	close(fd);
+	/* Past the end of the file a mapping reads zeros. */
+	return n < 0 ? ckpt__fail(ckpt__from_errno(errno), "%s: %s", path, strerror(errno)) : 0;
+}
+
+int ckpt__chain_page(struct ckpt__chain *c, uint64_t id, uintptr_t addr, void *out)
+{
+	struct ckpt__source src;
+	if (ckpt__chain_source(c, id, addr, &src) != 0)
+		return ckpt__fail(CKPT_ENOENT, "%#lx is not in snapshot %llu", (unsigned long)addr,
+				  (unsigned long long)id);
+	size_t ps = c->snaps[0].h.page_size;
+	if (src.kind == CKPT__RK_ZERO) {
+		memset(out, 0, ps);
+		return 0;
+	}
+	if (src.kind == CKPT__RK_FILE)
+		return file_page(ckpt__chain_find(c, id), src.map, addr, out);
+	int rc = ckpt__snap_block(src.snap, c->dctx, src.run->block, c->blockbuf, c->storedbuf);
+	if (rc)
+		return rc;
+	size_t page = src.run->block_page + (addr - src.run->start) / ps;
+	memcpy(out, (char *)c->blockbuf + page * ps, ps);
+	return 0;
+}
