@@ -3,25 +3,929 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  * One program, one subcommand per task, each documented in ckpt(1).  It uses
- * the public API only.
+ * the public API only: the chain commands (ls, show, diff, extract, verify,
+ * compact) are thin layers over the ckpt_chain_* functions of ckpt.h, so that
+ * what the tool prints is what any other reader of a chain would see.
+ *
+ * Output goes to stdout, diagnostics to stderr.  A library failure is
+ * reported as "ckpt CMD: <ckpt_strerror>: <ckpt_last_error>", a system call
+ * failure as "ckpt CMD: PATH: <strerror>".
  */
 #include <ckpt.h>
 
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Exit statuses (documented in ckpt(1)). */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+/* Options a command may accept. */
+#define OPT_JSON 0x1u /* --json */
+#define OPT_OUT	 0x2u /* -o FILE */
+#define OPT_KEEP 0x4u /* --keep N */
+
+#define MAX_POS 4
+
+/* extract reads and writes this much at a time, whatever LEN is. */
+#define EXTRACT_CHUNK ((size_t)1 << 20)
+
+struct command;
+
+/* The arguments of a chain command, parsed by parse_args. */
+struct args {
+	const struct command *cmd;
+	const char *pos[MAX_POS];
+	int npos;
+	int json;
+	const char *out;
+	unsigned keep;
+	int have_keep;
+};
 
 struct command {
 	const char *name;
 	const char *args;
 	const char *what;
-	int (*run)(int argc, char **argv);
+	/* Exactly one of these is set: raw commands parse their own
+	 * arguments (errors takes negative numbers, which would look like
+	 * options), the others get them parsed and checked against opts and
+	 * npos. */
+	int (*raw)(int argc, char **argv);
+	int (*run)(const struct args *a);
+	unsigned opts;
+	int npos;
 };
 
 static int cmd_help(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
+static int cmd_errors(int argc, char **argv);
+static int cmd_ls(const struct args *a);
+static int cmd_show(const struct args *a);
+static int cmd_diff(const struct args *a);
+static int cmd_extract(const struct args *a);
+static int cmd_verify(const struct args *a);
+static int cmd_compact(const struct args *a);
+
+static const struct command commands[] = {
+	{"ls", "DIR [--json]", "list the snapshots of the chain in DIR", NULL, cmd_ls, OPT_JSON,
+	 1},
+	{"show", "DIR ID [--json]", "one snapshot: summary, mappings, stored runs", NULL, cmd_show,
+	 OPT_JSON, 2},
+	{"diff", "DIR A B", "the pages that differ between A and B", NULL, cmd_diff, 0, 3},
+	{"extract", "DIR ID ADDR LEN -o FILE", "memory [ADDR, ADDR+LEN) as of ID, into FILE",
+	 NULL, cmd_extract, OPT_OUT, 4},
+	{"verify", "DIR [--json]", "check every file of the chain completely", NULL, cmd_verify,
+	 OPT_JSON, 1},
+	{"compact", "DIR [--keep N]", "fold old snapshots, keeping N increments", NULL,
+	 cmd_compact, OPT_KEEP, 1},
+	{"help", "[COMMAND]", "this summary, or the usage of COMMAND", cmd_help, NULL, 0, 0},
+	{"version", "", "the versions of the tool and library", cmd_version, NULL, 0, 0},
+	{"errors", "[CODE...]", "the error codes, or what each CODE means", cmd_errors,
+	 NULL, 0, 0},
+};
+
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+/* ---- messages ------------------------------------------------------------------ */
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: ckpt COMMAND [ARGS]\n\ncommands:\n");
+	for (size_t i = 0; i < NCOMMANDS; i++) {
+		char head[48];
+		snprintf(head, sizeof head, "%s %s", commands[i].name, commands[i].args);
+		fprintf(f, "  %-32s %s\n", head, commands[i].what);
+	}
+	fprintf(f, "\nID is a snapshot id or 'latest'; ADDR and LEN are decimal or 0x-hex.\n"
+		   "--json may appear anywhere after the command name.\n"
+		   "Exit status: 0 success, 1 failure, 2 usage error.  See ckpt(1).\n");
+}
+
+static void command_usage(FILE *f, const struct command *cmd)
+{
+	fprintf(f, "usage: ckpt %s %s\n", cmd->name, cmd->args);
+}
+
+/* A usage error of cmd: what was wrong, then the command's synopsis. */
+__attribute__((format(printf, 2, 3))) static int usage_error(const struct command *cmd,
+							     const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "ckpt %s: ", cmd->name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	command_usage(stderr, cmd);
+	return EXIT_USAGE;
+}
+
+/* A failed library call: its code and the details it left behind.  Must be
+ * called before any other ckpt_* call, which would clear those details. */
+static int lib_failure(const struct command *cmd, int rc)
+{
+	const char *detail = ckpt_last_error();
+	if (detail[0])
+		fprintf(stderr, "ckpt %s: %s: %s\n", cmd->name, ckpt_strerror(rc), detail);
+	else
+		fprintf(stderr, "ckpt %s: %s\n", cmd->name, ckpt_strerror(rc));
+	return EXIT_FAIL;
+}
+
+/* A failed system call on path, with errno as it left it. */
+static int sys_failure(const struct command *cmd, const char *path, const char *call)
+{
+	int e = errno;
+	fprintf(stderr, "ckpt %s: %s: %s: %s\n", cmd->name, path, call, strerror(e));
+	return EXIT_FAIL;
+}
+
+/* ---- parsing ------------------------------------------------------------------- */
+
+/*
+ * Parses an unsigned number strictly: decimal, or hexadecimal after "0x" when
+ * hex is set.  strtoull on its own skips leading blanks, accepts a sign (and
+ * turns "-1" into a huge value) and stops quietly at trailing junk; all of
+ * these are refused here, and a leading 0 means decimal, never octal.
+ * Returns 0, or -1 with *why saying what was wrong.
+ */
+static int parse_u64(const char *s, int hex, uint64_t *out, const char **why)
+{
+	int base = 10;
+	const char *digits = s;
+	if (hex && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		digits = s + 2;
+	}
+	if (*s == '-') {
+		*why = "is negative";
+		return -1;
+	}
+	unsigned char d = (unsigned char)*digits;
+	if (base == 16 ? !isxdigit(d) : !isdigit(d)) {
+		*why = "is not a number";
+		return -1;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(digits, &end, base);
+	if (*end) {
+		*why = "is not a number";
+		return -1;
+	}
+	if (errno == ERANGE) {
+		*why = "is too large";
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* An ID argument: "latest" (CKPT_LATEST, resolved once the chain is open) or
+ * a snapshot id, which is never 0. */
+static int parse_id(const struct command *cmd, const char *what, const char *s, uint64_t *id)
+{
+	const char *why;
+	if (!strcmp(s, "latest")) {
+		*id = CKPT_LATEST;
+		return 0;
+	}
+	if (parse_u64(s, 0, id, &why) != 0)
+		return usage_error(cmd, "%s '%s' %s (a snapshot id or 'latest')", what, s, why);
+	if (*id == 0 || *id == CKPT_LATEST)
+		return usage_error(cmd, "%s '%s' is not a snapshot id (ids start at 1)", what, s);
+	return 0;
+}
+
+/*
+ * Splits argv (argv[0] is the command name) into options and positional
+ * arguments.  Options may come anywhere; "--" ends them.  Each option is
+ * accepted at most once, so that "-o a -o b" is refused rather than silently
+ * writing one of the two.
+ */
+static int parse_args(const struct command *cmd, int argc, char **argv, struct args *a)
+{
+	int have_out = 0, endopts = 0;
+	memset(a, 0, sizeof *a);
+	a->cmd = cmd;
+	for (int i = 1; i < argc; i++) {
+		const char *s = argv[i];
+		/* "-1" is a (bad) number rather than an option: let the
+		 * command say so. */
+		if (endopts || s[0] != '-' || !s[1] || (s[1] >= '0' && s[1] <= '9')) {
+			if (a->npos == cmd->npos)
+				return usage_error(cmd, "unexpected argument '%s'", s);
+			a->pos[a->npos++] = s;
+		} else if (!strcmp(s, "--")) {
+			endopts = 1;
+		} else if ((cmd->opts & OPT_JSON) && !strcmp(s, "--json")) {
+			if (a->json)
+				return usage_error(cmd, "--json given twice");
+			a->json = 1;
+		} else if ((cmd->opts & OPT_OUT) && !strncmp(s, "-o", 2)) {
+			if (have_out)
+				return usage_error(cmd, "-o given twice");
+			if (s[2]) {
+				a->out = s + 2;
+			} else if (i + 1 < argc) {
+				a->out = argv[++i];
+			} else {
+				return usage_error(cmd, "-o needs a FILE");
+			}
+			if (!a->out[0])
+				return usage_error(cmd, "-o needs a FILE");
+			have_out = 1;
+		} else if ((cmd->opts & OPT_KEEP) &&
+			   (!strcmp(s, "--keep") || !strncmp(s, "--keep=", 7))) {
+			const char *v = s[6] == '=' ? s + 7 : NULL, *why;
+			uint64_t n;
+			if (a->have_keep)
+				return usage_error(cmd, "--keep given twice");
+			if (!v && i + 1 >= argc)
+				return usage_error(cmd, "--keep needs a number");
+			if (!v)
+				v = argv[++i];
+			if (parse_u64(v, 0, &n, &why) != 0)
+				return usage_error(cmd, "--keep '%s' %s", v, why);
+			if (n > UINT_MAX)
+				return usage_error(cmd, "--keep '%s' is too large", v);
+			a->keep = (unsigned)n;
+			a->have_keep = 1;
+		} else {
+			return usage_error(cmd, "unknown option '%s'", s);
+		}
+	}
+	if (a->npos < cmd->npos) {
+		/* Name the first argument that is missing, from the synopsis. */
+		char word[32] = "";
+		const char *p = cmd->args;
+		for (int k = 0; k <= a->npos && *p; k++) {
+			size_t n = strcspn(p, " ");
+			snprintf(word, sizeof word, "%.*s", (int)n, p);
+			p += n;
+			p += strspn(p, " ");
+		}
+		return usage_error(cmd, "missing %s", word);
+	}
+	if ((cmd->opts & OPT_OUT) && !have_out)
+		return usage_error(cmd, "missing -o FILE");
+	return EXIT_OK;
+}
+
+/* ---- formatting ---------------------------------------------------------------- */
+
+/*
+ * Writes s as a JSON string.  Quotes, backslashes and control characters are
+ * escaped; valid UTF-8 passes through; every byte that is not part of a valid
+ * UTF-8 sequence becomes U+FFFD, since paths and mapping names are arbitrary
+ * bytes on Linux and a JSON document must be UTF-8.
+ */
+static void json_str(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	putchar('"');
+	while (*p) {
+		unsigned c = *p;
+		if (c == '"' || c == '\\') {
+			printf("\\%c", (int)c);
+			p++;
+		} else if (c == '\n') {
+			fputs("\\n", stdout);
+			p++;
+		} else if (c == '\t') {
+			fputs("\\t", stdout);
+			p++;
+		} else if (c < 0x20 || c == 0x7f) {
+			printf("\\u%04x", c);
+			p++;
+		} else if (c < 0x80) {
+			putchar((int)c);
+			p++;
+		} else {
+			/* The length of the sequence c starts, and the
+			 * smallest code point it may encode (shorter forms
+			 * are overlong, hence invalid). */
+			size_t n = 0;
+			uint32_t cp = 0;
+			if (c >= 0xc2 && c <= 0xdf) {
+				n = 2;
+				cp = c & 0x1f;
+			} else if (c >= 0xe0 && c <= 0xef) {
+				n = 3;
+				cp = c & 0x0f;
+			} else if (c >= 0xf0 && c <= 0xf4) {
+				n = 4;
+				cp = c & 0x07;
+			}
+			size_t k = 1;
+			while (n && k < n && (p[k] & 0xc0) == 0x80)
+				cp = cp << 6 | (p[k++] & 0x3f);
+			int valid = n && k == n && !(n == 3 && cp < 0x800) &&
+				    !(n == 3 && cp >= 0xd800 && cp <= 0xdfff) &&
+				    !(n == 4 && (cp < 0x10000 || cp > 0x10ffff));
+			if (valid) {
+				fwrite(p, 1, n, stdout);
+				p += n;
+			} else {
+				fputs("\\ufffd", stdout);
+				p++;
+			}
+		}
+	}
+	putchar('"');
+}
+
+/* Local time, ISO 8601 to the second with the offset from UTC
+ * ("2026-11-22T03:59:12+01:00"). */
+static void format_time(char *buf, size_t size, uint64_t ns)
+{
+	time_t t = (time_t)(ns / 1000000000u);
+	struct tm tm;
+	if (!localtime_r(&t, &tm)) {
+		snprintf(buf, size, "@%llu", (unsigned long long)t);
+		return;
+	}
+	char day[32];
+	strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
+	long off = tm.tm_gmtoff;
+	char sign = off < 0 ? '-' : '+';
+	if (off < 0)
+		off = -off;
+	snprintf(buf, size, "%s%c%02ld:%02ld", day, sign, off / 3600, off / 60 % 60);
+}
+
+/* Bytes for people: "512 B", "6.7 KiB", "1.2 GiB". */
+static void format_bytes(char *buf, size_t size, uint64_t n)
+{
+	static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+	if (n < 1024) {
+		snprintf(buf, size, "%llu B", (unsigned long long)n);
+		return;
+	}
+	double v = (double)n;
+	size_t u = 0;
+	while (v >= 1024 && u + 1 < sizeof unit / sizeof unit[0]) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, size, "%.1f %s", v, unit[u]);
+}
+
+/* raw/stored as "8.3x", or "-" when nothing was stored (a snapshot of only
+ * zero pages, say) and the ratio means nothing. */
+static void format_ratio(char *buf, size_t size, const ckpt_snapshot_info *si)
+{
+	if (!si->stored_bytes)
+		snprintf(buf, size, "-");
+	else
+		snprintf(buf, size, "%.1fx", (double)si->raw_bytes / (double)si->stored_bytes);
+}
+
+static void format_prot(char *buf, int prot)
+{
+	buf[0] = (prot & PROT_READ) ? 'r' : '-';
+	buf[1] = (prot & PROT_WRITE) ? 'w' : '-';
+	buf[2] = (prot & PROT_EXEC) ? 'x' : '-';
+	buf[3] = '\0';
+}
+
+static const char *const map_flag_names[] = {"shared", "anon", "heap", "pinned"};
+
+/* CKPT_MAP_* as "anon,heap", or "-" for none. */
+static void format_map_flags(char *buf, size_t size, unsigned flags)
+{
+	size_t used = 0;
+	buf[0] = '\0';
+	for (unsigned b = 0; b < 4; b++)
+		if (flags & (1u << b))
+			used += (size_t)snprintf(buf + used, size - used, "%s%s", used ? "," : "",
+						 map_flag_names[b]);
+	if (!used)
+		snprintf(buf, size, "-");
+}
+
+static const char *run_kind(int kind)
+{
+	switch (kind) {
+	case CKPT_RUN_DATA:
+		return "data";
+	case CKPT_RUN_ZERO:
+		return "zero";
+	case CKPT_RUN_FILE:
+		return "file";
+	default:
+		return "?";
+	}
+}
+
+static const char *map_name(const char *name)
+{
+	return name[0] ? name : "[anonymous]";
+}
+
+/* ---- the chain ----------------------------------------------------------------- */
+
+static int open_chain(const struct command *cmd, const char *dir, ckpt_chain **ch)
+{
+	int rc = ckpt_chain_open(ch, dir);
+	return rc ? lib_failure(cmd, rc) : EXIT_OK;
+}
+
+/* Turns CKPT_LATEST into the newest id of the chain, which an empty chain
+ * does not have. */
+static int resolve_id(const struct command *cmd, ckpt_chain *ch, const char *dir, uint64_t *id)
+{
+	if (*id != CKPT_LATEST)
+		return EXIT_OK;
+	*id = ckpt_chain_latest(ch);
+	if (*id)
+		return EXIT_OK;
+	fprintf(stderr, "ckpt %s: %s: %s: the chain has no snapshots\n", cmd->name,
+		ckpt_strerror(CKPT_ENOENT), dir);
+	return EXIT_FAIL;
+}
+
+/* The summary fields of a snapshot, shared by ls --json and show --json. */
+static void json_info(const ckpt_snapshot_info *si)
+{
+	char when[64];
+	format_time(when, sizeof when, si->time_ns);
+	printf("\"id\":%llu,\"parent\":%llu,\"time\":\"%s\",\"time_ns\":%llu,",
+	       (unsigned long long)si->id, (unsigned long long)si->parent, when,
+	       (unsigned long long)si->time_ns);
+	printf("\"type\":\"%s\",\"base\":%s,\"resumable\":%s,\"threads\":%u,\"page_size\":%u,",
+	       si->base ? "full" : "incr", si->base ? "true" : "false",
+	       si->resumable ? "true" : "false", si->threads, si->page_size);
+	printf("\"exe\":");
+	json_str(si->exe);
+	printf(",\"build_id\":");
+	json_str(si->build_id);
+	printf(",\"chain_id\":");
+	json_str(si->chain_id);
+	printf(",\"file\":");
+	json_str(si->file);
+	printf(",\"nmappings\":%zu,\"nruns\":%zu,\"nblocks\":%zu,", si->mappings, si->runs,
+	       si->blocks);
+	printf("\"data_pages\":%llu,\"zero_pages\":%llu,\"file_pages\":%llu,",
+	       (unsigned long long)si->data_pages, (unsigned long long)si->zero_pages,
+	       (unsigned long long)si->file_pages);
+	printf("\"raw_bytes\":%llu,\"stored_bytes\":%llu,\"file_bytes\":%llu,\"ratio\":",
+	       (unsigned long long)si->raw_bytes, (unsigned long long)si->stored_bytes,
+	       (unsigned long long)si->file_bytes);
+	if (si->stored_bytes)
+		printf("%.3f", (double)si->raw_bytes / (double)si->stored_bytes);
+	else
+		printf("null");
+}
+
+/* ---- ls ------------------------------------------------------------------------ */
+
+static int cmd_ls(const struct args *a)
+{
+	const char *dir = a->pos[0];
+	ckpt_chain *ch;
+	int status = open_chain(a->cmd, dir, &ch);
+	if (status)
+		return status;
+	uint64_t first = ckpt_chain_first(ch), last = ckpt_chain_latest(ch);
+	if (a->json) {
+		printf("{\"dir\":");
+		json_str(dir);
+		printf(",\"snapshots\":[");
+	} else if (!last) {
+		printf("%s: no snapshots (empty chain)\n", dir);
+	} else {
+		printf("%6s  %-25s  %-4s  %10s  %10s  %6s\n", "ID", "TIME", "TYPE", "PAGES",
+		       "STORED", "RATIO");
+	}
+	for (uint64_t id = first; last && id <= last; id++) {
+		ckpt_snapshot_info si;
+		int rc = ckpt_chain_info(ch, id, &si);
+		if (rc) {
+			status = lib_failure(a->cmd, rc);
+			break;
+		}
+		if (a->json) {
+			printf("%s{", id == first ? "" : ",");
+			json_info(&si);
+			printf("}");
+			continue;
+		}
+		char when[64], stored[32], ratio[32];
+		format_time(when, sizeof when, si.time_ns);
+		format_bytes(stored, sizeof stored, si.stored_bytes);
+		format_ratio(ratio, sizeof ratio, &si);
+		printf("%6llu  %-25s  %-4s  %10llu  %10s  %6s\n", (unsigned long long)si.id, when,
+		       si.base ? "full" : "incr", (unsigned long long)si.data_pages, stored, ratio);
+	}
+	if (a->json && !status)
+		printf("]}\n");
+	ckpt_chain_close(ch);
+	return status;
+}
+
+/* ---- show ---------------------------------------------------------------------- */
+
+struct show_state {
+	int json;
+	int first;
+};
+
+static int show_mapping(const ckpt_mapping_info *m, void *arg)
+{
+	struct show_state *st = arg;
+	char prot[4], flags[64];
+	format_prot(prot, m->prot);
+	format_map_flags(flags, sizeof flags, m->flags);
+	if (st->json) {
+		printf("%s{\"start\":\"0x%" PRIxPTR "\",\"end\":\"0x%" PRIxPTR "\",\"prot\":\"%s\","
+		       "\"flags\":[",
+		       st->first ? "" : ",", m->start, m->end, prot);
+		int any = 0;
+		for (unsigned b = 0; b < 4; b++)
+			if (m->flags & (1u << b))
+				printf("%s\"%s\"", any++ ? "," : "", map_flag_names[b]);
+		printf("],\"born\":%llu,\"offset\":%llu,\"inode\":%llu,\"name\":",
+		       (unsigned long long)m->born, (unsigned long long)m->offset,
+		       (unsigned long long)m->inode);
+		json_str(m->name);
+		printf("}");
+	} else {
+		printf("  0x%012" PRIxPTR "-0x%012" PRIxPTR "  %s  %-18s  %6llu  %s\n", m->start,
+		       m->end, prot, flags, (unsigned long long)m->born, map_name(m->name));
+	}
+	st->first = 0;
+	return 0;
+}
+
+static int show_run(const ckpt_stored_run *r, void *arg)
+{
+	struct show_state *st = arg;
+	if (st->json)
+		printf("%s{\"start\":\"0x%" PRIxPTR "\",\"pages\":%zu,\"kind\":\"%s\"}",
+		       st->first ? "" : ",", r->start, r->npages, run_kind(r->kind));
+	else
+		printf("  0x%012" PRIxPTR "  %10zu  %s\n", r->start, r->npages, run_kind(r->kind));
+	st->first = 0;
+	return 0;
+}
+
+static void show_summary(const ckpt_snapshot_info *si)
+{
+	char when[64], raw[32], stored[32], file[32], ratio[32];
+	format_time(when, sizeof when, si->time_ns);
+	format_bytes(raw, sizeof raw, si->raw_bytes);
+	format_bytes(stored, sizeof stored, si->stored_bytes);
+	format_bytes(file, sizeof file, si->file_bytes);
+	format_ratio(ratio, sizeof ratio, si);
+	printf("snapshot    %llu\n", (unsigned long long)si->id);
+	if (si->parent)
+		printf("parent      %llu\n", (unsigned long long)si->parent);
+	else
+		printf("parent      - (a base)\n");
+	printf("time        %s\n", when);
+	printf("type        %s\n", si->base ? "full (base)" : "incremental");
+	printf("resumable   %s\n", si->resumable ? "yes" : "no (the process had other threads)");
+	printf("threads     %u\n", si->threads);
+	printf("executable  %s\n", si->exe[0] ? si->exe : "-");
+	printf("build-id    %s\n", si->build_id[0] ? si->build_id : "-");
+	printf("chain       %s\n", si->chain_id);
+	printf("file        %s (%s)\n", si->file, file);
+	printf("page size   %u\n", si->page_size);
+	printf("mappings    %zu\n", si->mappings);
+	printf("runs        %zu in %zu block%s\n", si->runs, si->blocks,
+	       si->blocks == 1 ? "" : "s");
+	printf("pages       %llu data, %llu zero, %llu file\n", (unsigned long long)si->data_pages,
+	       (unsigned long long)si->zero_pages, (unsigned long long)si->file_pages);
+	printf("bytes       %s raw, %s stored (%s)\n", raw, stored, ratio);
+}
+
+static int cmd_show(const struct args *a)
+{
+	const char *dir = a->pos[0];
+	uint64_t id;
+	int status = parse_id(a->cmd, "ID", a->pos[1], &id);
+	if (status)
+		return status;
+	ckpt_chain *ch;
+	status = open_chain(a->cmd, dir, &ch);
+	if (status)
+		return status;
+	status = resolve_id(a->cmd, ch, dir, &id);
+	ckpt_snapshot_info si;
+	int rc = status ? 0 : ckpt_chain_info(ch, id, &si);
+	if (rc)
+		status = lib_failure(a->cmd, rc);
+	if (status)
+		goto out;
+
+	struct show_state st = {a->json, 1};
+	if (a->json) {
+		printf("{");
+		json_info(&si);
+		printf(",\"mappings\":[");
+	} else {
+		show_summary(&si);
+		printf("\nmappings:\n  %-29s  %-3s  %-18s  %6s  %s\n", "START-END", "PROT", "FLAGS",
+		       "BORN", "NAME");
+	}
+	rc = ckpt_chain_mappings(ch, id, show_mapping, &st);
+	if (rc) {
+		status = lib_failure(a->cmd, rc);
+		goto out;
+	}
+	st.first = 1;
+	if (a->json)
+		printf("],\"runs\":[");
+	else
+		printf("\nruns stored:\n  %-14s  %10s  %s\n", "START", "PAGES", "KIND");
+	rc = ckpt_chain_runs(ch, id, show_run, &st);
+	if (rc) {
+		status = lib_failure(a->cmd, rc);
+		goto out;
+	}
+	if (a->json)
+		printf("]}\n");
+out:
+	ckpt_chain_close(ch);
+	return status;
+}
+
+/* ---- diff ---------------------------------------------------------------------- */
+
+struct diff_state {
+	size_t page_size;
+	uint64_t runs, pages;
+};
+
+static int diff_run(const ckpt_page_run *r, void *arg)
+{
+	struct diff_state *st = arg;
+	printf("0x%012" PRIxPTR "-0x%012" PRIxPTR "  %8zu  %s\n", r->start,
+	       r->start + r->npages * st->page_size, r->npages, map_name(r->mapping));
+	st->runs++;
+	st->pages += r->npages;
+	return 0;
+}
+
+static int cmd_diff(const struct args *a)
+{
+	const char *dir = a->pos[0];
+	uint64_t ida, idb;
+	int status = parse_id(a->cmd, "A", a->pos[1], &ida);
+	if (!status)
+		status = parse_id(a->cmd, "B", a->pos[2], &idb);
+	if (status)
+		return status;
+	ckpt_chain *ch;
+	status = open_chain(a->cmd, dir, &ch);
+	if (status)
+		return status;
+	status = resolve_id(a->cmd, ch, dir, &ida);
+	if (!status)
+		status = resolve_id(a->cmd, ch, dir, &idb);
+	/* Both snapshots are looked up first, so that a missing one is an
+	 * error before anything is printed; b's page size sizes the runs. */
+	ckpt_snapshot_info sa, sb;
+	int rc = status ? 0 : ckpt_chain_info(ch, ida, &sa);
+	if (!rc && !status)
+		rc = ckpt_chain_info(ch, idb, &sb);
+	if (rc)
+		status = lib_failure(a->cmd, rc);
+	if (status)
+		goto out;
+
+	struct diff_state st = {sb.page_size, 0, 0};
+	printf("%-29s  %8s  %s\n", "START-END", "PAGES", "MAPPING");
+	rc = ckpt_chain_diff(ch, ida, idb, diff_run, &st);
+	if (rc) {
+		status = lib_failure(a->cmd, rc);
+		goto out;
+	}
+	printf("%llu run%s, %llu page%s differ%s between %llu and %llu\n",
+	       (unsigned long long)st.runs, st.runs == 1 ? "" : "s", (unsigned long long)st.pages,
+	       st.pages == 1 ? "" : "s", st.pages == 1 ? "s" : "", (unsigned long long)sa.id,
+	       (unsigned long long)sb.id);
+out:
+	ckpt_chain_close(ch);
+	return status;
+}
+
+/* ---- extract ------------------------------------------------------------------- */
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/*
+ * FILE is never left half-written: the bytes go to a temporary file in
+ * FILE's directory (so that the final rename stays on one file system and is
+ * atomic), which is fsynced and renamed over FILE only once every byte has
+ * been read and written.  On any error the temporary is removed and FILE is
+ * as it was.
+ */
+static int cmd_extract(const struct args *a)
+{
+	const struct command *cmd = a->cmd;
+	const char *dir = a->pos[0], *path = a->out, *why;
+	uint64_t id, addr, len;
+	int status = parse_id(cmd, "ID", a->pos[1], &id);
+	if (status)
+		return status;
+	if (parse_u64(a->pos[2], 1, &addr, &why) != 0)
+		return usage_error(cmd, "ADDR '%s' %s", a->pos[2], why);
+	if (parse_u64(a->pos[3], 1, &len, &why) != 0)
+		return usage_error(cmd, "LEN '%s' %s", a->pos[3], why);
+	if (len == 0)
+		return usage_error(cmd, "LEN must not be 0");
+	int past_end = addr + len < addr;
+#if UINTPTR_MAX < UINT64_MAX
+	past_end = past_end || addr + len - 1 > UINTPTR_MAX;
+#endif
+	if (past_end)
+		return usage_error(cmd, "ADDR + LEN (%s + %s) is past the end of the address space",
+				   a->pos[2], a->pos[3]);
+
+	ckpt_chain *ch;
+	status = open_chain(cmd, dir, &ch);
+	if (status)
+		return status;
+	char *tmp = NULL, *dirname = NULL, *buf = NULL;
+	int fd = -1;
+	status = resolve_id(cmd, ch, dir, &id);
+	if (status)
+		goto out;
+
+	/* "a/b/FILE" -> "a/b/.FILE.XXXXXX", "FILE" -> "./.FILE.XXXXXX". */
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	size_t dlen = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
+	dirname = malloc(dlen + 1);
+	tmp = malloc(dlen + strlen(base) + 16);
+	buf = malloc(len < EXTRACT_CHUNK ? (size_t)len : EXTRACT_CHUNK);
+	if (!dirname || !tmp || !buf) {
+		fprintf(stderr, "ckpt %s: out of memory\n", cmd->name);
+		status = EXIT_FAIL;
+		goto out;
+	}
+	if (slash)
+		memcpy(dirname, path, dlen);
+	else
+		dirname[0] = '.';
+	dirname[dlen] = '\0';
+	sprintf(tmp, "%s/.%s.XXXXXX", dlen == 1 && dirname[0] == '/' ? "" : dirname, base);
+	fd = mkstemp(tmp);
+	if (fd < 0) {
+		/* The template is no help in a message: glibc has filled in
+		 * its X's even though no file was made. */
+		status = sys_failure(cmd, dirname, "cannot create a temporary file");
+		free(tmp);
+		tmp = NULL; /* nothing to remove */
+		goto out;
+	}
+
+	for (uint64_t done = 0; done < len;) {
+		size_t n = len - done < EXTRACT_CHUNK ? (size_t)(len - done) : EXTRACT_CHUNK;
+		int rc = ckpt_chain_read(ch, id, (uintptr_t)(addr + done), buf, n);
+		if (rc) {
+			status = lib_failure(cmd, rc);
+			goto out;
+		}
+		if (write_all(fd, buf, n) != 0) {
+			status = sys_failure(cmd, tmp, "write");
+			goto out;
+		}
+		done += n;
+	}
+	if (fsync(fd) != 0) {
+		status = sys_failure(cmd, tmp, "fsync");
+		goto out;
+	}
+	int cfd = fd;
+	fd = -1;
+	if (close(cfd) != 0) {
+		status = sys_failure(cmd, tmp, "close");
+		goto out;
+	}
+	if (rename(tmp, path) != 0) {
+		status = sys_failure(cmd, path, "rename");
+		goto out;
+	}
+	free(tmp);
+	tmp = NULL;
+	/* The rename itself is made durable by syncing the directory.  FILE
+	 * is complete at this point whatever happens, and some file systems
+	 * refuse fsync on a directory, so a failure here is not an error. */
+	int dfd = open(dirname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	if (tmp) {
+		unlink(tmp);
+		free(tmp);
+	}
+	free(dirname);
+	free(buf);
+	ckpt_chain_close(ch);
+	return status;
+}
+
+/* ---- verify -------------------------------------------------------------------- */
+
+static int cmd_verify(const struct args *a)
+{
+	const char *dir = a->pos[0];
+	size_t files = 0;
+	int rc = ckpt_chain_verify(dir, &files);
+	if (a->json) {
+		printf("{\"ok\":%s,\"files\":%zu", rc ? "false" : "true", files);
+		if (rc) {
+			const char *detail = ckpt_last_error();
+			char msg[1024];
+			snprintf(msg, sizeof msg, "%s%s%s", ckpt_strerror(rc),
+				 detail[0] ? ": " : "", detail);
+			printf(",\"error\":");
+			json_str(msg);
+		}
+		printf("}\n");
+		return rc ? EXIT_FAIL : EXIT_OK;
+	}
+	if (rc)
+		return lib_failure(a->cmd, rc);
+	printf("%s: %zu file%s, all sound\n", dir, files, files == 1 ? "" : "s");
+	return EXIT_OK;
+}
+
+/* ---- compact ------------------------------------------------------------------- */
+
+static int cmd_compact(const struct args *a)
+{
+	const char *dir = a->pos[0];
+	size_t folded = 0;
+	int rc = ckpt_chain_compact(dir, a->keep, &folded);
+	if (rc)
+		return lib_failure(a->cmd, rc);
+	if (folded)
+		printf("%s: %zu snapshot%s folded into a new base\n", dir, folded,
+		       folded == 1 ? "" : "s");
+	else
+		printf("%s: nothing to fold (0 snapshots folded)\n", dir);
+	return EXIT_OK;
+}
+
+/* ---- help, version, errors ------------------------------------------------------- */
+
+static const struct command *find_command(const char *name)
+{
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		if (!strcmp(name, commands[i].name))
+			return &commands[i];
+	return NULL;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+	if (argc == 1) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	const struct command *cmd = argc == 2 ? find_command(argv[1]) : NULL;
+	if (argc > 2) {
+		fprintf(stderr, "ckpt help: unexpected argument '%s'\n", argv[2]);
+		return EXIT_USAGE;
+	}
+	if (!cmd) {
+		fprintf(stderr, "ckpt help: unknown command '%s'\n", argv[1]);
+		return EXIT_USAGE;
+	}
+	command_usage(stdout, cmd);
+	printf("  %s\n", cmd->what);
+	return EXIT_OK;
+}
 
 static int cmd_version(int argc, char **argv)
 {
@@ -59,33 +963,6 @@ static int cmd_errors(int argc, char **argv)
 	return EXIT_OK;
 }
 
-static const struct command commands[] = {
-	{"help", "", "this summary", cmd_help},
-	{"version", "", "the versions of the tool and of the library", cmd_version},
-	{"errors", "[CODE...]", "the error codes ckpt returns, or what CODE means", cmd_errors},
-};
-
-#define NCOMMANDS (sizeof commands / sizeof commands[0])
-
-static void usage(FILE *f)
-{
-	fprintf(f, "usage: ckpt COMMAND [ARGS]\n\ncommands:\n");
-	for (size_t i = 0; i < NCOMMANDS; i++) {
-		char head[48];
-		snprintf(head, sizeof head, "%s %s", commands[i].name, commands[i].args);
-		fprintf(f, "  %-24s %s\n", head, commands[i].what);
-	}
-	fprintf(f, "\nExit status: 0 success, 1 failure, 2 usage error.  See ckpt(1).\n");
-}
-
-static int cmd_help(int argc, char **argv)
-{
-	(void)argc;
-	(void)argv;
-	usage(stdout);
-	return EXIT_OK;
-}
-
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -96,10 +973,27 @@ int main(int argc, char **argv)
 		return cmd_help(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "--version"))
 		return cmd_version(1, argv + 1);
-	for (size_t i = 0; i < NCOMMANDS; i++)
-		if (!strcmp(argv[1], commands[i].name))
-			return commands[i].run(argc - 1, argv + 1);
-	fprintf(stderr, "ckpt: unknown command '%s'\n", argv[1]);
-	usage(stderr);
-	return EXIT_USAGE;
+	const struct command *cmd = find_command(argv[1]);
+	if (!cmd) {
+		fprintf(stderr, "ckpt: unknown command '%s'\n", argv[1]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	int status;
+	if (cmd->raw) {
+		status = cmd->raw(argc - 1, argv + 1);
+	} else {
+		struct args a;
+		status = parse_args(cmd, argc - 1, argv + 1, &a);
+		if (!status)
+			status = cmd->run(&a);
+	}
+	/* Output that could not be written is a failure, whatever the
+	 * command thought of its work (a full disk behind a redirection). */
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "ckpt %s: standard output: write error\n", cmd->name);
+		if (status == EXIT_OK)
+			status = EXIT_FAIL;
+	}
+	return status;
 }
