@@ -54,6 +54,29 @@
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_rc;
 
+/* fork: the child has only the forking thread.  Another thread of the
+ * parent may have been inside a table read, or held a spin lock, at that
+ * instant; in the child it never leaves, so those are reset, and the
+ * tracker's lock is taken around the fork so that no commit or restore is
+ * half-way (registered after the thread registry's, so taken first). */
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&T->lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&T->lock);
+}
+
+static void atfork_child(void)
+{
+	__atomic_store_n(&T->readers, 0, __ATOMIC_SEQ_CST);
+	T->fault_lock.v = 0;
+	ckpt__g.own_lock.v = 0;
+	pthread_mutex_unlock(&T->lock);
+}
+
 static void init_tracker(void)
 {
 	struct ckpt__tracker *t = ckpt__mem_alloc(sizeof *t);
@@ -63,6 +86,7 @@ static void init_tracker(void)
 	}
 	pthread_mutex_init(&t->lock, NULL);
 	__atomic_store_n(&ckpt__g.tracker, t, __ATOMIC_RELEASE);
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
 int ckpt__track_init(void)

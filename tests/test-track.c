@@ -11,6 +11,8 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -478,4 +480,57 @@ Test(track, unmapped_memory_leaves_no_trace_for_the_next_mapping, .signal = SIGS
 	cr_assert_eq(dset_collect(c, &s), 0);
 	cr_expect_eq(dset_count_in(&s, m, 4), 0, "pages of the unmapped memory are reported");
 	again[pagesz()] = 3; /* dies */
+}
+
+/* A thread inside ckpt's table read (here: a read(2) into tracked memory,
+ * unprotected ahead of the kernel) when another thread forks: in the child
+ * that thread does not exist, and nothing may wait for it to leave. */
+static volatile int reader_stop;
+static char reader_buf[4 * 4096] __attribute__((aligned(4096)));
+
+static void *reader(void *arg)
+{
+	int fd = *(int *)arg;
+	while (!reader_stop)
+		for (size_t off = 0; off < sizeof reader_buf; off += 4096)
+			if (read(fd, reader_buf + off, 4096) < 0)
+				return NULL;
+	return NULL;
+}
+
+Test(track, forking_while_another_thread_is_in_ckpt, .timeout = 60)
+{
+	int fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	char *m = map_anon(4, 1);
+	ckpt_t *c = begin_tracking(0);
+	pthread_t t;
+	reader_stop = 0;
+	cr_assert_eq(pthread_create(&t, NULL, reader, &fd), 0);
+	int hung = 0, bad = 0;
+	for (int i = 0; i < 200 && !hung; i++) {
+		pid_t pid = fork();
+		cr_assert_geq(pid, 0);
+		if (pid == 0) {
+			m[(size_t)(i % 4) * pagesz()] = 2;
+			_exit(ckpt_end(c) == 0 ? 0 : 1);
+		}
+		int st = 0, waited = 0;
+		while (waitpid(pid, &st, WNOHANG) == 0) {
+			if (++waited > 5000) { /* 5 s */
+				kill(pid, SIGKILL);
+				waitpid(pid, &st, 0);
+				hung = 1;
+				break;
+			}
+			usleep(1000);
+		}
+		bad += !hung && !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	reader_stop = 1;
+	pthread_join(t, NULL);
+	close(fd);
+	cr_expect(!hung, "a child hung in ckpt_end");
+	cr_expect_eq(bad, 0, "%d children failed", bad);
+	ckpt_close(c);
 }
