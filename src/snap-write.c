@@ -30,10 +30,13 @@ struct job_result {
 	uint32_t block; /* UINT32_MAX: nothing stored */
 };
 
+#define CKPT__WRITEBACK_BYTES ((uint64_t)8 << 20)
+
 struct wctx {
 	int fd;
 	const char *tmpname;
 	uint64_t off;
+	uint64_t flushed; /* written back from here on is up to the final fsync */
 	struct ckpt__fblock *blocks;
 	size_t nblocks, blocks_cap;
 	struct job_result *jobs;
@@ -61,6 +64,14 @@ static int put(struct wctx *w, const void *buf, size_t len)
 		done += (size_t)n;
 	}
 	w->off += len;
+	/* Writeback starts as the file grows: the page cache never holds
+	 * much of it dirty (a writer over the dirty limit is throttled), and
+	 * the final fsync has little left to do.  Errors surface there. */
+	if (w->off - w->flushed >= CKPT__WRITEBACK_BYTES) {
+		(void)sync_file_range(w->fd, (off64_t)w->flushed, (off64_t)(w->off - w->flushed),
+				      SYNC_FILE_RANGE_WRITE);
+		w->flushed = w->off;
+	}
 	w->write_ns += ckpt__now_ns() - t0;
 	return 0;
 }
