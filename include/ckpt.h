@@ -115,9 +115,14 @@ CKPT_API const char *ckpt_last_error(void);
 
 /* ---- options -------------------------------------------------------------- */
 
+/* Back-ends: how writes are seen.  AUTO takes uffd where the kernel has
+ * it, else mprotect; CKPT_BACKEND=mprotect|uffd|softdirty in the
+ * environment overrides AUTO's choice.  Asking for one that cannot work
+ * here fails with CKPT_ENOTSUP and says why (ckpt_last_error). */
 #define CKPT_BACKEND_AUTO 0      /* the best back-end this kernel supports */
 #define CKPT_BACKEND_MPROTECT 1  /* mprotect + SIGSEGV (GNU libsigsegv) */
-#define CKPT_BACKEND_UFFD 2      /* userfaultfd write-protect (Linux >= 6.7) */
+#define CKPT_BACKEND_UFFD 2      /* userfaultfd write-protect, WP_ASYNC (Linux >= 6.7) */
+#define CKPT_BACKEND_SOFTDIRTY 3 /* soft-dirty bits: detected, not implemented */
 
 /* Resume the newest snapshot in `dir` if there is one (ckpt_open). */
 #define CKPT_F_RESUME 0x0001u
@@ -167,7 +172,8 @@ typedef struct ckpt_stats {
 	size_t excluded_pages;   /* writable pages left out: stacks, ckpt's own memory,
 	                          * ckpt_exclude ranges */
 	size_t dirty_pages;      /* as ckpt_dirty_count() */
-	uint64_t faults;         /* write faults handled this epoch */
+	uint64_t faults;         /* first writes seen this epoch: faults handled (mprotect),
+	                          * pages found written by the kernel (uffd) */
 	uint64_t fallbacks;      /* VMA-limit fallbacks: a larger block unprotected and
 	                          * marked dirty because the kernel ran out of mappings */
 	uint64_t fallback_pages; /* pages marked dirty by those fallbacks */

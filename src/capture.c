@@ -53,7 +53,8 @@ static int cmp_piece(const void *a, const void *b)
 
 struct take_ctx {
 	struct ckpt__capture *cap;
-	int prot;
+	const struct ckpt__region *r;
+	int close; /* the pages taken are to be closed (else closed already) */
 	int rc;
 	struct ckpt__closer cl;
 };
@@ -65,8 +66,8 @@ static int took(uintptr_t lo, uintptr_t hi, void *arg)
 	/* Clean again: the next write faults and counts for the next commit.
 	 * (A write racing in between lands in this snapshot or, marked by
 	 * its fault, in the next.) */
-	if (t->prot & PROT_WRITE)
-		ckpt__closer_add(&t->cl, lo, hi, ckpt__prot_clean(t->prot));
+	if (t->close)
+		ckpt__closer_add(&t->cl, t->r, lo, hi);
 	return 0;
 }
 
@@ -111,7 +112,8 @@ static int old_part(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *a
 		/* Writable although clean: changed behind ckpt's back (or
 		 * written since the marks were taken: stored now, and again
 		 * next time). */
-		if ((v->perms & CKPT__VMA_W) && !ckpt__rset_covers(&c->cap->taken, at, end)) {
+		if (T->be->writable_means_dirty && (v->perms & CKPT__VMA_W) &&
+		    !ckpt__rset_covers(&c->cap->taken, at, end)) {
 			c->rc |= ckpt__rset_add(&c->cap->changed, at, end);
 			if (c->r->prot & PROT_WRITE)
 				ckpt__raw_mprotect(at, end - at, ckpt__prot_clean(c->r->prot));
@@ -277,7 +279,12 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 	int rc = 0;
 	for (size_t i = 0; i < ot->n; i++) {
 		const struct ckpt__region *r = &ot->r[i];
-		struct take_ctx tc = {cap, r->prot, 0, {0, 0, 0}};
+		int writable = (r->prot & PROT_WRITE) != 0;
+		/* A back-end with a record of its own: written pages into the
+		 * bitmap, closed again in the same step. */
+		if (T->be->sync && writable && T->be->sync(r, r->start, r->end, 1) == CKPT_ENOMEM)
+			rc = CKPT_ENOMEM;
+		struct take_ctx tc = {cap, r, writable && !T->be->sync, 0, {0, 0, 0}};
 		ckpt__bm_take(r->start, r->end, took, &tc);
 		ckpt__closer_flush(&tc.cl);
 		if (tc.rc)

@@ -57,7 +57,7 @@ CKPT_API void ckpt_options_init(ckpt_options *opt)
 
 static int check_options(const ckpt_options *o)
 {
-	if (o->backend < CKPT_BACKEND_AUTO || o->backend > CKPT_BACKEND_UFFD)
+	if (o->backend < CKPT_BACKEND_AUTO || o->backend > CKPT_BACKEND_SOFTDIRTY)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_open: unknown back-end %d", o->backend);
 	if (o->flags & ~KNOWN_FLAGS)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_open: unknown flags %#x", o->flags & ~KNOWN_FLAGS);
@@ -226,8 +226,9 @@ CKPT_API int ckpt_end(ckpt_t *c)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_end: handle is NULL");
 	if (c->state != H_TRACKING)
 		return ckpt__fail(CKPT_ESTATE, "ckpt_end: this handle is not tracking");
-	ckpt__track_counters(&c->cnt);
 	int rc = ckpt__track_end(&c->frozen);
+	/* After the final collection, which counts what the kernel recorded. */
+	ckpt__track_counters(&c->cnt);
 	c->state = H_ENDED;
 	return rc;
 }
@@ -264,6 +265,9 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out)
 	out->unknown_threads = c->info.unknown_threads;
 	out->epochs = c->epochs;
 	out->begin_ns = c->begin_ns;
+	/* First: with a back-end that keeps its own record, counting the
+	 * dirty pages brings it in, first writes included. */
+	out->dirty_pages = ckpt_dirty_count(c);
 	struct ckpt__counters k = c->cnt;
 	if (c->state == H_TRACKING)
 		ckpt__track_counters(&k);
@@ -272,7 +276,6 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out)
 	out->fallback_pages = k.fallback_pages;
 	out->kernel_writes = k.kernel_writes;
 	out->moved_mappings = k.moved;
-	out->dirty_pages = ckpt_dirty_count(c);
 	if (c->w && c->commits) {
 		const struct ckpt__commit_stats *cs = &c->w->last;
 		out->commit_id = cs->id;

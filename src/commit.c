@@ -14,6 +14,7 @@
 #endif
 #include "commit.h"
 #include "compress.h"
+#include "shadow.h"
 #include "error.h"
 #include "mem.h"
 #include "track.h"
@@ -315,6 +316,21 @@ static int stage_unreadable(struct plan *pl, const struct ckpt__rset *unreadable
 	return rc;
 }
 
+/* CKPT_F_SHADOW without faults: the mirror takes every page just stored. */
+static void mirror_runs(const struct plan *pl)
+{
+	size_t ps = ckpt__pagesize;
+	for (size_t i = 0; i < pl->nruns; i++) {
+		const struct ckpt__wrun *r = &pl->runs[i];
+		if (r->kind != CKPT__RK_DATA)
+			continue;
+		for (size_t k = 0; k < r->npages; k++) {
+			uintptr_t a = r->start + k * ps;
+			ckpt__shadow_store(a, (const void *)(r->src ? r->src + k * ps : a));
+		}
+	}
+}
+
 static void plan_free(struct plan *pl)
 {
 	ckpt__mem_array_free((void **)&pl->maps, &pl->maps_cap, sizeof *pl->maps);
@@ -381,6 +397,8 @@ int ckpt__commit(struct ckpt__chainw *w, uint64_t *id_out)
 	if (rc) {
 		ckpt__track_capture_undo(&cap);
 	} else {
+		if (ckpt__shadow_mirror())
+			mirror_runs(&pl);
 		ckpt__track_capture_done(&cap);
 		w->latest = id;
 		/* The newest table, for the next commit's "born" values. */

@@ -137,7 +137,7 @@ static int bits_to(uintptr_t lo, uintptr_t hi, void *arg)
 
 static int writable_to(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
 {
-	return (v->perms & CKPT__VMA_W) ? add(arg, s, e) : 0;
+	return (v->perms & CKPT__VMA_W) && T->be->writable_means_dirty ? add(arg, s, e) : 0;
 }
 
 /* ---- planning ----------------------------------------------------------------- */
@@ -356,9 +356,14 @@ static int flush_span(struct rctx *r, uintptr_t lo, uintptr_t hi)
 		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
 	/* Pages written since the last commit are writable already (marked
 	 * means open, unless an older snapshot was restored since). */
-	if (!T->marked_closed && ckpt__bm_count(lo, hi) == (hi - lo) >> ckpt__pageshift)
+	if (!T->be->open ||
+	    (!T->marked_closed && ckpt__bm_count(lo, hi) == (hi - lo) >> ckpt__pageshift))
 		return 0;
-	ckpt__raw_mprotect(lo, hi - lo, PROT_READ | PROT_WRITE);
+	const struct ckpt__region *rg = ckpt__rtab_find(T->tab, lo);
+	if (rg)
+		T->be->open(rg, lo, hi);
+	else
+		ckpt__raw_mprotect(lo, hi - lo, PROT_READ | PROT_WRITE);
 	return 0;
 }
 
@@ -486,7 +491,9 @@ int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shadow,
 		return ckpt__fail(CKPT_ESTATE, "ckpt_restore: not tracking (call ckpt_begin first)");
 	}
 	ckpt__threads_hold();
-	rc = ckpt__maps_read(&T->maps);
+	rc = ckpt__track_sync_locked(0);
+	if (!rc)
+		rc = ckpt__maps_read(&T->maps);
 	if (!rc)
 		rc = plan(&r, use_shadow);
 	if (rc == CKPT_ENOMEM)

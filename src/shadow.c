@@ -10,6 +10,12 @@
  *
  * Fault-path rules as in track-mprotect.c: the copy and the table entry are
  * ckpt's own memory, one compare-and-swap per page; no allocation.
+ *
+ * A back-end without faults (uffd) cannot copy before the first write; the
+ * shadow is then a mirror instead: every page a commit stores is copied
+ * (each page keeps its slot from commit to commit), and the copies stay
+ * until the next commit replaces them.  It costs as much memory as the
+ * pages committed, and a memcpy of each page per commit.
  */
 #include "shadow.h"
 #include "bitmap.h"
@@ -19,8 +25,14 @@
 #define LEAF_ENTRIES 8192u /* 64 KiB of entries per leaf */
 #define LEAF_SHIFT 13
 
+/* Mirror entries: the generation (fixed for the epoch), the slot, and this
+ * bit when the page was committed as zero. */
+#define MIRROR_ZERO 0x80000000ull
+
 struct shadow {
 	int on;
+	int mirror;
+	char *zero; /* one zero page */
 	uint64_t gen;
 	uint64_t **dir;
 	size_t ndir;
@@ -37,7 +49,7 @@ struct leafchunk {
 
 #define S ((struct shadow *)ckpt__g.shadow)
 
-int ckpt__shadow_start(size_t limit)
+int ckpt__shadow_start(size_t limit, int mirror)
 {
 	if (!S) {
 		struct shadow *s = ckpt__mem_alloc(sizeof *s);
@@ -65,7 +77,12 @@ int ckpt__shadow_start(size_t limit)
 		if (!S->dir)
 			return -1;
 	}
+	if (!S->zero && !(S->zero = ckpt__mem_alloc(ckpt__pagesize)))
+		return -1;
+	/* Every entry back to none, and every slot free. */
+	S->mirror = 0;
 	ckpt__shadow_reset();
+	S->mirror = mirror;
 	__atomic_store_n(&S->on, 1, __ATOMIC_RELEASE);
 	return 0;
 }
@@ -86,7 +103,7 @@ CKPT__FAULTPATH int ckpt__shadow_on(void)
 
 void ckpt__shadow_reset(void)
 {
-	if (!S)
+	if (!S || S->mirror)
 		return;
 	__atomic_add_fetch(&S->gen, 1, __ATOMIC_SEQ_CST);
 	__atomic_store_n(&S->next, 0, __ATOMIC_SEQ_CST);
@@ -119,6 +136,8 @@ CKPT__FAULTPATH static uint64_t *entry(uintptr_t a)
 
 CKPT__FAULTPATH void ckpt__shadow_save(uintptr_t lo, uintptr_t hi)
 {
+	if (!S || S->mirror)
+		return;
 	uint64_t gen = __atomic_load_n(&S->gen, __ATOMIC_ACQUIRE);
 	for (uintptr_t a = lo; a < hi; a += ckpt__pagesize) {
 		uint64_t *e = entry(a);
@@ -141,6 +160,33 @@ CKPT__FAULTPATH void ckpt__shadow_save(uintptr_t lo, uintptr_t hi)
 	}
 }
 
+int ckpt__shadow_mirror(void)
+{
+	return S && S->mirror && __atomic_load_n(&S->on, __ATOMIC_ACQUIRE);
+}
+
+void ckpt__shadow_store(uintptr_t addr, const void *src)
+{
+	uint64_t *e = entry(addr);
+	if (!e)
+		return;
+	uint64_t cur = *e, gen = S->gen & 0xffffffffu;
+	size_t slot = (cur >> 32) == gen ? (size_t)(cur & (MIRROR_ZERO - 1)) : 0;
+	if (!slot) {
+		slot = __atomic_fetch_add(&S->next, 1, __ATOMIC_RELAXED) + 1;
+		if (slot > S->slots || slot >= MIRROR_ZERO) {
+			*e = 0; /* full: the rollback reads the snapshot */
+			return;
+		}
+	}
+	if (ckpt__is_zero(src, ckpt__pagesize)) {
+		*e = (gen << 32) | MIRROR_ZERO | slot;
+		return;
+	}
+	ckpt__copy_words(S->pool + (slot - 1) * ckpt__pagesize, src, ckpt__pagesize);
+	*e = (gen << 32) | slot;
+}
+
 const void *ckpt__shadow_get(uintptr_t addr)
 {
 	if (!S || !__atomic_load_n(&S->on, __ATOMIC_ACQUIRE))
@@ -149,6 +195,14 @@ const void *ckpt__shadow_get(uintptr_t addr)
 	if (!e)
 		return NULL;
 	uint64_t cur = __atomic_load_n(e, __ATOMIC_ACQUIRE);
+	if (S->mirror) {
+		size_t slot = (size_t)(cur & (MIRROR_ZERO - 1));
+		if (!cur || (cur >> 32) != (S->gen & 0xffffffffu))
+			return NULL;
+		if (cur & MIRROR_ZERO)
+			return S->zero;
+		return slot && slot <= S->slots ? S->pool + (slot - 1) * ckpt__pagesize : NULL;
+	}
 	uint64_t gen = __atomic_load_n(&S->gen, __ATOMIC_ACQUIRE);
 	if (!cur || (cur >> 32) != (gen & 0xffffffffu))
 		return NULL;

@@ -14,8 +14,14 @@
 #include "sys.h"
 
 /* Sets up (or resets) the shadow for a new epoch; limit: bytes of copies at
- * most (0: 1 GiB).  0 or -1. */
-CKPT__HIDDEN int ckpt__shadow_start(size_t limit);
+ * most (0: 1 GiB); `mirror`: copies made by commits (a back-end without
+ * faults), not by first writes.  0 or -1. */
+CKPT__HIDDEN int ckpt__shadow_start(size_t limit, int mirror);
+/* Whether the shadow is a mirror, and on. */
+CKPT__HIDDEN int ckpt__shadow_mirror(void);
+/* Mirror: the page at addr, as committed just now, is src (not in faults;
+ * one thread). */
+CKPT__HIDDEN void ckpt__shadow_store(uintptr_t addr, const void *src);
 CKPT__HIDDEN void ckpt__shadow_stop(void);
 /* Forgets every copy (a commit made them stale).  O(1). */
 CKPT__HIDDEN void ckpt__shadow_reset(void);

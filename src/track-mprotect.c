@@ -665,6 +665,19 @@ static int mp_protect(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, 
 	return (int)ckpt__raw_mprotect(lo, hi - lo, ckpt__prot_clean(prot));
 }
 
+static int mp_close(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
+{
+	long rc = ckpt__raw_mprotect(lo, hi - lo, ckpt__prot_clean(r->prot));
+	return rc ? ckpt__from_errno((int)-rc) : 0;
+}
+
+static int mp_open(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
+{
+	(void)r;
+	long rc = ckpt__raw_mprotect(lo, hi - lo, PROT_READ | PROT_WRITE);
+	return rc ? ckpt__from_errno((int)-rc) : 0;
+}
+
 const struct ckpt__backend ckpt__backend_mprotect = {
 	.id = CKPT_BACKEND_MPROTECT,
 	.name = "mprotect",
@@ -674,5 +687,8 @@ const struct ckpt__backend ckpt__backend_mprotect = {
 	.disarm = mp_disarm,
 	.touch = mp_touch,
 	.protect = mp_protect,
+	.close = mp_close,
+	.open = mp_open,
+	.writable_means_dirty = 1,
 	.module = (const void *)&sigsegv_install_handler,
 };

@@ -95,24 +95,63 @@ int ckpt__track_init(void)
 	return init_rc ? CKPT_ENOMEM : 0;
 }
 
+/* CKPT_BACKEND=mprotect|uffd|softdirty in the environment, or -1. */
+static int backend_from_env(void)
+{
+	const char *e = getenv("CKPT_BACKEND");
+	if (!e || !e[0] || !strcmp(e, "auto"))
+		return -1;
+	if (!strcmp(e, "mprotect"))
+		return CKPT_BACKEND_MPROTECT;
+	if (!strcmp(e, "uffd"))
+		return CKPT_BACKEND_UFFD;
+	if (!strcmp(e, "softdirty"))
+		return CKPT_BACKEND_SOFTDIRTY;
+	return -2;
+}
+
+static const struct ckpt__backend *const backends[] = {
+	[CKPT_BACKEND_MPROTECT] = &ckpt__backend_mprotect,
+	[CKPT_BACKEND_UFFD] = &ckpt__backend_uffd,
+	[CKPT_BACKEND_SOFTDIRTY] = &ckpt__backend_softdirty,
+};
+
 int ckpt__track_select(int want, const struct ckpt__backend **out, char *why, size_t whylen)
 {
 	*out = NULL;
-	switch (want) {
-	case CKPT_BACKEND_AUTO:
-	case CKPT_BACKEND_MPROTECT:
-		if (ckpt__backend_mprotect.probe(why, whylen) != 0)
-			return CKPT_ENOTSUP;
-		*out = &ckpt__backend_mprotect;
-		return 0;
-	case CKPT_BACKEND_UFFD:
-		snprintf(why, whylen,
-			 "the userfaultfd back-end is not part of this version of ckpt");
-		return CKPT_ENOTSUP;
-	default:
+	if (want == CKPT_BACKEND_AUTO) {
+		int env = backend_from_env();
+		if (env == -2) {
+			snprintf(why, whylen, "CKPT_BACKEND=%s: not one of mprotect, uffd, softdirty",
+				 getenv("CKPT_BACKEND"));
+			return CKPT_EINVAL;
+		}
+		if (env > 0) {
+			want = env;
+		} else {
+			/* By the figures of bench/track: a first write costs
+			 * about a tenth under uffd, and collecting is a walk
+			 * of the page tables either way. */
+			char skip[256];
+			if (ckpt__backend_uffd.probe(skip, sizeof skip) == 0) {
+				*out = &ckpt__backend_uffd;
+				return 0;
+			}
+			want = CKPT_BACKEND_MPROTECT;
+		}
+	}
+	if (want < CKPT_BACKEND_MPROTECT || want > CKPT_BACKEND_SOFTDIRTY) {
 		snprintf(why, whylen, "unknown back-end %d", want);
 		return CKPT_EINVAL;
 	}
+	const struct ckpt__backend *be = backends[want];
+	char reason[200] = "";
+	if (be->probe(reason, sizeof reason) != 0) {
+		snprintf(why, whylen, "the %s back-end cannot work here: %s", be->name, reason);
+		return CKPT_ENOTSUP;
+	}
+	*out = be;
+	return 0;
 }
 
 int ckpt__prot_clean(int prot)
@@ -582,8 +621,17 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 		rc = plan_regions(&T->maps, &excl, &T->pinned, &plan, &info->excluded_pages);
 	if (!rc && !(tab = ckpt__rtab_new(plan.n)))
 		rc = CKPT_ENOMEM;
-	if (!rc && (flags & CKPT_F_SHADOW) && ckpt__shadow_start(0) != 0)
-		rc = CKPT_ENOMEM;
+	if (!rc && (flags & CKPT_F_SHADOW)) {
+		/* A mirror holds every committed page: room for all tracked
+		 * memory and then some (address space only until used). */
+		size_t want = 0;
+		for (size_t i = 0; i < plan.n; i++)
+			want += plan.r[i].end - plan.r[i].start;
+		want += want / 4 + ((size_t)64 << 20);
+		int mirror = be->sync != NULL;
+		if (ckpt__shadow_start(mirror && want > ((size_t)1 << 30) ? want : 0, mirror) != 0)
+			rc = CKPT_ENOMEM;
+	}
 	for (size_t i = 0; !rc && i < plan.n; i++) {
 		if (ckpt__bm_ensure(plan.r[i].start, plan.r[i].end) != 0 ||
 		    ((flags & CKPT_F_SHADOW) && ckpt__shadow_ensure(plan.r[i].start, plan.r[i].end))) {
@@ -650,20 +698,21 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 void ckpt__closer_flush(struct ckpt__closer *c)
 {
 	if (c->lo < c->hi)
-		ckpt__raw_mprotect(c->lo, c->hi - c->lo, c->prot);
+		T->be->close(c->r, c->lo, c->hi);
 	c->lo = c->hi = 0;
 }
 
-void ckpt__closer_add(struct ckpt__closer *c, uintptr_t lo, uintptr_t hi, int prot)
+void ckpt__closer_add(struct ckpt__closer *c, const struct ckpt__region *r, uintptr_t lo,
+		      uintptr_t hi)
 {
-	if (c->lo < c->hi && prot == c->prot && lo >= c->hi && lo - c->hi <= CKPT__CLOSE_GAP) {
+	if (c->lo < c->hi && r == c->r && lo >= c->hi && lo - c->hi <= CKPT__CLOSE_GAP) {
 		c->hi = hi;
 		return;
 	}
 	ckpt__closer_flush(c);
+	c->r = r;
 	c->lo = lo;
 	c->hi = hi;
-	c->prot = prot;
 }
 
 void ckpt__track_vma_recount(long n)
@@ -719,11 +768,24 @@ static int tracked_piece(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, vo
 	/* A writable mapping over a tracked page means the page is dirty, or
 	 * was changed behind ckpt's back (a new mapping in its place, a move):
 	 * either way it counts. */
-	if (v->perms & CKPT__VMA_W)
+	if ((v->perms & CKPT__VMA_W) && T->be->writable_means_dirty)
 		c->rc |= add_range(s, e, c->d);
 	else
 		c->rc |= ckpt__bm_runs(s, e, add_range, c->d);
 	return 0;
+}
+
+/* The back-end's record of written pages into the bitmap (T->lock held). */
+int ckpt__track_sync_locked(int rearm)
+{
+	const struct ckpt__rtab *t = T->tab;
+	if (!t || !T->be->sync)
+		return 0;
+	int rc = 0;
+	for (size_t i = 0; i < t->n && !rc; i++)
+		if (t->r[i].prot & PROT_WRITE)
+			rc = T->be->sync(&t->r[i], t->r[i].start, t->r[i].end, rearm);
+	return rc;
 }
 
 static int mapped_piece(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
@@ -766,7 +828,9 @@ static int run_piece(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *
 static int collect_locked(struct ckpt__runs *out)
 {
 	out->n = out->text_len = out->pages = 0;
-	int rc = ckpt__maps_read(&T->maps);
+	int rc = ckpt__track_sync_locked(0);
+	if (!rc)
+		rc = ckpt__maps_read(&T->maps);
 	if (rc)
 		return rc;
 	const struct ckpt__maps *m = &T->maps;
@@ -1031,18 +1095,13 @@ void ckpt__track_restored_locked(const struct ckpt__rset *written, const struct 
 		}
 	}
 	struct ckpt__closer cl = {0};
-	const struct ckpt__region *last = NULL;
 	for (size_t i = 0; i < opened->n; i++) {
 		uintptr_t lo = opened->r[i].lo, hi = opened->r[i].hi;
 		for (size_t j = ckpt__rtab_lower(t, lo); j < t->n && t->r[j].start < hi; j++) {
 			const struct ckpt__region *r = &t->r[j];
 			uintptr_t a = r->start > lo ? r->start : lo, b = r->end < hi ? r->end : hi;
-			if (a >= b)
-				continue;
-			if (r != last)
-				ckpt__closer_flush(&cl);
-			last = r;
-			ckpt__closer_add(&cl, a, b, ckpt__prot_clean(r->prot));
+			if (a < b && (r->prot & PROT_WRITE))
+				ckpt__closer_add(&cl, r, a, b);
 		}
 	}
 	ckpt__closer_flush(&cl);

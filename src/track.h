@@ -55,12 +55,28 @@ struct ckpt__backend {
 	/* Apply the program's `prot` to [lo, hi) of region r, keeping clean
 	 * pages tracked.  0 or -errno. */
 	int (*protect)(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int prot);
+	/* Makes [lo, hi) of region r clean again: its next write is seen.
+	 * 0 or CKPT_E*. */
+	int (*close)(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi);
+	/* Makes [lo, hi) of region r writable for ckpt's own copies (a
+	 * restore); NULL when ckpt's writes need no help. */
+	int (*open)(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi);
+	/* Brings the kernel's record of the pages of [lo, hi) of region r
+	 * written since they were closed into the dirty bitmap; `rearm`:
+	 * closes them again in the same step.  NULL when faults mark the
+	 * bitmap themselves.  T->lock held.  0 or CKPT_E*. */
+	int (*sync)(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int rearm);
+	/* Protection is per mapping: a writable mapping over a tracked page
+	 * means it was written (or changed behind ckpt's back). */
+	int writable_means_dirty;
 	/* An address inside the library the back-end depends on, whose data
 	 * is excluded like ckpt's own (or NULL). */
 	const void *module;
 };
 
 CKPT__HIDDEN extern const struct ckpt__backend ckpt__backend_mprotect;
+CKPT__HIDDEN extern const struct ckpt__backend ckpt__backend_uffd;
+CKPT__HIDDEN extern const struct ckpt__backend ckpt__backend_softdirty;
 
 /* Handler-visible counters (ckpt's own memory). */
 struct ckpt__counters {
@@ -248,11 +264,18 @@ CKPT__HIDDEN int ckpt__prot_clean(int prot);
  * a clean page made writable would lose its next write. */
 #define CKPT__CLOSE_GAP ((uintptr_t)1024 << ckpt__pageshift)
 struct ckpt__closer {
+	const struct ckpt__region *r;
 	uintptr_t lo, hi;
-	int prot;
 };
-CKPT__HIDDEN void ckpt__closer_add(struct ckpt__closer *c, uintptr_t lo, uintptr_t hi, int prot);
+/* Adds [lo, hi) of region r (ranges in address order, one region after
+ * the other) and closes through the back-end. */
+CKPT__HIDDEN void ckpt__closer_add(struct ckpt__closer *c, const struct ckpt__region *r,
+				   uintptr_t lo, uintptr_t hi);
 CKPT__HIDDEN void ckpt__closer_flush(struct ckpt__closer *c);
+
+/* Brings the back-end's record of written pages into the dirty bitmap
+ * (see struct ckpt__backend's sync); T->lock held.  0 or CKPT_E*. */
+CKPT__HIDDEN int ckpt__track_sync_locked(int rearm);
 
 /* [lo, hi) was unmapped (T->lock held). */
 CKPT__HIDDEN void ckpt__track_unmapped_locked(uintptr_t lo, uintptr_t hi);

@@ -5,6 +5,7 @@
 #include "helpers.h"
 
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,11 +157,38 @@ ckpt_t *begin_tracking(unsigned flags)
 	ckpt_t *c = NULL;
 	ckpt_options o;
 	ckpt_options_init(&o);
-	o.backend = CKPT_BACKEND_MPROTECT;
+	o.backend = CKPT_BACKEND_AUTO; /* CKPT_BACKEND in the environment decides */
 	o.flags = flags;
 	int rc = ckpt_open(&c, NULL, &o);
 	cr_assert_eq(rc, 0, "ckpt_open: %s (%s)", ckpt_strerror(rc), ckpt_last_error());
 	rc = ckpt_begin(c);
 	cr_assert_eq(rc, 0, "ckpt_begin: %s (%s)", ckpt_strerror(rc), ckpt_last_error());
 	return c;
+}
+
+int backend_of(ckpt_t *c)
+{
+	ckpt_stats st;
+	cr_assert_eq(ckpt_stats(c, &st), 0);
+	return st.backend;
+}
+
+int uffd_wp_bit(const void *p)
+{
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fd, 0);
+	uint64_t e = 0;
+	ssize_t n = pread(fd, &e, sizeof e, (off_t)((uintptr_t)p / pagesz() * sizeof e));
+	close(fd);
+	cr_assert_eq(n, (ssize_t)sizeof e);
+	return (int)((e >> 57) & 1);
+}
+
+int write_protected(const void *p)
+{
+	char perms[8];
+	perms_of(p, perms);
+	if (perms[0] && perms[1] != 'w')
+		return 1;
+	return uffd_wp_bit(p);
 }

@@ -44,8 +44,17 @@ char *maps_lines(uintptr_t lo, uintptr_t hi);
 /* The permission string ("rw-p") of the mapping holding addr, or "" . */
 const char *perms_of(const void *addr, char out[8]);
 
-/* Opens a handle and begins tracking with the mprotect back-end, failing
+/* Opens a handle and begins tracking with the back-end the suite runs
+ * against (CKPT_BACKEND in the environment, else ckpt's choice), failing
  * the test on error. */
 ckpt_t *begin_tracking(unsigned flags);
+
+/* The back-end handle c tracks with (CKPT_BACKEND_*). */
+int backend_of(ckpt_t *c);
+/* Whether a write to the page holding p would be seen: the mapping is not
+ * writable (mprotect), or the page's uffd-wp bit is set (userfaultfd). */
+int write_protected(const void *p);
+/* Whether the page holding p carries the uffd-wp bit (pagemap bit 57). */
+int uffd_wp_bit(const void *p);
 
 #endif

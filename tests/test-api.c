@@ -5,6 +5,8 @@
 #include "helpers.h"
 
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int count_runs(const ckpt_page_run *r, void *arg)
@@ -97,14 +99,82 @@ Test(api, close_while_tracking_ends_tracking)
 	ckpt_close(b);
 }
 
-Test(api, uffd_is_refused_with_a_reason_in_this_version)
+/* What AUTO picks on this machine: uffd where it works. */
+static int auto_backend(void)
 {
 	ckpt_t *c;
 	ckpt_options o;
 	ckpt_options_init(&o);
 	o.backend = CKPT_BACKEND_UFFD;
+	if (ckpt_open(&c, NULL, &o) != 0)
+		return CKPT_BACKEND_MPROTECT;
+	ckpt_close(c);
+	return CKPT_BACKEND_UFFD;
+}
+
+Test(api, uffd_works_here_or_says_why)
+{
+	ckpt_t *c;
+	ckpt_options o;
+	ckpt_options_init(&o);
+	o.backend = CKPT_BACKEND_UFFD;
+	int rc = ckpt_open(&c, NULL, &o);
+	if (rc != 0) {
+		cr_expect_eq(rc, CKPT_ENOTSUP);
+		cr_expect(strstr(ckpt_last_error(), "uffd back-end cannot work here"), "reason: %s",
+			  ckpt_last_error());
+		cr_log_warn("userfaultfd back-end not possible here: %s", ckpt_last_error());
+		return;
+	}
+	char *p = map_anon(4, 1);
+	cr_assert_eq(ckpt_begin(c), 0, "%s", ckpt_last_error());
+	cr_expect_eq(backend_of(c), CKPT_BACKEND_UFFD);
+	cr_expect(uffd_wp_bit(p + pagesz()), "a tracked page is not write-protected");
+	p[pagesz()] = 3;
+	cr_expect(!uffd_wp_bit(p + pagesz()), "a written page is still write-protected");
+	DSET(s);
+	cr_assert_eq(dset_collect(c, &s), 0);
+	cr_expect_eq(dset_count_in(&s, p, 4), 1);
+	cr_expect(dset_has(&s, p + pagesz()));
+	ckpt_close(c);
+}
+
+Test(api, softdirty_is_detected_and_refused_with_a_reason)
+{
+	ckpt_t *c;
+	ckpt_options o;
+	ckpt_options_init(&o);
+	o.backend = CKPT_BACKEND_SOFTDIRTY;
 	cr_expect_eq(ckpt_open(&c, NULL, &o), CKPT_ENOTSUP);
-	cr_expect(strlen(ckpt_last_error()) > 10, "no reason given");
+	cr_expect(strstr(ckpt_last_error(), "soft-dirty"), "reason: %s", ckpt_last_error());
+}
+
+Test(api, the_environment_chooses_the_back_end)
+{
+	const char *was = getenv("CKPT_BACKEND");
+	char saved[32] = "";
+	if (was)
+		snprintf(saved, sizeof saved, "%s", was);
+	ckpt_t *c;
+	setenv("CKPT_BACKEND", "mprotect", 1);
+	cr_assert_eq(ckpt_open(&c, NULL, NULL), 0);
+	cr_assert_eq(ckpt_begin(c), 0);
+	cr_expect_eq(backend_of(c), CKPT_BACKEND_MPROTECT);
+	ckpt_close(c);
+	setenv("CKPT_BACKEND", "fast", 1);
+	cr_expect_eq(ckpt_open(&c, NULL, NULL), CKPT_EINVAL);
+	cr_expect(strstr(ckpt_last_error(), "CKPT_BACKEND=fast"), "reason: %s", ckpt_last_error());
+	/* An explicit choice is the program's: the environment does not
+	 * override it. */
+	ckpt_options o;
+	ckpt_options_init(&o);
+	o.backend = CKPT_BACKEND_MPROTECT;
+	cr_expect_eq(ckpt_open(&c, NULL, &o), 0);
+	ckpt_close(c);
+	if (saved[0])
+		setenv("CKPT_BACKEND", saved, 1);
+	else
+		unsetenv("CKPT_BACKEND");
 }
 
 Test(api, resume_is_not_part_of_this_version)
@@ -129,7 +199,11 @@ Test(api, stats_describe_the_epoch)
 	p[0] = 2;
 	p[3 * pagesz()] = 2;
 	cr_assert_eq(ckpt_stats(c, &s), 0);
-	cr_expect_eq(s.backend, CKPT_BACKEND_MPROTECT);
+	const char *env = getenv("CKPT_BACKEND");
+	int want = env && !strcmp(env, "mprotect") ? CKPT_BACKEND_MPROTECT
+		   : env && !strcmp(env, "uffd")   ? CKPT_BACKEND_UFFD
+						   : auto_backend();
+	cr_expect_eq(s.backend, want);
 	cr_expect_eq(s.tracking, 1);
 	cr_expect_gt(s.regions, 0);
 	cr_expect_geq(s.tracked_pages, 8);

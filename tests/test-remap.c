@@ -49,10 +49,14 @@ Test(remap, realloc_of_a_64mib_block_while_protected)
 	cr_expect(dset_has(&s, q), "a written page of the moved block is not reported");
 	cr_expect(dset_has(&s, q + 100 * MIB), "a written page of the grown part is not reported");
 #ifndef __SANITIZE_ADDRESS__
-	/* AddressSanitizer's realloc copies instead of calling mremap. */
+	/* AddressSanitizer's realloc copies instead of calling mremap.  A
+	 * moved mapping is noticed by the fault its first write takes; with
+	 * userfaultfd no fault is taken, and a moved mapping keeps its
+	 * registration. */
 	ckpt_stats st;
 	ckpt_stats(c, &st);
-	cr_expect_geq(st.moved_mappings, 1, "glibc's mremap was not seen");
+	if (backend_of(c) == CKPT_BACKEND_MPROTECT)
+		cr_expect_geq(st.moved_mappings, 1, "glibc's mremap was not seen");
 #endif
 	free(q);
 	ckpt_close(c);

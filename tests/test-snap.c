@@ -102,7 +102,7 @@ static ckpt_t *open_chain(const char *dir, unsigned flags)
 	ckpt_t *c;
 	ckpt_options o;
 	ckpt_options_init(&o);
-	o.backend = CKPT_BACKEND_MPROTECT;
+	o.backend = CKPT_BACKEND_AUTO; /* CKPT_BACKEND in the environment decides */
 	o.flags = flags;
 	CHECK_RC(ckpt_open(&c, dir, &o));
 	return c;

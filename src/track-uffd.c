@@ -1,0 +1,370 @@
+/*
+ * track-uffd.c - the userfaultfd write-protect back-end (Linux 6.7+).
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Tracked ranges are registered with a userfaultfd in write-protect mode,
+ * with the WP_ASYNC feature: the kernel resolves a write to a protected page
+ * itself, clearing the page's uffd-wp bit, and no thread waits for anyone.
+ * No signal, no mprotect, no mapping split per page; a system call writing
+ * into protected memory just works.  WP_UNPOPULATED protects pages that are
+ * not there yet (a first touch is a write like any other).
+ *
+ * The record of what was written is in the page tables: PAGEMAP_SCAN on
+ * /proc/self/pagemap lists the pages whose bit is clear (PAGE_IS_WRITTEN)
+ * and, with PM_SCAN_WP_MATCHING, sets it again in the same walk.  That walk
+ * costs a couple of nanoseconds per page-table entry when the masks are
+ * exactly WRITTEN (the kernel's fast path), and is what sync does before
+ * anything reads the dirty bitmap.
+ *
+ * Memory that lost its registration behind ckpt's back (a new mapping in
+ * its place) is found by a walk that the kernel skips for registered
+ * mappings; it counts as written and is registered again.
+ *
+ * fork: the child's mappings lose their registration and the inherited
+ * descriptors name the parent's memory.  The child notices (its pid is not
+ * the one that made them), makes its own, registers every region again and
+ * counts every tracked page as written, since its writes before that were
+ * not recorded.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "track.h"
+#include "bitmap.h"
+#include "error.h"
+#include "pagemap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* Newer than Debian 12's kernel headers. */
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#define CKPT__UFFD_FEATURE_WP_UNPOPULATED (1ull << 13)
+#define CKPT__UFFD_FEATURE_WP_ASYNC (1ull << 15)
+#define CKPT__UFFD_FEATURES (CKPT__UFFD_FEATURE_WP_UNPOPULATED | CKPT__UFFD_FEATURE_WP_ASYNC)
+
+#define T ckpt__T
+
+struct uffd_state {
+	int fd, pm;
+	pid_t pid; /* the process the descriptors belong to */
+};
+
+/* In libckpt's data, which is never tracked. */
+static struct uffd_state U = {-1, -1, 0};
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+static int probe_rc;
+static char probe_why[192];
+
+static int make_uffd(char *why, size_t whylen)
+{
+	int fd = (int)syscall(SYS_userfaultfd, UFFD_USER_MODE_ONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		int e = errno;
+		snprintf(why, whylen, "userfaultfd: %s%s", strerror(e),
+			 e == EPERM ? " (vm.unprivileged_userfaultfd, or a seccomp filter)"
+			 : e == ENOSYS ? " (a kernel without CONFIG_USERFAULTFD)"
+				       : "");
+		return -1;
+	}
+	struct uffdio_api api = {.api = UFFD_API, .features = CKPT__UFFD_FEATURES};
+	if (ioctl(fd, UFFDIO_API, &api) != 0 ||
+	    (api.features & CKPT__UFFD_FEATURES) != CKPT__UFFD_FEATURES) {
+		snprintf(why, whylen,
+			 "userfaultfd lacks write-protect WP_ASYNC/WP_UNPOPULATED (Linux 6.7 or "
+			 "later)");
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int uffd_register(int fd, uintptr_t lo, uintptr_t hi)
+{
+	struct uffdio_register r = {.range = {lo, hi - lo}, .mode = UFFDIO_REGISTER_MODE_WP};
+	return ioctl(fd, UFFDIO_REGISTER, &r) ? -errno : 0;
+}
+
+static int uffd_protect(int fd, uintptr_t lo, uintptr_t hi, int on)
+{
+	struct uffdio_writeprotect w = {.range = {lo, hi - lo},
+					.mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0};
+	while (ioctl(fd, UFFDIO_WRITEPROTECT, &w) != 0) {
+		if (errno != EAGAIN)
+			return -errno;
+	}
+	return 0;
+}
+
+/* One PAGEMAP_SCAN call.  Returns the count of regions or -errno. */
+static long scan(int pm, struct ckpt__pm_scan_arg *a)
+{
+	long n;
+	do
+		n = ioctl(pm, CKPT__PAGEMAP_SCAN, a);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n;
+}
+
+/* The written pages of [lo, hi), closed again when `wp`, the fast way
+ * (masks of exactly PAGE_IS_WRITTEN). */
+static long scan_written(int pm, uintptr_t lo, uintptr_t hi, int wp, struct ckpt__page_region *v,
+			 size_t nv, uintptr_t *walk_end)
+{
+	struct ckpt__pm_scan_arg a = {
+		.size = sizeof a,
+		.flags = CKPT__PM_SCAN_CHECK_WPASYNC | (wp ? CKPT__PM_SCAN_WP_MATCHING : 0),
+		.start = lo, .end = hi, .vec = (uintptr_t)v, .vec_len = nv,
+		.category_mask = CKPT__PAGE_IS_WRITTEN, .return_mask = CKPT__PAGE_IS_WRITTEN,
+	};
+	long n = scan(pm, &a);
+	*walk_end = (uintptr_t)a.walk_end;
+	return n;
+}
+
+/* Checks that the whole chain works on two pages of its own. */
+static void probe_now(void)
+{
+	char why[160];
+	int fd = make_uffd(why, sizeof why);
+	if (fd < 0) {
+		snprintf(probe_why, sizeof probe_why, "%s", why);
+		probe_rc = CKPT_ENOTSUP;
+		return;
+	}
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	size_t ps = ckpt__pagesize;
+	char *m = mmap(NULL, 2 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	probe_rc = CKPT_ENOTSUP;
+	if (pm < 0) {
+		snprintf(probe_why, sizeof probe_why, "/proc/self/pagemap: %s", strerror(errno));
+	} else if (m == MAP_FAILED) {
+		snprintf(probe_why, sizeof probe_why, "mmap: %s", strerror(errno));
+	} else if (uffd_register(fd, (uintptr_t)m, (uintptr_t)m + 2 * ps) ||
+		   uffd_protect(fd, (uintptr_t)m, (uintptr_t)m + 2 * ps, 1)) {
+		snprintf(probe_why, sizeof probe_why,
+			 "userfaultfd cannot write-protect anonymous memory: %s", strerror(errno));
+	} else {
+		m[ps] = 1;
+		struct ckpt__page_region v[4];
+		uintptr_t end;
+		long n = scan_written(pm, (uintptr_t)m, (uintptr_t)m + 2 * ps, 1, v, 4, &end);
+		if (n < 0)
+			snprintf(probe_why, sizeof probe_why, "PAGEMAP_SCAN: %s%s", strerror((int)-n),
+				 n == -ENOTTY || n == -EINVAL ? " (Linux 6.7 or later)" : "");
+		else if (n != 1 || v[0].start != (uintptr_t)m + ps || v[0].end != (uintptr_t)m + 2 * ps)
+			snprintf(probe_why, sizeof probe_why,
+				 "PAGEMAP_SCAN does not report a write to a protected page");
+		else
+			probe_rc = 0;
+	}
+	if (m != MAP_FAILED)
+		munmap(m, 2 * ps);
+	if (pm >= 0)
+		close(pm);
+	close(fd);
+}
+
+static int uf_probe(char *why, size_t whylen)
+{
+	pthread_once(&probe_once, probe_now);
+	if (probe_rc)
+		snprintf(why, whylen, "%s", probe_why);
+	return probe_rc;
+}
+
+/* Every tracked region registered and protected anew; all of it counts as
+ * written (T->lock held; after a fork). */
+static void rearm_all(void)
+{
+	const struct ckpt__rtab *t = T->tab;
+	for (size_t i = 0; t && i < t->n; i++) {
+		const struct ckpt__region *r = &t->r[i];
+		if (!(r->prot & PROT_WRITE))
+			continue;
+		ckpt__bm_set(r->start, r->end);
+		if (uffd_register(U.fd, r->start, r->end) == 0)
+			uffd_protect(U.fd, r->start, r->end, 1);
+	}
+}
+
+/* The descriptors of this process, made afresh after a fork. */
+static int ready(void)
+{
+	pid_t me = getpid();
+	if (U.fd >= 0 && U.pid == me)
+		return 0;
+	int forked = U.fd >= 0;
+	if (U.fd >= 0)
+		close(U.fd);
+	if (U.pm >= 0)
+		close(U.pm);
+	U.fd = U.pm = -1;
+	char why[160];
+	int fd = make_uffd(why, sizeof why);
+	if (fd < 0)
+		return ckpt__fail(CKPT_ENOTSUP, "%s", why);
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pm < 0) {
+		int e = errno;
+		close(fd);
+		return ckpt__fail(ckpt__from_errno(e), "/proc/self/pagemap: %s", strerror(e));
+	}
+	U.fd = fd;
+	U.pm = pm;
+	U.pid = me;
+	if (forked)
+		rearm_all();
+	return 0;
+}
+
+static int uf_install(void)
+{
+	char why[192];
+	if (uf_probe(why, sizeof why))
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_begin: %s", why);
+	return ready();
+}
+
+static int uf_arm(const struct ckpt__region *r)
+{
+	int rc = ready();
+	if (rc)
+		return rc;
+	int e = uffd_register(U.fd, r->start, r->end);
+	if (!e)
+		e = uffd_protect(U.fd, r->start, r->end, 1);
+	if (e)
+		return ckpt__fail(ckpt__from_errno(-e), "userfaultfd cannot protect %#lx-%#lx: %s",
+				  (unsigned long)r->start, (unsigned long)r->end, strerror(-e));
+	return 0;
+}
+
+static int uf_disarm(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
+{
+	(void)r;
+	if (ready())
+		return CKPT_ENOTSUP;
+	struct uffdio_range range = {lo, hi - lo};
+	return ioctl(U.fd, UFFDIO_UNREGISTER, &range) ? ckpt__from_errno(errno) : 0;
+}
+
+static int uf_close(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
+{
+	(void)r;
+	if (ready())
+		return CKPT_ENOTSUP;
+	int e = uffd_protect(U.fd, lo, hi, 1);
+	if (e == -ENOENT) {
+		/* Unregistered since (a new mapping in its place). */
+		if (uffd_register(U.fd, lo, hi) == 0)
+			e = uffd_protect(U.fd, lo, hi, 1);
+	}
+	return e ? ckpt__from_errno(-e) : 0;
+}
+
+static int uf_protect(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int prot)
+{
+	(void)r;
+	/* The uffd-wp bits survive mprotect: the program's protection as is. */
+	long rc = ckpt__raw_mprotect(lo, hi - lo, prot);
+	return (int)rc;
+}
+
+/* Marks [lo, hi) dirty; the pages that were not count as first writes
+ * (the kernel took them without a fault ckpt could count). */
+static void mark(uintptr_t lo, uintptr_t hi)
+{
+	size_t fresh = ((hi - lo) >> ckpt__pageshift) - ckpt__bm_count(lo, hi);
+	ckpt__bm_set(lo, hi);
+	if (fresh)
+		__atomic_fetch_add(&T->cnt.faults, fresh, __ATOMIC_RELAXED);
+}
+
+/* Memory of [lo, hi) without a registration (a mapping made in its place
+ * behind ckpt's back): marked written, registered and protected again.  A
+ * registered mapping is skipped whole by the kernel, so this costs little
+ * unless there is something to find. */
+static int sync_unregistered(uintptr_t lo, uintptr_t hi)
+{
+	struct ckpt__page_region v[64];
+	struct ckpt__pm_scan_arg a = {
+		.size = sizeof a, .start = lo, .end = hi, .vec = (uintptr_t)v,
+		.vec_len = sizeof v / sizeof v[0],
+		.category_inverted = CKPT__PAGE_IS_WPALLOWED,
+		.category_mask = CKPT__PAGE_IS_WPALLOWED,
+		.return_mask = CKPT__PAGE_IS_WPALLOWED,
+	};
+	for (;;) {
+		long n = scan(U.pm, &a);
+		if (n < 0)
+			return ckpt__fail(ckpt__from_errno((int)-n), "PAGEMAP_SCAN: %s",
+					  strerror((int)-n));
+		for (long i = 0; i < n; i++) {
+			mark(v[i].start, v[i].end);
+			if (uffd_register(U.fd, v[i].start, v[i].end) == 0)
+				uffd_protect(U.fd, v[i].start, v[i].end, 1);
+		}
+		if (a.walk_end >= hi || a.walk_end <= a.start)
+			return 0;
+		a.start = a.walk_end;
+	}
+}
+
+static int uf_sync(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int rearm)
+{
+	(void)r;
+	int rc = ready();
+	if (!rc)
+		rc = sync_unregistered(lo, hi);
+	if (rc)
+		return rc;
+	/* Without PM_SCAN_CHECK_WPASYNC: a failed walk would have closed
+	 * pages it never reported.  Mappings still unregistered (one made
+	 * between the two walks) are skipped, and found next time. */
+	struct ckpt__page_region v[512];
+	uintptr_t at = lo;
+	while (at < hi) {
+		struct ckpt__pm_scan_arg a = {
+			.size = sizeof a, .flags = rearm ? CKPT__PM_SCAN_WP_MATCHING : 0,
+			.start = at, .end = hi, .vec = (uintptr_t)v, .vec_len = sizeof v / sizeof v[0],
+			.category_mask = CKPT__PAGE_IS_WRITTEN, .return_mask = CKPT__PAGE_IS_WRITTEN,
+		};
+		long n = scan(U.pm, &a);
+		if (n < 0)
+			return ckpt__fail(ckpt__from_errno((int)-n), "PAGEMAP_SCAN: %s",
+					  strerror((int)-n));
+		for (long i = 0; i < n; i++)
+			mark(v[i].start, v[i].end);
+		if (a.walk_end <= at)
+			break;
+		at = a.walk_end;
+	}
+	return 0;
+}
+
+const struct ckpt__backend ckpt__backend_uffd = {
+	.id = CKPT_BACKEND_UFFD,
+	.name = "uffd",
+	.probe = uf_probe,
+	.install = uf_install,
+	.arm = uf_arm,
+	.disarm = uf_disarm,
+	.touch = NULL, /* the kernel resolves its own writes */
+	.protect = uf_protect,
+	.close = uf_close,
+	.open = NULL,
+	.sync = uf_sync,
+	.writable_means_dirty = 0,
+	.module = NULL,
+};
