@@ -16,6 +16,7 @@
 
 #include <limits.h>
 #include <unistd.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum { H_OPEN, H_TRACKING, H_ENDED };
@@ -143,6 +144,14 @@ CKPT_API int ckpt_begin(ckpt_t *c)
 	uint64_t t0 = ckpt__now_ns();
 	struct ckpt__begin_info info;
 	int rc = ckpt__track_begin(c->be, c->opt.flags, &c->excl, &info);
+	const char *env = getenv("CKPT_BACKEND");
+	if (rc && rc != CKPT_EBUSY && rc != CKPT_ENOMEM && c->opt.backend == CKPT_BACKEND_AUTO &&
+	    (!env || !env[0] || !strcmp(env, "auto")) && c->be != &ckpt__backend_mprotect) {
+		/* Memory the back-end ckpt chose cannot protect (a mapping
+		 * userfaultfd refuses): the choice falls back. */
+		c->be = &ckpt__backend_mprotect;
+		rc = ckpt__track_begin(c->be, c->opt.flags, &c->excl, &info);
+	}
 	if (rc)
 		return rc;
 	c->begin_ns = ckpt__now_ns() - t0;

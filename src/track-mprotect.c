@@ -690,5 +690,6 @@ const struct ckpt__backend ckpt__backend_mprotect = {
 	.close = mp_close,
 	.open = mp_open,
 	.writable_means_dirty = 1,
+	.close_gap_pages = 1024,
 	.module = (const void *)&sigsegv_install_handler,
 };

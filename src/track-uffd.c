@@ -198,10 +198,21 @@ static void rearm_all(void)
 	}
 }
 
+/* Set in a forked child: the descriptors are the parent's. */
+static int forked_since;
+
+static void atfork_child(void)
+{
+	forked_since = 1;
+}
+
 /* The descriptors of this process, made afresh after a fork. */
 static int ready(void)
 {
+	if (U.fd >= 0 && !forked_since)
+		return 0;
 	pid_t me = getpid();
+	forked_since = 0;
 	if (U.fd >= 0 && U.pid == me)
 		return 0;
 	int forked = U.fd >= 0;
@@ -228,11 +239,19 @@ static int ready(void)
 	return 0;
 }
 
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void register_atfork(void)
+{
+	pthread_atfork(NULL, NULL, atfork_child);
+}
+
 static int uf_install(void)
 {
 	char why[192];
 	if (uf_probe(why, sizeof why))
 		return ckpt__fail(CKPT_ENOTSUP, "ckpt_begin: %s", why);
+	pthread_once(&atfork_once, register_atfork);
 	return ready();
 }
 
@@ -259,20 +278,6 @@ static int uf_disarm(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
 	return ioctl(U.fd, UFFDIO_UNREGISTER, &range) ? ckpt__from_errno(errno) : 0;
 }
 
-static int uf_close(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
-{
-	(void)r;
-	if (ready())
-		return CKPT_ENOTSUP;
-	int e = uffd_protect(U.fd, lo, hi, 1);
-	if (e == -ENOENT) {
-		/* Unregistered since (a new mapping in its place). */
-		if (uffd_register(U.fd, lo, hi) == 0)
-			e = uffd_protect(U.fd, lo, hi, 1);
-	}
-	return e ? ckpt__from_errno(-e) : 0;
-}
-
 static int uf_protect(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int prot)
 {
 	(void)r;
@@ -291,66 +296,93 @@ static void mark(uintptr_t lo, uintptr_t hi)
 		__atomic_fetch_add(&T->cnt.faults, fresh, __ATOMIC_RELAXED);
 }
 
-/* Memory of [lo, hi) without a registration (a mapping made in its place
- * behind ckpt's back): marked written, registered and protected again.  A
- * registered mapping is skipped whole by the kernel, so this costs little
- * unless there is something to find. */
-static int sync_unregistered(uintptr_t lo, uintptr_t hi)
+/* Runs PAGEMAP_SCAN over [lo, hi) with `proto`'s flags and masks, calling
+ * fn (if any) on every range it reports.  0 or CKPT_E*. */
+static int walk(uintptr_t lo, uintptr_t hi, const struct ckpt__pm_scan_arg *proto,
+		void (*fn)(uintptr_t lo, uintptr_t hi))
 {
-	struct ckpt__page_region v[64];
-	struct ckpt__pm_scan_arg a = {
-		.size = sizeof a, .start = lo, .end = hi, .vec = (uintptr_t)v,
-		.vec_len = sizeof v / sizeof v[0],
-		.category_inverted = CKPT__PAGE_IS_WPALLOWED,
-		.category_mask = CKPT__PAGE_IS_WPALLOWED,
-		.return_mask = CKPT__PAGE_IS_WPALLOWED,
-	};
-	for (;;) {
+	struct ckpt__page_region v[512];
+	uintptr_t at = lo;
+	while (at < hi) {
+		struct ckpt__pm_scan_arg a = *proto;
+		a.size = sizeof a;
+		a.start = at;
+		a.end = hi;
+		a.vec = (uintptr_t)v;
+		a.vec_len = sizeof v / sizeof v[0];
 		long n = scan(U.pm, &a);
 		if (n < 0)
 			return ckpt__fail(ckpt__from_errno((int)-n), "PAGEMAP_SCAN: %s",
 					  strerror((int)-n));
-		for (long i = 0; i < n; i++) {
-			mark(v[i].start, v[i].end);
-			if (uffd_register(U.fd, v[i].start, v[i].end) == 0)
-				uffd_protect(U.fd, v[i].start, v[i].end, 1);
-		}
-		if (a.walk_end >= hi || a.walk_end <= a.start)
-			return 0;
-		a.start = a.walk_end;
+		for (long i = 0; fn && i < n; i++)
+			fn(v[i].start, v[i].end);
+		if (a.walk_end <= at)
+			break;
+		at = a.walk_end;
 	}
+	return 0;
+}
+
+/* The written pages, the kernel's fast path (masks of exactly WRITTEN). */
+static const struct ckpt__pm_scan_arg written_scan = {
+	.category_mask = CKPT__PAGE_IS_WRITTEN,
+	.return_mask = CKPT__PAGE_IS_WRITTEN,
+};
+/* The same, closing them in the walk.  Without PM_SCAN_CHECK_WPASYNC: a
+ * walk failing half-way would have closed pages it never reported;
+ * unregistered mappings are skipped instead (see below). */
+static const struct ckpt__pm_scan_arg written_close = {
+	.flags = CKPT__PM_SCAN_WP_MATCHING,
+	.category_mask = CKPT__PAGE_IS_WRITTEN,
+	.return_mask = CKPT__PAGE_IS_WRITTEN,
+};
+/* Memory without a registration (a mapping made in place of a tracked one
+ * behind ckpt's back): the kernel skips registered mappings whole, so this
+ * costs little unless there is something to find. */
+static const struct ckpt__pm_scan_arg unregistered = {
+	.category_inverted = CKPT__PAGE_IS_WPALLOWED,
+	.category_mask = CKPT__PAGE_IS_WPALLOWED,
+	.return_mask = CKPT__PAGE_IS_WPALLOWED,
+};
+
+static void register_range(uintptr_t lo, uintptr_t hi)
+{
+	if (uffd_register(U.fd, lo, hi) == 0)
+		uffd_protect(U.fd, lo, hi, 1);
+}
+
+static void mark_and_register(uintptr_t lo, uintptr_t hi)
+{
+	mark(lo, hi);
+	register_range(lo, hi);
 }
 
 static int uf_sync(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int rearm)
 {
 	(void)r;
 	int rc = ready();
-	if (!rc)
-		rc = sync_unregistered(lo, hi);
 	if (rc)
 		return rc;
-	/* Without PM_SCAN_CHECK_WPASYNC: a failed walk would have closed
-	 * pages it never reported.  Mappings still unregistered (one made
-	 * between the two walks) are skipped, and found next time. */
-	struct ckpt__page_region v[512];
-	uintptr_t at = lo;
-	while (at < hi) {
-		struct ckpt__pm_scan_arg a = {
-			.size = sizeof a, .flags = rearm ? CKPT__PM_SCAN_WP_MATCHING : 0,
-			.start = at, .end = hi, .vec = (uintptr_t)v, .vec_len = sizeof v / sizeof v[0],
-			.category_mask = CKPT__PAGE_IS_WRITTEN, .return_mask = CKPT__PAGE_IS_WRITTEN,
-		};
-		long n = scan(U.pm, &a);
-		if (n < 0)
-			return ckpt__fail(ckpt__from_errno((int)-n), "PAGEMAP_SCAN: %s",
-					  strerror((int)-n));
-		for (long i = 0; i < n; i++)
-			mark(v[i].start, v[i].end);
-		if (a.walk_end <= at)
-			break;
-		at = a.walk_end;
-	}
-	return 0;
+	/* Without closing, an unregistered mapping's pages come back as
+	 * written anyway (no uffd-wp bit): one walk does. */
+	if (!rearm)
+		return walk(lo, hi, &written_scan, mark);
+	rc = walk(lo, hi, &unregistered, mark_and_register);
+	if (!rc)
+		rc = walk(lo, hi, &written_close, mark);
+	return rc;
+}
+
+/* Closes [lo, hi): the written pages in it are protected again, by a walk
+ * that passes over protected ones in a couple of nanoseconds each (where
+ * UFFDIO_WRITEPROTECT rewrites every entry it walks). */
+static int uf_close(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
+{
+	(void)r;
+	int rc = ready();
+	if (!rc)
+		rc = walk(lo, hi, &written_close, NULL);
+	return rc;
 }
 
 const struct ckpt__backend ckpt__backend_uffd = {
@@ -366,5 +398,6 @@ const struct ckpt__backend ckpt__backend_uffd = {
 	.open = NULL,
 	.sync = uf_sync,
 	.writable_means_dirty = 0,
+	.close_gap_pages = 1024,
 	.module = NULL,
 };

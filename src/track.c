@@ -705,7 +705,8 @@ void ckpt__closer_flush(struct ckpt__closer *c)
 void ckpt__closer_add(struct ckpt__closer *c, const struct ckpt__region *r, uintptr_t lo,
 		      uintptr_t hi)
 {
-	if (c->lo < c->hi && r == c->r && lo >= c->hi && lo - c->hi <= CKPT__CLOSE_GAP) {
+	if (c->lo < c->hi && r == c->r && lo >= c->hi &&
+	    lo - c->hi <= ((uintptr_t)T->be->close_gap_pages << ckpt__pageshift)) {
 		c->hi = hi;
 		return;
 	}
@@ -1055,6 +1056,7 @@ void ckpt__track_restored_locked(const struct ckpt__rset *written, const struct 
 	size_t extra = 0;
 	for (size_t i = 0; i < created->n; i++)
 		extra += !rtab_overlaps(t, created->r[i].lo, created->r[i].hi);
+	struct ckpt__rset added = {0};
 	if (extra) {
 		struct ckpt__rtab *n = ckpt__rtab_new(t->n + extra);
 		if (n) {
@@ -1069,7 +1071,7 @@ void ckpt__track_restored_locked(const struct ckpt__rset *written, const struct 
 					continue;
 				}
 				uintptr_t lo = created->r[b].lo, hi = created->r[b].hi;
-				if (ckpt__bm_ensure(lo, hi) == 0) {
+				if (ckpt__bm_ensure(lo, hi) == 0 && ckpt__rset_add(&added, lo, hi) == 0) {
 					ckpt__bm_clear(lo, hi);
 					n->r[n->n++] = (struct ckpt__region){
 						lo, hi, PROT_READ | PROT_WRITE, CKPT__RG_ANON,
@@ -1079,8 +1081,16 @@ void ckpt__track_restored_locked(const struct ckpt__rset *written, const struct 
 			}
 			publish(n);
 			t = n;
+			/* Armed like any region (registered, for uffd), once
+			 * published. */
+			for (size_t i = 0; i < added.n; i++) {
+				size_t j = ckpt__rtab_lower(t, added.r[i].lo);
+				for (; j < t->n && t->r[j].start < added.r[i].hi; j++)
+					T->be->arm(&t->r[j]);
+			}
 		}
 	}
+	ckpt__rset_free(&added);
 	for (size_t i = 0; i < written->n; i++) {
 		uintptr_t lo = written->r[i].lo, hi = written->r[i].hi;
 		for (size_t j = ckpt__rtab_lower(t, lo); j < t->n && t->r[j].start < hi; j++) {

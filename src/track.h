@@ -69,6 +69,9 @@ struct ckpt__backend {
 	/* Protection is per mapping: a writable mapping over a tracked page
 	 * means it was written (or changed behind ckpt's back). */
 	int writable_means_dirty;
+	/* Ranges of one region this close (in pages) are closed in one call,
+	 * with the clean pages between them (see struct ckpt__closer). */
+	unsigned close_gap_pages;
 	/* An address inside the library the back-end depends on, whose data
 	 * is excluded like ckpt's own (or NULL). */
 	const void *module;
@@ -259,10 +262,10 @@ CKPT__HIDDEN int ckpt__prot_clean(int prot);
 /* Protecting ranges of one region again, in address order.  An mprotect
  * call costs a fixed few microseconds (a mapping split and merged back, a
  * TLB shootdown) plus a few nanoseconds per page table entry it walks, so
- * ranges closer than CKPT__CLOSE_GAP are closed in one call, together with
- * the clean (protected already) pages between them.  Never for opening:
- * a clean page made writable would lose its next write. */
-#define CKPT__CLOSE_GAP ((uintptr_t)1024 << ckpt__pageshift)
+ * ranges closer than the back-end's close_gap_pages are closed in one call,
+ * together with the clean (protected already) pages between them.  (Not
+ * for uffd: UFFDIO_WRITEPROTECT rewrites every entry it walks.)  Never for
+ * opening: a clean page made writable would lose its next write. */
 struct ckpt__closer {
 	const struct ckpt__region *r;
 	uintptr_t lo, hi;
