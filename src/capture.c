@@ -431,7 +431,11 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 			rc = CKPT_ENOMEM;
 			break;
 		}
-		rc = scan_pages(pm, cap, &present_now, p);
+		/* With a back-end that keeps its own record (uffd), a page the
+		 * kernel discarded has lost its uffd-wp bit and came back as
+		 * written: only new memory needs the walk, for its data. */
+		if (!T->be->sync || p->fresh)
+			rc = scan_pages(pm, cap, &present_now, p);
 		if (!rc && !(p->prot & PROT_READ))
 			rc = ckpt__rset_add(&cap->unreadable, p->start, p->end) ? CKPT_ENOMEM : 0;
 	}

@@ -6,6 +6,7 @@
 
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,4 +229,43 @@ Test(api, the_stats_symbol_is_exported_for_other_languages)
 	cr_assert_eq(ckpt_open(&c, NULL, NULL), 0);
 	cr_expect_eq(ckpt_stats_sym(c, &s), 0);
 	ckpt_close(c);
+}
+
+Test(api, auto_falls_back_when_uffd_cannot_protect_a_mapping)
+{
+	/* userfaultfd refuses droppable memory (MAP_DROPPABLE, Linux 6.11+). */
+	size_t len = 16 * pagesz();
+	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | 0x08 /* MAP_DROPPABLE */,
+		       -1, 0);
+	if (m == MAP_FAILED || auto_backend() != CKPT_BACKEND_UFFD) {
+		cr_log_warn("no MAP_DROPPABLE or no uffd here: the fallback is not exercised");
+		return;
+	}
+	m[0] = 1;
+	const char *was = getenv("CKPT_BACKEND");
+	char saved[32] = "";
+	if (was)
+		snprintf(saved, sizeof saved, "%s", was);
+	unsetenv("CKPT_BACKEND");
+	ckpt_t *c;
+	cr_assert_eq(ckpt_open(&c, NULL, NULL), 0);
+	cr_assert_eq(ckpt_begin(c), 0, "%s", ckpt_last_error());
+	cr_expect_eq(backend_of(c), CKPT_BACKEND_MPROTECT);
+	m[pagesz()] = 2;
+	DSET(s);
+	cr_assert_eq(dset_collect(c, &s), 0);
+	cr_expect(dset_has(&s, m + pagesz()), "a write to the droppable mapping was not seen");
+	ckpt_close(c);
+	/* Asked for by name, uffd fails and says where. */
+	setenv("CKPT_BACKEND", "uffd", 1);
+	cr_assert_eq(ckpt_open(&c, NULL, NULL), 0);
+	int rc = ckpt_begin(c);
+	cr_expect_lt(rc, 0);
+	cr_expect(strstr(ckpt_last_error(), "cannot protect"), "reason: %s", ckpt_last_error());
+	ckpt_close(c);
+	if (saved[0])
+		setenv("CKPT_BACKEND", saved, 1);
+	else
+		unsetenv("CKPT_BACKEND");
+	munmap(m, len);
 }
