@@ -28,13 +28,20 @@
 #define CKPT__MAX_RUNS (1u << 28)
 #define CKPT__MAX_STRINGS (64u << 20)
 #define CKPT__MAX_PAGE_SIZE (1u << 16)
+#define CKPT__MAX_PROC (256u << 20)
 
 /* Header flags. */
 #define CKPT__SF_BASE 0x1u          /* a full snapshot: no parent */
 #define CKPT__SF_NOT_RESUMABLE 0x2u /* the process had other threads */
 #define CKPT__SF_KNOWN (CKPT__SF_BASE | CKPT__SF_NOT_RESUMABLE)
 
+/* Sections.  The header's `sect` holds the first four; PROC (the process
+ * record a resume needs: registers, stack, descriptors... see proc.h) has
+ * its own field, all zero in snapshots of a handle opened without
+ * CKPT_F_RESUME. */
 enum { CKPT__SEC_STRINGS, CKPT__SEC_MAPS, CKPT__SEC_INDEX, CKPT__SEC_BLOCKS, CKPT__NSECT };
+#define CKPT__SEC_PROC CKPT__NSECT
+#define CKPT__NSECT_ALL (CKPT__NSECT + 1)
 
 struct ckpt__fsect {
 	uint64_t offset, size, hash; /* hash: XXH64 of the section's bytes */
@@ -56,9 +63,12 @@ struct ckpt__fhdr {
 	uint64_t raw_bytes;   /* data pages, uncompressed */
 	uint32_t exe_off, exe_len; /* executable path, in the strings */
 	uint32_t bid_off, bid_len; /* its GNU build-id, in the strings */
-	uint8_t reserved[24];
+	struct ckpt__fsect proc;   /* the process record; zero if none */
 	uint64_t hash; /* XXH64 of everything above */
 };
+
+/* Section i of the header, PROC included. */
+#define CKPT__HSECT(h, i) ((i) == CKPT__SEC_PROC ? &(h)->proc : &(h)->sect[i])
 
 /* Mapping flags. */
 #define CKPT__MF_SHARED 0x1u

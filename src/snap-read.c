@@ -217,24 +217,29 @@ static int load(struct ckpt__snap *s)
 
 	/* The sections: inside the file, clear of each other and of the
 	 * blocks, whole entries, under the limits. */
-	static const size_t esize[CKPT__NSECT] = {1, sizeof(struct ckpt__fmap),
+	static const size_t esize[CKPT__NSECT_ALL] = {1, sizeof(struct ckpt__fmap),
 						  sizeof(struct ckpt__frun),
-						  sizeof(struct ckpt__fblock)};
-	static const uint64_t emax[CKPT__NSECT] = {CKPT__MAX_STRINGS, CKPT__MAX_MAPS,
-						   CKPT__MAX_RUNS, CKPT__MAX_RUNS};
-	static const char *const sname[CKPT__NSECT] = {"strings", "mappings", "index", "blocks"};
+						  sizeof(struct ckpt__fblock), 1};
+	static const uint64_t emax[CKPT__NSECT_ALL] = {CKPT__MAX_STRINGS, CKPT__MAX_MAPS,
+						   CKPT__MAX_RUNS, CKPT__MAX_RUNS, CKPT__MAX_PROC};
+	static const char *const sname[CKPT__NSECT_ALL] = {"strings", "mappings", "index", "blocks",
+						       "process"};
 	if (!region_ok(s, s->h.data_offset, s->h.data_size))
 		return BAD("%s: data area outside the file", n);
 	uint64_t total = 0;
-	for (int i = 0; i < CKPT__NSECT; i++) {
-		const struct ckpt__fsect *x = &s->h.sect[i];
+	for (int i = 0; i < CKPT__NSECT_ALL; i++) {
+		const struct ckpt__fsect *x = CKPT__HSECT(&s->h, i);
+		/* An absent process record is all zero. */
+		if (i == CKPT__SEC_PROC && !x->offset && !x->size && !x->hash)
+			continue;
 		if (!region_ok(s, x->offset, x->size) || x->size % esize[i] ||
 		    x->size / esize[i] > emax[i])
 			return BAD("%s: %s section: bad place or size", n, sname[i]);
 		if (overlap(x->offset, x->size, s->h.data_offset, s->h.data_size))
 			return BAD("%s: %s section overlaps the data", n, sname[i]);
 		for (int j = 0; j < i; j++)
-			if (overlap(x->offset, x->size, s->h.sect[j].offset, s->h.sect[j].size))
+			if (overlap(x->offset, x->size, CKPT__HSECT(&s->h, j)->offset,
+				    CKPT__HSECT(&s->h, j)->size))
 				return BAD("%s: %s and %s sections overlap", n, sname[j], sname[i]);
 		total += x->size;
 	}
@@ -244,11 +249,13 @@ static int load(struct ckpt__snap *s)
 		return ckpt__fail(CKPT_ENOMEM, "%s: out of memory for %llu bytes of metadata", n,
 				  (unsigned long long)total);
 	char *p = s->alloc;
-	void *dst[CKPT__NSECT];
-	for (int i = CKPT__NSECT - 1; i >= 0; i--) {
+	void *dst[CKPT__NSECT_ALL];
+	for (int i = CKPT__NSECT_ALL - 1; i >= 0; i--) {
 		/* Largest alignment first: blocks, index, mappings (8), strings. */
-		const struct ckpt__fsect *x = &s->h.sect[i];
+		const struct ckpt__fsect *x = CKPT__HSECT(&s->h, i);
 		dst[i] = p;
+		if (i == CKPT__SEC_PROC && !x->size)
+			continue;
 		if ((rc = rd(s, x->offset, p, x->size)) != 0)
 			return rc;
 		if (!HASH_OK(ckpt__xxh64(p, x->size, 0), x->hash))
@@ -259,6 +266,8 @@ static int load(struct ckpt__snap *s)
 	s->maps = dst[CKPT__SEC_MAPS];
 	s->runs = dst[CKPT__SEC_INDEX];
 	s->blocks = dst[CKPT__SEC_BLOCKS];
+	s->proc = s->h.proc.size ? dst[CKPT__SEC_PROC] : NULL;
+	s->proc_size = s->h.proc.size;
 	s->nmaps = s->h.sect[CKPT__SEC_MAPS].size / sizeof *s->maps;
 	s->nruns = s->h.sect[CKPT__SEC_INDEX].size / sizeof *s->runs;
 	s->nblocks = s->h.sect[CKPT__SEC_BLOCKS].size / sizeof *s->blocks;
@@ -401,7 +410,37 @@ static int cmp_id(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+uint64_t ckpt__chain_newest_id(int dirfd)
+{
+	char dbuf[8192];
+	unsigned long long newest = 0;
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	for (long got; (got = ckpt__sys3(SYS_getdents64, fd, (long)dbuf, sizeof dbuf)) > 0;)
+		for (long off = 0; off < got;) {
+			struct linux_dirent64 {
+				uint64_t d_ino;
+				int64_t d_off;
+				unsigned short d_reclen;
+				unsigned char d_type;
+				char d_name[];
+			} *e = (void *)(dbuf + off);
+			off += e->d_reclen;
+			unsigned long long id;
+			if (parse_id(e->d_name, &id) && id > newest)
+				newest = id;
+		}
+	close(fd);
+	return newest;
+}
+
 int ckpt__chain_open(struct ckpt__chain *c, const char *dir, int dirfd)
+{
+	return ckpt__chain_open_upto(c, dir, dirfd, UINT64_MAX);
+}
+
+int ckpt__chain_open_upto(struct ckpt__chain *c, const char *dir, int dirfd, uint64_t max_id)
 {
 	memset(c, 0, sizeof *c);
 	c->dirfd = dirfd >= 0 ? dirfd : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -435,7 +474,7 @@ int ckpt__chain_open(struct ckpt__chain *c, const char *dir, int dirfd)
 			} *e = (void *)(dbuf + off);
 			off += e->d_reclen;
 			unsigned long long id;
-			if (!parse_id(e->d_name, &id))
+			if (!parse_id(e->d_name, &id) || id > max_id)
 				continue;
 			if (ckpt__mem_grow((void **)&ids, &cap, nids + 1, sizeof *ids)) {
 				rc = ckpt__fail(CKPT_ENOMEM, "out of memory listing %s", dir);

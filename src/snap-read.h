@@ -20,6 +20,8 @@ struct ckpt__snap {
 	struct ckpt__frun *runs;
 	struct ckpt__fblock *blocks;
 	size_t nmaps, nruns, nblocks;
+	const void *proc;           /* the process record, NULL if none */
+	size_t proc_size;
 	void *alloc;                /* one allocation holding the arrays above */
 	size_t alloc_size;
 };
@@ -70,6 +72,11 @@ struct ckpt__chain {
 /* Opens the chain in dir (dirfd >= 0: already open, taken over).  An empty
  * or missing directory is a chain of 0 snapshots.  0 or CKPT_E*. */
 CKPT__HIDDEN int ckpt__chain_open(struct ckpt__chain *c, const char *dir, int dirfd);
+/* The highest snapshot id among the files of a chain directory; 0 if none. */
+CKPT__HIDDEN uint64_t ckpt__chain_newest_id(int dirfd);
+/* The same, ignoring the snapshots above max_id. */
+CKPT__HIDDEN int ckpt__chain_open_upto(struct ckpt__chain *c, const char *dir, int dirfd,
+				       uint64_t max_id);
 CKPT__HIDDEN void ckpt__chain_close(struct ckpt__chain *c);
 /* The snapshot with this id (CKPT_LATEST: the newest), or NULL. */
 CKPT__HIDDEN struct ckpt__snap *ckpt__chain_find(struct ckpt__chain *c, uint64_t id);

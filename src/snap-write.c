@@ -276,13 +276,16 @@ int ckpt__snap_write(int dirfd, const struct ckpt__wplan *p, struct ckpt__wresul
 		    str_add(&st, p->build_id, p->build_id_len, &h.bid_off, &h.bid_len)))
 		rc = ckpt__fail(CKPT_ENOMEM, "out of memory writing a snapshot");
 
-	const void *sect_data[CKPT__NSECT] = {st.s, fmaps, x.r, w.blocks};
-	size_t sect_size[CKPT__NSECT] = {st.n, p->nmaps * sizeof *fmaps, x.n * sizeof *x.r,
-					 w.nblocks * sizeof *w.blocks};
-	for (int i = 0; i < CKPT__NSECT && !rc; i++) {
-		h.sect[i].offset = w.off;
-		h.sect[i].size = sect_size[i];
-		h.sect[i].hash = ckpt__xxh64(sect_data[i] ? sect_data[i] : "", sect_size[i], 0);
+	const void *sect_data[CKPT__NSECT_ALL] = {st.s, fmaps, x.r, w.blocks, p->proc};
+	size_t sect_size[CKPT__NSECT_ALL] = {st.n, p->nmaps * sizeof *fmaps, x.n * sizeof *x.r,
+					 w.nblocks * sizeof *w.blocks, p->proc_size};
+	for (int i = 0; i < CKPT__NSECT_ALL && !rc; i++) {
+		if (i == CKPT__SEC_PROC && !sect_size[i])
+			continue; /* absent: all zero */
+		struct ckpt__fsect *fs = CKPT__HSECT(&h, i);
+		fs->offset = w.off;
+		fs->size = sect_size[i];
+		fs->hash = ckpt__xxh64(sect_data[i] ? sect_data[i] : "", sect_size[i], 0);
 		if (sect_size[i])
 			rc = put(&w, sect_data[i], sect_size[i]);
 	}

@@ -44,6 +44,8 @@ struct ckpt__wplan {
 	unsigned threads;
 	struct ckpt__workers *workers; /* started already, or NULL */
 	uint64_t time_ns; /* 0: now */
+	const void *proc; /* the process record (proc.h), or NULL */
+	size_t proc_size;
 };
 
 struct ckpt__wresult {
