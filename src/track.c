@@ -376,9 +376,11 @@ int ckpt__track_excluded(const struct ckpt__maps *m, unsigned flags,
 			     (uintptr_t)&ckpt__state_page + sizeof ckpt__state_page);
 	struct module_ctx mc = {(uintptr_t)&ckpt__track_init, excl, 0};
 	dl_iterate_phdr(module_data, &mc);
-	if (T->be && T->be->module) {
-		/* The back-end's own library (libsigsegv). */
-		mc.addr = (uintptr_t)T->be->module;
+	if (ckpt__backend_mprotect.module) {
+		/* The mprotect back-end's library (libsigsegv), whichever
+		 * back-end runs: libckpt links it either way, and a chain must
+		 * describe the same memory under both. */
+		mc.addr = (uintptr_t)ckpt__backend_mprotect.module;
 		dl_iterate_phdr(module_data, &mc);
 	}
 	rc |= mc.rc;
