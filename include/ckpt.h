@@ -124,7 +124,8 @@ CKPT_API const char *ckpt_last_error(void);
 #define CKPT_BACKEND_UFFD 2      /* userfaultfd write-protect, WP_ASYNC (Linux >= 6.7) */
 #define CKPT_BACKEND_SOFTDIRTY 3 /* soft-dirty bits: detected, not implemented */
 
-/* Resume the newest snapshot in `dir` if there is one (ckpt_open). */
+/* Make the process resumable from its chain, and resume it if `dir` holds
+ * one (ckpt_open; see there and doc/RESUME.md). */
 #define CKPT_F_RESUME 0x0001u
 /* Keep an in-memory copy of committed pages so that rolling back to the
  * newest snapshot reads no disk: the first write to a page after a commit
@@ -213,12 +214,37 @@ typedef struct ckpt ckpt_t; /* opaque */
  *        already holds a chain is never destroyed: CKPT_EEXIST, unless
  *        CKPT_F_OVERWRITE, which starts a new chain there.
  *   opt: options, or NULL for the defaults.  The structure is copied.
+ *
+ * CKPT_F_RESUME (x86-64, one such handle per process): the process must
+ * have a fixed address layout, so if address space randomisation is on,
+ * ckpt_open turns it off and executes the program again with the same
+ * arguments and environment: whatever ran before ckpt_open runs twice, so
+ * call it first thing in main.  Then, if `dir` holds a chain, ckpt_open
+ * does not return: the process continues from the newest snapshot, as if
+ * the ckpt_commit that wrote it had just returned (with CKPT_RESUMED): its
+ * memory, stack, registers, TLS, signal dispositions and mask, working
+ * directory, umask and open regular files (path, flags, offset; a file
+ * open for writing is cut back to its size at the commit) are the old
+ * process's, fds 0-2 the new one's; it is tracking, and its next commit
+ * extends the chain.  A snapshot that fails its checks gives way to the one
+ * before it (said on stderr; the damaged files are kept as damaged-*).  If
+ * `dir` holds no chain, ckpt_open returns 0 and the program starts fresh;
+ * every commit of the handle then records what a resume needs.
+ * Not restored: sockets, pipes, other processes, timers, threads.
+ *
  * Returns 0, or CKPT_EINVAL (out is NULL, unknown flag or back-end, non-zero
- * reserved field, CKPT_F_SHADOW or CKPT_F_OVERWRITE without a directory),
- * CKPT_ENOTSUP (the back-end asked for cannot work here, or CKPT_F_RESUME,
- * which this version does not have; see ckpt_last_error for why),
- * CKPT_EEXIST, CKPT_EBUSY (another process writes that chain), CKPT_EACCES
- * and other system errors, CKPT_ENOMEM.  On failure *out is set to NULL.
+ * reserved field, CKPT_F_SHADOW, CKPT_F_OVERWRITE or CKPT_F_RESUME without a
+ * directory, CKPT_F_RESUME with CKPT_F_OVERWRITE), CKPT_ENOTSUP (the
+ * back-end asked for cannot work here; a chain that cannot be resumed: its
+ * newest snapshot was written while other threads ran, or without
+ * CKPT_F_RESUME; resuming on this architecture or under AddressSanitizer),
+ * CKPT_EFOREIGN (the chain was written by another build of the program or
+ * with other libraries or another address layout: ckpt_last_error names
+ * which), CKPT_ECORRUPT (no sound snapshot to resume), CKPT_ENOENT (a file
+ * the process had open or mapped is gone), CKPT_EEXIST, CKPT_EBUSY (another
+ * process writes that chain, or a second CKPT_F_RESUME handle), CKPT_EACCES
+ * and other system errors, CKPT_ENOMEM.  On failure *out is set to NULL and
+ * nothing of the process changed.
  * The handle is owned by the caller and released with ckpt_close().
  * Thread-safe.
  */
@@ -310,7 +336,11 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out);
  * CKPT_ENOSPC, CKPT_EIO, CKPT_EDQUOT, CKPT_EFBIG... (the write failed: the
  * chain is as it was and the dirty set is kept for the next commit),
  * CKPT_ENOMEM.  A positive CKPT_RESUMED is returned in a process resumed from
- * the snapshot this call wrote (see CKPT_F_RESUME).
+ * the snapshot this call wrote (see CKPT_F_RESUME), with *id its id.  A
+ * commit of a CKPT_F_RESUME handle first flushes every stdio stream (what a
+ * stream holds is written once, not again by the resumed run) and records
+ * the process (registers, stack, descriptors...) in the snapshot; one taken
+ * while other threads of the program run is marked not resumable.
  */
 CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id);
 
@@ -345,7 +375,8 @@ typedef struct ckpt_snapshot_info {
 	uint64_t id, parent;   /* parent is 0 for a base */
 	uint64_t time_ns;      /* CLOCK_REALTIME of the commit */
 	int base;              /* 1: a full snapshot */
-	int resumable;         /* 0: the process had other threads */
+	int resumable;         /* 1: written by a CKPT_F_RESUME handle while the
+	                        * program had one thread */
 	unsigned page_size;
 	unsigned threads;      /* threads of the process at the commit */
 	size_t mappings, runs, blocks;
@@ -396,6 +427,24 @@ CKPT_API uint64_t ckpt_chain_first(ckpt_chain *ch);
 CKPT_API uint64_t ckpt_chain_latest(ckpt_chain *ch);
 /* Describes snapshot id (CKPT_LATEST: the newest).  0 or CKPT_ENOENT. */
 CKPT_API int ckpt_chain_info(ckpt_chain *ch, uint64_t id, ckpt_snapshot_info *out);
+/* How the program of a resumable snapshot was started, for `ckpt resume`. */
+typedef struct ckpt_launch_info {
+	const char *exe;  /* the executable's path */
+	const char *cwd;  /* the working directory at the commit */
+	const char *argv; /* the arguments, each NUL-terminated, argv_len bytes */
+	size_t argv_len;
+	const char *env;  /* the environment at the start, NAME=value strings, each
+	                   * NUL-terminated, env_len bytes */
+	size_t env_len;
+	uint64_t reserved[4];
+} ckpt_launch_info;
+
+/* Fills *out for snapshot id (CKPT_LATEST: the newest); the strings are
+ * owned by the chain and valid until the next call or ckpt_chain_close.
+ * 0, or CKPT_ENOENT (no such snapshot, or written without CKPT_F_RESUME),
+ * CKPT_ECORRUPT, CKPT_ENOMEM. */
+CKPT_API int ckpt_chain_launch(ckpt_chain *ch, uint64_t id, ckpt_launch_info *out);
+
 /* Calls fn for each mapping of snapshot id, in address order; stops at the
  * first non-zero return and returns it.  0, fn's value or CKPT_ENOENT. */
 CKPT_API int ckpt_chain_mappings(ckpt_chain *ch, uint64_t id,

@@ -9,6 +9,7 @@
 #include "ckpt.h"
 #include "error.h"
 #include "mem.h"
+#include "proc.h"
 #include "rangeset.h"
 #include "snap-read.h"
 #include "snap-write.h"
@@ -23,6 +24,7 @@
 struct ckpt_chain {
 	struct ckpt__chain c;
 	char **exe;     /* per snapshot, made on demand */
+	char *cwd;      /* ckpt_chain_launch's */
 	size_t nexe;
 	/* The last block decompressed, for reads page after page. */
 	const struct ckpt__snap *cache_snap;
@@ -59,6 +61,8 @@ CKPT_API void ckpt_chain_close(ckpt_chain *ch)
 			ckpt__mem_free(ch->exe[i], 4096);
 	if (ch->exe)
 		ckpt__mem_free(ch->exe, ch->nexe * sizeof *ch->exe);
+	if (ch->cwd)
+		ckpt__mem_free(ch->cwd, 4096);
 	ckpt__chain_close(&ch->c);
 	ckpt__mem_free(ch, sizeof *ch);
 }
@@ -102,7 +106,7 @@ CKPT_API int ckpt_chain_info(ckpt_chain *ch, uint64_t id, ckpt_snapshot_info *ou
 	out->parent = s->h.parent;
 	out->time_ns = s->h.time_ns;
 	out->base = (s->h.flags & CKPT__SF_BASE) != 0;
-	out->resumable = !(s->h.flags & CKPT__SF_NOT_RESUMABLE);
+	out->resumable = s->proc && !(s->h.flags & CKPT__SF_NOT_RESUMABLE);
 	out->page_size = s->h.page_size;
 	out->threads = s->h.nthreads;
 	out->mappings = s->nmaps;
@@ -128,6 +132,57 @@ CKPT_API int ckpt_chain_info(ckpt_chain *ch, uint64_t id, ckpt_snapshot_info *ou
 		ckpt__snap_str(s, s->h.exe_off, s->h.exe_len, ch->exe[idx], 4096);
 	out->exe = ch->exe && ch->exe[idx] ? ch->exe[idx] : "";
 	return 0;
+}
+
+struct launch_walk {
+	ckpt_launch_info *out;
+	char *cwd;
+};
+
+static int launch_entry(uint32_t type, const unsigned char *p, size_t len, void *arg)
+{
+	struct launch_walk *lw = arg;
+	if (type == CKPT__PE_ARGV) {
+		lw->out->argv = (const char *)p;
+		lw->out->argv_len = len;
+	} else if (type == CKPT__PE_ENV) {
+		lw->out->env = (const char *)p;
+		lw->out->env_len = len;
+	} else if (type == CKPT__PE_CWD && len < 4096) {
+		memcpy(lw->cwd, p, len);
+		lw->cwd[len] = '\0';
+		lw->out->cwd = lw->cwd;
+	}
+	return 0;
+}
+
+CKPT_API int ckpt_chain_launch(ckpt_chain *ch, uint64_t id, ckpt_launch_info *out)
+{
+	ckpt_snapshot_info si;
+	if (!out)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_chain_launch: out is NULL");
+	memset(out, 0, sizeof *out);
+	int rc = ckpt_chain_info(ch, id, &si);
+	if (rc)
+		return rc;
+	const struct ckpt__snap *s = ckpt__chain_find(&ch->c, id);
+	if (!s->proc)
+		return ckpt__fail(CKPT_ENOENT, "%s was written without CKPT_F_RESUME: it does not "
+					       "say how the program was started",
+				  s->name);
+	if (!ch->cwd && !(ch->cwd = ckpt__mem_alloc(4096)))
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_chain_launch: out of memory");
+	ch->cwd[0] = '\0';
+	out->exe = si.exe;
+	out->cwd = "";
+	struct launch_walk lw = {out, ch->cwd};
+	rc = ckpt__proc_walk(s->proc, s->proc_size, launch_entry, &lw);
+	if (!rc && (!out->argv_len || out->argv[out->argv_len - 1] != '\0' ||
+		    (out->env_len && out->env[out->env_len - 1] != '\0')))
+		rc = ckpt__fail(CKPT_ECORRUPT, "%s: the recorded arguments are malformed", s->name);
+	if (rc)
+		memset(out, 0, sizeof *out);
+	return rc;
 }
 
 static unsigned map_flags(const struct ckpt__fmap *m)

@@ -12,7 +12,11 @@
 #include "mem.h"
 #include "rangeset.h"
 #include "restore.h"
+#include "resume.h"
+#include "state.h"
 #include "track.h"
+
+#include <stdio.h>
 
 #include <limits.h>
 #include <unistd.h>
@@ -36,7 +40,11 @@ struct ckpt {
 	struct ckpt__chainw *w;     /* the chain, when opened with a directory */
 	uint64_t commits;
 	struct ckpt__restore_stats restored;
+	int resumable;              /* opened with CKPT_F_RESUME */
+	struct ckpt__pctx ctx;      /* the registers of its last commit */
 };
+
+_Static_assert(sizeof(struct ckpt) <= sizeof ckpt__g.resume_slot, "resume slot");
 
 CKPT_API unsigned ckpt_version(void)
 {
@@ -75,6 +83,43 @@ static int check_options(const ckpt_options *o)
 	return 0;
 }
 
+/* Continues from the newest sound snapshot of c's chain: returns only on
+ * failure, before anything of the process changed.  A snapshot that fails
+ * its checks (CKPT_ECORRUPT) gives way to the one before, twice at most. */
+static int resume_chain(struct ckpt *c, const char *dir)
+{
+	int rc = CKPT_ECORRUPT;
+	for (unsigned skip = 0; skip < 3 && rc == CKPT_ECORRUPT; skip++) {
+		struct ckpt__resume *r;
+		rc = ckpt__resume_load(c->w, dir, (uintptr_t)c, skip, &r);
+		if (rc)
+			continue;
+		rc = ckpt_begin(c);
+		if (!rc) {
+			rc = ckpt__restore_ex(c->w, ckpt__resume_id(r), 0, 1, ckpt__resume_before, r,
+					      &c->restored);
+			if (!rc)
+				ckpt__resume_finish(r);
+			if (ckpt__resume_started(r)) {
+				/* Memory is half the old process's: nothing
+				 * sound to return to. */
+				fprintf(stderr, "ckpt: resuming from %s failed halfway: %s\n", dir,
+					ckpt_last_error());
+				_exit(127);
+			}
+		}
+		/* ckpt_end clears the message: keep it. */
+		char why[512];
+		snprintf(why, sizeof why, "%s", ckpt_last_error());
+		if (c->state == H_TRACKING)
+			ckpt_end(c);
+		ckpt__resume_free(r);
+		if (rc)
+			ckpt__fail(rc, "%s", why);
+	}
+	return rc;
+}
+
 CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 {
 	ckpt__clear_error();
@@ -99,14 +144,29 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 	rc = ckpt__track_select(o.backend, &be, why, sizeof why);
 	if (rc)
 		return ckpt__fail(rc, "ckpt_open: %s", why);
-	if (o.flags & CKPT_F_RESUME)
-		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: resuming is not part of this version");
-	if ((o.flags & (CKPT_F_SHADOW | CKPT_F_OVERWRITE)) && !dir)
-		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_SHADOW and CKPT_F_OVERWRITE need a "
-					       "directory");
-	struct ckpt *c = ckpt__mem_alloc(sizeof *c);
-	if (!c)
+	if ((o.flags & (CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_RESUME)) && !dir)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_SHADOW, CKPT_F_OVERWRITE and "
+					       "CKPT_F_RESUME need a directory");
+	int resume = (o.flags & CKPT_F_RESUME) != 0;
+	if (resume && (o.flags & CKPT_F_OVERWRITE))
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_RESUME and CKPT_F_OVERWRITE "
+					       "exclude each other");
+	if (resume && __atomic_load_n(&ckpt__g.resume_slot_used, __ATOMIC_ACQUIRE))
+		return ckpt__fail(CKPT_EBUSY, "ckpt_open: a process has one CKPT_F_RESUME handle");
+	/* May execute the program again, with the layout fixed. */
+	if (resume && (rc = ckpt__resume_norandom()) != 0)
+		return rc;
+	struct ckpt *c;
+	if (resume) {
+		if (__atomic_exchange_n(&ckpt__g.resume_slot_used, 1, __ATOMIC_ACQ_REL))
+			return ckpt__fail(CKPT_EBUSY, "ckpt_open: a process has one CKPT_F_RESUME "
+						      "handle");
+		c = (struct ckpt *)ckpt__g.resume_slot;
+		memset(c, 0, sizeof *c);
+		c->resumable = 1;
+	} else if (!(c = ckpt__mem_alloc(sizeof *c))) {
 		return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
+	}
 	c->opt = o;
 	c->be = be;
 	c->state = H_OPEN;
@@ -121,7 +181,10 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 		memcpy(c->dir, dir, c->dir_bytes);
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 		unsigned threads = o.threads ? (unsigned)o.threads : ncpu > 0 ? (unsigned)ncpu : 1;
-		rc = ckpt__chainw_open(c->w, dir, (o.flags & CKPT_F_OVERWRITE) != 0,
+		rc = ckpt__chainw_open(c->w, dir,
+				       resume ? CKPT__CW_CONTINUE
+					      : (o.flags & CKPT_F_OVERWRITE) ? CKPT__CW_OVERWRITE
+									 : CKPT__CW_NEW,
 				       o.level ? o.level : CKPT__DEFAULT_LEVEL, threads);
 		if (rc) {
 			ckpt__mem_free(c->w, sizeof *c->w);
@@ -129,6 +192,14 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 			ckpt_close(c);
 			return rc;
 		}
+	}
+	if (resume && c->w->existing) {
+		/* Returns only if the chain cannot be resumed. */
+		rc = resume_chain(c, dir);
+		char msg[512];
+		snprintf(msg, sizeof msg, "%s", ckpt_last_error());
+		ckpt_close(c);
+		return ckpt__fail(rc, "%s", msg);
 	}
 	*out = c;
 	return 0;
@@ -256,6 +327,11 @@ CKPT_API void ckpt_close(ckpt_t *c)
 	}
 	if (c->dir)
 		ckpt__mem_free(c->dir, c->dir_bytes);
+	if (c->resumable) {
+		memset(c, 0, sizeof *c);
+		__atomic_store_n(&ckpt__g.resume_slot_used, 0, __ATOMIC_RELEASE);
+		return;
+	}
 	ckpt__mem_free(c, sizeof *c);
 }
 
@@ -309,6 +385,35 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out)
  * other languages. */
 __asm__(".globl ckpt_stats\n.set ckpt_stats, ckpt_stats_get\n.type ckpt_stats, @function");
 
+/* A commit a resumed process returns from: the registers here, the record
+ * of the process in the snapshot.  Its own frame, like setjmp's caller's,
+ * must not change between the save and the second return: it does not. */
+static __attribute__((noinline)) int commit_resumable(struct ckpt *c, uint64_t *id)
+{
+	/* What stdio holds is written now, not again by the resumed run. */
+	fflush(NULL);
+	c->ctx.handle = (uintptr_t)c;
+	if (ckpt__ctx_save(&c->ctx)) {
+		if (id)
+			*id = ckpt__resumed_id;
+		return CKPT_RESUMED;
+	}
+	struct ckpt__pbuf b = {0};
+	int rc = ckpt__resume_record(&b, &c->ctx, c->w->lockfd);
+	if (rc) {
+		ckpt__pbuf_free(&b);
+		return ckpt__fail(rc == CKPT_ENOMEM ? rc : CKPT_EIO,
+				  "ckpt_commit: cannot record the process: %s", ckpt_last_error());
+	}
+	c->w->proc = b.p;
+	c->w->proc_size = b.n;
+	rc = ckpt__commit(c->w, id);
+	c->w->proc = NULL;
+	c->w->proc_size = 0;
+	ckpt__pbuf_free(&b);
+	return rc;
+}
+
 CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id)
 {
 	ckpt__clear_error();
@@ -318,7 +423,7 @@ CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_commit: the handle was opened without a directory");
 	if (c->state != H_TRACKING)
 		return ckpt__fail(CKPT_ESTATE, "ckpt_commit: not tracking (call ckpt_begin first)");
-	int rc = ckpt__commit(c->w, id);
+	int rc = c->resumable ? commit_resumable(c, id) : ckpt__commit(c->w, id);
 	if (rc == 0)
 		c->commits++;
 	return rc;

@@ -89,9 +89,10 @@ static int remove_file(int dirfd, const char *name, void *arg)
 	return 0;
 }
 
-int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int overwrite, int level,
+int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int mode, int level,
 		      unsigned threads)
 {
+	int overwrite = mode == CKPT__CW_OVERWRITE;
 	memset(w, 0, sizeof *w);
 	w->dirfd = w->lockfd = -1;
 	w->level = level;
@@ -114,7 +115,9 @@ int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int overwrite, in
 	int n = 0;
 	if (!rc)
 		rc = each_entry(w->dirfd, count_snapshot, &n);
-	if (!rc && n && !overwrite)
+	if (!rc && n && mode == CKPT__CW_CONTINUE)
+		w->existing = (unsigned)n;
+	else if (!rc && n && !overwrite)
 		rc = ckpt__fail(CKPT_EEXIST,
 				"ckpt_open: %s already holds a chain of %d snapshot(s); it is kept "
 				"(CKPT_F_OVERWRITE starts a new one)",
@@ -154,11 +157,9 @@ struct bid_ctx {
 	size_t *len;
 };
 
-static int find_build_id(struct dl_phdr_info *info, size_t size, void *arg)
+int ckpt__phdr_build_id(const struct dl_phdr_info *info, unsigned char *bid, size_t *len)
 {
-	(void)size;
-	struct bid_ctx *b = arg;
-	/* The first object is the executable. */
+	*len = 0;
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
 		if (ph->p_type != PT_NOTE)
@@ -171,13 +172,22 @@ static int find_build_id(struct dl_phdr_info *info, size_t size, void *arg)
 				(const unsigned char *)name + ((nh->n_namesz + 3) & ~3u);
 			if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && !memcmp(name, "GNU", 4) &&
 			    nh->n_descsz <= 64) {
-				memcpy(b->bid, desc, nh->n_descsz);
-				*b->len = nh->n_descsz;
+				memcpy(bid, desc, nh->n_descsz);
+				*len = nh->n_descsz;
 				return 1;
 			}
 			p = (const char *)desc + ((nh->n_descsz + 3) & ~3u);
 		}
 	}
+	return 0;
+}
+
+static int find_build_id(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	struct bid_ctx *b = arg;
+	/* The first object is the executable. */
+	ckpt__phdr_build_id(info, b->bid, b->len);
 	return 1;
 }
 
@@ -388,6 +398,7 @@ int ckpt__commit(struct ckpt__chainw *w, uint64_t *id_out)
 			.exe = w->exe, .build_id = w->build_id, .build_id_len = w->build_id_len,
 			.maps = pl.maps, .nmaps = pl.nmaps, .runs = pl.runs, .nruns = pl.nruns,
 			.level = w->level, .threads = w->threads, .workers = wk,
+			.proc = w->proc, .proc_size = w->proc_size,
 		};
 		memcpy(wp.chain_id, w->chain_id, 16);
 		rc = ckpt__snap_write(w->dirfd, &wp, &res);

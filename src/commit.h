@@ -37,12 +37,17 @@ struct ckpt__chainw {
 	struct ckpt__commit_stats last;
 	struct ckpt__chain rd;         /* the chain for restores, opened lazily */
 	int rd_open;
+	unsigned existing;             /* snapshots found by CKPT__CW_CONTINUE */
+	const void *proc;              /* the next commit's process record */
+	size_t proc_size;
 };
 
+enum { CKPT__CW_NEW, CKPT__CW_OVERWRITE, CKPT__CW_CONTINUE };
 /* Opens (creating it 0700 if needed) and locks the chain directory.  A
- * directory holding a chain is refused (CKPT_EEXIST) unless `overwrite`,
- * which deletes it.  0 or CKPT_E*. */
-CKPT__HIDDEN int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int overwrite,
+ * directory holding a chain is refused (CKPT_EEXIST) with CKPT__CW_NEW,
+ * deleted with CKPT__CW_OVERWRITE, kept with CKPT__CW_CONTINUE (w->existing
+ * counts its snapshots; a resume takes it over).  0 or CKPT_E*. */
+CKPT__HIDDEN int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int mode,
 				   int level, unsigned threads);
 CKPT__HIDDEN void ckpt__chainw_close(struct ckpt__chainw *w);
 /* Writes the next snapshot from what the tracker captured. */
@@ -50,6 +55,10 @@ CKPT__HIDDEN int ckpt__commit(struct ckpt__chainw *w, uint64_t *id);
 /* The chain as written so far, for reading (kept open and up to date). */
 CKPT__HIDDEN int ckpt__chainw_reader(struct ckpt__chainw *w, struct ckpt__chain **out);
 
+struct dl_phdr_info;
+/* The GNU build-id of a loaded object (at most 64 bytes): 1 if it has one. */
+CKPT__HIDDEN int ckpt__phdr_build_id(const struct dl_phdr_info *info, unsigned char *bid,
+				     size_t *len);
 /* The executable's path and GNU build-id. */
 CKPT__HIDDEN void ckpt__exe_identity(char *path, size_t pathsz, unsigned char *bid,
 				     size_t *bidlen);

@@ -142,7 +142,7 @@ static int writable_to(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void
 
 /* ---- planning ----------------------------------------------------------------- */
 
-static int plan(struct rctx *r, int use_shadow)
+static int plan(struct rctx *r, int use_shadow, int all)
 {
 	const struct ckpt__snap *k = r->target;
 	const struct ckpt__maps *m = &T->maps;
@@ -171,6 +171,9 @@ static int plan(struct rctx *r, int use_shadow)
 	for (size_t i = 0; !rc && i < k->nmaps; i++) {
 		const struct ckpt__fmap *fm = &k->maps[i];
 		rc = add(&mapped_k, fm->start, fm->end);
+		/* A resume rewrites everything. */
+		if (!rc && all)
+			rc = add(&r->cand, fm->start, fm->end);
 		/* Not mapped now: recreated, and written whole. */
 		uintptr_t at = fm->start;
 		while (!rc && at < fm->end) {
@@ -461,6 +464,12 @@ static int apply(struct rctx *r, int use_shadow)
 int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shadow,
 		  struct ckpt__restore_stats *st)
 {
+	return ckpt__restore_ex(w, id, use_shadow, 0, NULL, NULL, st);
+}
+
+int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int all,
+		     int (*before)(void *arg), void *arg, struct ckpt__restore_stats *st)
+{
 	uint64_t t0 = ckpt__now_ns();
 	memset(st, 0, sizeof *st);
 	struct ckpt__chain *c;
@@ -495,9 +504,11 @@ int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shadow,
 	if (!rc)
 		rc = ckpt__maps_read(&T->maps);
 	if (!rc)
-		rc = plan(&r, use_shadow);
+		rc = plan(&r, use_shadow, all);
 	if (rc == CKPT_ENOMEM)
 		rc = ckpt__fail(rc, "ckpt_restore: out of memory planning");
+	if (!rc && before)
+		rc = before(arg);
 	uint64_t t1 = ckpt__now_ns();
 	if (!rc)
 		rc = apply(&r, use_shadow);

@@ -22,4 +22,12 @@ struct ckpt__restore_stats {
 CKPT__HIDDEN int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shadow,
 			       struct ckpt__restore_stats *st);
 
+/* The same, with two more choices: `all` rewrites every page of the
+ * snapshot (a resume: nothing is known of the memory now), and `before`,
+ * when not NULL, runs once everything is verified, before memory changes;
+ * its failure is the restore's. */
+CKPT__HIDDEN int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int all,
+				  int (*before)(void *arg), void *arg,
+				  struct ckpt__restore_stats *st);
+
 #endif /* CKPT_RESTORE_H */

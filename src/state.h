@@ -36,6 +36,10 @@ struct ckpt__state {
 	/* thread.c */
 	void *thread_chunks;
 	struct ckpt__thread *main_thread;
+	/* ckpt.c: the handle opened with CKPT_F_RESUME, here so that it has
+	 * the same address in a resumed process and is never restored. */
+	int resume_slot_used;
+	_Alignas(64) unsigned char resume_slot[2048];
 };
 
 union ckpt__state_page {

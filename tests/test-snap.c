@@ -208,7 +208,10 @@ static void on_disk(const char *dir)
 	CHECK(ckpt_chain_first(ch) == 1 && ckpt_chain_latest(ch) == 2);
 	ckpt_snapshot_info si;
 	CHECK_RC(ckpt_chain_info(ch, 1, &si));
-	CHECK(si.base && si.resumable && si.parent == 0);
+	/* Without CKPT_F_RESUME a snapshot has no process record. */
+	CHECK(si.base && !si.resumable && si.parent == 0);
+	ckpt_launch_info li;
+	CHECK(ckpt_chain_launch(ch, 1, &li) == CKPT_ENOENT);
 	CHECK_RC(ckpt_chain_info(ch, 2, &si));
 	CHECK(!si.base && si.parent == 1);
 	char page[4096];

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <sys/personality.h>
 #include <unistd.h>
 
 /* Exit statuses (documented in ckpt(1)). */
@@ -75,6 +76,7 @@ static int cmd_diff(const struct args *a);
 static int cmd_extract(const struct args *a);
 static int cmd_verify(const struct args *a);
 static int cmd_compact(const struct args *a);
+static int cmd_resume(const struct args *a);
 
 static const struct command commands[] = {
 	{"ls", "DIR [--json]", "list the snapshots of the chain in DIR", NULL, cmd_ls, OPT_JSON,
@@ -88,6 +90,8 @@ static const struct command commands[] = {
 	 OPT_JSON, 1},
 	{"compact", "DIR [--keep N]", "fold old snapshots, keeping N increments", NULL,
 	 cmd_compact, OPT_KEEP, 1},
+	{"resume", "DIR", "start the program of the chain again, resumed from its newest snapshot",
+	 NULL, cmd_resume, 0, 1},
 	{"help", "[COMMAND]", "this summary, or the usage of COMMAND", cmd_help, NULL, 0, 0},
 	{"version", "", "the versions of the tool and library", cmd_version, NULL, 0, 0},
 	{"errors", "[CODE...]", "the error codes, or what each CODE means", cmd_errors,
@@ -996,4 +1000,57 @@ int main(int argc, char **argv)
 			status = EXIT_FAIL;
 	}
 	return status;
+}
+
+/* ---- resume ----------------------------------------------------------------------- */
+
+/* Splits n bytes of NUL-terminated strings into a NULL-terminated array. */
+static char **split(const char *p, size_t n)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		k += p[i] == '\0';
+	char **v = calloc(k + 1, sizeof *v);
+	if (!v)
+		return NULL;
+	k = 0;
+	for (size_t i = 0; i < n; i += strlen(p + i) + 1)
+		v[k++] = (char *)(p + i);
+	return v;
+}
+
+static int cmd_resume(const struct args *a)
+{
+	const char *dir = a->pos[0];
+	ckpt_chain *ch;
+	int rc = ckpt_chain_open(&ch, dir);
+	if (rc)
+		return lib_failure(a->cmd, rc);
+	if (!ckpt_chain_latest(ch)) {
+		fprintf(stderr, "ckpt resume: %s holds no snapshot: nothing to resume\n", dir);
+		ckpt_chain_close(ch);
+		return EXIT_FAIL;
+	}
+	ckpt_launch_info li;
+	rc = ckpt_chain_launch(ch, CKPT_LATEST, &li);
+	if (rc) {
+		int r = lib_failure(a->cmd, rc);
+		ckpt_chain_close(ch);
+		return r;
+	}
+	char **argv = split(li.argv, li.argv_len), **envp = split(li.env, li.env_len);
+	if (!argv || !envp) {
+		fprintf(stderr, "ckpt resume: out of memory\n");
+		return EXIT_FAIL;
+	}
+	if (li.cwd[0] && chdir(li.cwd) != 0)
+		return sys_failure(a->cmd, li.cwd, "chdir");
+	/* The layout the program had: its ckpt_open then need not execute
+	 * it again. */
+	int pers = personality(0xffffffff);
+	if (pers >= 0)
+		personality((unsigned long)pers | ADDR_NO_RANDOMIZE);
+	fflush(NULL);
+	execve(li.exe, argv, envp);
+	return sys_failure(a->cmd, li.exe, "execve");
 }

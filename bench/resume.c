@@ -1,0 +1,472 @@
+/*
+ * bench/resume.c - what resuming a killed program costs.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Two measurements, in one run:
+ *   1. heap size  a chain of one base snapshot of a program whose heap (one
+ *                 anonymous mapping) is 64 MiB, 256 MiB, 1 GiB and 4 GiB,
+ *                 as far as the memory of the machine allows (a size runs
+ *                 when MemAvailable holds 2.5 times it);
+ *   2. chain      a 256 MiB heap, its base followed by 1, 10 and 100
+ *                 increments, each written after 1% of the heap's pages
+ *                 (chosen at random) were written.
+ * The heap holds a smooth field of floats plus a little noise, so that it
+ * compresses as simulation data does, not as zeros.
+ *
+ * How: the benchmark runs itself as a child process (--child make) that
+ * opens a chain with CKPT_F_RESUME, fills its heap, commits, writes the
+ * increments and exits: the chain a killed program would leave behind.
+ * Then, REPS times, it starts the child again on that chain (--child
+ * resume).  That child calls ckpt_open with CKPT_F_RESUME first thing; the
+ * call starts the program once more with address-space randomisation off
+ * and brings the memory of the newest snapshot back, and the child goes
+ * on from its last ckpt_commit, which returns CKPT_RESUMED.  At that
+ * instant it writes CLOCK_MONOTONIC (system-wide) to a pipe and exits at
+ * once.
+ *
+ * What is measured, each the best of REPS (noise only ever adds time):
+ *   resume      from just before posix_spawn of the resuming child to the
+ *               instant its ckpt_commit returns CKPT_RESUMED: both execs,
+ *               the dynamic loader twice, reading and checking the chain,
+ *               rebuilding the memory.  What a user waits for.
+ *   exit        the same to the moment the parent has reaped the child
+ *               (adds unmapping the restored memory on exit).
+ *   re-exec     the same for a child that calls ckpt_open with
+ *               CKPT_F_RESUME on an empty directory, to its return: the
+ *               fixed cost of the two execs and the open, no memory.
+ *   read        read(2) of every file of the chain into a 1 MiB buffer by
+ *               the parent: the bytes a resume must at least read.  The
+ *               files are in the page cache (they were just written and
+ *               resumed from), as they are for the resume.
+ * and the ratios resume/read and restore rate = heap / (resume - re-exec).
+ * Nothing is dropped from the page cache: a resume after a reboot also
+ * pays for the disk, at the disk's speed.  Chains are written under /tmp,
+ * fsynced by every commit, and removed after each measurement.
+ *
+ * Usage: resume [--quick]   (or CKPT_BENCH_QUICK=1)
+ * --quick measures 16 and 64 MiB heaps and a 16 MiB heap's chains.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <ckpt.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REPS	  3
+#define DIRTY_PCT 1.0
+#define MIB	  ((size_t)1 << 20)
+#define GIB	  ((size_t)1 << 30)
+
+extern char **environ;
+
+static size_t pagesz;
+static const char *self_name = "resume";
+
+static void die(const char *what, const char *why)
+{
+	fprintf(stderr, "%s: %s: %s\n", self_name, what, why);
+	exit(1);
+}
+
+static void die_ckpt(const char *what, int rc)
+{
+	fprintf(stderr, "%s: %s: %s (%s): %s\n", self_name, what, ckpt_strerror(rc),
+		ckpt_err_name(rc), ckpt_last_error());
+	exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double ms(uint64_t ns)
+{
+	return (double)ns / 1e6;
+}
+
+static double in_mib(uint64_t bytes)
+{
+	return (double)bytes / (double)MIB;
+}
+
+static uint64_t xorshift64(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+/* ---- the child ------------------------------------------------------------------------- */
+
+/* A row of floats per page: a product of sines along and across rows, with
+ * noise of 1/1000 of the amplitude in the low bits (as bench/commit.c). */
+static void fill_field(char *p, size_t bytes)
+{
+	size_t w = pagesz / sizeof(float);
+	float *sx = malloc(w * sizeof *sx);
+	if (!sx)
+		die("malloc", strerror(errno));
+	for (size_t x = 0; x < w; x++)
+		sx[x] = sinf(6.2831853f * (float)x / (float)w);
+	uint64_t seed = 0x2545f4914f6cdd1du;
+	for (size_t off = 0, row = 0; off < bytes; off += pagesz, row++) {
+		float *f = (float *)(p + off), a = cosf(0.00037f * (float)row);
+		for (size_t x = 0; x < w; x++) {
+			float noise = (float)(xorshift64(&seed) >> 40) / 16777216.0f - 0.5f;
+			f[x] = 100.0f * (sx[x] * a + 0.001f * noise);
+		}
+	}
+	free(sx);
+}
+
+/* Reports the instant of the resume to the parent and exits: nothing of
+ * the restored process runs after it. */
+static void resumed_now(void)
+{
+	uint64_t t = now_ns();
+	dprintf(STDOUT_FILENO, "resumed %llu\n", (unsigned long long)t);
+	_exit(0);
+}
+
+/* --child make DIR BYTES INCREMENTS: the chain a killed program leaves. */
+static int child_make(const char *dir, size_t bytes, unsigned increments)
+{
+	ckpt_t *c;
+	int rc = ckpt_open(&c, dir, &(ckpt_options){.flags = CKPT_F_RESUME});
+	if (rc < 0)
+		die_ckpt("ckpt_open", rc);
+	char *heap = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (heap == MAP_FAILED)
+		die("mmap", strerror(errno));
+	/* Base pages, the unit ckpt tracks (see bench/commit.c). */
+	madvise(heap, bytes, MADV_NOHUGEPAGE);
+	fill_field(heap, bytes);
+	if ((rc = ckpt_begin(c)) < 0)
+		die_ckpt("ckpt_begin", rc);
+	size_t npages = bytes / pagesz, dirty = (size_t)((double)npages * DIRTY_PCT / 100.0);
+	uint64_t seed = 0x9e3779b97f4a7c15u;
+	for (unsigned i = 0;; i++) {
+		/* The chain's last commit returns a second time in the
+		 * resuming child: the instant to measure. */
+		rc = ckpt_commit(c, NULL);
+		if (rc == CKPT_RESUMED)
+			resumed_now();
+		if (rc < 0)
+			die_ckpt("ckpt_commit", rc);
+		if (i == increments)
+			break;
+		for (size_t k = 0; k < (dirty ? dirty : 1); k++) {
+			float *f = (float *)(heap + (xorshift64(&seed) % npages) * pagesz);
+			f[k % (pagesz / sizeof(float))] += 0.0001f;
+		}
+	}
+	/* Killed here, as far as the chain can tell. */
+	_exit(0);
+}
+
+/* --child resume DIR: resumes the chain (never returns when it works). */
+static int child_resume(const char *dir)
+{
+	ckpt_t *c;
+	int rc = ckpt_open(&c, dir, &(ckpt_options){.flags = CKPT_F_RESUME});
+	if (rc < 0)
+		die_ckpt("ckpt_open", rc);
+	die(dir, "ckpt_open returned: no chain to resume");
+	return 1;
+}
+
+/* --child bare DIR: the open of an empty directory, the re-exec included. */
+static int child_bare(const char *dir)
+{
+	ckpt_t *c;
+	int rc = ckpt_open(&c, dir, &(ckpt_options){.flags = CKPT_F_RESUME});
+	if (rc < 0)
+		die_ckpt("ckpt_open", rc);
+	resumed_now();
+	return 0;
+}
+
+/* ---- the parent ------------------------------------------------------------------------ */
+
+/* Runs this program with `args` (NULL-terminated) and returns the time from
+ * just before the spawn to the instant the child printed ("resumed T"),
+ * or 0 if it printed nothing; *exit_ns gets the time to its reaping. */
+static uint64_t run_child(const char *const *args, uint64_t *exit_ns)
+{
+	int fd[2];
+	if (pipe2(fd, O_CLOEXEC))
+		die("pipe", strerror(errno));
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, fd[1], STDOUT_FILENO);
+	pid_t pid;
+	uint64_t t0 = now_ns();
+	/* posix_spawn's argv is char *const[] for history's sake; it is not
+	 * written to. */
+	int err = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, (char *const *)args, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(fd[1]);
+	if (err)
+		die("posix_spawn /proc/self/exe", strerror(err));
+	char buf[128];
+	size_t got = 0;
+	ssize_t n;
+	while (got < sizeof buf - 1 && (n = read(fd[0], buf + got, sizeof buf - 1 - got)) != 0) {
+		if (n < 0 && errno != EINTR)
+			die("read", strerror(errno));
+		if (n > 0)
+			got += (size_t)n;
+	}
+	buf[got] = '\0';
+	close(fd[0]);
+	int status;
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			die("waitpid", strerror(errno));
+	if (exit_ns)
+		*exit_ns = now_ns() - t0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		die(args[2], "the child failed");
+	unsigned long long t;
+	if (sscanf(buf, "resumed %llu", &t) != 1)
+		return 0;
+	return t > t0 ? t - t0 : 1;
+}
+
+static char *make_dir(void)
+{
+	static char dir[64];
+	snprintf(dir, sizeof dir, "/tmp/ckpt-bench-XXXXXX");
+	if (!mkdtemp(dir))
+		die("mkdtemp /tmp/ckpt-bench-XXXXXX", strerror(errno));
+	return dir;
+}
+
+static void remove_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		die(dir, strerror(errno));
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			unlinkat(dirfd(d), e->d_name, 0);
+	closedir(d);
+	if (rmdir(dir))
+		die(dir, strerror(errno));
+}
+
+/* Reads every regular file of dir; returns the time, *bytes the total. */
+static uint64_t read_dir(const char *dir, uint64_t *bytes)
+{
+	static char buf[1 << 20];
+	uint64_t t0 = now_ns();
+	DIR *d = opendir(dir);
+	if (!d)
+		die(dir, strerror(errno));
+	*bytes = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		ssize_t n;
+		while ((n = read(fd, buf, sizeof buf)) > 0)
+			*bytes += (uint64_t)n;
+		close(fd);
+	}
+	closedir(d);
+	return now_ns() - t0;
+}
+
+struct row {
+	size_t heap;
+	unsigned increments;
+	uint64_t files;	  /* bytes of the chain's files */
+	uint64_t resume;  /* best of REPS */
+	uint64_t exit;	  /* best of REPS */
+	uint64_t read;	  /* best of REPS */
+	uint64_t make;	  /* the --child make run, once */
+};
+
+static uint64_t bare_ns; /* the re-exec floor, best of REPS */
+
+static void measure_bare(void)
+{
+	char *dir = make_dir();
+	const char *args[] = {self_name, "--child", "bare", dir, NULL};
+	for (int r = 0; r < REPS; r++) {
+		uint64_t t = run_child(args, NULL);
+		if (!t)
+			die("bare", "the child printed nothing");
+		if (!bare_ns || t < bare_ns)
+			bare_ns = t;
+	}
+	remove_dir(dir);
+}
+
+static void measure(struct row *o, size_t heap, unsigned increments)
+{
+	char *dir = make_dir(), bytes[32], incr[16];
+	snprintf(bytes, sizeof bytes, "%zu", heap);
+	snprintf(incr, sizeof incr, "%u", increments);
+	const char *make[] = {self_name, "--child", "make", dir, bytes, incr, NULL};
+	const char *res[] = {self_name, "--child", "resume", dir, NULL};
+	*o = (struct row){.heap = heap, .increments = increments};
+	uint64_t t0 = now_ns();
+	if (run_child(make, NULL))
+		die("make", "the chain was resumed instead of written");
+	o->make = now_ns() - t0;
+	for (int r = 0; r < REPS; r++) {
+		uint64_t ex, t = run_child(res, &ex), rd = read_dir(dir, &o->files);
+		if (!t)
+			die("resume", "the child did not report a resume");
+		if (!o->resume || t < o->resume)
+			o->resume = t;
+		if (!o->exit || ex < o->exit)
+			o->exit = ex;
+		if (!o->read || rd < o->read)
+			o->read = rd;
+	}
+	remove_dir(dir);
+}
+
+static void print_header(const char *first)
+{
+	printf("%9s  %6s  %9s  %9s  %9s  %8s  %9s  %8s  %8s\n", first, "snaps", "files MiB",
+	       "resume ms", "exit ms", "read ms", "resume/rd", "GB/s", "make s");
+}
+
+static void print_row(const char *first, const struct row *o)
+{
+	uint64_t net = o->resume > bare_ns ? o->resume - bare_ns : 1;
+	printf("%9s  %6u  %9.1f  %9.1f  %9.1f  %8.2f  %9.1f  %8.2f  %8.1f\n", first,
+	       o->increments + 1, in_mib(o->files), ms(o->resume), ms(o->exit), ms(o->read),
+	       (double)o->resume / (double)(o->read ? o->read : 1), (double)o->heap / (double)net,
+	       (double)o->make / 1e9);
+	fflush(stdout);
+}
+
+static size_t mem_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[256];
+	unsigned long long kb = 0;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return (size_t)kb * 1024;
+}
+
+static void size_str(size_t bytes, char *buf, size_t len)
+{
+	if (bytes >= GIB)
+		snprintf(buf, len, "%zu GiB", bytes / GIB);
+	else
+		snprintf(buf, len, "%zu MiB", bytes / MIB);
+}
+
+int main(int argc, char **argv)
+{
+	pagesz = (size_t)sysconf(_SC_PAGESIZE);
+	/* The child modes come first: they must reach ckpt_open before
+	 * doing anything else. */
+	if (argc >= 4 && !strcmp(argv[1], "--child")) {
+		self_name = "resume (child)";
+		if (argc == 6 && !strcmp(argv[2], "make"))
+			return child_make(argv[3], strtoull(argv[4], NULL, 10),
+					  (unsigned)strtoul(argv[5], NULL, 10));
+		if (argc == 4 && !strcmp(argv[2], "resume"))
+			return child_resume(argv[3]);
+		if (argc == 4 && !strcmp(argv[2], "bare"))
+			return child_bare(argv[3]);
+		die(argv[2], "unknown child mode");
+	}
+	const char *env = getenv("CKPT_BENCH_QUICK");
+	int quick = env && *env && strcmp(env, "0");
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--quick")) {
+			quick = 1;
+		} else {
+			fprintf(stderr,
+				"usage: %s [--quick]   (or CKPT_BENCH_QUICK=1)\n"
+				"--quick measures small heaps only, for a fast run\n",
+				argv[0]);
+			return strcmp(argv[i], "--help") ? 2 : 0;
+		}
+	}
+
+	static const size_t full_sizes[] = {64 * MIB, 256 * MIB, GIB, 4 * GIB};
+	static const size_t quick_sizes[] = {16 * MIB, 64 * MIB};
+	const size_t *sizes = quick ? quick_sizes : full_sizes;
+	size_t nsizes = quick ? 2 : 4, chain_heap = quick ? 16 * MIB : 256 * MIB;
+	static const unsigned chains[] = {1, 10, 100};
+	size_t avail = mem_available();
+
+	printf("libckpt %s, page %zu B, %ld CPUs online, best of %d%s\n", ckpt_version_string(),
+	       pagesz, sysconf(_SC_NPROCESSORS_ONLN), REPS, quick ? ", QUICK run" : "");
+	printf("times from the spawn of the resuming process; chains under /tmp, in the page"
+	       " cache\n\n");
+	measure_bare();
+	printf("re-exec: ckpt_open(CKPT_F_RESUME) on an empty directory, spawn to return:"
+	       " %.1f ms\n\n",
+	       ms(bare_ns));
+
+	printf("1. Resume of a base snapshot against heap size\n");
+	print_header("heap");
+	for (size_t i = 0; i < nsizes; i++) {
+		char label[32];
+		size_str(sizes[i], label, sizeof label);
+		if (avail && sizes[i] / 2 * 5 > avail) {
+			printf("%9s  skipped: %.0f MiB available, needs 2.5 x the heap\n", label,
+			       in_mib(avail));
+			continue;
+		}
+		struct row o;
+		measure(&o, sizes[i], 0);
+		print_row(label, &o);
+	}
+	char hsz[32];
+	size_str(chain_heap, hsz, sizeof hsz);
+	printf("\n2. Resume of a %s heap against chain length (%.0f%% of the pages written"
+	       " before each increment)\n",
+	       hsz, DIRTY_PCT);
+	print_header("increments");
+	for (size_t i = 0; i < sizeof chains / sizeof chains[0]; i++) {
+		char label[16];
+		struct row o;
+		snprintf(label, sizeof label, "%u", chains[i]);
+		measure(&o, chain_heap, chains[i]);
+		print_row(label, &o);
+	}
+	printf("\n(resume: spawn to CKPT_RESUMED, the re-exec included; exit: spawn to the"
+	       " child reaped;\n read: read(2) of the chain's files by the parent;"
+	       " GB/s: heap / (resume - re-exec);\n make: the run that wrote the chain,"
+	       " filling and committing)\n");
+	return 0;
+}

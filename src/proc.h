@@ -1,0 +1,105 @@
+/*
+ * proc.h - the process record of a snapshot: what a resume needs besides
+ * memory (registers, the stack, descriptors, signal state, the layout).
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Stored as the PROC section of a snapshot (doc/FORMAT.md): the magic
+ * "CKPTPROC", a version, then entries { u32 type, u32 len, len bytes,
+ * padding to 8 }.  A reader checks every entry against the section's end and
+ * every string against its entry before using it.
+ */
+#ifndef CKPT_PROC_H
+#define CKPT_PROC_H
+
+#include "sys.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CKPT__PROC_MAGIC "CKPTPROC"
+#define CKPT__PROC_VERSION 1
+
+enum {
+	CKPT__PE_CTX = 1,  /* struct ckpt__pctx */
+	CKPT__PE_STACK,    /* u64 lo, u64 hi, the bytes of [lo, hi) */
+	CKPT__PE_SIGMASK,  /* u64: the calling thread's blocked signals */
+	CKPT__PE_SIGACT,   /* struct ckpt__psig */
+	CKPT__PE_CWD,      /* path */
+	CKPT__PE_UMASK,    /* u32 */
+	CKPT__PE_FD,       /* struct ckpt__pfd, then the path */
+	CKPT__PE_VMA,      /* struct ckpt__pvma, then the path ("" anonymous) */
+	CKPT__PE_LIB,      /* struct ckpt__plib, then the name, then the build-id */
+	CKPT__PE_ARGV,     /* /proc/self/cmdline */
+	CKPT__PE_ENV,      /* /proc/self/environ */
+	CKPT__PE_BRK,      /* u64 start, u64 end of the brk heap */
+	CKPT__PE_MAX
+};
+
+/* The calling thread at the commit (x86-64): callee-saved registers, the
+ * stack pointer and the address ckpt_commit returns through; the floating
+ * point control words; FS (the thread pointer); where glibc keeps the thread
+ * list node and the tid in its thread descriptor (0 when not verified). */
+struct ckpt__pctx {
+	uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip;
+	uint32_t mxcsr;
+	uint16_t fpucw, pad;
+	uint64_t fs_base;
+	uint64_t handle;     /* the program's ckpt_t pointer */
+	uint32_t list_off, tid_off;
+};
+
+struct ckpt__psig {
+	uint32_t sig, pad;
+	uint64_t handler, flags, mask;
+};
+
+struct ckpt__pfd {
+	int32_t fd, flags, fdflags, pad;
+	int64_t offset, size;
+	uint64_t ino, dev;
+};
+
+#define CKPT__PV_R 1u
+#define CKPT__PV_W 2u
+#define CKPT__PV_X 4u
+#define CKPT__PV_SHARED 8u
+
+struct ckpt__pvma {
+	uint64_t start, end, offset, ino;
+	uint32_t perms, pad;
+};
+
+struct ckpt__plib {
+	uint64_t base;
+	uint32_t name_len, bid_len;
+};
+
+/* A growing record. */
+struct ckpt__pbuf {
+	unsigned char *p;
+	size_t n, cap;
+	int err;
+};
+
+/* Adds one entry of `len` bytes (two pieces, either may be empty). */
+CKPT__HIDDEN void ckpt__pbuf_add(struct ckpt__pbuf *b, uint32_t type, const void *a, size_t alen,
+				 const void *c, size_t clen);
+CKPT__HIDDEN void ckpt__pbuf_free(struct ckpt__pbuf *b);
+
+/* Walks a record: fn(type, bytes, len, arg) per entry, in order; stops at the
+ * first non-zero return.  CKPT_ECORRUPT (with the reason) if the record is
+ * malformed, else 0 or fn's value. */
+CKPT__HIDDEN int ckpt__proc_walk(const void *rec, size_t size,
+				 int (*fn)(uint32_t type, const unsigned char *p, size_t len,
+					   void *arg),
+				 void *arg);
+
+/* Builds the record of the calling process: everything but CTX and STACK,
+ * which the caller adds.  skip_fd: a descriptor of ckpt's own to leave out
+ * (-1 for none). */
+CKPT__HIDDEN int ckpt__proc_gather(struct ckpt__pbuf *b, int skip_fd);
+
+/* Where the brk heap starts (field 47 of /proc/self/stat); 0 if unknown. */
+CKPT__HIDDEN uint64_t ckpt__start_brk(void);
+
+#endif /* CKPT_PROC_H */

@@ -1,0 +1,974 @@
+/*
+ * resume.c - continuing a killed process from the newest snapshot of its
+ * chain.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The design, in short (doc/RESUME.md has the whole of it):
+ *
+ * Layout.  A resumed process needs the old addresses.  A handle opened with
+ * CKPT_F_RESUME turns address space randomisation off and executes the
+ * program again, once, with the same arguments and environment; with the
+ * same executable, libraries and stack limit, Linux then lays out every
+ * run of the program alike: the executable, the libraries, the thread
+ * pointer and the stack top are where they were, and the heap starts where
+ * it started.  A resume checks all of that before it changes anything.
+ *
+ * The commit.  ckpt_commit of a resumable handle saves the callee-saved
+ * registers, stack pointer and return address (ckpt__ctx_save, like
+ * setjmp), then records the stack from that pointer up, the signal mask and
+ * dispositions, the directory, umask, open regular files, every mapping and
+ * library, argv and the environment: the PROC section of the snapshot.
+ *
+ * The resume.  ckpt_open finds the chain, checks it, begins tracking, and
+ * lets the in-place restore (restore.c) bring every tracked page back:
+ * unmapping what the new process has and the old did not, recreating the
+ * rest, the heap's break included.  Then, on a stack of ckpt's own, the old
+ * stack and glibc's thread descriptor are written back, the signal mask
+ * set, and the registers loaded: the program returns from the ckpt_commit
+ * that wrote the snapshot, with CKPT_RESUMED.
+ *
+ * ckpt's own memory and state (the handle included: a resumable handle
+ * lives in ckpt's state page, at the same address in both processes) are
+ * never restored: the resumed process's ckpt is the new one, already
+ * tracking and continuing the chain.
+ *
+ * glibc's list of threads (in ld.so's data, restored) still names the
+ * compression threads that ran while the snapshot was written; they do not
+ * exist in the new process.  The main thread's descriptor is the oldest
+ * entry, so its `next` is the list head: the list is cut back to the main
+ * thread alone.  The offsets of that node and of the tid in the descriptor
+ * are verified at each commit (the tid must read as gettid()); where they
+ * do not verify, the snapshot is not resumable.
+ *
+ * x86-64 only.  Not under AddressSanitizer, whose shadow memory ckpt does
+ * not snapshot.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "resume.h"
+#include "error.h"
+#include "maps.h"
+#include "mem.h"
+#include "rangeset.h"
+#include "track.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <link.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#if defined(__x86_64__)
+#include <asm/prctl.h>
+#define CKPT__CAN_RESUME 1
+#else
+#define CKPT__CAN_RESUME 0
+#endif
+
+uint64_t ckpt__resumed_id;
+
+/* glibc's struct pthread on x86-64: the thread list node and the tid. */
+#define GLIBC_LIST_OFF 0x2c0u
+#define GLIBC_TID_OFF 0x2d0u
+#define RESUME_STACK (256u << 10)
+
+extern void __asan_init(void) __attribute__((weak));
+
+/* ---- registers ----------------------------------------------------------------- */
+
+#if CKPT__CAN_RESUME
+/* struct ckpt__pctx: rbx 0, rbp 8, r12 16, r13 24, r14 32, r15 40, rsp 48,
+ * rip 56, mxcsr 64, fpucw 68. */
+__asm__(".text\n"
+	".globl ckpt__ctx_save\n"
+	".hidden ckpt__ctx_save\n"
+	".type ckpt__ctx_save, @function\n"
+	"ckpt__ctx_save:\n"
+	"	movq %rbx, 0(%rdi)\n"
+	"	movq %rbp, 8(%rdi)\n"
+	"	movq %r12, 16(%rdi)\n"
+	"	movq %r13, 24(%rdi)\n"
+	"	movq %r14, 32(%rdi)\n"
+	"	movq %r15, 40(%rdi)\n"
+	"	leaq 8(%rsp), %rdx\n"
+	"	movq %rdx, 48(%rdi)\n"
+	"	movq (%rsp), %rdx\n"
+	"	movq %rdx, 56(%rdi)\n"
+	"	stmxcsr 64(%rdi)\n"
+	"	fnstcw 68(%rdi)\n"
+	"	xorl %eax, %eax\n"
+	"	ret\n"
+	".size ckpt__ctx_save, .-ckpt__ctx_save\n"
+	/* ckpt__ctx_jump(ctx, value): never returns. */
+	".globl ckpt__ctx_jump\n"
+	".hidden ckpt__ctx_jump\n"
+	".type ckpt__ctx_jump, @function\n"
+	"ckpt__ctx_jump:\n"
+	"	ldmxcsr 64(%rdi)\n"
+	"	fldcw 68(%rdi)\n"
+	"	movq 0(%rdi), %rbx\n"
+	"	movq 8(%rdi), %rbp\n"
+	"	movq 16(%rdi), %r12\n"
+	"	movq 24(%rdi), %r13\n"
+	"	movq 32(%rdi), %r14\n"
+	"	movq 40(%rdi), %r15\n"
+	"	movq 48(%rdi), %rsp\n"
+	"	movl %esi, %eax\n"
+	"	jmpq *56(%rdi)\n"
+	".size ckpt__ctx_jump, .-ckpt__ctx_jump\n"
+	/* ckpt__on_stack(top, fn, arg): calls fn(arg) with the stack at top. */
+	".globl ckpt__on_stack\n"
+	".hidden ckpt__on_stack\n"
+	".type ckpt__on_stack, @function\n"
+	"ckpt__on_stack:\n"
+	"	movq %rdi, %rsp\n"
+	"	andq $-16, %rsp\n"
+	"	movq %rdx, %rdi\n"
+	"	callq *%rsi\n"
+	"	ud2\n"
+	".size ckpt__on_stack, .-ckpt__on_stack\n");
+CKPT__HIDDEN void ckpt__ctx_jump(const struct ckpt__pctx *ctx, int value) __attribute__((noreturn));
+CKPT__HIDDEN void ckpt__on_stack(void *top, void (*fn)(void *), void *arg)
+	__attribute__((noreturn));
+
+static uintptr_t fs_base(void)
+{
+	uintptr_t v = 0;
+	syscall(SYS_arch_prctl, ARCH_GET_FS, &v);
+	return v;
+}
+#else
+int ckpt__ctx_save(struct ckpt__pctx *ctx)
+{
+	memset(ctx, 0, sizeof *ctx);
+	return 0;
+}
+
+static uintptr_t fs_base(void)
+{
+	return 0;
+}
+#endif
+
+static int resumable_here(const char **why)
+{
+	*why = NULL;
+	if (!CKPT__CAN_RESUME)
+		*why = "resuming is implemented for x86-64 only";
+	else if (__asan_init)
+		*why = "resuming is not available under AddressSanitizer (its shadow memory is not "
+		       "snapshotted)";
+	return *why == NULL;
+}
+
+/* ---- address space randomisation ---------------------------------------------- */
+
+#define NORANDOM_MARK "CKPT_NORANDOM_PID"
+
+int ckpt__resume_norandom(void)
+{
+	const char *why;
+	if (!resumable_here(&why))
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: %s", why);
+	int pers = personality(0xffffffff);
+	if (pers < 0)
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: personality: %s", strerror(errno));
+	if (pers & ADDR_NO_RANDOMIZE)
+		return 0;
+	/* Once per process: after the exec the flag must be there. */
+	char mine[32];
+	snprintf(mine, sizeof mine, "%ld", (long)getpid());
+	const char *mark = getenv(NORANDOM_MARK);
+	if (mark && !strcmp(mark, mine))
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: address space randomisation stays on "
+						"after executing the program again (set-user-ID?)");
+	if (personality((unsigned long)pers | ADDR_NO_RANDOMIZE) < 0)
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: cannot turn address randomisation off: %s",
+				  strerror(errno));
+	/* argv as the kernel has it; the environment as it is now. */
+	int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+	size_t cap = 1 << 20, n = 0;
+	char *buf = ckpt__mem_alloc(cap);
+	if (fd < 0 || !buf) {
+		if (fd >= 0)
+			close(fd);
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: cannot read /proc/self/cmdline");
+	}
+	for (ssize_t r; n < cap - 1 && (r = read(fd, buf + n, cap - 1 - n)) > 0;)
+		n += (size_t)r;
+	close(fd);
+	buf[n] = '\0';
+	size_t argc = 0;
+	for (size_t i = 0; i < n; i++)
+		argc += buf[i] == '\0';
+	char **argv = ckpt__mem_alloc((argc + 2) * sizeof *argv);
+	if (!argv)
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
+	size_t k = 0;
+	for (size_t i = 0; i < n && k < argc; i += strlen(buf + i) + 1)
+		argv[k++] = buf + i;
+	argv[k] = NULL;
+	setenv(NORANDOM_MARK, mine, 1);
+	fflush(NULL);
+	/* By its path, so that the process keeps its name (comm comes from
+	 * the file name executed); /proc/self/exe if it is gone. */
+	char exe[PATH_MAX];
+	ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	exe[len > 0 ? len : 0] = '\0';
+	if (len > 0 && access(exe, X_OK) == 0)
+		execv(exe, argv);
+	execv("/proc/self/exe", argv);
+	int e = errno;
+	unsetenv(NORANDOM_MARK);
+	return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: cannot execute the program again: %s",
+			  strerror(e));
+}
+
+/* ---- the record of a commit ----------------------------------------------------- */
+
+int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx, int skip_fd)
+{
+	ctx->fs_base = fs_base();
+	/* The descriptor offsets, verified against this glibc. */
+	ctx->list_off = ctx->tid_off = 0;
+	if (ctx->fs_base &&
+	    *(const int32_t *)(ctx->fs_base + GLIBC_TID_OFF) == (int32_t)syscall(SYS_gettid)) {
+		ctx->list_off = GLIBC_LIST_OFF;
+		ctx->tid_off = GLIBC_TID_OFF;
+	}
+	ckpt__pbuf_add(b, CKPT__PE_CTX, ctx, sizeof *ctx, NULL, 0);
+	/* The stack, from the saved pointer to the top of its mapping. */
+	struct ckpt__maps m = {0};
+	int rc = ckpt__maps_read(&m);
+	if (rc)
+		return rc;
+	long i = ckpt__maps_find(&m, ctx->rsp);
+	if (i >= 0) {
+		uint64_t range[2] = {ctx->rsp & ~(uint64_t)15, m.v[i].end};
+		ckpt__pbuf_add(b, CKPT__PE_STACK, range, sizeof range, (const void *)range[0],
+			       range[1] - range[0]);
+	}
+	ckpt__maps_free(&m);
+	if (i < 0)
+		return ckpt__fail(CKPT_EINTERNAL, "ckpt_commit: the stack pointer is in no mapping");
+	return ckpt__proc_gather(b, skip_fd);
+}
+
+/* ---- reading a record ------------------------------------------------------------ */
+
+struct rfd {
+	struct ckpt__pfd f;
+	char *path;
+};
+
+struct rvma {
+	struct ckpt__pvma v;
+	char *path;
+};
+
+struct ckpt__resume {
+	uint64_t id;
+	const struct ckpt__snap *snap;
+	struct ckpt__chainw *w;
+	const char *dir;
+	unsigned skip;         /* damaged snapshots above id */
+	uint64_t newest;       /* the newest id in the directory */
+	struct ckpt__pctx ctx;
+	int have_ctx;
+	uintptr_t stack_lo, stack_hi;
+	const unsigned char *stack; /* in the snapshot's record */
+	uint64_t sigmask;
+	struct ckpt__psig sig[64];
+	unsigned nsig;
+	char cwd[PATH_MAX];
+	int have_cwd;
+	uint32_t umask;
+	uint64_t brk_start, brk_end;
+	struct rfd *fds;
+	size_t nfds, fds_cap;
+	struct rvma *vmas;
+	size_t nvmas, vmas_cap;
+	/* glibc's thread descriptor as the snapshot has it. */
+	uintptr_t tcb_lo;
+	unsigned char *tcb;
+	size_t tcb_len;
+	void *stack_mem; /* ckpt's stack for the last steps */
+	int started;     /* the process has begun to change */
+	const char *err; /* what a record check found */
+	char errbuf[PATH_MAX + 256];
+	struct lib_check *libs;
+};
+
+static char *dupn(const unsigned char *p, size_t n)
+{
+	char *s = ckpt__mem_alloc(n + 1);
+	if (s) {
+		memcpy(s, p, n);
+		s[n] = '\0';
+	}
+	return s;
+}
+
+/* The libraries of the snapshot against this process's. */
+struct lib_check {
+	const unsigned char *rec;
+	size_t len;
+	int found;
+	char *why;
+	size_t whysz;
+};
+
+static int lib_in_process(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	struct lib_check *lc = arg;
+	struct ckpt__plib l;
+	memcpy(&l, lc->rec, sizeof l);
+	const char *name = (const char *)lc->rec + sizeof l;
+	if (info->dlpi_addr != l.base)
+		return 0;
+	const char *cur = info->dlpi_name ? info->dlpi_name : "";
+	if (strlen(cur) != l.name_len || memcmp(cur, name, l.name_len)) {
+		snprintf(lc->why, lc->whysz, "at %#lx the snapshot has %.*s, this process %s",
+			 (unsigned long)l.base, (int)l.name_len, name, cur[0] ? cur : "the executable");
+		lc->found = -1;
+		return 1;
+	}
+	unsigned char bid[64];
+	size_t bidlen = 0;
+	ckpt__phdr_build_id(info, bid, &bidlen);
+	if (bidlen != l.bid_len || memcmp(bid, lc->rec + sizeof l + l.name_len, bidlen)) {
+		snprintf(lc->why, lc->whysz, "%s is not the build the snapshot was written with",
+			 l.name_len ? cur : "the executable");
+		lc->found = -1;
+		return 1;
+	}
+	lc->found = 1;
+	return 1;
+}
+
+static int count_lib(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)info;
+	(void)size;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+struct walk_ctx {
+	struct ckpt__resume *r;
+	size_t nlibs;
+	int bad;
+};
+
+static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
+{
+	struct walk_ctx *wc = arg;
+	struct ckpt__resume *r = wc->r;
+	switch (type) {
+	case CKPT__PE_CTX:
+		if (len != sizeof r->ctx)
+			return CKPT_ECORRUPT;
+		memcpy(&r->ctx, p, len);
+		r->have_ctx = 1;
+		break;
+	case CKPT__PE_STACK: {
+		uint64_t range[2];
+		if (len < sizeof range)
+			return CKPT_ECORRUPT;
+		memcpy(range, p, sizeof range);
+		if (range[1] <= range[0] || range[1] - range[0] != len - sizeof range)
+			return CKPT_ECORRUPT;
+		r->stack_lo = range[0];
+		r->stack_hi = range[1];
+		r->stack = p + sizeof range;
+		break;
+	}
+	case CKPT__PE_SIGMASK:
+		if (len != 8)
+			return CKPT_ECORRUPT;
+		memcpy(&r->sigmask, p, 8);
+		break;
+	case CKPT__PE_SIGACT:
+		if (len != sizeof r->sig[0] || r->nsig == 64)
+			return CKPT_ECORRUPT;
+		memcpy(&r->sig[r->nsig], p, len);
+		if (r->sig[r->nsig].sig < 1 || r->sig[r->nsig].sig > 64)
+			return CKPT_ECORRUPT;
+		r->nsig++;
+		break;
+	case CKPT__PE_CWD:
+		if (len >= sizeof r->cwd)
+			return CKPT_ECORRUPT;
+		memcpy(r->cwd, p, len);
+		r->cwd[len] = '\0';
+		r->have_cwd = 1;
+		break;
+	case CKPT__PE_UMASK:
+		if (len != 4)
+			return CKPT_ECORRUPT;
+		memcpy(&r->umask, p, 4);
+		break;
+	case CKPT__PE_BRK: {
+		uint64_t v[2];
+		if (len != sizeof v)
+			return CKPT_ECORRUPT;
+		memcpy(v, p, sizeof v);
+		r->brk_start = v[0];
+		r->brk_end = v[1];
+		break;
+	}
+	case CKPT__PE_FD: {
+		struct ckpt__pfd f;
+		if (len <= sizeof f || len - sizeof f >= PATH_MAX)
+			return CKPT_ECORRUPT;
+		memcpy(&f, p, sizeof f);
+		if (ckpt__mem_grow((void **)&r->fds, &r->fds_cap, r->nfds + 1, sizeof *r->fds))
+			return CKPT_ENOMEM;
+		char *path = dupn(p + sizeof f, len - sizeof f);
+		if (!path)
+			return CKPT_ENOMEM;
+		r->fds[r->nfds++] = (struct rfd){f, path};
+		break;
+	}
+	case CKPT__PE_VMA: {
+		struct ckpt__pvma v;
+		if (len < sizeof v || len - sizeof v >= PATH_MAX)
+			return CKPT_ECORRUPT;
+		memcpy(&v, p, sizeof v);
+		if (ckpt__mem_grow((void **)&r->vmas, &r->vmas_cap, r->nvmas + 1, sizeof *r->vmas))
+			return CKPT_ENOMEM;
+		char *path = dupn(p + sizeof v, len - sizeof v);
+		if (!path)
+			return CKPT_ENOMEM;
+		r->vmas[r->nvmas++] = (struct rvma){v, path};
+		break;
+	}
+	case CKPT__PE_LIB: {
+		struct ckpt__plib l;
+		if (len < sizeof l)
+			return CKPT_ECORRUPT;
+		memcpy(&l, p, sizeof l);
+		if ((uint64_t)l.name_len + l.bid_len != len - sizeof l || l.bid_len > 64)
+			return CKPT_ECORRUPT;
+		wc->nlibs++;
+		struct lib_check lc = {p, len, 0, r->errbuf, sizeof r->errbuf};
+		dl_iterate_phdr(lib_in_process, &lc);
+		if (lc.found == 0)
+			snprintf(r->errbuf, sizeof r->errbuf,
+				 "%.*s was loaded at %#lx and is not there in this process",
+				 (int)l.name_len, (const char *)p + sizeof l, (unsigned long)l.base);
+		if (lc.found != 1) {
+			wc->bad = 1;
+			return 1;
+		}
+		break;
+	}
+	default:
+		break; /* ARGV, ENV (for `ckpt resume`), later additions */
+	}
+	return 0;
+}
+
+static void rfree(struct ckpt__resume *r)
+{
+	for (size_t i = 0; i < r->nfds; i++)
+		ckpt__mem_free(r->fds[i].path, strlen(r->fds[i].path) + 1);
+	ckpt__mem_array_free((void **)&r->fds, &r->fds_cap, sizeof *r->fds);
+	for (size_t i = 0; i < r->nvmas; i++)
+		ckpt__mem_free(r->vmas[i].path, strlen(r->vmas[i].path) + 1);
+	ckpt__mem_array_free((void **)&r->vmas, &r->vmas_cap, sizeof *r->vmas);
+	if (r->tcb)
+		ckpt__mem_free(r->tcb, r->tcb_len);
+	if (r->stack_mem)
+		ckpt__mem_free(r->stack_mem, RESUME_STACK);
+	ckpt__mem_free(r, sizeof *r);
+}
+
+void ckpt__resume_free(struct ckpt__resume *r)
+{
+	if (r)
+		rfree(r);
+}
+
+uint64_t ckpt__resume_id(const struct ckpt__resume *r)
+{
+	return r->id;
+}
+
+/* The end of this process's [stack] mapping. */
+static uintptr_t stack_top(const struct ckpt__maps *m)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (!strcmp(m->v[i].path, "[stack]"))
+			return m->v[i].end;
+	return 0;
+}
+
+static int check_layout(struct ckpt__resume *r, const struct ckpt__snap *s, uintptr_t handle)
+{
+	struct ckpt__maps m = {0};
+	int rc = ckpt__maps_read(&m);
+	if (rc)
+		return rc;
+	uintptr_t top = stack_top(&m);
+	const char *name = s->name;
+	if (!r->have_ctx || !r->stack)
+		rc = ckpt__fail(CKPT_ECORRUPT, "%s: the process record has no registers or stack",
+				name);
+	else if (!r->ctx.list_off)
+		rc = ckpt__fail(CKPT_ENOTSUP, "%s: this C library's thread descriptor was not "
+					      "recognised at the commit; it cannot be resumed",
+				name);
+	else if (r->ctx.handle != handle)
+		rc = ckpt__fail(CKPT_EFOREIGN, "%s: the ckpt handle was at %#lx, here %#lx: "
+					       "libckpt is not where it was",
+				name, (unsigned long)r->ctx.handle, (unsigned long)handle);
+	else if (r->ctx.fs_base != fs_base())
+		rc = ckpt__fail(CKPT_EFOREIGN, "%s: the thread pointer was %#lx, here %#lx: the "
+					       "address layout differs",
+				name, (unsigned long)r->ctx.fs_base, (unsigned long)fs_base());
+	else if (r->stack_hi != top)
+		rc = ckpt__fail(CKPT_EFOREIGN, "%s: the stack ended at %#lx, here at %#lx: the "
+					       "address layout differs",
+				name, (unsigned long)r->stack_hi, (unsigned long)top);
+	else if (r->brk_start && r->brk_start != ckpt__start_brk())
+		rc = ckpt__fail(CKPT_EFOREIGN, "%s: the heap started at %#lx, here at %#lx: the "
+					       "address layout differs",
+				name, (unsigned long)r->brk_start, (unsigned long)ckpt__start_brk());
+	/* Files the process had open, and read-only files it had mapped. */
+	for (size_t i = 0; !rc && i < r->nfds; i++) {
+		struct stat st;
+		if (stat(r->fds[i].path, &st) != 0 || st.st_ino != r->fds[i].f.ino ||
+		    st.st_dev != r->fds[i].f.dev)
+			rc = ckpt__fail(CKPT_ENOENT, "%s: %s (descriptor %d at the commit) is gone or "
+						     "was replaced",
+					name, r->fds[i].path, r->fds[i].f.fd);
+	}
+	for (size_t i = 0; !rc && i < r->nvmas; i++) {
+		const struct rvma *v = &r->vmas[i];
+		struct stat st;
+		if ((v->v.perms & CKPT__PV_W) || v->path[0] != '/' || !v->v.ino)
+			continue;
+		if (stat(v->path, &st) != 0 || st.st_ino != v->v.ino)
+			rc = ckpt__fail(CKPT_ENOENT, "%s: %s (mapped at %#lx) is gone or was replaced",
+					name, v->path, (unsigned long)v->v.start);
+	}
+	ckpt__maps_free(&m);
+	return rc;
+}
+
+/* The snapshot's bytes of glibc's thread descriptor (the keep range of the
+ * TLS mapping, which a restore in place leaves alone). */
+static int load_tcb(struct ckpt__resume *r, struct ckpt__chain *c, const struct ckpt__snap *s)
+{
+	const struct ckpt__fmap *tm = NULL;
+	for (size_t i = 0; i < s->nmaps; i++)
+		if (s->maps[i].kind == CKPT__MK_TLS && s->maps[i].keep_len)
+			tm = &s->maps[i];
+	if (!tm)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: no thread descriptor in the snapshot", s->name);
+	size_t ps = ckpt__pagesize;
+	r->tcb_lo = tm->start + tm->keep_off;
+	r->tcb_len = tm->keep_len;
+	if (r->ctx.fs_base < r->tcb_lo ||
+	    r->ctx.fs_base + r->ctx.tid_off + 4 > r->tcb_lo + r->tcb_len ||
+	    r->ctx.fs_base + r->ctx.list_off + 16 > r->tcb_lo + r->tcb_len)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: the thread descriptor is not where the "
+						 "registers say",
+				  s->name);
+	r->tcb = ckpt__mem_alloc(r->tcb_len);
+	unsigned char *page = ckpt__mem_alloc(ps);
+	int rc = r->tcb && page ? 0 : CKPT_ENOMEM;
+	for (uintptr_t a = ckpt__page_down(r->tcb_lo); !rc && a < r->tcb_lo + r->tcb_len; a += ps) {
+		rc = ckpt__chain_page(c, r->id, a, page);
+		uintptr_t lo = a > r->tcb_lo ? a : r->tcb_lo;
+		uintptr_t hi = a + ps < r->tcb_lo + r->tcb_len ? a + ps : r->tcb_lo + r->tcb_len;
+		if (!rc)
+			memcpy(r->tcb + (lo - r->tcb_lo), page + (lo - a), hi - lo);
+	}
+	if (page)
+		ckpt__mem_free(page, ps);
+	return rc;
+}
+
+static int recorded_fd(const struct ckpt__resume *r, int fd)
+{
+	for (size_t i = 0; i < r->nfds; i++)
+		if (r->fds[i].f.fd == fd)
+			return 1;
+	return 0;
+}
+
+/* Moves a descriptor of ckpt's out of the numbers the program had open. */
+static int move_fd(const struct ckpt__resume *r, int *fd, int above)
+{
+	if (*fd < 0 || !recorded_fd(r, *fd))
+		return 0;
+	int n = fcntl(*fd, F_DUPFD_CLOEXEC, above);
+	if (n < 0)
+		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: %s", strerror(errno));
+	close(*fd);
+	*fd = n;
+	return 0;
+}
+
+/* The program's descriptor numbers are kept free for it: ckpt's are moved
+ * above them, and /dev/null holds each free one until the file is opened
+ * there (or tracking, which opens a userfaultfd, would take it). */
+static int reserve_fds(struct ckpt__resume *r)
+{
+	int above = 3;
+	for (size_t i = 0; i < r->nfds; i++)
+		if (r->fds[i].f.fd >= above)
+			above = r->fds[i].f.fd + 1;
+	int rc = move_fd(r, &r->w->dirfd, above);
+	if (!rc)
+		rc = move_fd(r, &r->w->lockfd, above);
+	if (!rc)
+		rc = move_fd(r, &r->w->rd.dirfd, above);
+	for (size_t i = 0; !rc && i < r->nfds; i++) {
+		if (fcntl(r->fds[i].f.fd, F_GETFD) >= 0)
+			continue; /* the new process's own: replaced later */
+		int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || (fd != r->fds[i].f.fd && dup3(fd, r->fds[i].f.fd, O_CLOEXEC) < 0))
+			rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot hold descriptor %d: "
+								 "%s",
+					r->fds[i].f.fd, strerror(errno));
+		if (fd >= 0 && fd != r->fds[i].f.fd)
+			close(fd);
+	}
+	return rc;
+}
+
+/* The chain's writer state, taken over from snapshot s. */
+static int take_over(struct ckpt__chainw *w, const struct ckpt__snap *s)
+{
+	w->latest = s->h.id;
+	memcpy(w->chain_id, s->h.chain_id, 16);
+	w->nlct = 0;
+	if (ckpt__mem_grow((void **)&w->lct, &w->lct_cap, s->nmaps ? s->nmaps : 1, sizeof *w->lct))
+		return CKPT_ENOMEM;
+	char name[PATH_MAX];
+	for (size_t i = 0; i < s->nmaps; i++) {
+		const struct ckpt__fmap *f = &s->maps[i];
+		ckpt__snap_str(s, f->name_off, f->name_len, name, sizeof name);
+		w->lct[w->nlct++] = (struct ckpt__wmap){
+			.start = f->start, .end = f->end, .offset = f->offset, .inode = f->inode,
+			.born = f->born, .dev_major = f->dev_major, .dev_minor = f->dev_minor,
+			.prot = f->prot, .flags = f->flags, .kind = f->kind,
+			.page_shift = f->page_shift, .keep_off = f->keep_off,
+			.keep_len = f->keep_len, .name = ckpt__track_intern(name),
+		};
+	}
+	return 0;
+}
+
+int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle, unsigned skip,
+		      struct ckpt__resume **out)
+{
+	*out = NULL;
+	const char *why;
+	if (!resumable_here(&why))
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: %s", why);
+	struct ckpt__resume *r = ckpt__mem_alloc(sizeof *r);
+	if (!r)
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
+	memset(r, 0, sizeof *r);
+	r->w = w;
+	r->dir = dir;
+	r->skip = skip;
+	/* The newest id, then the chain up to the newest not set aside. */
+	struct ckpt__chain *c = &w->rd;
+	if (w->rd_open)
+		ckpt__chain_close(c);
+	w->rd_open = 0;
+	int fd = dup(w->dirfd);
+	int rc = fd < 0 ? ckpt__from_errno(errno) : 0;
+	uint64_t newest = 0;
+	if (!rc) {
+		newest = ckpt__chain_newest_id(w->dirfd);
+		uint64_t upto = newest > skip ? newest - skip : 0;
+		r->newest = newest;
+		rc = upto ? ckpt__chain_open_upto(c, dir, fd, upto)
+			  : ckpt__fail(CKPT_ECORRUPT, "ckpt_open: no sound snapshot in %s", dir);
+		if (!upto)
+			close(fd);
+	}
+	if (rc) {
+		rfree(r);
+		return rc;
+	}
+	w->rd_open = 1;
+	const struct ckpt__snap *s = ckpt__chain_find(c, CKPT_LATEST);
+	if (!s) {
+		rfree(r);
+		return ckpt__fail(CKPT_ECORRUPT, "ckpt_open: no sound snapshot in %s", dir);
+	}
+	r->id = s->h.id;
+	r->snap = s;
+	if (s->h.page_size != ckpt__pagesize)
+		rc = ckpt__fail(CKPT_EFOREIGN, "ckpt_open: %s has page size %u, this system %zu",
+				s->name, s->h.page_size, ckpt__pagesize);
+	else if (!s->proc)
+		rc = ckpt__fail(CKPT_ENOTSUP, "ckpt_open: %s was written by a handle opened without "
+					      "CKPT_F_RESUME: it has no process record",
+				s->name);
+	else if (s->h.flags & CKPT__SF_NOT_RESUMABLE)
+		rc = ckpt__fail(CKPT_ENOTSUP, "ckpt_open: %s was written while the program ran %u "
+					      "threads; only single-threaded snapshots can be resumed",
+				s->name, s->h.nthreads);
+	if (!rc && (s->h.bid_len != w->build_id_len ||
+		    memcmp(s->strings + s->h.bid_off, w->build_id, w->build_id_len))) {
+		char exe[PATH_MAX];
+		ckpt__snap_str(s, s->h.exe_off, s->h.exe_len, exe, sizeof exe);
+		rc = ckpt__fail(CKPT_EFOREIGN, "ckpt_open: %s was written by %s; this is %s, another "
+					       "build: it is not resumed",
+				s->name, exe, w->exe);
+	}
+	struct walk_ctx wc = {r, 0, 0};
+	if (!rc) {
+		rc = ckpt__proc_walk(s->proc, s->proc_size, take, &wc);
+		if (rc == CKPT_ECORRUPT || (rc > 0 && !wc.bad))
+			rc = ckpt__fail(CKPT_ECORRUPT, "%s: the process record is malformed", s->name);
+		else if (rc == CKPT_ENOMEM)
+			rc = ckpt__fail(rc, "ckpt_open: out of memory");
+		else if (wc.bad)
+			rc = ckpt__fail(CKPT_EFOREIGN, "ckpt_open: %s: %s; it is not resumed", s->name,
+					r->errbuf);
+	}
+	if (!rc) {
+		size_t nlibs = 0;
+		dl_iterate_phdr(count_lib, &nlibs);
+		if (nlibs != wc.nlibs)
+			rc = ckpt__fail(CKPT_EFOREIGN, "ckpt_open: %s: the program had %zu objects "
+						       "loaded, this process has %zu (LD_PRELOAD?)",
+					s->name, wc.nlibs, nlibs);
+	}
+	if (!rc)
+		rc = check_layout(r, s, handle);
+	if (!rc)
+		rc = load_tcb(r, c, s);
+	if (!rc)
+		rc = reserve_fds(r);
+	if (!rc && !(r->stack_mem = ckpt__mem_alloc(RESUME_STACK)))
+		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
+	if (!rc)
+		rc = take_over(w, s);
+	if (rc) {
+		rfree(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+/* ---- before memory changes -------------------------------------------------------- */
+
+static int restore_fd(const struct rfd *d)
+{
+	int flags = d->f.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
+	int fd = open(d->path, flags | O_CLOEXEC);
+	if (fd < 0)
+		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot reopen %s: %s", d->path,
+				  strerror(errno));
+	if (fd != d->f.fd) {
+		if (dup3(fd, d->f.fd, O_CLOEXEC) < 0) {
+			int e = errno;
+			close(fd);
+			return ckpt__fail(ckpt__from_errno(e), "ckpt_open: cannot place %s at %d: %s",
+					  d->path, d->f.fd, strerror(e));
+		}
+		close(fd);
+	}
+	fcntl(d->f.fd, F_SETFD, d->f.fdflags);
+	/* Written after the commit: the resumed run writes it again. */
+	struct stat st;
+	if ((d->f.flags & O_ACCMODE) != O_RDONLY && fstat(d->f.fd, &st) == 0 &&
+	    st.st_size > d->f.size && ftruncate(d->f.fd, d->f.size) != 0)
+		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot cut %s back: %s",
+				  d->path, strerror(errno));
+	if (lseek(d->f.fd, d->f.offset, SEEK_SET) < 0 && errno != ESPIPE)
+		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: %s: %s", d->path,
+				  strerror(errno));
+	return 0;
+}
+
+static int special(const char *path)
+{
+	return !strcmp(path, "[stack]") || !strncmp(path, "[vvar", 5) || !strcmp(path, "[vdso]") ||
+	       !strcmp(path, "[vsyscall]");
+}
+
+/* Read-only mappings: what this process has and the old did not goes;
+ * what the old had is mapped again.  Compared page by page: mprotect splits
+ * and merges mappings differently in the two processes.  Writable and
+ * tracked memory is the restore's. */
+static int fix_read_only(struct ckpt__resume *r)
+{
+	struct ckpt__maps m = {0};
+	struct ckpt__rset gone = {0};
+	int rc = ckpt__maps_read(&m);
+	const struct ckpt__rtab *tab = ckpt__T->tab; /* under the tracker's lock */
+	for (size_t i = 0; !rc && i < m.n; i++) {
+		const struct ckpt__vma *v = &m.v[i];
+		if ((v->perms & CKPT__VMA_W) || special(v->path) || ckpt__mem_is_own(v->start, v->end))
+			continue;
+		ckpt__rset_clear(&gone);
+		rc = ckpt__rset_add(&gone, v->start, v->end) ? CKPT_ENOMEM : 0;
+		for (size_t j = 0; !rc && j < r->nvmas; j++)
+			if (!strcmp(r->vmas[j].path, v->path))
+				ckpt__rset_del(&gone, r->vmas[j].v.start, r->vmas[j].v.end);
+		for (size_t j = 0; !rc && j < tab->n; j++)
+			ckpt__rset_del(&gone, tab->r[j].start, tab->r[j].end);
+		for (size_t j = 0; !rc && j < gone.n; j++)
+			ckpt__sys3(SYS_munmap, (long)gone.r[j].lo, (long)(gone.r[j].hi - gone.r[j].lo),
+				   0);
+	}
+	ckpt__maps_free(&m);
+	if (!rc)
+		rc = ckpt__maps_read(&m);
+	for (size_t i = 0; !rc && i < r->nvmas; i++) {
+		const struct rvma *o = &r->vmas[i];
+		if ((o->v.perms & CKPT__PV_W) || special(o->path))
+			continue;
+		ckpt__rset_clear(&gone);
+		rc = ckpt__rset_add(&gone, o->v.start, o->v.end) ? CKPT_ENOMEM : 0;
+		for (size_t j = 0; !rc && j < m.n; j++)
+			ckpt__rset_del(&gone, m.v[j].start, m.v[j].end);
+		for (size_t j = 0; !rc && j < r->snap->nmaps; j++)
+			ckpt__rset_del(&gone, r->snap->maps[j].start, r->snap->maps[j].end);
+		int prot = ((o->v.perms & CKPT__PV_R) ? PROT_READ : 0) |
+			   ((o->v.perms & CKPT__PV_X) ? PROT_EXEC : 0);
+		int flags = ((o->v.perms & CKPT__PV_SHARED) ? MAP_SHARED : MAP_PRIVATE) |
+			    MAP_FIXED_NOREPLACE;
+		for (size_t j = 0; !rc && j < gone.n; j++) {
+			uintptr_t lo = gone.r[j].lo, hi = gone.r[j].hi;
+			int fd = -1;
+			if (o->path[0] == '/' && o->v.ino) {
+				fd = open(o->path, O_RDONLY | O_CLOEXEC);
+				if (fd < 0) {
+					rc = ckpt__fail(CKPT_ENOENT, "ckpt_open: cannot map %s again: %s",
+							o->path, strerror(errno));
+					break;
+				}
+			}
+			long p = ckpt__sys6(SYS_mmap, (long)lo, (long)(hi - lo), prot,
+					    flags | (fd < 0 ? MAP_ANONYMOUS : 0), fd,
+					    fd >= 0 ? (long)(o->v.offset + (lo - o->v.start)) : 0);
+			if (fd >= 0)
+				close(fd);
+			if (p != (long)lo)
+				rc = ckpt__fail(CKPT_ENOMEM, "ckpt_open: cannot map %s at %#lx again",
+						o->path[0] ? o->path : "anonymous memory",
+						(unsigned long)lo);
+		}
+	}
+	ckpt__rset_free(&gone);
+	ckpt__maps_free(&m);
+	return rc;
+}
+
+int ckpt__resume_started(const struct ckpt__resume *r)
+{
+	return r->started;
+}
+
+int ckpt__resume_before(void *arg)
+{
+	struct ckpt__resume *r = arg;
+	r->started = 1;
+	/* Snapshots above the one resumed failed their checks: set aside, or
+	 * the next commit would meet them. */
+	for (uint64_t id = r->id + 1; id <= r->newest; id++) {
+		char from[48], to[64];
+		snprintf(from, sizeof from, CKPT__SNAP_FMT, (unsigned long long)id);
+		snprintf(to, sizeof to, "damaged-" CKPT__SNAP_FMT, (unsigned long long)id);
+		if (renameat(r->w->dirfd, from, r->w->dirfd, to) != 0 && errno != ENOENT)
+			return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot set %s aside: %s",
+					  from, strerror(errno));
+		fprintf(stderr, "ckpt: %s/%s failed its checks; kept as %s, resuming from "
+				"snapshot %llu\n",
+			r->dir, from, to, (unsigned long long)r->id);
+	}
+	if (r->newest > r->id)
+		fsync(r->w->dirfd);
+	for (size_t i = 0; i < r->nfds; i++) {
+		int rc = restore_fd(&r->fds[i]);
+		if (rc)
+			return rc;
+	}
+	if (r->have_cwd && chdir(r->cwd) != 0)
+		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot enter %s: %s", r->cwd,
+				  strerror(errno));
+	umask((mode_t)r->umask);
+	/* Dispositions: the recorded ones, the default elsewhere. */
+	for (int sig = 1; sig < 65; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP || sig == 32 || sig == 33)
+			continue;
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = SIG_DFL;
+		for (unsigned i = 0; i < r->nsig; i++)
+			if ((int)r->sig[i].sig == sig) {
+				sa.sa_handler = (void (*)(int))(uintptr_t)r->sig[i].handler;
+				sa.sa_flags = (int)r->sig[i].flags;
+				for (int s = 1; s <= 64; s++)
+					if (r->sig[i].mask & (1ull << (s - 1)))
+						sigaddset(&sa.sa_mask, s);
+			}
+		sigaction(sig, &sa, NULL);
+	}
+	return fix_read_only(r);
+}
+
+/* ---- the last steps -------------------------------------------------------------- */
+
+#if CKPT__CAN_RESUME
+/* Runs on ckpt's own stack.  The stack canary lives in the thread
+ * descriptor this rewrites: nothing here returns. */
+__attribute__((noreturn, noinline, no_stack_protector)) static void finish(void *arg)
+{
+	struct ckpt__resume *r = arg;
+	size_t ps = ckpt__pagesize;
+	/* The stack grows down to its old lowest page on demand. */
+	for (uintptr_t a = ckpt__page_down(r->stack_hi - 1); a >= ckpt__page_down(r->stack_lo);
+	     a -= ps)
+		*(volatile char *)a = 0;
+	memcpy((void *)r->stack_lo, r->stack, r->stack_hi - r->stack_lo);
+	/* glibc's descriptor as it was, but for what is this thread's. */
+	memcpy((void *)r->tcb_lo, r->tcb, r->tcb_len);
+	*(int32_t *)(r->ctx.fs_base + r->ctx.tid_off) = (int32_t)ckpt__raw_gettid();
+	uintptr_t node = r->ctx.fs_base + r->ctx.list_off;
+	uintptr_t head = *(uintptr_t *)node;
+	((uintptr_t *)head)[0] = node;
+	((uintptr_t *)head)[1] = node;
+	((uintptr_t *)node)[0] = head;
+	((uintptr_t *)node)[1] = head;
+	ckpt__sys6(SYS_arch_prctl, ARCH_SET_FS, (long)r->ctx.fs_base, 0, 0, 0, 0);
+	uint64_t mask = r->sigmask & ~(1ull << (SIGSEGV - 1));
+	ckpt__sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)&mask, 0, 8, 0, 0);
+	ckpt__ctx_jump(&r->ctx, 1);
+}
+
+void ckpt__resume_finish(struct ckpt__resume *r)
+{
+	ckpt__resumed_id = r->id;
+	ckpt__on_stack((char *)r->stack_mem + RESUME_STACK, finish, r);
+}
+#else
+void ckpt__resume_finish(struct ckpt__resume *r)
+{
+	(void)r;
+	abort();
+}
+#endif

@@ -1,0 +1,57 @@
+/*
+ * resume.h - continuing a killed process from the newest snapshot of its
+ * chain (CKPT_F_RESUME), and what a resumable commit records for it.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+#ifndef CKPT_RESUME_H
+#define CKPT_RESUME_H
+
+#include "commit.h"
+#include "proc.h"
+
+/* Saves the calling context into ctx and returns 0; returns again, with 1,
+ * in a resumed process (ckpt__ctx_jump).  Like setjmp: only values that
+ * did not change between the two returns may be used after the second. */
+CKPT__HIDDEN int ckpt__ctx_save(struct ckpt__pctx *ctx) __attribute__((returns_twice));
+
+/* Makes sure address space randomisation is off for this process: if it is
+ * on, turns it off and executes the program again with the same arguments
+ * and environment (this call does not return then).  0, or CKPT_ENOTSUP
+ * when it cannot be turned off. */
+CKPT__HIDDEN int ckpt__resume_norandom(void);
+
+/* The record of a resumable commit, called from the frame whose context
+ * ctx holds: CTX, the stack from ctx->rsp up, and ckpt__proc_gather's. */
+CKPT__HIDDEN int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx, int skip_fd);
+
+struct ckpt__resume;
+
+/* Reads and checks what resuming the newest sound snapshot of w's chain
+ * needs (w opened on a directory that holds a chain, nothing read yet):
+ * the snapshot must have a process record, one thread, this executable
+ * and these libraries at the same addresses, the same layout (stack, TLS,
+ * heap), and every file it had open must still be there.  handle: the
+ * address the program's ckpt_t will have.  `skip`: snapshots above the
+ * newest sound one already found damaged.  On success w is ready to go on
+ * from that snapshot.  0 or CKPT_E* with ckpt_last_error saying what
+ * differs. */
+CKPT__HIDDEN int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
+				   unsigned skip, struct ckpt__resume **out);
+CKPT__HIDDEN uint64_t ckpt__resume_id(const struct ckpt__resume *r);
+/* The steps before memory changes (descriptors, directory, umask, signal
+ * dispositions, read-only mappings, damaged snapshots set aside); for
+ * ckpt__restore_ex's `before`. */
+CKPT__HIDDEN int ckpt__resume_before(void *r);
+/* The last steps, on a stack of ckpt's own: the program's stack, its thread
+ * descriptor, the signal mask, then the registers: returns from the commit
+ * that wrote the snapshot, with CKPT_RESUMED.  Memory must be restored. */
+CKPT__HIDDEN void ckpt__resume_finish(struct ckpt__resume *r) __attribute__((noreturn));
+CKPT__HIDDEN void ckpt__resume_free(struct ckpt__resume *r);
+/* Whether ckpt__resume_before has begun changing the process: past that a
+ * failure cannot be returned to the program. */
+CKPT__HIDDEN int ckpt__resume_started(const struct ckpt__resume *r);
+
+/* The id the resumed ckpt_commit reports (set before the jump). */
+extern CKPT__HIDDEN uint64_t ckpt__resumed_id;
+
+#endif /* CKPT_RESUME_H */

@@ -1,0 +1,309 @@
+#!/bin/sh
+# tests/resume.sh - a killed program continues from its last commit.
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# The program is tests/resume-prog (see tests/resume-prog.c): deterministic
+# from its seed, it commits every 10 of its 100 steps, writes a line per
+# step to a file it keeps open, and prints a checksum of all its memory at
+# the end.  A run that was killed and run again must end exactly as one
+# that was never interrupted: same checksum, byte-identical output file.
+#
+#   a  an uninterrupted run: the reference checksum and file of each seed
+#   b  for several seeds, SIGKILL at a random moment after a commit, then
+#      the same command again: resumed, same checksum, same file
+#   c  killed, resumed, killed again, resumed again: the same
+#   d  an empty directory starts a fresh run (no "resumed")
+#   e  a chain written by resume-prog is refused by resume-prog2 (another
+#      build-id): exit 3, CKPT_EFOREIGN naming the executable; the chain is
+#      left as it was (resume-prog still resumes it)
+#   f  a snapshot taken while a second thread lived is refused:
+#      CKPT_ENOTSUP, the message mentions threads
+#   g  the output file goes on at the offset it had at the commit
+#   h  `ckpt resume DIR`, run from another directory, resumes a killed run
+#   i  the newest snapshot damaged in its middle: the run resumes from the
+#      one before, says so, and still ends with the right checksum
+#   j  all of the above under CKPT_BACKEND=mprotect and =uffd (uffd skipped,
+#      with the reason, where the kernel lacks it), and a chain written
+#      under one back-end resumed under the other.
+#
+# Random kill moments come from /dev/urandom and are printed, so that a
+# failure can be told apart from the others.  Every run is bounded (timeout
+# 60, or a deadline while waiting for a commit), so a hang fails.
+# Exit status: 0 pass, 1 fail, 77 skip (a sanitizer build whose library
+# refuses to resume).
+
+top_builddir=${top_builddir:-.}
+fail() {
+	echo "resume.sh: FAIL: $*" >&2
+	exit 1
+}
+say() {
+	echo "resume.sh: $*"
+}
+
+builddir=$(cd "$top_builddir" && pwd) || fail "no build directory $top_builddir"
+prog=$builddir/tests/resume-prog
+prog2=$builddir/tests/resume-prog2
+ckpt=$builddir/tools/ckpt
+probe=$builddir/tests/backend-probe
+for p in "$prog" "$prog2" "$ckpt" "$probe"; do
+	[ -x "$p" ] || fail "$p not built"
+done
+
+STEPS=100
+EVERY=10
+SLEEP_US=5000 # 50 ms between commits: room for a kill anywhere
+SEEDS="1 2 3"
+
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-resume.XXXXXX") || fail "mktemp -d"
+bg=
+trap '[ -n "$bg" ] && kill -KILL "$bg" 2>/dev/null; rm -rf "$scratch"' EXIT
+trap 'exit 1' HUP INT TERM
+
+# ---- running the program ----------------------------------------------------------
+# Every run of chain NAME uses the chain $scratch/NAME.chain and the output
+# file $scratch/NAME.out; LOG names its stdout and stderr files.
+
+# run LOG NAME SEED [ARGS...]: runs $P (resume-prog unless set) to the end;
+# $rc is its exit status.
+run() {
+	log=$1 name=$2 seed=$3
+	shift 3
+	timeout 60 "${P:-$prog}" --seed "$seed" --steps $STEPS --every $EVERY \
+		--sleep-us $SLEEP_US --dir "$scratch/$name.chain" --out "$scratch/$name.out" \
+		"$@" >"$scratch/$log.stdout" 2>"$scratch/$log.stderr"
+	rc=$?
+}
+
+# lines FILE: how many commit and resume lines the program printed.
+lines() {
+	grep -Ec '^(commit|resumed) [0-9]+ ' "$1"
+}
+
+# rand N: a random number in 0..N-1.
+rand() {
+	echo $(($(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % $1))
+}
+
+# run_killed LOG NAME SEED LINES: starts a run in the background, waits
+# until it has printed LINES commit or resume lines, waits a random 0-49 ms
+# more (less than one interval between commits) and kills it with SIGKILL.
+run_killed() {
+	log=$1 name=$2 seed=$3 want=$4
+	# Made here: the background shell may not have opened them yet when
+	# the loop below first reads them.
+	: >"$scratch/$log.stdout"
+	: >"$scratch/$log.stderr"
+	"$prog" --seed "$seed" --steps $STEPS --every $EVERY --sleep-us $SLEEP_US \
+		--dir "$scratch/$name.chain" --out "$scratch/$name.out" \
+		>"$scratch/$log.stdout" 2>"$scratch/$log.stderr" &
+	bg=$!
+	i=0
+	while [ "$(lines "$scratch/$log.stderr")" -lt "$want" ]; do
+		# Until wait(1), a program that ended is a zombie: kill -0 would
+		# still find it.
+		case $(sed 's/.*) //' "/proc/$bg/stat" 2>/dev/null) in
+		'' | Z*) fail "$log ended before its line $want: $(cat "$scratch/$log.stderr")" ;;
+		esac
+		i=$((i + 1))
+		[ $i -lt 3000 ] || fail "$log: no commit $want within 60 s"
+		sleep 0.02
+	done
+	ms=$(rand 50)
+	sleep "0.0$(printf %02d "$ms")"
+	kill -KILL "$bg" 2>/dev/null
+	wait "$bg" 2>/dev/null # no "Killed" from the shell
+	status=$?
+	bg=
+	[ $status -eq 137 ] ||
+		fail "$log: killed after line $want + $ms ms, exited $status (ran to its end?)"
+	say "  $log: SIGKILL $ms ms after line $want ($(tail -n 1 "$scratch/$log.stderr"))"
+}
+
+# same_as_ref LOG NAME SEED: LOG's run printed the reference checksum of
+# SEED and left NAME's output file byte-identical to the reference's.
+same_as_ref() {
+	log=$1 name=$2 seed=$3
+	got=$(cat "$scratch/$log.stdout")
+	want=$(cat "$scratch/ref$seed.stdout")
+	[ "$got" = "$want" ] || fail "$log: '$got', not the reference '$want' of seed $seed
+$(cat "$scratch/$log.stderr")"
+	cmp "$scratch/$name.out" "$scratch/ref$seed.out" >/dev/null ||
+		fail "$log: the output file differs from the reference of seed $seed:
+$(cmp "$scratch/$name.out" "$scratch/ref$seed.out" 2>&1)"
+}
+
+# resumed_ok LOG NAME SEED [KILLED_LOG]: LOG's run exited 0, said it was
+# resumed, at an offset that is the length of the reference file's first S
+# lines (S the step of the commit it continued from), and ended as the
+# reference.  With KILLED_LOG, the snapshot it resumed is the last one that
+# run reported or, when the kill landed between the rename of the file and
+# the line, the next one.
+resumed_ok() {
+	log=$1 name=$2 seed=$3 killed=$4
+	[ "$rc" -eq 0 ] || fail "$log exited $rc: $(cat "$scratch/$log.stderr")"
+	line=$(grep '^resumed ' "$scratch/$log.stderr" | head -n 1)
+	[ -n "$line" ] || fail "$log does not say it was resumed: $(cat "$scratch/$log.stderr")"
+	# shellcheck disable=SC2086 # split on purpose: resumed ID step S offset O
+	set -- $line
+	id=$2 step=$4 off=$6
+	[ $((step % EVERY)) -eq 0 ] || fail "$log: resumed at step $step: $line"
+	want=$(($(head -n "$step" "$scratch/ref$seed.out" | wc -c)))
+	[ "$off" -eq "$want" ] ||
+		fail "$log: the output file is at offset $off after the resume, not $want: $line"
+	if [ -n "$killed" ]; then
+		last=$(sed -En 's/^(commit|resumed) ([0-9]+) .*/\2/p' "$scratch/$killed.stderr" |
+			tail -n 1)
+		[ "$id" -eq "$last" ] || [ "$id" -eq $((last + 1)) ] ||
+			fail "$log: resumed snapshot $id; $killed last committed $last"
+	fi
+	same_as_ref "$log" "$name" "$seed"
+}
+
+# refused LOG CODE: LOG's run exited 3 with ckpt_open failing with CODE;
+# prints what ckpt_last_error said.
+refused() {
+	[ "$rc" -eq 3 ] || fail "$1 exited $rc, not 3: $(cat "$scratch/$1.stderr")"
+	msg=$(sed -n "s/^resume-prog: ckpt_open: .*($2): //p" "$scratch/$1.stderr")
+	[ -n "$msg" ] || fail "$1: not $2: $(cat "$scratch/$1.stderr")"
+	printf '%s\n' "$msg"
+}
+
+# ---- the cases, under one back-end ---------------------------------------------------
+cases() {
+	be=$1
+	say "back-end $be"
+	# a, d: reference runs, each in an empty directory.
+	for seed in $SEEDS; do
+		rm -rf "$scratch/ref$seed.chain"
+		mkdir "$scratch/ref$seed.chain"
+		run "ref$seed" "ref$seed" "$seed"
+		if [ "$rc" -eq 3 ] && [ "$be$seed" = "${first_be}1" ] &&
+			grep -q '(CKPT_ENOTSUP)' "$scratch/ref$seed.stderr" &&
+			ldd "$builddir/tests/.libs/resume-prog" "$prog" 2>/dev/null |
+			grep -Eq 'lib(asan|ubsan)'; then
+			echo "resume.sh: SKIP: a sanitizer build refuses to resume:" \
+				"$(cat "$scratch/ref$seed.stderr")"
+			exit 77
+		fi
+		[ "$rc" -eq 0 ] || fail "ref$seed exited $rc: $(cat "$scratch/ref$seed.stderr")"
+		grep -q '^resumed' "$scratch/ref$seed.stderr" &&
+			fail "ref$seed: an empty directory was resumed"
+		grep -Eq '^checksum [0-9a-f]{16}$' "$scratch/ref$seed.stdout" ||
+			fail "ref$seed printed '$(cat "$scratch/ref$seed.stdout")'"
+		[ "$(wc -l <"$scratch/ref$seed.out")" -eq $STEPS ] || fail "ref$seed: short output file"
+		if [ -f "$scratch/ref$seed.sum" ]; then
+			cmp -s "$scratch/ref$seed.sum" "$scratch/ref$seed.stdout" ||
+				fail "seed $seed: checksum differs between back-ends"
+		fi
+		cp "$scratch/ref$seed.stdout" "$scratch/ref$seed.sum"
+	done
+	say "  a, d: reference runs of seeds $SEEDS started fresh"
+
+	# b, g: one kill at a random moment after commit 1, 2 or 3.
+	for seed in $SEEDS; do
+		n=$be-b$seed
+		run_killed "$n.1" "$n" "$seed" $((1 + $(rand 3)))
+		run "$n.2" "$n" "$seed"
+		resumed_ok "$n.2" "$n" "$seed" "$n.1"
+	done
+	say "  b, g: killed and resumed: same checksums, same files, right offsets"
+
+	# c: killed, resumed, killed again after one more commit, resumed.
+	n=$be-c
+	run_killed "$n.1" "$n" 2 $((1 + $(rand 3)))
+	run_killed "$n.2" "$n" 2 2
+	grep -q '^resumed ' "$scratch/$n.2.stderr" || fail "$n.2 was not resumed"
+	run "$n.3" "$n" 2
+	resumed_ok "$n.3" "$n" 2 "$n.2"
+	say "  c: killed twice, resumed twice"
+
+	# e: another executable.
+	n=$be-e
+	run "$n.1" "$n" 1 --kill-at 2
+	[ "$rc" -eq 137 ] || fail "$n.1 (--kill-at 2) exited $rc"
+	P=$prog2
+	run "$n.2" "$n" 1
+	P=$prog
+	msg=$(refused "$n.2" CKPT_EFOREIGN) || exit 1
+	printf '%s\n' "$msg" | grep -Eiq 'resume-prog|executable' ||
+		fail "the refusal does not name the executable: $msg"
+	run "$n.3" "$n" 1
+	resumed_ok "$n.3" "$n" 1
+	say "  e: refused by another build ($msg); resumed by its own"
+
+	# f: a second thread.
+	n=$be-f
+	run "$n.1" "$n" 1 --threads --kill-at 1
+	[ "$rc" -eq 137 ] || fail "$n.1 (--threads --kill-at 1) exited $rc: $(cat "$scratch/$n.1.stderr")"
+	run "$n.2" "$n" 1 --threads
+	msg=$(refused "$n.2" CKPT_ENOTSUP) || exit 1
+	printf '%s\n' "$msg" | grep -iq 'thread' || fail "the refusal does not mention threads: $msg"
+	say "  f: a snapshot with two threads refused ($msg)"
+
+	# h: the command-line tool, from another directory.
+	n=$be-h
+	run_killed "$n.1" "$n" 3 2
+	(cd / && timeout 60 "$ckpt" resume "$scratch/$n.chain") \
+		>"$scratch/$n.2.stdout" 2>"$scratch/$n.2.stderr"
+	rc=$?
+	resumed_ok "$n.2" "$n" 3 "$n.1"
+	say "  h: ckpt resume"
+
+	# i: the newest snapshot damaged.
+	n=$be-i
+	run "$n.1" "$n" 2 --kill-at 3
+	[ "$rc" -eq 137 ] || fail "$n.1 (--kill-at 3) exited $rc"
+	f=$scratch/$n.chain/snap-00000003.ckpt
+	[ -f "$f" ] || fail "$n: no $f: $(ls "$scratch/$n.chain")"
+	mid=$(($(wc -c <"$f") / 2))
+	byte=$(od -An -tu1 -j $mid -N 1 "$f" | tr -d ' ')
+	if [ "$byte" = 90 ]; then new=Y; else new=Z; fi
+	printf '%s' $new | dd of="$f" bs=1 seek=$mid count=1 conv=notrunc 2>/dev/null || fail "dd"
+	run "$n.2" "$n" 2
+	resumed_ok "$n.2" "$n" 2
+	[ "$id" -eq 2 ] || fail "$n.2 resumed snapshot $id, not 2 (3 is damaged)"
+	grep -Ev '^(commit|resumed) ' "$scratch/$n.2.stderr" |
+		grep -Eiq 'corrupt|damaged|sound|snap-0*3\.ckpt' ||
+		fail "$n.2 does not say the newest snapshot was passed over:
+$(cat "$scratch/$n.2.stderr")"
+	say "  i: damaged newest snapshot passed over: $(grep -Ev '^(commit|resumed) ' \
+		"$scratch/$n.2.stderr" | head -n 1)"
+}
+
+# ---- j: both back-ends, and across them ------------------------------------------
+backends=
+for be in mprotect uffd; do
+	if why=$("$probe" $be 2>&1); then
+		backends="$backends $be"
+	else
+		say "SKIP the $be back-end: $why"
+	fi
+done
+[ -n "$backends" ] || fail "no back-end works here"
+first_be=${backends# }
+first_be=${first_be%% *}
+
+for be in $backends; do
+	CKPT_BACKEND=$be
+	export CKPT_BACKEND
+	cases "$be"
+done
+
+for pair in mprotect,uffd uffd,mprotect; do
+	from=${pair%,*} to=${pair#*,}
+	case " $backends " in *" $from "*) ;; *) continue ;; esac
+	case " $backends " in *" $to "*) ;; *) continue ;; esac
+	n=cross-$from-$to
+	CKPT_BACKEND=$from
+	export CKPT_BACKEND
+	run "$n.1" "$n" 3 --kill-at 2
+	[ "$rc" -eq 137 ] || fail "$n.1 (--kill-at 2) exited $rc"
+	CKPT_BACKEND=$to
+	run "$n.2" "$n" 3
+	resumed_ok "$n.2" "$n" 3
+	say "j: written under $from, resumed under $to"
+done
+
+say "ok"
+exit 0
