@@ -94,7 +94,12 @@ static int resume_chain(struct ckpt *c, const char *dir)
 		rc = ckpt__resume_load(c->w, dir, (uintptr_t)c, skip, &r);
 		if (rc)
 			continue;
-		rc = ckpt_begin(c);
+		/* The program's exclusions are the handle's, which it does not
+		 * set again. */
+		ckpt__rset_clear(&c->excl);
+		rc = ckpt__resume_excluded(r, &c->excl);
+		if (!rc)
+			rc = ckpt_begin(c);
 		if (!rc) {
 			rc = ckpt__restore_ex(c->w, ckpt__resume_id(r), 0, 1, ckpt__resume_before, r,
 					      &c->restored);
@@ -399,6 +404,10 @@ static __attribute__((noinline)) int commit_resumable(struct ckpt *c, uint64_t *
 		return CKPT_RESUMED;
 	}
 	struct ckpt__pbuf b = {0};
+	for (size_t i = 0; i < c->excl.n; i++) {
+		uint64_t range[2] = {c->excl.r[i].lo, c->excl.r[i].hi};
+		ckpt__pbuf_add(&b, CKPT__PE_EXCL, range, sizeof range, NULL, 0);
+	}
 	int rc = ckpt__resume_record(&b, &c->ctx, c->w->lockfd);
 	if (rc) {
 		ckpt__pbuf_free(&b);

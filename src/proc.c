@@ -315,7 +315,7 @@ int ckpt__proc_gather(struct ckpt__pbuf *b, int skip_fd)
 			const struct ckpt__vma *v = &m.v[i];
 			/* Tracked memory is the snapshot's mapping table; its
 			 * protection here is ckpt's, not the program's. */
-			if (tab && ckpt__rtab_find(tab, v->start))
+			if ((tab && ckpt__rtab_find(tab, v->start)) || ckpt__mem_is_own(v->start, v->end))
 				continue;
 			struct ckpt__pvma pv = {v->start, v->end, v->offset, v->inode,
 						((v->perms & CKPT__VMA_R) ? CKPT__PV_R : 0) |

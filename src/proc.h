@@ -32,6 +32,7 @@ enum {
 	CKPT__PE_ARGV,     /* /proc/self/cmdline */
 	CKPT__PE_ENV,      /* /proc/self/environ */
 	CKPT__PE_BRK,      /* u64 start, u64 end of the brk heap */
+	CKPT__PE_EXCL,     /* u64 lo, u64 hi: a ckpt_exclude range of the handle */
 	CKPT__PE_MAX
 };
 

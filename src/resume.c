@@ -305,7 +305,7 @@ struct ckpt__resume {
 	int started;     /* the process has begun to change */
 	const char *err; /* what a record check found */
 	char errbuf[PATH_MAX + 256];
-	struct lib_check *libs;
+	struct ckpt__rset excl; /* the handle's ckpt_exclude ranges */
 };
 
 static char *dupn(const unsigned char *p, size_t n)
@@ -473,14 +473,34 @@ static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
 		}
 		break;
 	}
+	case CKPT__PE_EXCL: {
+		uint64_t v[2];
+		if (len != sizeof v)
+			return CKPT_ECORRUPT;
+		memcpy(v, p, sizeof v);
+		if (v[0] >= v[1] || (v[0] | v[1]) & (ckpt__pagesize - 1))
+			return CKPT_ECORRUPT;
+		if (ckpt__rset_add(&r->excl, v[0], v[1]))
+			return CKPT_ENOMEM;
+		break;
+	}
 	default:
 		break; /* ARGV, ENV (for `ckpt resume`), later additions */
 	}
 	return 0;
 }
 
+int ckpt__resume_excluded(const struct ckpt__resume *r, struct ckpt__rset *out)
+{
+	for (size_t i = 0; i < r->excl.n; i++)
+		if (ckpt__rset_add(out, r->excl.r[i].lo, r->excl.r[i].hi))
+			return CKPT_ENOMEM;
+	return 0;
+}
+
 static void rfree(struct ckpt__resume *r)
 {
+	ckpt__rset_free(&r->excl);
 	for (size_t i = 0; i < r->nfds; i++)
 		ckpt__mem_free(r->fds[i].path, strlen(r->fds[i].path) + 1);
 	ckpt__mem_array_free((void **)&r->fds, &r->fds_cap, sizeof *r->fds);
@@ -809,8 +829,9 @@ static int special(const char *path)
 	       !strcmp(path, "[vsyscall]");
 }
 
-/* Read-only mappings: what this process has and the old did not goes;
- * what the old had is mapped again.  Compared page by page: mprotect splits
+/* Untracked mappings: read-only ones this process has and the old did not
+ * go; what the old had is mapped again (writable ones: memory the program
+ * excluded, empty).  Compared page by page: mprotect splits
  * and merges mappings differently in the two processes.  Writable and
  * tracked memory is the restore's. */
 static int fix_read_only(struct ckpt__resume *r)
@@ -839,7 +860,9 @@ static int fix_read_only(struct ckpt__resume *r)
 		rc = ckpt__maps_read(&m);
 	for (size_t i = 0; !rc && i < r->nvmas; i++) {
 		const struct rvma *o = &r->vmas[i];
-		if ((o->v.perms & CKPT__PV_W) || special(o->path))
+		/* Writable ones here are memory the program excluded; their
+		 * content was not saved. */
+		if (special(o->path))
 			continue;
 		ckpt__rset_clear(&gone);
 		rc = ckpt__rset_add(&gone, o->v.start, o->v.end) ? CKPT_ENOMEM : 0;
@@ -848,6 +871,7 @@ static int fix_read_only(struct ckpt__resume *r)
 		for (size_t j = 0; !rc && j < r->snap->nmaps; j++)
 			ckpt__rset_del(&gone, r->snap->maps[j].start, r->snap->maps[j].end);
 		int prot = ((o->v.perms & CKPT__PV_R) ? PROT_READ : 0) |
+			   ((o->v.perms & CKPT__PV_W) ? PROT_WRITE : 0) |
 			   ((o->v.perms & CKPT__PV_X) ? PROT_EXEC : 0);
 		int flags = ((o->v.perms & CKPT__PV_SHARED) ? MAP_SHARED : MAP_PRIVATE) |
 			    MAP_FIXED_NOREPLACE;

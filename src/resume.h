@@ -38,6 +38,10 @@ struct ckpt__resume;
 CKPT__HIDDEN int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 				   unsigned skip, struct ckpt__resume **out);
 CKPT__HIDDEN uint64_t ckpt__resume_id(const struct ckpt__resume *r);
+struct ckpt__rset;
+/* Adds the handle's ckpt_exclude ranges at the commit to `out`: 0 or
+ * CKPT_ENOMEM. */
+CKPT__HIDDEN int ckpt__resume_excluded(const struct ckpt__resume *r, struct ckpt__rset *out);
 /* The steps before memory changes (descriptors, directory, umask, signal
  * dispositions, read-only mappings, damaged snapshots set aside); for
  * ckpt__restore_ex's `before`. */
