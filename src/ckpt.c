@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #endif
 #include "ckpt.h"
+#include "async.h"
 #include "commit.h"
 #include "error.h"
 #include "mem.h"
@@ -34,6 +35,7 @@ struct ckpt {
 	unsigned epochs;
 	uint64_t begin_ns;
 	struct ckpt__chainw *w;     /* the chain, when opened with a directory */
+	struct ckpt__async *as;     /* CKPT_F_ASYNC: the commit in flight */
 	uint64_t commits;
 	struct ckpt__restore_stats restored;
 };
@@ -54,7 +56,8 @@ CKPT_API void ckpt_options_init(ckpt_options *opt)
 		memset(opt, 0, sizeof *opt);
 }
 
-#define KNOWN_FLAGS (CKPT_F_RESUME | CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_NO_SHARED)
+#define KNOWN_FLAGS \
+	(CKPT_F_RESUME | CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_NO_SHARED | CKPT_F_ASYNC)
 
 static int check_options(const ckpt_options *o)
 {
@@ -101,9 +104,9 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 		return ckpt__fail(rc, "ckpt_open: %s", why);
 	if (o.flags & CKPT_F_RESUME)
 		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: resuming is not part of this version");
-	if ((o.flags & (CKPT_F_SHADOW | CKPT_F_OVERWRITE)) && !dir)
-		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_SHADOW and CKPT_F_OVERWRITE need a "
-					       "directory");
+	if ((o.flags & (CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_ASYNC)) && !dir)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_SHADOW, CKPT_F_OVERWRITE and "
+					       "CKPT_F_ASYNC need a directory");
 	struct ckpt *c = ckpt__mem_alloc(sizeof *c);
 	if (!c)
 		return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
@@ -129,9 +132,24 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 			ckpt_close(c);
 			return rc;
 		}
+		if (o.flags & CKPT_F_ASYNC) {
+			if (!(c->as = ckpt__mem_alloc(sizeof *c->as))) {
+				ckpt_close(c);
+				return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
+			}
+			ckpt__async_init(c->as, c->w->dirfd, (size_t)o.staging_limit);
+		}
 	}
 	*out = c;
 	return 0;
+}
+
+/* Waits for a commit in flight (CKPT_F_ASYNC); its failure stays for the
+ * next ckpt_wait or ckpt_commit. */
+static void settle(struct ckpt *c)
+{
+	if (c->as)
+		ckpt__async_settle(c->as, c->w);
 }
 
 CKPT_API int ckpt_begin(ckpt_t *c)
@@ -141,6 +159,7 @@ CKPT_API int ckpt_begin(ckpt_t *c)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_begin: handle is NULL");
 	if (c->state == H_TRACKING)
 		return ckpt__fail(CKPT_EBUSY, "ckpt_begin: this handle is already tracking");
+	settle(c);
 	uint64_t t0 = ckpt__now_ns();
 	struct ckpt__begin_info info;
 	int rc = ckpt__track_begin(c->be, c->opt.flags, &c->excl, &info);
@@ -235,6 +254,8 @@ CKPT_API int ckpt_end(ckpt_t *c)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_end: handle is NULL");
 	if (c->state != H_TRACKING)
 		return ckpt__fail(CKPT_ESTATE, "ckpt_end: this handle is not tracking");
+	if (c->as)
+		ckpt__async_release(c->as, c->w);
 	int rc = ckpt__track_end(&c->frozen);
 	/* After the final collection, which counts what the kernel recorded. */
 	ckpt__track_counters(&c->cnt);
@@ -248,6 +269,10 @@ CKPT_API void ckpt_close(ckpt_t *c)
 		return;
 	if (c->state == H_TRACKING)
 		ckpt_end(c);
+	if (c->as) {
+		ckpt__async_destroy(c->as, c->w);
+		ckpt__mem_free(c->as, sizeof *c->as);
+	}
 	ckpt__runs_free(&c->frozen);
 	ckpt__rset_free(&c->excl);
 	if (c->w) {
@@ -285,6 +310,8 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out)
 	out->fallback_pages = k.fallback_pages;
 	out->kernel_writes = k.kernel_writes;
 	out->moved_mappings = k.moved;
+	if (c->as)
+		c->commits = c->as->durable;
 	if (c->w && c->commits) {
 		const struct ckpt__commit_stats *cs = &c->w->last;
 		out->commit_id = cs->id;
@@ -297,6 +324,8 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out)
 		out->commit_raw_bytes = cs->raw_bytes;
 		out->commit_stored_bytes = cs->stored_bytes;
 		out->commit_file_bytes = cs->file_bytes;
+		out->commit_wait_ns = cs->wait_ns;
+		out->commit_staged_bytes = cs->staged_bytes;
 	}
 	out->commits = c->commits;
 	out->restore_pages = c->restored.pages;
@@ -318,9 +347,26 @@ CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_commit: the handle was opened without a directory");
 	if (c->state != H_TRACKING)
 		return ckpt__fail(CKPT_ESTATE, "ckpt_commit: not tracking (call ckpt_begin first)");
+	if (c->as)
+		return ckpt__async_commit(c->as, c->w, id);
 	int rc = ckpt__commit(c->w, id);
 	if (rc == 0)
 		c->commits++;
+	return rc;
+}
+
+CKPT_API int ckpt_wait(ckpt_t *c, uint64_t *id)
+{
+	ckpt__clear_error();
+	if (!c)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_wait: handle is NULL");
+	int rc = 0;
+	if (c->as) {
+		ckpt__async_settle(c->as, c->w);
+		rc = ckpt__async_report(c->as);
+	}
+	if (id)
+		*id = c->w ? c->w->latest : 0;
 	return rc;
 }
 
@@ -335,5 +381,6 @@ CKPT_API int ckpt_restore(ckpt_t *c, uint64_t id)
 		return ckpt__fail(CKPT_ESTATE, "ckpt_restore: not tracking (call ckpt_begin first)");
 	if (id == 0)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_restore: snapshot ids start at 1");
+	settle(c);
 	return ckpt__restore(c->w, id, (c->opt.flags & CKPT_F_SHADOW) != 0, &c->restored);
 }
