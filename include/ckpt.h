@@ -160,15 +160,27 @@ typedef struct ckpt_options {
 } ckpt_options;
 
 /*
- * The zstd level.  Single-thread figures on this project's test machine
- * (bench/pause, section 3; MB/s of input, ratio = input / output):
+ * The zstd level.  Single-thread figures (bench/pause, section 2: blocks
+ * of 64 pages, MB/s of input, ratio = input / stored; 2-CPU test machine):
  *
  *   level   float field (smooth + noise)   typical heap (structs, strings)
- *     -5        see doc/ASYNC.md                see doc/ASYNC.md
+ *     -5        1806 MB/s  1.00                217 MB/s  2.55
+ *     -3        3314 MB/s  1.00                142 MB/s  3.00
+ *     -1        1567 MB/s  1.00                160 MB/s  3.73
+ *      1         393 MB/s  1.10                138 MB/s  3.59
+ *      2         300 MB/s  1.10                197 MB/s  3.88
+ *      3         504 MB/s  1.10                156 MB/s  3.91
  *
- * The default (level 0 here) is 1: see doc/ASYNC.md for the table and the
- * reasoning.  Pages a level does not shrink are stored raw (per block of
- * 64 pages), so incompressible data costs no decompression on restore.
+ * (64 MiB of each, best of 3 on a shared machine: speeds vary by a
+ * third from run to run, ratios do not.)
+ *
+ * The default (level 0 here) is 1: the fast levels store simulation data
+ * uncompressed (they are fast because they give up on it), level 1 saves
+ * a tenth of it, and 2-3 gain a few per cent on heaps at no better
+ * speed.  With CKPT_F_ASYNC the compression is off the program's
+ * pause anyway; a program whose pages do not compress can set -1 (or
+ * lower) for throughput.  Blocks a level does not shrink are stored raw,
+ * so incompressible data costs no decompression on restore.
  */
 
 /* Fills `opt` with the defaults (all zero).  Equivalent to
