@@ -392,10 +392,11 @@ Test(async, kill_9_with_a_write_in_flight_leaves_a_sound_chain, .timeout = 120)
 static void limit(const char *dir)
 {
 	size_t ps = pagesz();
-	ckpt_t *c = open_chain(dir, CKPT_F_ASYNC, 32 * ps);
-	char *m = map_anon(256, 1);
+	/* Room for what a sanitizer's allocator writes between commits. */
+	ckpt_t *c = open_chain(dir, CKPT_F_ASYNC, 512 * ps);
+	char *m = map_anon(2048, 1);
 	CHECK_RC(ckpt_begin(c));
-	/* The base holds far more than 32 pages: written before returning. */
+	/* The base holds far more than 512 pages: written before returning. */
 	uint64_t id;
 	CHECK_RC(ckpt_commit(c, &id));
 	CHECK(id == 1 && chain_len(dir) == 1);
@@ -410,11 +411,11 @@ static void limit(const char *dir)
 	CHECK_RC(ckpt_wait(c, NULL));
 	CHECK_RC(ckpt_stats(c, &st));
 	if (st.commit_id != 2 || st.commit_staged_bytes < 8 * ps ||
-	    st.commit_staged_bytes > 32 * ps)
+	    st.commit_staged_bytes > 512 * ps)
 		die("commit 2: id %llu, %llu bytes staged", (unsigned long long)st.commit_id,
 		    (unsigned long long)st.commit_staged_bytes);
-	/* 200 pages do not: the commit blocks until they are on disk. */
-	for (size_t p = 0; p < 200; p++)
+	/* 1500 pages do not: the commit blocks until they are on disk. */
+	for (size_t p = 0; p < 1500; p++)
 		m[p * ps] = 3;
 	CHECK_RC(ckpt_commit(c, &id));
 	CHECK(id == 3);
