@@ -137,16 +137,52 @@ CKPT_API const char *ckpt_last_error(void);
 /* Leave MAP_SHARED mappings untracked: for a program whose shared file
  * mapping is its own durable store. */
 #define CKPT_F_NO_SHARED 0x0008u
+/* Commits that do not stop the program for compression and writing:
+ * ckpt_commit copies the pages it stores into a staging area (ckpt's own
+ * memory, at most `staging_limit` bytes) and returns; a thread of ckpt's
+ * compresses and writes them.  ckpt_wait waits for that.  See ckpt_commit. */
+#define CKPT_F_ASYNC 0x0010u
 
 typedef struct ckpt_options {
 	int backend;    /* CKPT_BACKEND_AUTO (0), CKPT_BACKEND_MPROTECT, CKPT_BACKEND_UFFD */
-	int level;      /* zstd level, 0 = library default */
+	int level;      /* zstd level, 0 = library default (1; see below) */
 	int threads;    /* compression threads, 0 = online CPUs */
 	unsigned flags; /* CKPT_F_* bits */
+	/* CKPT_F_ASYNC: bytes of page copies a commit may hold in memory while
+	 * its file is written (rounded up to whole pages).  0 = the default:
+	 * 512 MiB, or a quarter of the physical memory if that is less.  A
+	 * commit storing more than this is written before ckpt_commit returns.
+	 * The memory is reserved at the first async commit, stays resident up
+	 * to the largest commit staged, and is released by ckpt_end. */
+	uint64_t staging_limit;
 	/* Room for later fields: must be zero.  The size of this structure
 	 * never changes; new fields take their place here. */
-	uint64_t reserved[12];
+	uint64_t reserved[11];
 } ckpt_options;
+
+/*
+ * The zstd level.  Single-thread figures (bench/pause, section 2: blocks
+ * of 64 pages, MB/s of input, ratio = input / stored; 2-CPU test machine):
+ *
+ *   level   float field (smooth + noise)   typical heap (structs, strings)
+ *     -5        1806 MB/s  1.00                217 MB/s  2.55
+ *     -3        3314 MB/s  1.00                142 MB/s  3.00
+ *     -1        1567 MB/s  1.00                160 MB/s  3.73
+ *      1         393 MB/s  1.10                138 MB/s  3.59
+ *      2         300 MB/s  1.10                197 MB/s  3.88
+ *      3         504 MB/s  1.10                156 MB/s  3.91
+ *
+ * (64 MiB of each, best of 3 on a shared machine: speeds vary by a
+ * third from run to run, ratios do not.)
+ *
+ * The default (level 0 here) is 1: the fast levels store simulation data
+ * uncompressed (they are fast because they give up on it), level 1 saves
+ * a tenth of it, and 2-3 gain a few per cent on heaps at no better
+ * speed.  With CKPT_F_ASYNC the compression is off the program's
+ * pause anyway; a program whose pages do not compress can set -1 (or
+ * lower) for throughput.  Blocks a level does not shrink are stored raw,
+ * so incompressible data costs no decompression on restore.
+ */
 
 /* Fills `opt` with the defaults (all zero).  Equivalent to
  * `*opt = (ckpt_options){0}`.  Thread- and async-signal-safe. */
@@ -184,22 +220,31 @@ typedef struct ckpt_stats {
 	unsigned unknown_threads;/* threads alive at begin that ckpt did not see start */
 	unsigned epochs;         /* ckpt_begin calls that succeeded on this handle */
 	uint64_t begin_ns;       /* duration of the last ckpt_begin */
-	/* The last commit (all zero before the first). */
+	/* The last commit (all zero before the first).  With CKPT_F_ASYNC, the
+	 * last commit that became durable: its figures are known once it has
+	 * been written (after ckpt_wait, or the next ckpt_commit). */
 	uint64_t commit_id;           /* id of the snapshot it wrote */
-	uint64_t commit_pause_ns;     /* time spent inside ckpt_commit */
+	uint64_t commit_pause_ns;     /* time spent inside ckpt_commit: the program's
+	                               * cost (capture, staging copy, waits) */
 	uint64_t commit_capture_ns;   /* taking the dirty set and re-protecting it */
 	uint64_t commit_compress_ns;  /* packing and compressing pages */
 	uint64_t commit_write_ns;     /* writing the file (fsync excluded) */
 	uint64_t commit_sync_ns;      /* fsync of the file and the directory */
 	uint64_t commit_pages;        /* data pages stored (zero pages cost nothing) */
 	uint64_t commit_raw_bytes;    /* those pages, uncompressed */
-	uint64_t commit_stored_bytes; /* bytes of compressed page data written */
+	uint64_t commit_stored_bytes; /* bytes of compressed page data written (raw
+	                               * blocks count at their size) */
 	uint64_t commit_file_bytes;   /* size of the snapshot file */
 	uint64_t commits;             /* commits that succeeded on this handle */
 	/* The last restore. */
 	uint64_t restore_pages;  /* pages rewritten */
 	uint64_t restore_ns;     /* total duration */
-	uint64_t reserved[3];    /* zero; room for later fields */
+	/* The last commit, continued. */
+	uint64_t commit_wait_ns;      /* part of the pause spent waiting for the commit
+	                               * before it to be written (CKPT_F_ASYNC) */
+	uint64_t commit_staged_bytes; /* pages copied into the staging area (CKPT_F_ASYNC;
+	                               * 0 when written before ckpt_commit returned) */
+	uint64_t reserved[1];    /* zero; room for later fields */
 } ckpt_stats;
 
 /* ---- the handle ----------------------------------------------------------- */
@@ -233,8 +278,8 @@ typedef struct ckpt ckpt_t; /* opaque */
  * Not restored: sockets, pipes, other processes, timers, threads.
  *
  * Returns 0, or CKPT_EINVAL (out is NULL, unknown flag or back-end, non-zero
- * reserved field, CKPT_F_SHADOW, CKPT_F_OVERWRITE or CKPT_F_RESUME without a
- * directory, CKPT_F_RESUME with CKPT_F_OVERWRITE), CKPT_ENOTSUP (the
+ * reserved field, CKPT_F_SHADOW, CKPT_F_OVERWRITE, CKPT_F_RESUME or
+ * CKPT_F_ASYNC without a directory, CKPT_F_RESUME with CKPT_F_OVERWRITE), CKPT_ENOTSUP (the
  * back-end asked for cannot work here; a chain that cannot be resumed: its
  * newest snapshot was written while other threads ran, or without
  * CKPT_F_RESUME; resuming on this architecture or under AddressSanitizer),
@@ -294,11 +339,16 @@ CKPT_API int ckpt_exclude(ckpt_t *c, void *addr, size_t len);
  * Stops tracking: every tracked mapping gets back the protection it had at
  * begin, or the one the program set since with mprotect().  The dirty set of
  * the epoch stays readable with ckpt_dirty_foreach until the next begin.
+ * A commit still being written (CKPT_F_ASYNC) is waited for first (its
+ * error, if any, is kept for the next ckpt_wait or ckpt_commit), and the
+ * staging area is released.
  * Returns 0, or CKPT_EINVAL (c NULL), CKPT_ESTATE (not tracking).
  */
 CKPT_API int ckpt_end(ckpt_t *c);
 
-/* Ends tracking if needed and releases the handle.  c may be NULL. */
+/* Ends tracking if needed and releases the handle; a commit still being
+ * written (CKPT_F_ASYNC) is waited for first, and an error it had is
+ * dropped (call ckpt_wait first to see it).  c may be NULL. */
 CKPT_API void ckpt_close(ckpt_t *c);
 
 /* Fills *out with the handle's figures (see ckpt_stats above); while
@@ -341,8 +391,34 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out);
  * stream holds is written once, not again by the resumed run) and records
  * the process (registers, stack, descriptors...) in the snapshot; one taken
  * while other threads of the program run is marked not resumable.
+ *
+ * With CKPT_F_ASYNC the call captures the dirty set, copies the pages to
+ * store into the staging area, re-arms tracking and returns; compression,
+ * the write and the fsyncs go on in a thread of ckpt's.  *id is the id the
+ * snapshot will have; it becomes visible to `ckpt ls`, ckpt_chain_* and
+ * ckpt_restore only once durable (see ckpt_wait).  One commit is in flight
+ * at a time: a commit that finds the previous one still being written waits
+ * for it (commit_wait_ns), and a commit whose pages exceed the staging
+ * limit is written before returning, as without the flag.  If a background
+ * write fails, the next ckpt_commit or ckpt_wait returns its error
+ * (CKPT_ENOSPC, CKPT_EIO...; that ckpt_commit commits nothing), the chain
+ * is as it was, and every page of the failed snapshot goes into the next
+ * commit, which takes the failed snapshot's id (ids stay consecutive).
+ * Crash safety is the same: a crash during a background write leaves the
+ * chain readable up to the last durable snapshot.
  */
 CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id);
+
+/*
+ * Blocks until every commit made so far on the handle is durable (written,
+ * fsynced, renamed, the directory fsynced) and stores the newest durable
+ * snapshot's id in *id (0 if none; id may be NULL).  Without CKPT_F_ASYNC
+ * every commit is durable when ckpt_commit returns, and this returns at
+ * once.  Returns 0, CKPT_EINVAL (c NULL), or the error of a background
+ * commit that failed and was not reported yet (then *id is the newest
+ * durable snapshot still, and the failed commit's pages are dirty again).
+ */
+CKPT_API int ckpt_wait(ckpt_t *c, uint64_t *id);
 
 /*
  * Sets every tracked page back to its content as of snapshot `id`
@@ -352,7 +428,10 @@ CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id);
  * must be quiescent (not running code that touches tracked memory).
  * Tracking continues afterwards; the next commit stores what differs from
  * the newest snapshot.  Rolling back to the newest snapshot rewrites only
- * the pages dirtied since it (with CKPT_F_SHADOW, from memory).
+ * the pages dirtied since it (with CKPT_F_SHADOW, from memory).  A commit
+ * still being written (CKPT_F_ASYNC) is waited for first; if it failed, its
+ * error stays for the next ckpt_wait or ckpt_commit and CKPT_LATEST means
+ * the newest durable snapshot.
  * Everything needed is read and verified before the first byte of memory
  * changes.  Returns 0, or CKPT_ENOENT (no such snapshot, or a file a mapping
  * must be recreated from is gone), CKPT_ECORRUPT (a file failed its checks;

@@ -481,6 +481,22 @@ void ckpt__track_capture_undo(struct ckpt__capture *cap)
 	pthread_mutex_unlock(&T->lock);
 }
 
+void ckpt__track_capture_revert(struct ckpt__capture *cap)
+{
+	pthread_mutex_lock(&T->lock);
+	if (T->tab) {
+		for (size_t i = 0; i < cap->changed.n; i++)
+			ckpt__bm_set(cap->changed.r[i].lo, cap->changed.r[i].hi);
+		/* Stored whole by the failed snapshot: whole again by the next. */
+		for (size_t i = 0; i < cap->n; i++)
+			if (cap->p[i].kind == 1 && cap->p[i].fresh)
+				ckpt__rset_del(&T->since, cap->p[i].start, cap->p[i].end);
+	}
+	/* Copies made since were of a snapshot that does not exist. */
+	ckpt__shadow_reset();
+	pthread_mutex_unlock(&T->lock);
+}
+
 void ckpt__capture_free(struct ckpt__capture *cap)
 {
 	ckpt__mem_array_free((void **)&cap->p, &cap->cap, sizeof *cap->p);

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #endif
 #include "ckpt.h"
+#include "async.h"
 #include "commit.h"
 #include "error.h"
 #include "mem.h"
@@ -38,9 +39,11 @@ struct ckpt {
 	unsigned epochs;
 	uint64_t begin_ns;
 	struct ckpt__chainw *w;     /* the chain, when opened with a directory */
+	struct ckpt__async *as;     /* CKPT_F_ASYNC: the commit in flight */
 	uint64_t commits;
 	struct ckpt__restore_stats restored;
 	int resumable;              /* opened with CKPT_F_RESUME */
+	struct ckpt__pbuf rec;      /* the record of an async commit in flight */
 	struct ckpt__pctx ctx;      /* the registers of its last commit */
 };
 
@@ -62,7 +65,8 @@ CKPT_API void ckpt_options_init(ckpt_options *opt)
 		memset(opt, 0, sizeof *opt);
 }
 
-#define KNOWN_FLAGS (CKPT_F_RESUME | CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_NO_SHARED)
+#define KNOWN_FLAGS \
+	(CKPT_F_RESUME | CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_NO_SHARED | CKPT_F_ASYNC)
 
 static int check_options(const ckpt_options *o)
 {
@@ -94,6 +98,8 @@ static int resume_chain(struct ckpt *c, const char *dir)
 		rc = ckpt__resume_load(c->w, dir, (uintptr_t)c, skip, &r);
 		if (rc)
 			continue;
+		if (c->as)
+			c->as->dirfd = c->w->dirfd; /* moved above the program's */
 		/* The program's exclusions are the handle's, which it does not
 		 * set again. */
 		ckpt__rset_clear(&c->excl);
@@ -149,9 +155,9 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 	rc = ckpt__track_select(o.backend, &be, why, sizeof why);
 	if (rc)
 		return ckpt__fail(rc, "ckpt_open: %s", why);
-	if ((o.flags & (CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_RESUME)) && !dir)
-		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_SHADOW, CKPT_F_OVERWRITE and "
-					       "CKPT_F_RESUME need a directory");
+	if ((o.flags & (CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_RESUME | CKPT_F_ASYNC)) && !dir)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_SHADOW, CKPT_F_OVERWRITE, "
+					       "CKPT_F_RESUME and CKPT_F_ASYNC need a directory");
 	int resume = (o.flags & CKPT_F_RESUME) != 0;
 	if (resume && (o.flags & CKPT_F_OVERWRITE))
 		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_RESUME and CKPT_F_OVERWRITE "
@@ -197,6 +203,13 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 			ckpt_close(c);
 			return rc;
 		}
+		if (o.flags & CKPT_F_ASYNC) {
+			if (!(c->as = ckpt__mem_alloc(sizeof *c->as))) {
+				ckpt_close(c);
+				return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
+			}
+			ckpt__async_init(c->as, c->w->dirfd, (size_t)o.staging_limit);
+		}
 	}
 	if (resume && c->w->existing) {
 		/* Returns only if the chain cannot be resumed. */
@@ -210,6 +223,14 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 	return 0;
 }
 
+/* Waits for a commit in flight (CKPT_F_ASYNC); its failure stays for the
+ * next ckpt_wait or ckpt_commit. */
+static void settle(struct ckpt *c)
+{
+	if (c->as)
+		ckpt__async_settle(c->as, c->w);
+}
+
 CKPT_API int ckpt_begin(ckpt_t *c)
 {
 	ckpt__clear_error();
@@ -217,6 +238,7 @@ CKPT_API int ckpt_begin(ckpt_t *c)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_begin: handle is NULL");
 	if (c->state == H_TRACKING)
 		return ckpt__fail(CKPT_EBUSY, "ckpt_begin: this handle is already tracking");
+	settle(c);
 	uint64_t t0 = ckpt__now_ns();
 	struct ckpt__begin_info info;
 	int rc = ckpt__track_begin(c->be, c->opt.flags, &c->excl, &info);
@@ -311,6 +333,8 @@ CKPT_API int ckpt_end(ckpt_t *c)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_end: handle is NULL");
 	if (c->state != H_TRACKING)
 		return ckpt__fail(CKPT_ESTATE, "ckpt_end: this handle is not tracking");
+	if (c->as)
+		ckpt__async_release(c->as, c->w);
 	int rc = ckpt__track_end(&c->frozen);
 	/* After the final collection, which counts what the kernel recorded. */
 	ckpt__track_counters(&c->cnt);
@@ -324,6 +348,11 @@ CKPT_API void ckpt_close(ckpt_t *c)
 		return;
 	if (c->state == H_TRACKING)
 		ckpt_end(c);
+	if (c->as) {
+		ckpt__async_destroy(c->as, c->w);
+		ckpt__mem_free(c->as, sizeof *c->as);
+	}
+	ckpt__pbuf_free(&c->rec);
 	ckpt__runs_free(&c->frozen);
 	ckpt__rset_free(&c->excl);
 	if (c->w) {
@@ -366,6 +395,8 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out)
 	out->fallback_pages = k.fallback_pages;
 	out->kernel_writes = k.kernel_writes;
 	out->moved_mappings = k.moved;
+	if (c->as)
+		c->commits = c->as->durable;
 	if (c->w && c->commits) {
 		const struct ckpt__commit_stats *cs = &c->w->last;
 		out->commit_id = cs->id;
@@ -378,6 +409,8 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out)
 		out->commit_raw_bytes = cs->raw_bytes;
 		out->commit_stored_bytes = cs->stored_bytes;
 		out->commit_file_bytes = cs->file_bytes;
+		out->commit_wait_ns = cs->wait_ns;
+		out->commit_staged_bytes = cs->staged_bytes;
 	}
 	out->commits = c->commits;
 	out->restore_pages = c->restored.pages;
@@ -395,6 +428,10 @@ __asm__(".globl ckpt_stats\n.set ckpt_stats, ckpt_stats_get\n.type ckpt_stats, @
  * must not change between the save and the second return: it does not. */
 static __attribute__((noinline)) int commit_resumable(struct ckpt *c, uint64_t *id)
 {
+	/* With CKPT_F_ASYNC the previous record is written once settled. */
+	if (c->as)
+		ckpt__async_settle(c->as, c->w);
+	ckpt__pbuf_free(&c->rec);
 	/* What stdio holds is written now, not again by the resumed run. */
 	fflush(NULL);
 	c->ctx.handle = (uintptr_t)c;
@@ -416,10 +453,13 @@ static __attribute__((noinline)) int commit_resumable(struct ckpt *c, uint64_t *
 	}
 	c->w->proc = b.p;
 	c->w->proc_size = b.n;
-	rc = ckpt__commit(c->w, id);
+	rc = c->as ? ckpt__async_commit(c->as, c->w, id) : ckpt__commit(c->w, id);
 	c->w->proc = NULL;
 	c->w->proc_size = 0;
-	ckpt__pbuf_free(&b);
+	if (c->as)
+		c->rec = b; /* the background write reads it */
+	else
+		ckpt__pbuf_free(&b);
 	return rc;
 }
 
@@ -432,9 +472,32 @@ CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_commit: the handle was opened without a directory");
 	if (c->state != H_TRACKING)
 		return ckpt__fail(CKPT_ESTATE, "ckpt_commit: not tracking (call ckpt_begin first)");
-	int rc = c->resumable ? commit_resumable(c, id) : ckpt__commit(c->w, id);
+	if (c->resumable) {
+		int rc = commit_resumable(c, id);
+		if (rc == 0 && !c->as)
+			c->commits++;
+		return rc;
+	}
+	if (c->as)
+		return ckpt__async_commit(c->as, c->w, id);
+	int rc = ckpt__commit(c->w, id);
 	if (rc == 0)
 		c->commits++;
+	return rc;
+}
+
+CKPT_API int ckpt_wait(ckpt_t *c, uint64_t *id)
+{
+	ckpt__clear_error();
+	if (!c)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_wait: handle is NULL");
+	int rc = 0;
+	if (c->as) {
+		ckpt__async_settle(c->as, c->w);
+		rc = ckpt__async_report(c->as);
+	}
+	if (id)
+		*id = c->w ? c->w->latest : 0;
 	return rc;
 }
 
@@ -449,5 +512,6 @@ CKPT_API int ckpt_restore(ckpt_t *c, uint64_t id)
 		return ckpt__fail(CKPT_ESTATE, "ckpt_restore: not tracking (call ckpt_begin first)");
 	if (id == 0)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_restore: snapshot ids start at 1");
+	settle(c);
 	return ckpt__restore(c->w, id, (c->opt.flags & CKPT_F_SHADOW) != 0, &c->restored);
 }

@@ -202,16 +202,7 @@ void ckpt__exe_identity(char *path, size_t pathsz, unsigned char *bid, size_t *b
 
 /* ---- commit ----------------------------------------------------------------------- */
 
-struct plan {
-	struct ckpt__wmap *maps;
-	size_t nmaps, maps_cap;
-	struct ckpt__wrun *runs;
-	size_t nruns, runs_cap;
-	char *stage; /* copies of pages the program made unreadable */
-	size_t stage_bytes, stage_used;
-};
-
-static int add_map(struct plan *pl, const struct ckpt__piece *p, uintptr_t lo, uintptr_t hi,
+static int add_map(struct ckpt__plan *pl, const struct ckpt__piece *p, uintptr_t lo, uintptr_t hi,
 		   uint64_t born)
 {
 	if (ckpt__mem_grow((void **)&pl->maps, &pl->maps_cap, pl->nmaps + 1, sizeof *pl->maps))
@@ -240,7 +231,7 @@ static int add_map(struct plan *pl, const struct ckpt__piece *p, uintptr_t lo, u
 }
 
 /* Adds DATA candidate runs for set ∩ [lo, hi). */
-static int add_runs(struct plan *pl, const struct ckpt__rset *set, uintptr_t lo, uintptr_t hi)
+static int add_runs(struct ckpt__plan *pl, const struct ckpt__rset *set, uintptr_t lo, uintptr_t hi)
 {
 	for (size_t i = ckpt__rset_lower(set, lo); i < set->n && set->r[i].lo < hi; i++) {
 		uintptr_t a = set->r[i].lo > lo ? set->r[i].lo : lo;
@@ -278,7 +269,7 @@ static uint64_t born_of(const struct ckpt__chainw *w, const struct ckpt__piece *
 }
 
 /* Copies the unreadable pages the plan stores through /proc/self/mem. */
-static int stage_unreadable(struct plan *pl, const struct ckpt__rset *unreadable)
+static int stage_unreadable(struct ckpt__plan *pl, const struct ckpt__rset *unreadable)
 {
 	if (!unreadable->n)
 		return 0;
@@ -327,7 +318,7 @@ static int stage_unreadable(struct plan *pl, const struct ckpt__rset *unreadable
 }
 
 /* CKPT_F_SHADOW without faults: the mirror takes every page just stored. */
-static void mirror_runs(const struct plan *pl)
+static void mirror_runs(const struct ckpt__plan *pl)
 {
 	size_t ps = ckpt__pagesize;
 	for (size_t i = 0; i < pl->nruns; i++) {
@@ -341,7 +332,7 @@ static void mirror_runs(const struct plan *pl)
 	}
 }
 
-static void plan_free(struct plan *pl)
+static void plan_free(struct ckpt__plan *pl)
 {
 	ckpt__mem_array_free((void **)&pl->maps, &pl->maps_cap, sizeof *pl->maps);
 	ckpt__mem_array_free((void **)&pl->runs, &pl->runs_cap, sizeof *pl->runs);
@@ -350,88 +341,138 @@ static void plan_free(struct plan *pl)
 	pl->stage = NULL;
 }
 
-int ckpt__commit(struct ckpt__chainw *w, uint64_t *id_out)
+/* ---- the phases of a commit ------------------------------------------------------------
+ * prepare (workers, capture, plan) → write (may run on another thread) →
+ * finish (the tracker and the handle learn the outcome).  ckpt__commit runs
+ * them in a row; async.c hands the write to a thread of its own. */
+
+int ckpt__commit_prepare(struct ckpt__chainw *w, struct ckpt__pending *pd, unsigned own_threads)
 {
-	uint64_t t0 = ckpt__now_ns();
+	memset(pd, 0, sizeof *pd);
+	pd->t0 = ckpt__now_ns();
 	/* The compression workers first (see struct ckpt__workers). */
 	struct ckpt__workers *wk = ckpt__mem_alloc(sizeof *wk);
 	if (!wk)
 		return ckpt__fail(CKPT_ENOMEM, "ckpt_commit: out of memory");
 	ckpt__workers_start(wk, w->threads > 1 ? w->threads : 0);
-	struct ckpt__capture cap;
-	int rc = ckpt__track_capture(&cap);
+	pd->wk = wk;
+	struct ckpt__capture *cap = &pd->cap;
+	struct ckpt__plan *pl = &pd->pl;
+	int rc = ckpt__track_capture(cap);
 	if (rc) {
-		ckpt__workers_stop(wk);
-		ckpt__mem_free(wk, sizeof *wk);
-		ckpt__capture_free(&cap);
+		ckpt__commit_workers_stop(pd);
+		ckpt__capture_free(cap);
 		return rc;
 	}
 	/* They are ckpt's, not the program's. */
-	if (cap.nthreads > wk->n)
-		cap.nthreads -= wk->n;
+	own_threads += wk->n;
+	if (cap->nthreads > own_threads)
+		cap->nthreads -= own_threads;
 	uint64_t id = w->latest + 1;
-	struct plan pl = {0};
-	for (size_t i = 0; i < cap.n && !rc; i++) {
-		const struct ckpt__piece *p = &cap.p[i];
+	pd->id = id;
+	for (size_t i = 0; i < cap->n && !rc; i++) {
+		const struct ckpt__piece *p = &cap->p[i];
 		for (uintptr_t lo = p->start; lo < p->end && !rc;) {
 			uintptr_t hi = p->end;
 			uint64_t born = p->fresh || p->kind != 1 ? 0 : born_of(w, p, lo, &hi);
-			rc = add_map(&pl, p, lo, hi, born ? born : id);
+			rc = add_map(pl, p, lo, hi, born ? born : id);
 			/* New: every page that holds data; held: what changed. */
 			if (!rc)
-				rc = add_runs(&pl, born ? &cap.changed : &cap.data, lo, hi);
+				rc = add_runs(pl, born ? &cap->changed : &cap->data, lo, hi);
 			lo = hi;
 		}
 	}
 	if (!rc)
-		rc = stage_unreadable(&pl, &cap.unreadable);
+		rc = stage_unreadable(pl, &cap->unreadable);
 	if (rc == CKPT_ENOMEM)
 		rc = ckpt__fail(rc, "ckpt_commit: out of memory planning the snapshot");
-
-	struct ckpt__wresult res;
-	if (!rc) {
-		struct ckpt__wplan wp = {
-			.id = id, .parent = w->latest,
-			.flags = (w->latest ? 0 : CKPT__SF_BASE) |
-				 (cap.nthreads > 1 ? CKPT__SF_NOT_RESUMABLE : 0),
-			.page_size = (uint32_t)ckpt__pagesize, .nthreads = cap.nthreads,
-			.exe = w->exe, .build_id = w->build_id, .build_id_len = w->build_id_len,
-			.maps = pl.maps, .nmaps = pl.nmaps, .runs = pl.runs, .nruns = pl.nruns,
-			.level = w->level, .threads = w->threads, .workers = wk,
-			.proc = w->proc, .proc_size = w->proc_size,
-		};
-		memcpy(wp.chain_id, w->chain_id, 16);
-		rc = ckpt__snap_write(w->dirfd, &wp, &res);
-	}
-	ckpt__workers_stop(wk);
-	ckpt__mem_free(wk, sizeof *wk);
 	if (rc) {
-		ckpt__track_capture_undo(&cap);
+		ckpt__commit_workers_stop(pd);
+		ckpt__commit_finish(w, pd, rc, NULL);
+		return rc;
+	}
+	pd->wp = (struct ckpt__wplan){
+		.id = id, .parent = w->latest,
+		.flags = (w->latest ? 0 : CKPT__SF_BASE) |
+			 (cap->nthreads > 1 ? CKPT__SF_NOT_RESUMABLE : 0),
+		.page_size = (uint32_t)ckpt__pagesize, .nthreads = cap->nthreads,
+		.exe = w->exe, .build_id = w->build_id, .build_id_len = w->build_id_len,
+		.maps = pl->maps, .nmaps = pl->nmaps, .runs = pl->runs, .nruns = pl->nruns,
+		.level = w->level, .threads = w->threads, .workers = wk,
+		.proc = w->proc, .proc_size = w->proc_size,
+	};
+	memcpy(pd->wp.chain_id, w->chain_id, 16);
+	return 0;
+}
+
+int ckpt__commit_write(int dirfd, struct ckpt__pending *pd)
+{
+	int rc = ckpt__snap_write(dirfd, &pd->wp, &pd->res);
+	ckpt__commit_workers_stop(pd);
+	return rc;
+}
+
+void ckpt__commit_workers_stop(struct ckpt__pending *pd)
+{
+	if (!pd->wk)
+		return;
+	ckpt__workers_stop(pd->wk);
+	ckpt__mem_free(pd->wk, sizeof *pd->wk);
+	pd->wk = NULL;
+}
+
+void ckpt__commit_finish(struct ckpt__chainw *w, struct ckpt__pending *pd, int rc,
+			 uint64_t *id_out)
+{
+	struct ckpt__plan *pl = &pd->pl;
+	struct ckpt__capture *cap = &pd->cap;
+	if (rc && pd->settled) {
+		/* The tracker was told already (an async commit): take it back. */
+		ckpt__track_capture_revert(cap);
+	} else if (rc) {
+		ckpt__track_capture_undo(cap);
 	} else {
 		if (ckpt__shadow_mirror())
-			mirror_runs(&pl);
-		ckpt__track_capture_done(&cap);
-		w->latest = id;
+			mirror_runs(pl);
+		if (!pd->settled)
+			ckpt__track_capture_done(cap);
+		w->latest = pd->id;
 		/* The newest table, for the next commit's "born" values. */
 		struct ckpt__wmap *old = w->lct;
 		size_t oldcap = w->lct_cap;
-		w->lct = pl.maps;
-		w->nlct = pl.nmaps;
-		w->lct_cap = pl.maps_cap;
-		pl.maps = old;
-		pl.maps_cap = oldcap;
+		w->lct = pl->maps;
+		w->nlct = pl->nmaps;
+		w->lct_cap = pl->maps_cap;
+		pl->maps = old;
+		pl->maps_cap = oldcap;
+		struct ckpt__wresult *res = &pd->res;
 		w->last = (struct ckpt__commit_stats){
-			.id = id, .pause_ns = ckpt__now_ns() - t0, .capture_ns = cap.ns,
-			.compress_ns = res.compress_ns, .write_ns = res.write_ns,
-			.sync_ns = res.sync_ns, .pages = res.data_pages, .zero_pages = res.zero_pages,
-			.file_pages = res.file_pages, .raw_bytes = res.raw_bytes,
-			.stored_bytes = res.stored_bytes, .file_bytes = res.file_bytes,
+			.id = pd->id, .pause_ns = pd->pause_ns ? pd->pause_ns : ckpt__now_ns() - pd->t0,
+			.capture_ns = cap->ns, .wait_ns = pd->wait_ns,
+			.staged_bytes = pd->staged_bytes,
+			.compress_ns = res->compress_ns, .write_ns = res->write_ns,
+			.sync_ns = res->sync_ns, .pages = res->data_pages, .zero_pages = res->zero_pages,
+			.file_pages = res->file_pages, .raw_bytes = res->raw_bytes,
+			.stored_bytes = res->stored_bytes, .file_bytes = res->file_bytes,
 		};
 		if (id_out)
-			*id_out = id;
+			*id_out = pd->id;
 	}
-	plan_free(&pl);
-	ckpt__capture_free(&cap);
+	plan_free(pl);
+	ckpt__capture_free(cap);
+}
+
+int ckpt__commit(struct ckpt__chainw *w, uint64_t *id_out)
+{
+	struct ckpt__pending *pd = ckpt__mem_alloc(sizeof *pd);
+	if (!pd)
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_commit: out of memory");
+	int rc = ckpt__commit_prepare(w, pd, 0);
+	if (!rc) {
+		rc = ckpt__commit_write(w->dirfd, pd);
+		ckpt__commit_finish(w, pd, rc, id_out);
+	}
+	ckpt__mem_free(pd, sizeof *pd);
 	return rc;
 }
 

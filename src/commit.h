@@ -7,6 +7,7 @@
 
 #include "snap-read.h"
 #include "snap-write.h"
+#include "track.h"
 
 #include <limits.h>
 
@@ -17,6 +18,8 @@ struct ckpt__commit_stats {
 	uint64_t id;
 	uint64_t pause_ns;     /* time inside ckpt_commit */
 	uint64_t capture_ns;   /* taking the dirty set, re-protecting, scanning */
+	uint64_t wait_ns;      /* part of the pause spent waiting for the previous commit */
+	uint64_t staged_bytes; /* pages copied to the staging area (async commits) */
 	uint64_t compress_ns, write_ns, sync_ns;
 	uint64_t pages;        /* pages stored (data) */
 	uint64_t zero_pages, file_pages;
@@ -43,6 +46,29 @@ struct ckpt__chainw {
 };
 
 enum { CKPT__CW_NEW, CKPT__CW_OVERWRITE, CKPT__CW_CONTINUE };
+
+/* What a commit stores: the mapping table and the runs of pages. */
+struct ckpt__plan {
+	struct ckpt__wmap *maps;
+	size_t nmaps, maps_cap;
+	struct ckpt__wrun *runs;
+	size_t nruns, runs_cap;
+	char *stage; /* copies of pages the program made unreadable */
+	size_t stage_bytes, stage_used;
+};
+
+/* A commit between its phases. */
+struct ckpt__pending {
+	uint64_t id, t0;
+	struct ckpt__workers *wk;      /* started before the capture */
+	struct ckpt__capture cap;
+	struct ckpt__plan pl;
+	struct ckpt__wplan wp;         /* for ckpt__snap_write */
+	struct ckpt__wresult res;
+	int settled;                   /* the tracker was told at once (async) */
+	uint64_t pause_ns, wait_ns, staged_bytes;
+};
+
 /* Opens (creating it 0700 if needed) and locks the chain directory.  A
  * directory holding a chain is refused (CKPT_EEXIST) with CKPT__CW_NEW,
  * deleted with CKPT__CW_OVERWRITE, kept with CKPT__CW_CONTINUE (w->existing
@@ -52,6 +78,21 @@ CKPT__HIDDEN int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int 
 CKPT__HIDDEN void ckpt__chainw_close(struct ckpt__chainw *w);
 /* Writes the next snapshot from what the tracker captured. */
 CKPT__HIDDEN int ckpt__commit(struct ckpt__chainw *w, uint64_t *id);
+
+/* The same in phases.  prepare starts the workers, captures and plans
+ * snapshot latest + 1 (own_threads: threads of ckpt's own alive besides
+ * the workers, not counted as the program's); on failure everything is
+ * undone.  write writes the file and stops the workers; it touches
+ * nothing but pd and the directory, so it may run on another thread.
+ * finish tells the tracker and the handle the outcome of the write (rc)
+ * and releases pd's contents; on failure the pages go back into the dirty
+ * set.  0 or CKPT_E* (prepare, write). */
+CKPT__HIDDEN int ckpt__commit_prepare(struct ckpt__chainw *w, struct ckpt__pending *pd,
+				      unsigned own_threads);
+CKPT__HIDDEN int ckpt__commit_write(int dirfd, struct ckpt__pending *pd);
+CKPT__HIDDEN void ckpt__commit_workers_stop(struct ckpt__pending *pd);
+CKPT__HIDDEN void ckpt__commit_finish(struct ckpt__chainw *w, struct ckpt__pending *pd, int rc,
+				      uint64_t *id);
 /* The chain as written so far, for reading (kept open and up to date). */
 CKPT__HIDDEN int ckpt__chainw_reader(struct ckpt__chainw *w, struct ckpt__chain **out);
 

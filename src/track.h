@@ -171,6 +171,11 @@ CKPT__HIDDEN int ckpt__track_capture(struct ckpt__capture *cap);
 CKPT__HIDDEN void ckpt__track_capture_done(struct ckpt__capture *cap);
 /* It was not: the pages taken count as dirty again. */
 CKPT__HIDDEN void ckpt__track_capture_undo(struct ckpt__capture *cap);
+/* After ckpt__track_capture_done, the snapshot was not written after all
+ * (an async commit failed in the background): what was taken counts as
+ * dirty again, and memory first seen by that capture counts as new again,
+ * so the next commit stores all of it. */
+CKPT__HIDDEN void ckpt__track_capture_revert(struct ckpt__capture *cap);
 CKPT__HIDDEN void ckpt__capture_free(struct ckpt__capture *cap);
 
 /* A list of dirty runs with their own copy of the mapping names. */

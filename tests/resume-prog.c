@@ -5,7 +5,7 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  * Usage: resume-prog --dir DIR --out FILE [--seed S] [--steps N] [--every K]
- *                    [--sleep-us U] [--threads] [--kill-at ID]
+ *                    [--sleep-us U] [--threads] [--async] [--kill-at ID]
  *
  * Its state is spread over every kind of memory a resume restores: a
  * static array in .bss, variables in .data, a large malloc block (an mmap
@@ -28,6 +28,7 @@
  * system error; 2 usage; 3 ckpt_open failed (the message on stderr is
  * ckpt_strerror, the code's name and ckpt_last_error).
  *
+ * --async commits with CKPT_F_ASYNC (written in the background).
  * --threads starts a second thread before the loop that stays alive (blocked
  * on a pipe) until the end, so every snapshot is taken with two threads.
  * --kill-at ID sends the process SIGKILL right after the commit that wrote
@@ -185,7 +186,7 @@ static void kill_once(const char *out, uint64_t id)
 static void usage(void)
 {
 	fprintf(stderr, "usage: resume-prog --dir DIR --out FILE [--seed S] [--steps N] "
-			"[--every K] [--sleep-us U] [--threads] [--kill-at ID]\n(%s)\n",
+			"[--every K] [--sleep-us U] [--threads] [--async] [--kill-at ID]\n(%s)\n",
 		variant_note);
 	exit(2);
 }
@@ -205,11 +206,14 @@ int main(int argc, char **argv)
 	const char *dir = NULL, *out_path = NULL;
 	long seed = 1, steps = 100, every = 10, sleep_us = 2000, kill_at = 0;
 	int threads = 0;
+	unsigned flags = CKPT_F_RESUME;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (!strcmp(a, "--threads"))
 			threads = 1;
+		else if (!strcmp(a, "--async"))
+			flags |= CKPT_F_ASYNC;
 		else if (i + 1 >= argc)
 			usage();
 		else if (!strcmp(a, "--dir"))
@@ -234,7 +238,7 @@ int main(int argc, char **argv)
 
 	/* First thing: with a chain in DIR this does not return. */
 	ckpt_t *c;
-	int rc = ckpt_open(&c, dir, &(ckpt_options){.flags = CKPT_F_RESUME});
+	int rc = ckpt_open(&c, dir, &(ckpt_options){.flags = flags});
 	if (rc < 0) {
 		fprintf(stderr, "resume-prog: ckpt_open: %s (%s): %s\n", ckpt_strerror(rc),
 			ckpt_err_name(rc), ckpt_last_error());

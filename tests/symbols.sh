@@ -35,7 +35,7 @@ if grep -q '^ckpt__' "$tmp.ours"; then
 	fail "internal ckpt__ symbols exported"
 fi
 for api in ckpt_open ckpt_begin ckpt_dirty_foreach ckpt_dirty_count ckpt_exclude ckpt_end \
-	ckpt_close ckpt_stats ckpt_strerror ckpt_commit ckpt_restore; do
+	ckpt_close ckpt_stats ckpt_strerror ckpt_commit ckpt_wait ckpt_restore; do
 	grep -qx "$api" "$tmp.ours" || fail "$api is not exported"
 done
 n=$(grep -c '^ckpt_' "$tmp.ours")
