@@ -285,6 +285,9 @@ static void *sampler(void *arg)
 {
 	(void)arg;
 	struct timespec next;
+	/* Whoever started this thread may still be starting the tracking. */
+	pthread_mutex_lock(&A.lock);
+	pthread_mutex_unlock(&A.lock);
 	clock_gettime(CLOCK_MONOTONIC, &next);
 	if (A.delay_ms) {
 		next.tv_sec += A.delay_ms / 1000;
@@ -413,9 +416,15 @@ static void atfork_child(void)
 	reset_samples();
 	open_file("fork");
 	A.delay_ms = 0;
-	start_tracking();
-	if (A.tracked && start_thread() != 0)
+	/* The thread starts first, before ckpt_begin: in the child, glibc
+	 * hands the stack of the parent's sampling thread to the next thread
+	 * created, and a thread created during the epoch on a stack ckpt had
+	 * protected dies (mprotect back-end).  It waits on A.lock for t0. */
+	pthread_mutex_lock(&A.lock);
+	if (start_thread() != 0)
 		emit("X cannot start the sampling thread\n");
+	start_tracking();
+	pthread_mutex_unlock(&A.lock);
 	flush_out();
 }
 

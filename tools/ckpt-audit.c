@@ -415,16 +415,32 @@ static void text_report(FILE *f, const struct proc *ps, size_t np, unsigned top)
 		}
 		fprintf(f, "   timeline: pages first written per %s%" PRIu64 " ms\n",
 			per > 1 ? "" : "interval of ", p->interval_ms * per);
-		for (size_t s = 1; s <= p->nsamples; s += per) {
-			size_t e = s + per - 1 < p->nsamples ? s + per - 1 : p->nsamples;
-			uint64_t n = 0;
-			for (size_t j = s; j <= e; j++)
-				n += sample_pages(p, j);
-			int bar = max ? (int)((n * 40 + max - 1) / max) : 0;
-			fprintf(f, "   %8.3f-%8.3f s %10" PRIu64 "  %.*s\n", (double)p->sample_t[s - 1] / 1e9,
-				(double)p->sample_t[e] / 1e9, n, bar,
+		/* Three or more rows in a row with no new pages are folded into
+		 * one line. */
+		size_t nrows = (p->nsamples + per - 1) / per;
+		uint64_t *row = xcalloc(nrows, sizeof *row);
+		for (size_t r = 0; r < nrows; r++)
+			for (size_t j = r * per + 1; j <= (r + 1) * per && j <= p->nsamples; j++)
+				row[r] += sample_pages(p, j);
+		for (size_t r = 0; r < nrows;) {
+			size_t z = r;
+			while (z < nrows && !row[z])
+				z++;
+			size_t s = r * per, e = (r + 1) * per < p->nsamples ? (r + 1) * per : p->nsamples;
+			if (z - r >= 3) {
+				e = z * per < p->nsamples ? z * per : p->nsamples;
+				fprintf(f, "   %8.3f-%8.3f s %10d  (%zu rows with no new pages)\n",
+					(double)p->sample_t[s] / 1e9, (double)p->sample_t[e] / 1e9, 0, z - r);
+				r = z;
+				continue;
+			}
+			int bar = max ? (int)((row[r] * 40 + max - 1) / max) : 0;
+			fprintf(f, "   %8.3f-%8.3f s %10" PRIu64 "  %.*s\n", (double)p->sample_t[s] / 1e9,
+				(double)p->sample_t[e] / 1e9, row[r], bar,
 				"########################################");
+			r++;
 		}
+		free(row);
 	}
 }
 
