@@ -15,7 +15,8 @@
  *                            writes 7 pages and exits 0; the parent waits,
  *                            writes 3 more and exits with 3
  *     audit-target exit N    exits with status N
- *     audit-target kill      kills itself with SIGTERM
+ *     audit-target kill      writes 4 pages, waits past one sample, kills
+ *                            itself with SIGTERM
  *     audit-target quick-exit  writes 12 pages, waits past one sample, _exit(0)
  */
 #include <signal.h>
@@ -91,6 +92,7 @@ int main(int argc, char **argv)
 		return atoi(argv[2]);
 	if (!strcmp(mode, "kill")) {
 		write_pages(bufs[0], 4, 1);
+		pause_ms(300);
 		kill(getpid(), SIGTERM);
 		pause_ms(5000);
 		return 1;
