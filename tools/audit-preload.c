@@ -49,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,12 +98,15 @@ static struct {
 	struct timespec t0;
 	pthread_t thread;
 	pthread_mutex_t lock;
+	pthread_cond_t started; /* A.tracked or A.stop set */
+	int running;		/* the sampling thread runs */
 	int atfork_done;
 	char dir[PATH_MAX];
 	char self[PATH_MAX]; /* this library's path, as LD_PRELOAD names it */
-} A = {.fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+} A = {.fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER, .started = PTHREAD_COND_INITIALIZER};
 
 static void register_atfork(void);
+static int start_thread(void);
 
 /* ---- output -------------------------------------------------------------- */
 
@@ -285,11 +289,15 @@ static void *sampler(void *arg)
 {
 	(void)arg;
 	struct timespec next;
-	/* Whoever started this thread may still be starting the tracking. */
-	pthread_mutex_lock(&A.lock);
-	pthread_mutex_unlock(&A.lock);
+	__atomic_store_n(&A.running, 1, __ATOMIC_RELEASE);
 	clock_gettime(CLOCK_MONOTONIC, &next);
-	if (A.delay_ms) {
+	if (!A.delay_ms) {
+		/* The thread that started this one begins the tracking. */
+		pthread_mutex_lock(&A.lock);
+		while (!A.tracked && !A.stop)
+			pthread_cond_wait(&A.started, &A.lock);
+		pthread_mutex_unlock(&A.lock);
+	} else {
 		next.tv_sec += A.delay_ms / 1000;
 		next.tv_nsec += (long)(A.delay_ms % 1000) * 1000000L;
 		if (next.tv_nsec >= 1000000000L) {
@@ -382,6 +390,40 @@ static int start_thread(void)
 	return rc;
 }
 
+/* Starts the sampling thread, then (without a delay) the tracking.  The
+ * thread runs before ckpt_begin so that ckpt knows its stack: a thread's
+ * stack is left out of tracking once the thread has registered it, which it
+ * does before its first instruction; a stack mapped after ckpt_begin and not
+ * registered yet would count as 8 MiB the program wrote.  (In a fork child
+ * it matters more: glibc hands the parent's sampling-thread stack to the
+ * next thread created, which under the mprotect back-end would die on it
+ * had ckpt protected it.)  A.lock must not be held. */
+static void start_sampling(void)
+{
+	__atomic_store_n(&A.running, 0, __ATOMIC_RELEASE);
+	if (start_thread() != 0) {
+		emit("X cannot start the sampling thread\n");
+		flush_out();
+		return;
+	}
+	if (A.delay_ms)
+		return;
+	/* A thread that never runs would leave the program untracked, not
+	 * stuck: give up after 5 s. */
+	for (int i = 0; i < 5000 && !__atomic_load_n(&A.running, __ATOMIC_ACQUIRE); i++) {
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, NULL);
+	}
+	pthread_mutex_lock(&A.lock);
+	start_tracking();
+	if (!A.tracked)
+		A.stop = 1;
+	pthread_cond_broadcast(&A.started);
+	pthread_mutex_unlock(&A.lock);
+	if (A.tracked)
+		register_atfork();
+}
+
 /* ---- fork ---------------------------------------------------------------- */
 
 static void atfork_prepare(void)
@@ -414,18 +456,10 @@ static void atfork_child(void)
 		return;
 	}
 	reset_samples();
+	pthread_cond_init(&A.started, NULL);
 	open_file("fork");
 	A.delay_ms = 0;
-	/* The thread starts first, before ckpt_begin: in the child, glibc
-	 * hands the stack of the parent's sampling thread to the next thread
-	 * created, and a thread created during the epoch on a stack ckpt had
-	 * protected dies (mprotect back-end).  It waits on A.lock for t0. */
-	pthread_mutex_lock(&A.lock);
-	if (start_thread() != 0)
-		emit("X cannot start the sampling thread\n");
-	start_tracking();
-	pthread_mutex_unlock(&A.lock);
-	flush_out();
+	start_sampling();
 }
 
 /* After the first ckpt_begin: ckpt registers its own fork handlers there,
@@ -535,21 +569,11 @@ __attribute__((constructor)) static void audit_start(void)
 		return;
 	}
 	A.active = 1;
-	if (!A.delay_ms) {
-		start_tracking();
-		if (!A.tracked)
-			return;
-	}
-	if (A.tracked)
-		register_atfork();
-	if (start_thread() != 0) {
-		emit("X cannot start the sampling thread\n");
-		flush_out();
-	}
+	start_sampling();
 }
 
-/* exit() (or a return from main): the last, partial interval. */
-__attribute__((destructor)) static void audit_finish(void)
+/* exit() (or a return from main), or _exit(): the last, partial interval. */
+static void audit_finish(void)
 {
 	if (!A.active || A.pid != getpid())
 		return;
@@ -567,3 +591,24 @@ __attribute__((destructor)) static void audit_finish(void)
 	pthread_mutex_unlock(&A.lock);
 }
 
+
+__attribute__((destructor)) static void audit_destructor(void)
+{
+	audit_finish();
+}
+
+/* _exit and _Exit called by the program (dash, for one, ends that way) take
+ * the last sample too.  glibc's own exit() reaches the kernel without them,
+ * after the destructor above.  A vfork child calling _exit shares the
+ * parent's memory: audit_finish() sees another pid and does nothing. */
+__attribute__((visibility("default"), noreturn)) void _exit(int status)
+{
+	audit_finish();
+	for (;;)
+		syscall(SYS_exit_group, status);
+}
+
+__attribute__((visibility("default"), noreturn)) void _Exit(int status)
+{
+	_exit(status);
+}

@@ -302,7 +302,8 @@ static void summarise(struct proc *p)
 		p->ms[i].id = (uint32_t)i;
 		p->ms[i].per_sample = xcalloc(p->nsamples + 1, sizeof(uint64_t));
 	}
-	qsort(p->runs, p->nruns, sizeof *p->runs, by_start);
+	if (p->nruns)
+		qsort(p->runs, p->nruns, sizeof *p->runs, by_start);
 	for (size_t i = 0; i < p->nruns; i++) {
 		const struct run *r = &p->runs[i];
 		struct mstat *m = &p->ms[r->map];
@@ -314,7 +315,8 @@ static void summarise(struct proc *p)
 		if (!joins)
 			m->runs++;
 	}
-	qsort(p->ms, p->nnames, sizeof *p->ms, by_pages);
+	if (p->nnames)
+		qsort(p->ms, p->nnames, sizeof *p->ms, by_pages);
 	p->nms = 0;
 	while (p->nms < p->nnames && p->ms[p->nms].pages)
 		p->nms++;
@@ -551,8 +553,7 @@ static void svg_text(FILE *f, const char *s, size_t max)
 		case '"': fputs("&quot;", f); break;
 		case '\'': fputs("&apos;", f); break;
 		default:
-			if ((unsigned char)*s >= 0x20)
-				fputc(*s, f);
+			fputc((unsigned char)*s >= 0x20 ? *s : ' ', f);
 		}
 	}
 }
@@ -574,7 +575,7 @@ static int svg_report(const char *path, const struct proc *ps, size_t np, unsign
 	int height = 60;
 	for (size_t k = 0; k < np; k++) {
 		size_t rows = ps[k].nms < top ? ps[k].nms : top + (ps[k].nms > top);
-		height += 40 + (int)(rows ? rows : 1) * SVG_ROW_H + 50;
+		height += 60 + (int)(rows ? rows : 1) * SVG_ROW_H + 50;
 	}
 	height += 70; /* the legend */
 	int width = SVG_MARGIN * 2 + SVG_LABEL_W + SVG_GRID_W + 110;
@@ -614,7 +615,7 @@ static int svg_report(const char *path, const struct proc *ps, size_t np, unsign
 			SVG_MARGIN, y + 14, p->total_pages,
 			human_bytes(p->total_pages * p->page_size, b1, sizeof b1), p->nms,
 			(double)duration_ns(p) / 1e9, p->backend ? p->backend : "none");
-		y += 24;
+		y += 36;
 		fprintf(f, "<text x=\"%d\" y=\"%d\" fill=\"#444\" text-anchor=\"end\">mapping</text>\n"
 			   "<text x=\"%d\" y=\"%d\" fill=\"#444\">pages</text>\n",
 			gx - 6, y - 2, gx + SVG_GRID_W + 8, y - 2);
@@ -664,15 +665,17 @@ static int svg_report(const char *path, const struct proc *ps, size_t np, unsign
 		/* The time axis: a line and ticks at about six places. */
 		fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#444\"/>\n", gx, y + 2,
 			gx + SVG_GRID_W, y + 2);
-		for (int t = 0; t <= 6 && cols; t++) {
-			size_t c = (size_t)((double)cols * t / 6.0);
+		int nticks = cols < 6 ? (int)cols : 6;
+		int prec = duration_ns(p) < 2000000000u ? 3 : 2;
+		for (int t = 0; t <= nticks && cols; t++) {
+			size_t c = (size_t)((double)cols * t / nticks);
 			size_t s = c * per;
 			if (s > p->nsamples)
 				s = p->nsamples;
 			double x = gx + (double)c * cw;
 			fprintf(f, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\" stroke=\"#444\"/>\n"
-				   "<text x=\"%.2f\" y=\"%d\" text-anchor=\"middle\">%.2f</text>\n",
-				x, y + 2, x, y + 7, x, y + 20, (double)p->sample_t[s] / 1e9);
+				   "<text x=\"%.2f\" y=\"%d\" text-anchor=\"middle\">%.*f</text>\n",
+				x, y + 2, x, y + 7, x, y + 20, prec, (double)p->sample_t[s] / 1e9);
 		}
 		fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" fill=\"#444\">time since tracking "
 			   "began (s), one column per %" PRIu64 " ms</text>\n",
@@ -686,7 +689,7 @@ static int svg_report(const char *path, const struct proc *ps, size_t np, unsign
 	static const char *const labels[] = {"1", "2-3", "4-15", "16-63", "64-255", "256-1023",
 					     "1024-4095", "4096+"};
 	for (unsigned i = 0; i < NCOLOURS; i++) {
-		int x = SVG_MARGIN + (int)i * 90;
+		int x = SVG_MARGIN + (int)i * 110;
 		fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"24\" height=\"14\" fill=\"%s\" stroke=\"#888\"/>\n"
 			   "<text x=\"%d\" y=\"%d\">%s</text>\n",
 			x, y + 8, palette[i], x + 28, y + 19, labels[i]);
@@ -969,6 +972,25 @@ static int parse_options(int argc, char **argv, struct options *o)
 	return i;
 }
 
+static void free_proc(struct proc *p)
+{
+	for (size_t i = 0; i < p->nnames; i++)
+		free(p->names[i]);
+	for (size_t i = 0; i < p->nerrors; i++)
+		free(p->errors[i]);
+	for (size_t i = 0; p->ms && i < p->nnames; i++)
+		free(p->ms[i].per_sample);
+	free(p->names);
+	free(p->errors);
+	free(p->ms);
+	free(p->runs);
+	free(p->sample_t);
+	free(p->exe);
+	free(p->cmd);
+	free(p->backend);
+	memset(p, 0, sizeof *p);
+}
+
 /* Reads every file of samples in dir, then removes them and dir. */
 static struct proc *read_samples(const char *dir, size_t *np)
 {
@@ -987,6 +1009,8 @@ static struct proc *read_samples(const char *dir, size_t *np)
 		if (parse_file(path, &ps[*np]) == 0) {
 			summarise(&ps[*np]);
 			(*np)++;
+		} else {
+			free_proc(&ps[*np]);
 		}
 		unlink(path);
 	}
@@ -997,8 +1021,27 @@ static struct proc *read_samples(const char *dir, size_t *np)
 	return ps;
 }
 
+/* What main allocates and keeps to the end: held here, released by
+ * release() at every return. */
+static char *g_path, *g_preload;
+static struct proc *g_ps;
+static size_t g_np;
+
+static void release(void)
+{
+	for (size_t i = 0; i < g_np; i++)
+		free_proc(&g_ps[i]);
+	free(g_ps);
+	free(g_path);
+	free(g_preload);
+	g_ps = NULL;
+	g_path = g_preload = NULL;
+	g_np = 0;
+}
+
 int main(int argc, char **argv)
 {
+	atexit(release);
 	struct options o = {.interval_ms = DEFAULT_INTERVAL_MS, .top = DEFAULT_TOP};
 	int first = parse_options(argc, argv, &o);
 	if (first < 0) {
@@ -1006,7 +1049,7 @@ int main(int argc, char **argv)
 		return EXIT_TOOL;
 	}
 	char **prog_argv = argv + first;
-	char *path = find_program(prog_argv[0]);
+	char *path = g_path = find_program(prog_argv[0]);
 	if (!path) {
 		warn("%s: %s", prog_argv[0], errno == ENOENT ? "command not found" : strerror(errno));
 		return EXIT_NOTFOUND;
@@ -1018,7 +1061,7 @@ int main(int argc, char **argv)
 	int rc = check_program(path, 0);
 	if (rc)
 		return rc;
-	char *preload = find_preload();
+	char *preload = g_preload = find_preload();
 	if (!preload)
 		return EXIT_TOOL;
 
@@ -1103,15 +1146,15 @@ int main(int argc, char **argv)
 	child_pid = 0;
 	if (n == (ssize_t)sizeof e) {
 		warn("%s: %s", path, strerror(e));
-		size_t np;
-		read_samples(dir, &np);
+		g_ps = read_samples(dir, &g_np);
 		return e == ENOENT ? EXIT_NOTFOUND : EXIT_CANNOT;
 	}
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) :
 		   WIFSIGNALED(status) ? 128 + WTERMSIG(status) : EXIT_TOOL;
 
-	size_t np;
-	struct proc *ps = read_samples(dir, &np);
+	g_ps = read_samples(dir, &g_np);
+	struct proc *ps = g_ps;
+	size_t np = g_np;
 	if (o.json)
 		json_report(out, ps, np, prog_argv, code, &o);
 	else {
