@@ -206,6 +206,32 @@ assert 7 <= own(child) <= 10, own(child)
 EOF
 	fi
 
+	# exec: followed only with --follow, each program in a section of its own.
+	if [ -n "$python" ] && [ -n "$gzip" ]; then
+		"$audit" --json -o "$r.exec" -- /bin/sh -c "echo a | $gzip -c | wc -c" >/dev/null ||
+			fail "$be: sh -c with a pipe"
+		"$audit" --follow --json -o "$r.exec-f" -- /bin/sh -c "echo a | $gzip -c | wc -c" >/dev/null ||
+			fail "$be: --follow sh -c with a pipe"
+		"$python" - "$r.exec" "$r.exec-f" <<'EOF' || fail "$be: exec sections"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert len(d["processes"]) == 1, [(p["pid"], p["how"], p["exe"]) for p in d["processes"]]
+f = json.load(open(sys.argv[2]))
+exes = sorted(p["exe"].split("/")[-1] for p in f["processes"] if p["how"] == "exec")
+assert exes == ["gzip", "wc"], [(p["pid"], p["how"], p["exe"]) for p in f["processes"]]
+assert all(p["ended_by_exit"] for p in f["processes"] if p["how"] == "exec")
+assert sum(1 for p in f["processes"] if p["ended_by_exec"]) == 2
+EOF
+	fi
+
+	# --delay: writes before it are not reported.  The threads write at
+	# once, the main thread 400 ms later; tracking starts at 200 ms.
+	"$audit" --delay 0.2 --interval 50 -o "$r" -- "$target" threads >/dev/null ||
+		fail "$be: --delay exited $?"
+	n=$(pages 'audit-target$' "$r")
+	{ [ -n "$n" ] && [ "$n" -ge 16 ] && [ "$n" -le 24 ]; } ||
+		fail "$be: --delay: $n pages of the program's data, 16 written after the delay: $(cat "$r")"
+
 	# ---- real programs from Debian: same output, plausible report -------------------
 	if [ -n "$python" ]; then
 		code='import hashlib, json

@@ -146,6 +146,7 @@ struct proc {
 	char **errors;
 	size_t nerrors;
 	int begun;
+	int execd; /* a later section of the same pid was started by exec */
 	/* Computed by summarise(). */
 	struct mstat *ms; /* sorted by pages, descending */
 	size_t nms;
@@ -355,8 +356,10 @@ static const char *ending(const struct proc *p)
 {
 	if (!p->begun)
 		return "never tracked";
-	return p->ended ? "ended by exit" :
-			  "ended without exit (exec, _exit or a signal): the last partial interval is missing";
+	if (p->ended)
+		return "ended by exit";
+	return p->execd ? "ended by exec: the last partial interval is missing" :
+			  "ended without exit (exec or a signal): the last partial interval is missing";
 }
 
 static void text_report(FILE *f, const struct proc *ps, size_t np, unsigned top)
@@ -484,8 +487,10 @@ static void json_report(FILE *f, const struct proc *ps, size_t np, char **argv, 
 		fprintf(f, ",\"tracked\":%s,\"backend\":", p->begun ? "true" : "false");
 		json_str(f, p->backend);
 		fprintf(f, ",\"page_size\":%" PRIu64 ",\"duration_s\":%.6f,\"ended_by_exit\":%s,"
-			   "\"pinned_pages\":%" PRIu64 ",\"tracked_pages\":%" PRIu64 ",\"errors\":[",
+			   "\"ended_by_exec\":%s,\"pinned_pages\":%" PRIu64 ",\"tracked_pages\":%" PRIu64
+			   ",\"errors\":[",
 			p->page_size, (double)duration_ns(p) / 1e9, p->ended ? "true" : "false",
+			p->execd ? "true" : "false",
 			p->pinned_pages, p->tracked_pages);
 		for (size_t i = 0; i < p->nerrors; i++) {
 			if (i)
@@ -1018,6 +1023,10 @@ static struct proc *read_samples(const char *dir, size_t *np)
 	rmdir(dir);
 	if (*np)
 		qsort(ps, *np, sizeof *ps, by_start_time);
+	for (size_t i = 0; i < *np; i++)
+		for (size_t j = i + 1; j < *np; j++)
+			if (ps[j].pid == ps[i].pid && !strcmp(ps[j].how, "exec"))
+				ps[i].execd = 1;
 	return ps;
 }
 
