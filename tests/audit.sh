@@ -224,6 +224,20 @@ assert sum(1 for p in f["processes"] if p["ended_by_exec"]) == 2
 EOF
 	fi
 
+	# What a program's children inherit: the same descriptors and
+	# environment as without the tool (no sample file, no LD_PRELOAD).
+	if [ -n "$python" ]; then
+		code='import os, sys
+sys.stdout.flush()
+os.system("ls /proc/self/fd")
+print(sorted(k for k in os.environ if k.startswith("CKPT_AUDIT") or k == "LD_PRELOAD"))'
+		"$python" -c "$code" >"$scratch/inherit.plain" 2>&1 || fail "python3 alone"
+		"$audit" -o /dev/null -- "$python" -c "$code" >"$scratch/inherit.audit" 2>&1 ||
+			fail "$be: inherit exited $?"
+		cmp -s "$scratch/inherit.plain" "$scratch/inherit.audit" ||
+			fail "$be: a child inherits $(cat "$scratch/inherit.audit"), not $(cat "$scratch/inherit.plain")"
+	fi
+
 	# --delay: writes before it are not reported.  The threads write at
 	# once, the main thread 400 ms later; tracking starts at 200 ms.
 	"$audit" --delay 0.2 --interval 50 -o "$r" -- "$target" threads >/dev/null ||
