@@ -6,7 +6,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 pkgs="build-essential autoconf automake libtool libtool-bin pkg-config binutils
-libsigsegv-dev libzstd-dev libcriterion-dev zstd clang python3"
+libsigsegv-dev libzstd-dev libcriterion-dev zstd clang python3
+librsvg2-bin sqlite3 gzip"
 # shellcheck disable=SC2086
 if ! dpkg -s $pkgs >/dev/null 2>&1; then
 	sudo=

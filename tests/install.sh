@@ -16,7 +16,7 @@ make -s -C "$top_builddir" install DESTDIR="$dest" >"$dest/install.log" 2>&1 ||
 prefix=$(sed -n 's/^prefix=//p' "$top_builddir/ckpt.pc")
 root=$dest$prefix
 for f in include/ckpt.h lib/libckpt.so lib/libckpt.a lib/pkgconfig/ckpt.pc bin/ckpt \
-	share/man/man1/ckpt.1; do
+	share/man/man1/ckpt.1 bin/ckpt-audit lib/ckpt/libckpt-audit.so share/man/man1/ckpt-audit.1; do
 	[ -e "$root/$f" ] || fail "$prefix/$f not installed"
 done
 
@@ -43,5 +43,11 @@ if [ -z "$san" ]; then
 	"$dest/demo-static" | tail -1 | grep -q '^audit_demo: OK' ||
 		fail "the demo built against the installed libckpt.a failed"
 fi
+# The installed ckpt-audit finds its library in ../lib/ckpt from its own
+# directory (pkglibdir under the prefix), with no help from the environment.
+out=$(env -u CKPT_AUDIT_PRELOAD "$root/bin/ckpt-audit" -- /bin/sh -c 'echo hello' 2>"$dest/audit.txt") ||
+	fail "the installed ckpt-audit exited $?: $(cat "$dest/audit.txt")"
+[ "$out" = hello ] || fail "the installed ckpt-audit: output '$out'"
+grep -q 'total (' "$dest/audit.txt" || fail "the installed ckpt-audit: $(cat "$dest/audit.txt")"
 echo "install.sh: installed, and the demo builds and runs against it"
 exit 0
