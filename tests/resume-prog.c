@@ -47,6 +47,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +203,14 @@ static long number(const char *s)
 	return v;
 }
 
+static volatile sig_atomic_t usr1_seen;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	usr1_seen++;
+}
+
 int main(int argc, char **argv)
 {
 	const char *dir = NULL, *out_path = NULL;
@@ -262,6 +272,17 @@ int main(int argc, char **argv)
 			fail("starting the second thread");
 	}
 
+	/* Process state a resume must bring back: checked at the end. */
+	struct sigaction sa = {.sa_handler = on_usr1};
+	sigset_t block;
+	sigemptyset(&block);
+	sigaddset(&block, SIGUSR2);
+	char where[PATH_MAX];
+	if (sigaction(SIGUSR1, &sa, NULL) || sigprocmask(SIG_BLOCK, &block, NULL) ||
+	    !realpath(dir, where) || chdir(where))
+		fail("setting up signals and the directory");
+	umask(027);
+
 	check(ckpt_begin(c), "ckpt_begin");
 	/* A local, on the stack: restored with it. */
 	uint64_t running = 0;
@@ -289,6 +310,18 @@ int main(int argc, char **argv)
 		close(waiter_pipe[1]);
 		pthread_join(th, NULL);
 	}
+	/* The handler, the mask, the umask and the directory as set. */
+	raise(SIGUSR1);
+	sigset_t now;
+	char cwd[PATH_MAX];
+	if (usr1_seen != 1)
+		fail("the SIGUSR1 handler is gone");
+	if (sigprocmask(SIG_BLOCK, NULL, &now) || sigismember(&now, SIGUSR2) != 1)
+		fail("SIGUSR2 is no longer blocked");
+	if (umask(022) != 027)
+		fail("the umask changed");
+	if (!getcwd(cwd, sizeof cwd) || strcmp(cwd, where))
+		fail("the working directory changed");
 	check(ckpt_end(c), "ckpt_end");
 	ckpt_close(c);
 	printf("checksum %016llx\n", (unsigned long long)state_hash(running));
