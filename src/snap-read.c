@@ -410,14 +410,18 @@ static int cmp_id(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-uint64_t ckpt__chain_newest_id(int dirfd)
+/* Calls fn with the id of every snapshot file in the directory fd (read
+ * from its start; getdents: no allocation in the program's heap).  Stops at
+ * fn's first non-zero value and returns it; a failed read is a negative
+ * errno. */
+static int each_id(int fd, int (*fn)(unsigned long long id, void *arg), void *arg)
 {
 	char dbuf[8192];
-	unsigned long long newest = 0;
-	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	for (long got; (got = ckpt__sys3(SYS_getdents64, fd, (long)dbuf, sizeof dbuf)) > 0;)
+	lseek(fd, 0, SEEK_SET);
+	for (;;) {
+		long got = ckpt__sys3(SYS_getdents64, fd, (long)dbuf, sizeof dbuf);
+		if (got <= 0)
+			return (int)got;
 		for (long off = 0; off < got;) {
 			struct linux_dirent64 {
 				uint64_t d_ino;
@@ -428,11 +432,47 @@ uint64_t ckpt__chain_newest_id(int dirfd)
 			} *e = (void *)(dbuf + off);
 			off += e->d_reclen;
 			unsigned long long id;
-			if (parse_id(e->d_name, &id) && id > newest)
-				newest = id;
+			int rc = parse_id(e->d_name, &id) ? fn(id, arg) : 0;
+			if (rc)
+				return rc;
 		}
+	}
+}
+
+static int newer(unsigned long long id, void *arg)
+{
+	uint64_t *newest = arg;
+	if (id > *newest)
+		*newest = id;
+	return 0;
+}
+
+uint64_t ckpt__chain_newest_id(int dirfd)
+{
+	uint64_t newest = 0;
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	each_id(fd, newer, &newest);
 	close(fd);
 	return newest;
+}
+
+struct id_list {
+	unsigned long long *ids;
+	size_t n, cap;
+	uint64_t max;
+};
+
+static int add_id(unsigned long long id, void *arg)
+{
+	struct id_list *l = arg;
+	if (id > l->max)
+		return 0;
+	if (ckpt__mem_grow((void **)&l->ids, &l->cap, l->n + 1, sizeof *l->ids))
+		return 1;
+	l->ids[l->n++] = id;
+	return 0;
 }
 
 int ckpt__chain_open(struct ckpt__chain *c, const char *dir, int dirfd)
@@ -450,41 +490,15 @@ int ckpt__chain_open_upto(struct ckpt__chain *c, const char *dir, int dirfd, uin
 		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", dir, strerror(errno));
 	}
 	/* The ids present, then the chain: the newest file and its parents
-	 * down to a base.  (getdents: no allocation in the program's heap.) */
-	unsigned long long *ids = NULL;
-	size_t nids = 0, cap = 0;
-	int rc = 0;
-	char dbuf[8192];
-	lseek(c->dirfd, 0, SEEK_SET);
-	for (;;) {
-		long got = ckpt__sys3(SYS_getdents64, c->dirfd, (long)dbuf, sizeof dbuf);
-		if (got < 0) {
-			rc = ckpt__fail(ckpt__from_errno((int)-got), "%s: %s", dir, strerror((int)-got));
-			break;
-		}
-		if (got == 0)
-			break;
-		for (long off = 0; off < got;) {
-			struct linux_dirent64 {
-				uint64_t d_ino;
-				int64_t d_off;
-				unsigned short d_reclen;
-				unsigned char d_type;
-				char d_name[];
-			} *e = (void *)(dbuf + off);
-			off += e->d_reclen;
-			unsigned long long id;
-			if (!parse_id(e->d_name, &id) || id > max_id)
-				continue;
-			if (ckpt__mem_grow((void **)&ids, &cap, nids + 1, sizeof *ids)) {
-				rc = ckpt__fail(CKPT_ENOMEM, "out of memory listing %s", dir);
-				break;
-			}
-			ids[nids++] = id;
-		}
-		if (rc)
-			break;
-	}
+	 * down to a base. */
+	struct id_list l = {NULL, 0, 0, max_id};
+	int rc = each_id(c->dirfd, add_id, &l);
+	if (rc < 0)
+		rc = ckpt__fail(ckpt__from_errno(-rc), "%s: %s", dir, strerror(-rc));
+	else if (rc > 0)
+		rc = ckpt__fail(CKPT_ENOMEM, "out of memory listing %s", dir);
+	unsigned long long *ids = l.ids;
+	size_t nids = l.n, cap = l.cap;
 	if (rc)
 		goto out;
 	if (nids)

@@ -6,10 +6,12 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 size_t pagesz(void)
@@ -191,4 +193,59 @@ int write_protected(const void *p)
 	if (perms[0] && perms[1] != 'w')
 		return 1;
 	return uffd_wp_bit(p);
+}
+
+/* ---- checks in a child process ------------------------------------------------- */
+
+int child_report_fd = -1;
+
+void child_die(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (n > 0 && child_report_fd >= 0)
+		(void)!write(child_report_fd, msg,
+			     (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+	_exit(1);
+}
+
+void in_child(void (*fn)(const char *dir), const char *what)
+{
+	char tmp[] = "/tmp/ckpt-test-XXXXXX", dir[64];
+	cr_assert(mkdtemp(tmp));
+	snprintf(dir, sizeof dir, "%s/chain", tmp);
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(p[0]);
+		child_report_fd = p[1];
+		fn(dir);
+		_exit(0);
+	}
+	close(p[1]);
+	char msg[1024] = "";
+	ssize_t n = read(p[0], msg, sizeof msg - 1);
+	msg[n > 0 ? n : 0] = '\0';
+	close(p[0]);
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	char cmd[256];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+	(void)!system(cmd);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: %s (status %#x)", what,
+		  msg[0] ? msg : "child died", st);
+}
+
+char *safe_area(ckpt_t *c, size_t bytes)
+{
+	bytes = (bytes + pagesz() - 1) & ~(pagesz() - 1);
+	char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(p != MAP_FAILED);
+	CHECK_RC(ckpt_exclude(c, p, bytes));
+	return p;
 }

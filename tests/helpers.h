@@ -57,4 +57,28 @@ int write_protected(const void *p);
 /* Whether the page holding p carries the uffd-wp bit (pagemap bit 57). */
 int uffd_wp_bit(const void *p);
 
+/* ---- checks in a child process -------------------------------------------------
+ * Suites that restore memory run each test's body in a child (in_child): a
+ * failed check reports through a pipe and exits, the parent fails the test
+ * with that message. */
+extern int child_report_fd;
+__attribute__((format(printf, 1, 2), noreturn)) void child_die(const char *fmt, ...);
+#define CHECK(cond, ...)                                                          \
+	do {                                                                      \
+		if (!(cond))                                                      \
+			child_die("%s:%d: %s: ", __FILE__, __LINE__, #cond), (void)0;   \
+	} while (0)
+#define CHECK_RC(call)                                                                     \
+	do {                                                                               \
+		int rc_ = (call);                                                          \
+		if (rc_ < 0)                                                               \
+			child_die("%s:%d: %s: %s (%s)", __FILE__, __LINE__, #call,         \
+				  ckpt_strerror(rc_), ckpt_last_error());                  \
+	} while (0)
+/* Runs fn(dir) in a child, dir a chain directory in a fresh temporary one
+ * (removed afterwards); the test fails with the child's message. */
+void in_child(void (*fn)(const char *dir), const char *what);
+/* Memory for copies, excluded from c: never restored. */
+char *safe_area(ckpt_t *c, size_t bytes);
+
 #endif

@@ -27,74 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static int report_fd = -1;
-
-/* In a child: report a failure and exit. */
-__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	if (n > 0 && report_fd >= 0)
-		(void)!write(report_fd, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
-	_exit(1);
-}
-
-#define CHECK(cond, ...)                                                          \
-	do {                                                                      \
-		if (!(cond))                                                      \
-			die("%s:%d: %s: ", __FILE__, __LINE__, #cond), (void)0;   \
-	} while (0)
-#define CHECK_RC(call)                                                                     \
-	do {                                                                               \
-		int rc_ = (call);                                                          \
-		if (rc_ < 0)                                                               \
-			die("%s:%d: %s: %s (%s)", __FILE__, __LINE__, #call, ckpt_strerror(rc_), \
-			    ckpt_last_error());                                            \
-	} while (0)
-
-/* Runs fn in a child; the test fails with the child's message. */
-static void in_child(void (*fn)(const char *dir), const char *what)
-{
-	char tmp[] = "/tmp/ckpt-async-XXXXXX", dir[64];
-	cr_assert(mkdtemp(tmp));
-	snprintf(dir, sizeof dir, "%s/chain", tmp);
-	int p[2];
-	cr_assert_eq(pipe(p), 0);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		close(p[0]);
-		report_fd = p[1];
-		fn(dir);
-		_exit(0);
-	}
-	close(p[1]);
-	char msg[1024] = "";
-	ssize_t n = read(p[0], msg, sizeof msg - 1);
-	msg[n > 0 ? n : 0] = '\0';
-	close(p[0]);
-	int st;
-	cr_assert_eq(waitpid(pid, &st, 0), pid);
-	char cmd[256];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-	(void)!system(cmd);
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: %s (status %#x)", what,
-		  msg[0] ? msg : "child died", st);
-}
-
-/* Memory for copies, never restored. */
-static char *safe_area(ckpt_t *c, size_t bytes)
-{
-	bytes = (bytes + pagesz() - 1) & ~(pagesz() - 1);
-	char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	CHECK(p != MAP_FAILED);
-	CHECK_RC(ckpt_exclude(c, p, bytes));
-	return p;
-}
-
 static ckpt_t *open_chain(const char *dir, unsigned flags, uint64_t limit)
 {
 	ckpt_t *c;
@@ -152,7 +84,7 @@ static void fifty(const char *dir, unsigned flags)
 		uint64_t got;
 		CHECK_RC(ckpt_commit(c, &got));
 		if (got != (uint64_t)id)
-			die("commit %d returned id %llu", id, (unsigned long long)got);
+			child_die("commit %d returned id %llu", id, (unsigned long long)got);
 		memcpy(copies + id * one, m, NPAGES * ps);
 		memcpy(copies + id * one + NPAGES * ps, globals, sizeof globals);
 		/* Overwrite at once what was just committed: the snapshot must
@@ -174,7 +106,7 @@ static void fifty(const char *dir, unsigned flags)
 	CHECK_RC(ckpt_stats(c, &st));
 	CHECK(st.commits == NCOMMITS && st.commit_id == NCOMMITS);
 	if (st.commit_staged_bytes == 0 || st.commit_pause_ns == 0 || st.commit_write_ns == 0)
-		die("stats of an async commit: staged %llu pause %llu write %llu",
+		child_die("stats of an async commit: staged %llu pause %llu write %llu",
 		    (unsigned long long)st.commit_staged_bytes, (unsigned long long)st.commit_pause_ns,
 		    (unsigned long long)st.commit_write_ns);
 	int *order = (int *)safe_area(c, sizeof(int) * NCOMMITS);
@@ -191,9 +123,9 @@ static void fifty(const char *dir, unsigned flags)
 		globals[i] ^= 0x55;
 		CHECK_RC(ckpt_restore(c, (uint64_t)id));
 		if (memcmp(m, copies + (size_t)id * one, NPAGES * ps) != 0)
-			die("region differs after restoring %d", id);
+			child_die("region differs after restoring %d", id);
 		if (memcmp(globals, copies + (size_t)id * one + NPAGES * ps, sizeof globals) != 0)
-			die("globals differ after restoring %d", id);
+			child_die("globals differ after restoring %d", id);
 	}
 	ckpt_close(c);
 }
@@ -252,7 +184,7 @@ static void failed_write(const char *dir)
 		}
 		unsetenv("CKPT_FAULT");
 		if (rc != CKPT_ENOSPC)
-			die("round %d: returned %s (%s)", round, ckpt_err_name(rc), ckpt_last_error());
+			child_die("round %d: returned %s (%s)", round, ckpt_err_name(rc), ckpt_last_error());
 		CHECK(strstr(ckpt_last_error(), "background"));
 		CHECK(chain_len(dir) == 1);
 		/* Reported once. */
@@ -273,7 +205,7 @@ static void failed_write(const char *dir)
 		for (size_t p = 0; p < 8; p++) {
 			CHECK_RC(ckpt_chain_read(ch, 2, (uintptr_t)fresh + p * ps + 100, &b, 1));
 			if (b != 30 + round)
-				die("round %d: page %zu of memory new in the failed commit holds %d",
+				child_die("round %d: page %zu of memory new in the failed commit holds %d",
 				    round, p, b);
 		}
 		ckpt_chain_close(ch);
@@ -339,7 +271,7 @@ static void killed(const char *dir)
 		size_t n;
 		int rc = ckpt_chain_verify(sub, &n);
 		if (rc)
-			die("round %d: verify after kill -9: %s (%s)", round, ckpt_strerror(rc),
+			child_die("round %d: verify after kill -9: %s (%s)", round, ckpt_strerror(rc),
 			    ckpt_last_error());
 		if (n == 0)
 			continue;
@@ -360,7 +292,7 @@ static void killed(const char *dir)
 			int stored;
 			memcpy(&stored, page + 8, sizeof stored);
 			if (p == 0 && (uint64_t)stored != latest)
-				die("round %d: snapshot %llu holds the memory of commit %d", round,
+				child_die("round %d: snapshot %llu holds the memory of commit %d", round,
 				    (unsigned long long)latest, stored);
 			/* Page p was last written by the largest k <= latest
 			 * with p % (1 + k % 5) == 0. */
@@ -371,7 +303,7 @@ static void killed(const char *dir)
 					break;
 				}
 			if ((unsigned char)page[100] != (want & 0xff))
-				die("round %d: page %zu of snapshot %llu holds %d, not %d", round, p,
+				child_die("round %d: page %zu of snapshot %llu holds %d, not %d", round, p,
 				    (unsigned long long)latest, (unsigned char)page[100], want & 0xff);
 		}
 		free(page);
@@ -412,7 +344,7 @@ static void limit(const char *dir)
 	CHECK_RC(ckpt_stats(c, &st));
 	if (st.commit_id != 2 || st.commit_staged_bytes < 8 * ps ||
 	    st.commit_staged_bytes > 512 * ps)
-		die("commit 2: id %llu, %llu bytes staged", (unsigned long long)st.commit_id,
+		child_die("commit 2: id %llu, %llu bytes staged", (unsigned long long)st.commit_id,
 		    (unsigned long long)st.commit_staged_bytes);
 	/* 1500 pages do not: the commit blocks until they are on disk. */
 	for (size_t p = 0; p < 1500; p++)

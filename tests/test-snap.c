@@ -29,74 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static int report_fd = -1;
-
-/* In a child: report a failure and exit. */
-__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	if (n > 0 && report_fd >= 0)
-		(void)!write(report_fd, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
-	_exit(1);
-}
-
-#define CHECK(cond, ...)                                                          \
-	do {                                                                      \
-		if (!(cond))                                                      \
-			die("%s:%d: %s: ", __FILE__, __LINE__, #cond), (void)0;   \
-	} while (0)
-#define CHECK_RC(call)                                                                     \
-	do {                                                                               \
-		int rc_ = (call);                                                          \
-		if (rc_ < 0)                                                               \
-			die("%s:%d: %s: %s (%s)", __FILE__, __LINE__, #call, ckpt_strerror(rc_), \
-			    ckpt_last_error());                                            \
-	} while (0)
-
-/* Runs fn in a child; the test fails with the child's message. */
-static void in_child(void (*fn)(const char *dir), const char *what)
-{
-	char tmp[] = "/tmp/ckpt-snap-XXXXXX", dir[64];
-	cr_assert(mkdtemp(tmp));
-	snprintf(dir, sizeof dir, "%s/chain", tmp);
-	int p[2];
-	cr_assert_eq(pipe(p), 0);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		close(p[0]);
-		report_fd = p[1];
-		fn(dir);
-		_exit(0);
-	}
-	close(p[1]);
-	char msg[1024] = "";
-	ssize_t n = read(p[0], msg, sizeof msg - 1);
-	msg[n > 0 ? n : 0] = '\0';
-	close(p[0]);
-	int st;
-	cr_assert_eq(waitpid(pid, &st, 0), pid);
-	char cmd[256];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-	(void)!system(cmd);
-	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: %s (status %#x)", what,
-		  msg[0] ? msg : "child died", st);
-}
-
-/* Memory for copies, never restored. */
-static char *safe_area(ckpt_t *c, size_t bytes)
-{
-	bytes = (bytes + pagesz() - 1) & ~(pagesz() - 1);
-	char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	CHECK(p != MAP_FAILED);
-	CHECK_RC(ckpt_exclude(c, p, bytes));
-	return p;
-}
-
 static ckpt_t *open_chain(const char *dir, unsigned flags)
 {
 	ckpt_t *c;
@@ -164,9 +96,9 @@ static void twenty(const char *dir)
 		globals[i] ^= 0x55;
 		CHECK_RC(ckpt_restore(c, (uint64_t)id));
 		if (memcmp(m, copies + (size_t)id * one, NPAGES * ps) != 0)
-			die("region differs after restoring %d", id);
+			child_die("region differs after restoring %d", id);
 		if (memcmp(globals, copies + (size_t)id * one + NPAGES * ps, sizeof globals) != 0)
-			die("globals differ after restoring %d", id);
+			child_die("globals differ after restoring %d", id);
 	}
 	ckpt_close(c);
 }
@@ -280,12 +212,12 @@ static void cheap_reset(const char *dir)
 	 * TLS block, stdio, a sanitizer's bookkeeping): nowhere near the 4096
 	 * of the region. */
 	if (st.restore_pages < 10 || st.restore_pages > 400)
-		die("restore rewrote %llu pages", (unsigned long long)st.restore_pages);
+		child_die("restore rewrote %llu pages", (unsigned long long)st.restore_pages);
 	/* Restored pages are clean: the next commit stores nothing of them. */
 	CHECK_RC(ckpt_commit(c, NULL));
 	CHECK_RC(ckpt_stats(c, &st));
 	if (st.commit_pages > 400)
-		die("the commit after a reset stored %llu pages", (unsigned long long)st.commit_pages);
+		child_die("the commit after a reset stored %llu pages", (unsigned long long)st.commit_pages);
 	ckpt_close(c);
 }
 
@@ -389,7 +321,7 @@ static void scattered(const char *dir)
 	CHECK(memcmp(m, copy1, np * ps) == 0);
 	int n1 = vmas_in(lo, hi);
 	if (n1 > n0 + 4)
-		die("the rollback left %d mappings where there were %d", n1, n0);
+		child_die("the rollback left %d mappings where there were %d", n1, n0);
 	/* Rewritten pages are tracked: back to 2 from the shadow copies,
 	 * which must hold snapshot 2's pages, not the rolled-back ones. */
 	m[2 * ps] = 'z';
@@ -568,12 +500,12 @@ static void injected(const char *dir)
 		int rc = ckpt_commit(c, NULL);
 		unsetenv("CKPT_FAULT");
 		if (rc != codes[round])
-			die("%s: commit returned %s (%s)", faults[round], ckpt_err_name(rc),
+			child_die("%s: commit returned %s (%s)", faults[round], ckpt_err_name(rc),
 			    ckpt_last_error());
 		size_t n;
 		CHECK_RC(ckpt_chain_verify(dir, &n));
 		if (n != 1)
-			die("%s: %zu snapshots after a failed commit", faults[round], n);
+			child_die("%s: %zu snapshots after a failed commit", faults[round], n);
 	}
 	uint64_t id;
 	CHECK_RC(ckpt_commit(c, &id));
@@ -680,7 +612,7 @@ static void killed(const char *dir)
 		size_t n;
 		int rc = ckpt_chain_verify(sub, &n);
 		if (rc)
-			die("round %d: verify after kill -9: %s (%s)", round, ckpt_strerror(rc),
+			child_die("round %d: verify after kill -9: %s (%s)", round, ckpt_strerror(rc),
 			    ckpt_last_error());
 		if (n == 0)
 			continue; /* killed before the first snapshot completed */
@@ -699,7 +631,7 @@ static void killed(const char *dir)
 		int stored;
 		memcpy(&stored, page + 8, sizeof stored);
 		if ((uint64_t)stored != latest || (unsigned char)page[0] != (latest & 0xff))
-			die("round %d: snapshot %llu holds the memory of commit %d", round,
+			child_die("round %d: snapshot %llu holds the memory of commit %d", round,
 			    (unsigned long long)latest, stored);
 		ckpt_chain_close(ch);
 	}
@@ -757,7 +689,7 @@ static void other_exe(const char *dir)
 	memcpy(before, m, 8 * ps);
 	int rc = ckpt_restore(c, 1);
 	if (rc != CKPT_EFOREIGN)
-		die("restore returned %s (%s)", ckpt_err_name(rc), ckpt_last_error());
+		child_die("restore returned %s (%s)", ckpt_err_name(rc), ckpt_last_error());
 	CHECK(strstr(ckpt_last_error(), "another executable"));
 	CHECK(memcmp(before, m, 8 * ps) == 0);
 	ckpt_close(c);
