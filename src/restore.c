@@ -294,8 +294,78 @@ static int recreate(struct rctx *r, uintptr_t lo, uintptr_t hi)
 	return 0;
 }
 
-/* Writes one page as of snapshot k.  The page is writable. */
-static int write_page(struct rctx *r, uintptr_t a, void *scratch, int use_shadow)
+/* A page whose content is in a block, written once the pages of every
+ * block are together: a block is decompressed once, however the pages of
+ * a long chain interleave. */
+struct pend {
+	const struct vblock *vb;
+	uintptr_t addr;
+	uint32_t page; /* in the block */
+};
+
+struct pends {
+	struct pend *p;
+	size_t n, cap;
+};
+
+/* Decompresses vb into the chain's block buffer (once for a run of its
+ * pages); the bytes of its pages. */
+static const char *block_bytes(struct rctx *r, const struct vblock *vb)
+{
+	const struct ckpt__fblock *fb = &vb->snap->blocks[vb->block];
+	if (fb->codec != CKPT__CODEC_ZSTD)
+		return vb->bytes;
+	if (r->inbuf != vb) {
+		r->inbuf = NULL;
+		size_t got = ZSTD_decompressDCtx(r->c->dctx, r->c->blockbuf, fb->rsize, vb->bytes,
+						 vb->csize);
+		if (ZSTD_isError(got) || got != fb->rsize) {
+			ckpt__fail(CKPT_EINTERNAL, "ckpt_restore: verified block failed");
+			return NULL;
+		}
+		r->inbuf = vb;
+	}
+	return r->c->blockbuf;
+}
+
+/* Writes the pending pages, grouped by block: a counting sort on the
+ * block's index (qsort would allocate from the program's heap, which is
+ * being rewritten). */
+static int flush_pends(struct rctx *r, struct pends *pd)
+{
+	size_t ps = ckpt__pagesize, nvb = r->nvb;
+	size_t *start = ckpt__mem_alloc((nvb + 1) * sizeof *start);
+	struct pend *sorted = ckpt__mem_alloc((pd->n ? pd->n : 1) * sizeof *sorted);
+	int rc = start && sorted ? 0 : ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
+	if (!rc) {
+		memset(start, 0, (nvb + 1) * sizeof *start);
+		for (size_t i = 0; i < pd->n; i++)
+			start[(size_t)(pd->p[i].vb - r->vb) + 1]++;
+		for (size_t b = 0; b < nvb; b++)
+			start[b + 1] += start[b];
+		for (size_t i = 0; i < pd->n; i++)
+			sorted[start[pd->p[i].vb - r->vb]++] = pd->p[i];
+	}
+	for (size_t i = 0; !rc && i < pd->n; i++) {
+		const char *data = block_bytes(r, sorted[i].vb);
+		if (!data)
+			rc = CKPT_EINTERNAL;
+		else
+			ckpt__copy_words((void *)sorted[i].addr, data + (size_t)sorted[i].page * ps,
+					 ps);
+	}
+	if (start)
+		ckpt__mem_free(start, (nvb + 1) * sizeof *start);
+	if (sorted)
+		ckpt__mem_free(sorted, (pd->n ? pd->n : 1) * sizeof *sorted);
+	pd->n = 0;
+	return rc;
+}
+
+/* Writes one page as of snapshot k.  The page is writable.  A page from a
+ * block may go to `pd` instead, for flush_pends. */
+static int write_page(struct rctx *r, uintptr_t a, void *scratch, int use_shadow,
+		      struct pends *pd)
 {
 	size_t ps = ckpt__pagesize;
 	const void *from = use_shadow ? ckpt__shadow_get(a) : NULL;
@@ -316,22 +386,17 @@ static int write_page(struct rctx *r, uintptr_t a, void *scratch, int use_shadow
 		struct vblock *vb = vb_find(r, src.snap, src.run->block);
 		if (!vb)
 			return ckpt__fail(CKPT_EINTERNAL, "ckpt_restore: block not verified");
-		const struct ckpt__fblock *fb = &src.snap->blocks[vb->block];
-		const char *data = vb->bytes;
-		if (fb->codec == CKPT__CODEC_ZSTD) {
-			/* Pages come in address order: a block serves a run of them. */
-			if (r->inbuf != vb) {
-				r->inbuf = NULL;
-				size_t got = ZSTD_decompressDCtx(r->c->dctx, r->c->blockbuf, fb->rsize,
-								 vb->bytes, vb->csize);
-				if (ZSTD_isError(got) || got != fb->rsize)
-					return ckpt__fail(CKPT_EINTERNAL,
-							  "ckpt_restore: verified block failed");
-				r->inbuf = vb;
-			}
-			data = r->c->blockbuf;
+		uint32_t page = (uint32_t)(src.run->block_page + (a - src.run->start) / ps);
+		if (pd && !(fm && fm->kind == CKPT__MK_TLS && fm->keep_len)) {
+			if (ckpt__mem_grow((void **)&pd->p, &pd->cap, pd->n + 1, sizeof *pd->p))
+				return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
+			pd->p[pd->n++] = (struct pend){vb, a, page};
+			return 0;
 		}
-		from = data + (src.run->block_page + (a - src.run->start) / ps) * ps;
+		const char *data = block_bytes(r, vb);
+		if (!data)
+			return CKPT_EINTERNAL;
+		from = data + (size_t)page * ps;
 	}
 	if (fm && fm->kind == CKPT__MK_TLS && fm->keep_len) {
 		/* Around glibc's thread descriptor only. */
@@ -441,6 +506,7 @@ static int apply(struct rctx *r, int use_shadow)
 	}
 	for (size_t i = 0; !rc && i < r->recreate.n; i++)
 		rc = recreate(r, r->recreate.r[i].lo, r->recreate.r[i].hi);
+	struct pends pd = {0};
 	void *scratch = ckpt__mem_alloc(ps);
 	if (!scratch)
 		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
@@ -454,8 +520,11 @@ static int apply(struct rctx *r, int use_shadow)
 		if (ckpt__shadow_on())
 			ckpt__shadow_save(lo, hi);
 		for (uintptr_t a = lo; !rc && a < hi; a += ps)
-			rc = write_page(r, a, scratch, use_shadow);
+			rc = write_page(r, a, scratch, use_shadow, &pd);
 	}
+	if (!rc)
+		rc = flush_pends(r, &pd);
+	ckpt__mem_array_free((void **)&pd.p, &pd.cap, sizeof *pd.p);
 	if (scratch)
 		ckpt__mem_free(scratch, ps);
 	return rc;

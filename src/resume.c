@@ -306,6 +306,8 @@ struct ckpt__resume {
 	const char *err; /* what a record check found */
 	char errbuf[PATH_MAX + 256];
 	struct ckpt__rset excl; /* the handle's ckpt_exclude ranges */
+	struct ckpt__rset made; /* mapped by precreate */
+	uintptr_t brk_was;      /* the break before precreate moved it, or 0 */
 };
 
 static char *dupn(const unsigned char *p, size_t n)
@@ -501,6 +503,7 @@ int ckpt__resume_excluded(const struct ckpt__resume *r, struct ckpt__rset *out)
 static void rfree(struct ckpt__resume *r)
 {
 	ckpt__rset_free(&r->excl);
+	ckpt__rset_free(&r->made);
 	for (size_t i = 0; i < r->nfds; i++)
 		ckpt__mem_free(r->fds[i].path, strlen(r->fds[i].path) + 1);
 	ckpt__mem_array_free((void **)&r->fds, &r->fds_cap, sizeof *r->fds);
@@ -516,8 +519,19 @@ static void rfree(struct ckpt__resume *r)
 
 void ckpt__resume_free(struct ckpt__resume *r)
 {
-	if (r)
-		rfree(r);
+	if (!r)
+		return;
+	/* A resume given up before it began: the process as it was. */
+	if (!r->started) {
+		for (size_t i = 0; i < r->made.n; i++) {
+			ckpt__sys3(SYS_munmap, (long)r->made.r[i].lo,
+				   (long)(r->made.r[i].hi - r->made.r[i].lo), 0);
+			ckpt__track_unmapped(r->made.r[i].lo, r->made.r[i].hi);
+		}
+		if (r->brk_was)
+			ckpt__sys3(SYS_brk, (long)r->brk_was, 0, 0);
+	}
+	rfree(r);
 }
 
 uint64_t ckpt__resume_id(const struct ckpt__resume *r)
@@ -670,6 +684,61 @@ static int reserve_fds(struct ckpt__resume *r)
 	return rc;
 }
 
+/* The snapshot's memory that this process does not have mapped, mapped
+ * now, before anything big is allocated: ckpt's own allocations (the
+ * verified blocks of a restore amount to the whole image, compressed) would
+ * otherwise land where the program's memory has to go.  What is in the way
+ * is left to the restore (which unmaps what the snapshot does not have). */
+static int precreate(struct ckpt__resume *r)
+{
+	const struct ckpt__snap *s = r->snap;
+	struct ckpt__maps m = {0};
+	struct ckpt__rset gap = {0};
+	int rc = ckpt__maps_read(&m);
+	/* The break first: the kernel maps the heap itself. */
+	uintptr_t cur = (uintptr_t)ckpt__sys3(SYS_brk, 0, 0, 0);
+	if (!rc && r->brk_end > cur &&
+	    (uintptr_t)ckpt__sys3(SYS_brk, (long)r->brk_end, 0, 0) == r->brk_end)
+		r->brk_was = cur;
+	ckpt__maps_free(&m);
+	if (!rc)
+		rc = ckpt__maps_read(&m);
+	char path[PATH_MAX];
+	for (size_t i = 0; !rc && i < s->nmaps; i++) {
+		const struct ckpt__fmap *fm = &s->maps[i];
+		if (fm->flags & CKPT__MF_HEAP)
+			continue;
+		ckpt__rset_clear(&gap);
+		rc = ckpt__rset_add(&gap, fm->start, fm->end) ? CKPT_ENOMEM : 0;
+		for (size_t j = 0; !rc && j < m.n; j++)
+			ckpt__rset_del(&gap, m.v[j].start, m.v[j].end);
+		int fd = -1, flags = MAP_FIXED_NOREPLACE | MAP_NORESERVE;
+		if (!(fm->flags & CKPT__MF_ANON) && !(fm->flags & CKPT__MF_SHARED)) {
+			ckpt__snap_str(s, fm->name_off, fm->name_len, path, sizeof path);
+			fd = path[0] == '/' ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+			flags |= MAP_PRIVATE;
+		} else {
+			flags |= MAP_ANONYMOUS |
+				 ((fm->flags & CKPT__MF_SHARED) ? MAP_SHARED : MAP_PRIVATE);
+		}
+		for (size_t j = 0; !rc && j < gap.n; j++) {
+			uintptr_t lo = gap.r[j].lo, hi = gap.r[j].hi;
+			if (!(flags & MAP_ANONYMOUS) && fd < 0)
+				break; /* the restore says why */
+			long p = ckpt__sys6(SYS_mmap, (long)lo, (long)(hi - lo), PROT_READ | PROT_WRITE,
+					    flags, fd,
+					    fd >= 0 ? (long)(fm->offset + (lo - fm->start)) : 0);
+			if (p == (long)lo && ckpt__rset_add(&r->made, lo, hi))
+				rc = CKPT_ENOMEM;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	ckpt__rset_free(&gap);
+	ckpt__maps_free(&m);
+	return rc;
+}
+
 /* The chain's writer state, taken over from snapshot s. */
 static int take_over(struct ckpt__chainw *w, const struct ckpt__snap *s)
 {
@@ -780,12 +849,14 @@ int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 		rc = load_tcb(r, c, s);
 	if (!rc)
 		rc = reserve_fds(r);
+	if (!rc)
+		rc = precreate(r);
 	if (!rc && !(r->stack_mem = ckpt__mem_alloc(RESUME_STACK)))
 		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
 	if (!rc)
 		rc = take_over(w, s);
 	if (rc) {
-		rfree(r);
+		ckpt__resume_free(r);
 		return rc;
 	}
 	*out = r;
