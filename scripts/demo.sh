@@ -16,8 +16,9 @@
 # (e.g. `scripts/demo.sh -n 2048 -s 200 -k 25` for a smaller, faster run).
 set -u
 cd "$(dirname "$0")/.." || exit 1
-heat=$(pwd)/build/samples/heat
-ckpt=$(pwd)/build/tools/ckpt
+build=${CKPT_BUILD:-$(pwd)/build} # the build directory (tests/heat-demo.sh sets it)
+heat=$build/samples/heat
+ckpt=$build/tools/ckpt
 for p in "$heat" "$ckpt"; do
 	[ -x "$p" ] || {
 		echo "demo: $p is missing: run scripts/setup.sh first" >&2

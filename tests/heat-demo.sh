@@ -1,0 +1,30 @@
+#!/bin/sh
+# tests/heat-demo.sh - the README's demo (scripts/demo.sh), on a smaller
+# grid: samples/heat killed twice, resumed by running it again and by
+# `ckpt resume`, must end with the checksum of an uninterrupted run.  In a
+# sanitizer build, whose library refuses to resume, it checks that refusal.
+# SPDX-License-Identifier: GPL-2.0-or-later
+top_builddir=${top_builddir:-.}
+srcdir=${top_srcdir:-${srcdir:-.}}
+build=$(cd "$top_builddir" && pwd) || exit 1
+fail() {
+	echo "heat-demo.sh: FAIL: $*" >&2
+	exit 1
+}
+if ldd "$build/samples/.libs/heat" "$build/samples/heat" 2>/dev/null | grep -q libasan; then
+	tmp=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-heat.XXXXXX") || fail "mktemp"
+	out=$("$build/samples/heat" -n 64 -s 4 -k 2 -d "$tmp/chain" 2>&1)
+	status=$?
+	rm -rf "$tmp"
+	[ $status -ne 0 ] || fail "a sanitizer build ran heat with CKPT_F_RESUME: $out"
+	printf '%s\n' "$out" | grep -q AddressSanitizer ||
+		fail "refused without naming AddressSanitizer: $out"
+	echo "heat-demo.sh: sanitizer build: resuming is refused as documented: $out"
+	exit 0
+fi
+out=$(CKPT_BUILD=$build sh "$srcdir/scripts/demo.sh" -n 1024 -s 1500 -k 50 2>&1)
+status=$?
+printf '%s\n' "$out"
+[ $status -eq 0 ] || fail "scripts/demo.sh exited $status"
+printf '%s\n' "$out" | grep -q '^same checksum: yes$' || fail "no 'same checksum: yes'"
+printf '%s\n' "$out" | grep -q 'heat: resumed at step' || fail "nothing said it resumed"
