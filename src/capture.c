@@ -456,6 +456,41 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 	return rc;
 }
 
+int ckpt__track_adopt(void)
+{
+	pthread_mutex_lock(&T->lock);
+	struct ckpt__capture cap;
+	memset(&cap, 0, sizeof cap);
+	int rc = 0, pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (pm < 0)
+		rc = ckpt__from_errno(errno);
+	const struct ckpt__rtab *t = T->tab;
+	ckpt__bmx_release(&T->present);
+	ckpt__rset_clear(&T->since);
+	for (size_t i = 0; !rc && t && i < t->n; i++) {
+		const struct ckpt__region *g = &t->r[i];
+		struct ckpt__piece p = {
+			.start = g->start, .end = g->end, .prot = g->prot, .flags = g->flags,
+			.pgshift = g->pgshift, .kind = 1, .fresh = 1, .name = g->name,
+		};
+		if (ckpt__rset_add(&T->since, g->start, g->end) ||
+		    ckpt__bmx_ensure(&T->present, g->start, g->end))
+			rc = CKPT_ENOMEM;
+		else
+			rc = scan_pages(pm, &cap, &T->present, &p);
+	}
+	if (pm >= 0)
+		close(pm);
+	if (rc) {
+		/* The next commit stores everything again: sound, only larger. */
+		ckpt__rset_clear(&T->since);
+		ckpt__bmx_release(&T->present);
+	}
+	ckpt__capture_free(&cap);
+	pthread_mutex_unlock(&T->lock);
+	return rc;
+}
+
 void ckpt__track_capture_done(struct ckpt__capture *cap)
 {
 	pthread_mutex_lock(&T->lock);

@@ -109,8 +109,10 @@ static int resume_chain(struct ckpt *c, const char *dir)
 		if (!rc) {
 			rc = ckpt__restore_ex(c->w, ckpt__resume_id(r), 0, 1, ckpt__resume_before, r,
 					      &c->restored);
-			if (!rc)
+			if (!rc) {
+				ckpt__track_adopt();
 				ckpt__resume_finish(r);
+			}
 			if (ckpt__resume_started(r)) {
 				/* Memory is half the old process's: nothing
 				 * sound to return to. */

@@ -177,6 +177,11 @@ CKPT__HIDDEN void ckpt__track_capture_undo(struct ckpt__capture *cap);
  * so the next commit stores all of it. */
 CKPT__HIDDEN void ckpt__track_capture_revert(struct ckpt__capture *cap);
 CKPT__HIDDEN void ckpt__capture_free(struct ckpt__capture *cap);
+/* After a resume wrote every tracked page back to the newest snapshot: the
+ * regions count as tracked since its capture, with the pages present now,
+ * so that the next commit is an increment.  0 or CKPT_E* (then the next
+ * commit stores everything again). */
+CKPT__HIDDEN int ckpt__track_adopt(void);
 
 /* A list of dirty runs with their own copy of the mapping names. */
 struct ckpt__runs {

@@ -64,7 +64,8 @@
 #define MAP_BYTES   (1u << 20)	 /* an anonymous mapping */
 #define SMALL_COUNT 32		 /* small blocks in the brk heap... */
 #define SMALL_MAX   (16u << 10)	 /* ...of up to 16 KiB each */
-#define WRITES	    256		 /* random words written per area and step */
+#define WRITES	    16		 /* random words written per area and step: an
+				  * increment stores a fraction of the pages */
 
 static uint64_t bss_area[BSS_WORDS];
 /* .data: initialised, so not in .bss. */
@@ -298,9 +299,12 @@ int main(int argc, char **argv)
 		rc = ckpt_commit(c, &id);
 		check(rc, "ckpt_commit");
 		long off = ftell(out);
-		fprintf(stderr, "%s %llu step %ld offset %ld\n",
+		ckpt_stats st;
+		check(ckpt_stats_get(c, &st), "ckpt_stats_get");
+		/* Pages the commit stored: after a resume, an increment too. */
+		fprintf(stderr, "%s %llu step %ld offset %ld pages %llu\n",
 			rc == CKPT_RESUMED ? "resumed" : "commit", (unsigned long long)id, step_no,
-			off);
+			off, (unsigned long long)st.commit_pages);
 		if (rc == 0 && kill_at && id == (uint64_t)kill_at)
 			kill_once(out_path, id);
 	}

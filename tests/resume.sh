@@ -165,6 +165,15 @@ resumed_ok() {
 		[ "$id" -ge "$lo" ] && [ "$id" -le $((last + 1)) ] ||
 			fail "$log: resumed snapshot $id; $killed last committed $last"
 	fi
+	# The first commit after the resume is an increment: it stores about
+	# what the same commit of the uninterrupted run stored, not everything.
+	next=$(sed -n "s/^commit $((id + 1)) .* pages //p" "$scratch/$log.stderr")
+	ref=$(sed -n "s/^commit $((id + 1)) .* pages //p" "$scratch/ref$seed.stderr")
+	if [ -n "$next" ] && [ -n "$ref" ]; then
+		[ "$next" -le $((ref + 32)) ] ||
+			fail "$log: commit $((id + 1)) after the resume stored $next pages," \
+				"the uninterrupted run's $ref"
+	fi
 	same_as_ref "$log" "$name" "$seed"
 }
 
