@@ -378,6 +378,17 @@ static int flush_pends(struct rctx *r, struct pends *pd)
 
 /* Writes one page as of snapshot k.  The page is writable.  A page from a
  * block may go to `pd` instead, for flush_pends. */
+/* Copies from `from` to [lo, hi): words where aligned, bytes at the ends. */
+static void copy_span(uintptr_t lo, uintptr_t hi, const char *from)
+{
+	for (; lo < hi && (lo & 7); lo++)
+		*(volatile char *)lo = *from++;
+	size_t words = (hi - lo) & ~(size_t)7;
+	ckpt__copy_words((void *)lo, from, words);
+	for (size_t i = words; lo + i < hi; i++)
+		*(volatile char *)(lo + i) = from[i];
+}
+
 static int write_page(struct rctx *r, uintptr_t a, void *scratch, int use_shadow,
 		      struct pends *pd)
 {
@@ -415,9 +426,10 @@ static int write_page(struct rctx *r, uintptr_t a, void *scratch, int use_shadow
 	if (fm && fm->kind == CKPT__MK_TLS && fm->keep_len) {
 		/* Around glibc's thread descriptor only. */
 		uintptr_t ka = fm->start + fm->keep_off, kb = ka + fm->keep_len;
-		for (uintptr_t b = a; b < a + ps; b++)
-			if (b < ka || b >= kb)
-				*(volatile char *)b = ((const char *)from)[b - a];
+		ka = ka < a ? a : ka > a + ps ? a + ps : ka;
+		kb = kb < ka ? ka : kb > a + ps ? a + ps : kb;
+		copy_span(a, ka, from);
+		copy_span(kb, a + ps, (const char *)from + (kb - a));
 		return 0;
 	}
 	ckpt__copy_words((void *)a, from, ps);

@@ -302,6 +302,10 @@ static int walk(uintptr_t lo, uintptr_t hi, const struct ckpt__pm_scan_arg *prot
 		void (*fn)(uintptr_t lo, uintptr_t hi))
 {
 	struct ckpt__page_region v[512];
+	/* The kernel allocates a buffer of vec_len entries (up to 512) for
+	 * every call: 12 KiB is a page allocation, 40 entries a small one.
+	 * Few runs are the common case; a full vector asks for more. */
+	size_t nv = 40;
 	uintptr_t at = lo;
 	while (at < hi) {
 		struct ckpt__pm_scan_arg a = *proto;
@@ -309,13 +313,15 @@ static int walk(uintptr_t lo, uintptr_t hi, const struct ckpt__pm_scan_arg *prot
 		a.start = at;
 		a.end = hi;
 		a.vec = (uintptr_t)v;
-		a.vec_len = sizeof v / sizeof v[0];
+		a.vec_len = nv;
 		long n = scan(U.pm, &a);
 		if (n < 0)
 			return ckpt__fail(ckpt__from_errno((int)-n), "PAGEMAP_SCAN: %s",
 					  strerror((int)-n));
 		for (long i = 0; fn && i < n; i++)
 			fn(v[i].start, v[i].end);
+		if ((size_t)n == nv && nv < sizeof v / sizeof v[0])
+			nv = sizeof v / sizeof v[0];
 		if (a.walk_end <= at)
 			break;
 		at = a.walk_end;
