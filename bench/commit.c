@@ -23,8 +23,9 @@
  *                 are written and rolled back with ckpt_restore(CKPT_LATEST)
  *                 in a loop, as a fuzzer resets its target: with
  *                 CKPT_F_SHADOW the committed copies come from memory
- *                 (the bar is 10,000 resets a second), without it from
- *                 the snapshot file.
+ *                 (the bar is 10,000 resets a second; doc/TRACKING.md
+ *                 says what bounds it), without it from the snapshot
+ *                 file.
  *
  * Commits and restores are timed as the caller sees them and broken down
  * with ckpt_stats.  Figures are the best of REPS where the measurement can
