@@ -222,6 +222,21 @@ assert exes == ["gzip", "wc"], [(p["pid"], p["how"], p["exe"]) for p in f["proce
 assert all(p["ended_by_exit"] for p in f["processes"] if p["how"] == "exec")
 assert sum(1 for p in f["processes"] if p["ended_by_exec"]) == 2
 EOF
+		# A wrapper that executes the program: its one section says so,
+		# and the text points at --follow.
+		"$audit" --json -o "$r.wrap" -- /bin/sh -c "exec wc -c </dev/null" >/dev/null ||
+			fail "$be: sh -c exec"
+		"$python" - "$r.wrap" <<'EOF' || fail "$be: a wrapper's exec"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert len(d["processes"]) == 1, d["processes"]
+p = d["processes"][0]
+assert p["ended_by_exec"] and not p["ended_by_exit"], p
+EOF
+		"$audit" -- /bin/sh -c "exec wc -c </dev/null" 2>"$r.wrap.txt" >/dev/null ||
+			fail "$be: sh -c exec, text"
+		grep -q 'ended by exec of another program, not tracked without --follow' "$r.wrap.txt" ||
+			fail "$be: the text report of a wrapper does not mention --follow: $(cat "$r.wrap.txt")"
 	fi
 
 	# What a program's children inherit: the same descriptors and

@@ -147,6 +147,7 @@ struct proc {
 	size_t nerrors;
 	int begun;
 	int execd; /* a later section of the same pid was started by exec */
+	int exec_unfollowed; /* ran another program by exec, not followed */
 	/* Computed by summarise(). */
 	struct mstat *ms; /* sorted by pages, descending */
 	size_t nms;
@@ -358,6 +359,9 @@ static const char *ending(const struct proc *p)
 		return "never tracked";
 	if (p->ended)
 		return "ended by exit";
+	if (p->exec_unfollowed)
+		return "ended by exec of another program, not tracked without --follow; "
+		       "the last partial interval is missing";
 	return p->execd ? "ended by exec: the last partial interval is missing" :
 			  "ended without exit (exec or a signal): the last partial interval is missing";
 }
@@ -1164,6 +1168,12 @@ int main(int argc, char **argv)
 	g_ps = read_samples(dir, &g_np);
 	struct proc *ps = g_ps;
 	size_t np = g_np;
+	/* The program's process exited normally, but its section saw no
+	 * exit: the image it started with ran another one (a wrapper script,
+	 * a shim on the PATH) whose writes are not in the report. */
+	for (size_t i = 0; !o.follow && WIFEXITED(status) && i < np; i++)
+		if (ps[i].pid == (int)pid && ps[i].begun && !ps[i].ended && !ps[i].execd)
+			ps[i].execd = ps[i].exec_unfollowed = 1;
 	if (o.json)
 		json_report(out, ps, np, prog_argv, code, &o);
 	else {
