@@ -461,8 +461,10 @@ int ckpt__track_adopt(void)
 	pthread_mutex_lock(&T->lock);
 	struct ckpt__capture cap;
 	memset(&cap, 0, sizeof cap);
-	int rc = 0, pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (pm < 0)
+	/* As in a capture: a back-end that keeps its own record (uffd) sees
+	 * discarded pages come back as written, and needs no presence map. */
+	int scan = !T->be->sync, rc = 0, pm = -1;
+	if (scan && (pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
 		rc = ckpt__from_errno(errno);
 	const struct ckpt__rtab *t = T->tab;
 	ckpt__bmx_release(&T->present);
@@ -474,9 +476,9 @@ int ckpt__track_adopt(void)
 			.pgshift = g->pgshift, .kind = 1, .fresh = 1, .name = g->name,
 		};
 		if (ckpt__rset_add(&T->since, g->start, g->end) ||
-		    ckpt__bmx_ensure(&T->present, g->start, g->end))
+		    (scan && ckpt__bmx_ensure(&T->present, g->start, g->end)))
 			rc = CKPT_ENOMEM;
-		else
+		else if (scan)
 			rc = scan_pages(pm, &cap, &T->present, &p);
 	}
 	if (pm >= 0)

@@ -376,8 +376,6 @@ static int flush_pends(struct rctx *r, struct pends *pd)
 	return rc;
 }
 
-/* Writes one page as of snapshot k.  The page is writable.  A page from a
- * block may go to `pd` instead, for flush_pends. */
 /* Copies from `from` to [lo, hi): words where aligned, bytes at the ends. */
 static void copy_span(uintptr_t lo, uintptr_t hi, const char *from)
 {
@@ -388,6 +386,9 @@ static void copy_span(uintptr_t lo, uintptr_t hi, const char *from)
 	for (size_t i = words; lo + i < hi; i++)
 		*(volatile char *)(lo + i) = from[i];
 }
+
+/* Writes one page as of snapshot k.  The page is writable.  A page from a
+ * block may go to `pd` instead, for flush_pends. */
 
 static int write_page(struct rctx *r, uintptr_t a, void *scratch, int use_shadow,
 		      struct pends *pd)
