@@ -15,8 +15,8 @@
  *
  *     gen-corrupt --oversize-block FILE
  *
- * Applies the damage of oversized-block.ckpt to the snapshot FILE in place
- * (the end-to-end suites use it on a chain their own process wrote).
+ * Applies the damage of oversized/snap-00000001.ckpt to the snapshot FILE in
+ * place (the end-to-end suites use it on a chain their own process wrote).
  */
 #include "format.h"
 #include "mem.h"
@@ -84,13 +84,13 @@ static void rehash(unsigned char *b, size_t len)
 	memcpy(b + len - sizeof f, &f, sizeof f);
 }
 
-/* The damage of oversized-block.ckpt: the first zstd block of the file in
- * *b grows past the one-block buffer of a reader (page size x 64 bytes) by
- * 64 KiB, with a skippable zstd frame after its real frame.  The block still
- * decompresses to its stated size, its hash and every offset after it are
- * updated: only a bound on its size refuses it.  Returns 0, or -1 if the
- * file has no zstd block. */
-static int oversize_block(unsigned char **b, size_t *len)
+/* Grows the first zstd block of the file in *b to `want` bytes (0: 64 KiB
+ * past the one-block buffer of a reader, page size x 64 bytes) with a
+ * skippable zstd frame after its real frame.  The block still decompresses
+ * to its stated size, its hash and every offset after it are updated: only
+ * a bound on its size, or on what it holds, refuses it.  Returns 0, or -1
+ * if the file has no zstd block. */
+static int grow_block(unsigned char **b, size_t *len, size_t want)
 {
 	struct ckpt__fhdr h;
 	memcpy(&h, *b, sizeof h);
@@ -105,7 +105,10 @@ static int oversize_block(unsigned char **b, size_t *len)
 	}
 	if (k == nblocks)
 		return -1;
-	size_t want = (size_t)h.page_size * CKPT__BLOCK_PAGES + 65536;
+	if (!want)
+		want = (size_t)h.page_size * CKPT__BLOCK_PAGES + 65536;
+	if (want < blk.csize + 8)
+		return -1;
 	size_t extra = want - blk.csize, at = blk.offset + blk.csize;
 	unsigned char *n = malloc(*len + extra);
 	if (!n)
@@ -216,7 +219,7 @@ int main(int argc, char **argv)
 	if (argc == 3 && !strcmp(argv[1], "--oversize-block")) {
 		size_t len;
 		unsigned char *b = slurp(argv[2], &len);
-		if (oversize_block(&b, &len) != 0) {
+		if (grow_block(&b, &len, 0) != 0) {
 			fprintf(stderr, "gen-corrupt: %s has no zstd block\n", argv[2]);
 			return 1;
 		}
@@ -372,11 +375,32 @@ int main(int argc, char **argv)
 	free(base);
 	snprintf(path, sizeof path, "%s/oversized/snap-00000001.ckpt", dir);
 	base = slurp(path, &len);
-	if (oversize_block(&base, &len) != 0) {
+	if (grow_block(&base, &len, 0) != 0) {
 		fprintf(stderr, "gen-corrupt: the 64-page snapshot has no zstd block\n");
 		return 1;
 	}
 	spit(dir, "oversized/snap-00000001.ckpt", base, len);
+	/* The same base with 1 KiB after the block's frame: smaller than its
+	 * pages, but not one frame. */
+	free(base);
+	snprintf(path, sizeof path, "%s/full/snap-00000001.ckpt", dir);
+	base = slurp(path, &len);
+	struct ckpt__fblock fb;
+	memcpy(&h, base, sizeof h);
+	memcpy(&fb, base + h.sect[CKPT__SEC_BLOCKS].offset, sizeof fb);
+	if (grow_block(&base, &len, fb.csize + 1024) != 0) {
+		fprintf(stderr, "gen-corrupt: the 64-page snapshot has no zstd block\n");
+		return 1;
+	}
+	spit(dir, "trailing-frame.ckpt", base, len);
+	/* A header whose count of page bytes disagrees with the blocks. */
+	free(base);
+	base = slurp(path, &len);
+	memcpy(&h, base, sizeof h);
+	h.raw_bytes += 4096;
+	memcpy(base, &h, sizeof h);
+	rehash(base, len);
+	spit(dir, "raw-bytes.ckpt", base, len);
 	free(b);
 	free(base);
 	return 0;
