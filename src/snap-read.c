@@ -176,12 +176,20 @@ static int check_blocks(struct ckpt__snap *s)
 		if (b->codec > CKPT__CODEC_ZSTD || (b->codec == CKPT__CODEC_RAW && b->csize != b->rsize))
 			return BAD("%s: block %zu: codec %u with %u of %u bytes", n, i, b->codec,
 				   b->csize, b->rsize);
+		/* A writer stores zstd only where it shrinks the pages: so no
+		 * block stores more than its pages, and the stored bytes fit
+		 * the one-block buffer (page size x 64) every reader holds. */
+		if (b->codec == CKPT__CODEC_ZSTD && b->csize >= b->rsize)
+			return BAD("%s: block %zu: %u bytes stored for %u bytes of pages", n, i,
+				   b->csize, b->rsize);
 		if (b->csize == 0)
 			return BAD("%s: block %zu: empty", n, i);
 		prev = b->offset + b->csize;
 		raw += b->rsize;
 	}
-	(void)raw;
+	if (raw != s->h.raw_bytes)
+		return BAD("%s: the blocks hold %llu bytes of pages, the header says %llu", n,
+			   (unsigned long long)raw, (unsigned long long)s->h.raw_bytes);
 	return 0;
 }
 
@@ -323,12 +331,42 @@ void ckpt__snap_close(struct ckpt__snap *s)
 	snap_free(s);
 }
 
+/* Block b, checked again where its bytes are copied: what check_blocks
+ * bounded, the callers' buffers of one block (page size x 64) rely on. */
+static const struct ckpt__fblock *block_at(const struct ckpt__snap *s, uint32_t b)
+{
+	if (b >= s->nblocks) {
+		BAD("%s: no block %u", s->name, b);
+		return NULL;
+	}
+	const struct ckpt__fblock *blk = &s->blocks[b];
+	if (blk->rsize > (uint64_t)s->h.page_size * CKPT__BLOCK_PAGES || blk->csize > blk->rsize) {
+		BAD("%s: block %u: %u bytes stored for %u bytes of pages", s->name, b, blk->csize,
+		    blk->rsize);
+		return NULL;
+	}
+	return blk;
+}
+
+/* Whether the csize bytes at buf are one zstd frame announcing rsize bytes:
+ * nothing before, after or inside it that a decompressor would skip. */
+static int one_frame(const struct ckpt__snap *s, uint32_t b, const void *buf)
+{
+	const struct ckpt__fblock *blk = &s->blocks[b];
+	size_t fsize = ZSTD_findFrameCompressedSize(buf, blk->csize);
+	if (ZSTD_isError(fsize) || fsize != blk->csize)
+		return BAD("%s: block %u: not one zstd frame", s->name, b);
+	if (ZSTD_getFrameContentSize(buf, blk->csize) != blk->rsize)
+		return BAD("%s: block %u: the frame does not hold %u bytes", s->name, b, blk->rsize);
+	return 0;
+}
+
 int ckpt__snap_block(const struct ckpt__snap *s, ZSTD_DCtx *dctx, uint32_t b, void *out,
 		     void *stored)
 {
-	if (b >= s->nblocks)
-		return BAD("%s: no block %u", s->name, b);
-	const struct ckpt__fblock *blk = &s->blocks[b];
+	const struct ckpt__fblock *blk = block_at(s, b);
+	if (!blk)
+		return CKPT_ECORRUPT;
 	void *buf = blk->codec == CKPT__CODEC_RAW ? out : stored;
 	void *tmp = NULL;
 	if (!buf) {
@@ -340,6 +378,8 @@ int ckpt__snap_block(const struct ckpt__snap *s, ZSTD_DCtx *dctx, uint32_t b, vo
 	int rc = rd(s, blk->offset, buf, blk->csize);
 	if (!rc && !HASH_OK(ckpt__xxh64(buf, blk->csize, 0), blk->hash))
 		rc = BAD("%s: block %u: hash mismatch", s->name, b);
+	if (!rc && blk->codec == CKPT__CODEC_ZSTD)
+		rc = one_frame(s, b, buf);
 	if (!rc && blk->codec == CKPT__CODEC_ZSTD) {
 		size_t got = ZSTD_decompressDCtx(dctx, out, blk->rsize, buf, blk->csize);
 		if (ZSTD_isError(got) || got != blk->rsize)
@@ -353,15 +393,14 @@ int ckpt__snap_block(const struct ckpt__snap *s, ZSTD_DCtx *dctx, uint32_t b, vo
 
 int ckpt__snap_block_stored(const struct ckpt__snap *s, uint32_t b, void *stored)
 {
-	if (b >= s->nblocks)
-		return BAD("%s: no block %u", s->name, b);
-	const struct ckpt__fblock *blk = &s->blocks[b];
+	const struct ckpt__fblock *blk = block_at(s, b);
+	if (!blk)
+		return CKPT_ECORRUPT;
 	int rc = rd(s, blk->offset, stored, blk->csize);
 	if (!rc && !HASH_OK(ckpt__xxh64(stored, blk->csize, 0), blk->hash))
 		rc = BAD("%s: block %u: hash mismatch", s->name, b);
-	if (!rc && blk->codec == CKPT__CODEC_ZSTD &&
-	    ZSTD_getFrameContentSize(stored, blk->csize) != blk->rsize)
-		rc = BAD("%s: block %u: the frame does not hold %u bytes", s->name, b, blk->rsize);
+	if (!rc && blk->codec == CKPT__CODEC_ZSTD)
+		rc = one_frame(s, b, stored);
 	return rc;
 }
 
@@ -648,6 +687,10 @@ int ckpt__chain_page(struct ckpt__chain *c, uint64_t id, uintptr_t addr, void *o
 	}
 	if (src.kind == CKPT__RK_FILE)
 		return file_page(ckpt__chain_find(c, id), src.map, addr, out);
+	/* The chain's buffers hold one block of its page size. */
+	if (src.snap->h.page_size != ps)
+		return ckpt__fail(CKPT_EFOREIGN, "%s: page size %u in a chain of %zu",
+				  src.snap->name, src.snap->h.page_size, ps);
 	int rc = ckpt__snap_block(src.snap, c->dctx, src.run->block, c->blockbuf, c->storedbuf);
 	if (rc)
 		return rc;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define BASE_ADDR 0x7f0000000000ull
@@ -80,6 +81,8 @@ static const struct bad bads[] = {
 	{"block-out-of-range.ckpt", CKPT_ECORRUPT, "block 99"},
 	{"huge-section.ckpt", CKPT_ECORRUPT, "mappings section: bad place or size"},
 	{"base-with-parent.ckpt", CKPT_ECORRUPT, "with parent 7"},
+	{"oversized/snap-00000001.ckpt", CKPT_ECORRUPT, "block 0: 327680 bytes stored for 262144"},
+	{"raw-bytes.ckpt", CKPT_ECORRUPT, "262144 bytes of pages, the header says 266240"},
 };
 
 Test(format, each_damaged_file_is_refused_with_a_clear_error)
@@ -185,4 +188,223 @@ Test(format, every_single_bit_flip_in_the_metadata_is_refused)
 		}
 	}
 	free(b);
+}
+
+/* ---- block sizes against a reader's one-block buffer ---------------------------- */
+
+/* The golden files with blocks: those the reader opens, what reading their
+ * blocks gives, and one it must refuse for a block's size. */
+static const struct {
+	const char *file;
+	int open, read;
+	const char *says;
+} with_blocks[] = {
+	{"good/snap-00000001.ckpt", 0, 0, NULL},
+	{"good/snap-00000002.ckpt", 0, 0, NULL},
+	{"full/snap-00000001.ckpt", 0, 0, NULL},
+	{"full/snap-00000002.ckpt", 0, 0, NULL},
+	{"other-executable.ckpt", 0, 0, NULL},
+	{"flipped-block.ckpt", 0, CKPT_ECORRUPT, "block 0: hash mismatch"},
+	{"trailing-frame.ckpt", 0, CKPT_ECORRUPT, "block 0: not one zstd frame"},
+	{"oversized/snap-00000001.ckpt", CKPT_ECORRUPT, 0, NULL},
+};
+
+static unsigned char full_byte(size_t off)
+{
+	return (unsigned char)(off / 4096 + off % 4096 % 13);
+}
+
+Test(format, no_block_is_read_past_a_one_block_buffer)
+{
+	/* Buffers of exactly what snap-read.h asks for, from malloc so that
+	 * AddressSanitizer sees a byte past them: page size x 64 for the
+	 * pages and for the stored bytes, csize for a restore's copy. */
+	ZSTD_DCtx *d = ckpt__zstd_dctx();
+	cr_assert(d);
+	for (size_t i = 0; i < sizeof with_blocks / sizeof with_blocks[0]; i++) {
+		const char *name = with_blocks[i].file;
+		size_t len;
+		unsigned char *b = slurp(name, &len);
+		struct ckpt__snap s;
+		ckpt__clear_error();
+		int rc = ckpt__snap_parse(&s, b, len, name);
+		cr_expect_eq(rc, with_blocks[i].open, "%s: opens with %s (%s)", name,
+			     ckpt_err_name(rc), ckpt_last_error());
+		if (rc) {
+			free(b);
+			continue;
+		}
+		size_t bufsz = (size_t)s.h.page_size * CKPT__BLOCK_PAGES;
+		unsigned char *out = malloc(bufsz), *stored = malloc(bufsz);
+		cr_assert(out && stored);
+		for (uint32_t k = 0; k < s.nblocks; k++) {
+			cr_expect_leq(s.blocks[k].csize, bufsz, "%s: block %u", name, k);
+			unsigned char *copy = malloc(s.blocks[k].csize);
+			cr_assert(copy);
+			int got[3];
+			ckpt__clear_error();
+			got[0] = ckpt__snap_block(&s, d, k, out, stored);
+			got[1] = ckpt__snap_block(&s, d, k, out, NULL);
+			got[2] = ckpt__snap_block_stored(&s, k, copy);
+			free(copy);
+			for (int j = 0; j < 3; j++)
+				cr_expect_eq(got[j], with_blocks[i].read,
+					     "%s: block %u, reader %d: %s (%s)", name, k, j,
+					     ckpt_err_name(got[j]), ckpt_last_error());
+			if (with_blocks[i].says)
+				cr_expect(strstr(ckpt_last_error(), with_blocks[i].says),
+					  "%s: says %s", name, ckpt_last_error());
+		}
+		if (!strcmp(name, "full/snap-00000001.ckpt")) {
+			/* Its one block fills the buffer: 64 pages, exactly. */
+			cr_expect_eq(s.nblocks, 1);
+			cr_expect_eq(s.blocks[0].rsize, bufsz);
+			cr_expect_eq(s.blocks[0].codec, CKPT__CODEC_ZSTD);
+			cr_assert_eq(ckpt__snap_block(&s, d, 0, out, stored), 0);
+			for (size_t off = 0; off < bufsz; off++)
+				if (out[off] != full_byte(off))
+					cr_assert_fail("byte %zu is %u", off, out[off]);
+		}
+		free(out);
+		free(stored);
+		ckpt__snap_close(&s);
+		free(b);
+	}
+	ZSTD_freeDCtx(d);
+}
+
+static int runs_seen(const ckpt_page_run *run, void *arg)
+{
+	*(size_t *)arg += run->npages;
+	return 0;
+}
+
+/* A copy of the golden chain `name` in a new directory (0700, the files
+ * 0600, as ckpt makes them).  Returns dir. */
+static char *chain_copy(const char *name, char *dir)
+{
+	strcpy(dir, "/tmp/ckpt-format-XXXXXX");
+	cr_assert(mkdtemp(dir));
+	for (int id = 1; id <= 2; id++) {
+		char file[64], path[1024];
+		snprintf(file, sizeof file, "%s/" CKPT__SNAP_FMT, name, (unsigned long long)id);
+		size_t len;
+		unsigned char *b = slurp(file, &len);
+		snprintf(path, sizeof path, "%s/" CKPT__SNAP_FMT, dir, (unsigned long long)id);
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		cr_assert(fd >= 0, "%s", path);
+		cr_assert_eq(write(fd, b, len), (ssize_t)len);
+		close(fd);
+		free(b);
+	}
+	return dir;
+}
+
+static void chain_remove(const char *dir)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	(void)!system(cmd);
+}
+
+Test(format, an_oversized_block_is_refused_by_every_entry_point)
+{
+	char dir[32];
+	chain_copy("oversized", dir);
+	/* The public view of the chain refuses it when it opens.  Were it
+	 * opened, reading a page of the block or a diff must still refuse. */
+	ckpt_chain *ch = NULL;
+	ckpt__clear_error();
+	int rc = ckpt_chain_open(&ch, dir);
+	cr_expect_eq(rc, CKPT_ECORRUPT, "ckpt_chain_open: %s (%s)", ckpt_err_name(rc),
+		     ckpt_last_error());
+	cr_expect(strstr(ckpt_last_error(), "snap-00000001.ckpt: block 0: "), "says: %s",
+		  ckpt_last_error());
+	if (rc == 0) {
+		static unsigned char page[4096];
+		rc = ckpt_chain_read(ch, 1, BASE_ADDR, page, sizeof page);
+		cr_expect_eq(rc, CKPT_ECORRUPT, "ckpt_chain_read: %s", ckpt_err_name(rc));
+		size_t n = 0;
+		rc = ckpt_chain_diff(ch, 1, 2, runs_seen, &n);
+		cr_expect_eq(rc, CKPT_ECORRUPT, "ckpt_chain_diff: %s", ckpt_err_name(rc));
+		ckpt_chain_close(ch);
+	}
+	ckpt__clear_error();
+	size_t checked = 99;
+	rc = ckpt_chain_verify(dir, &checked);
+	cr_expect_eq(rc, CKPT_ECORRUPT, "ckpt_chain_verify: %s (%s)", ckpt_err_name(rc),
+		     ckpt_last_error());
+	cr_expect_eq(checked, 0);
+	cr_expect(strstr(ckpt_last_error(), "snap-00000001.ckpt: block 0: "), "says: %s",
+		  ckpt_last_error());
+	/* Compaction (2 made the base) reads every page of 1: refused, and
+	 * the chain is left as it was. */
+	ckpt__clear_error();
+	size_t folded = 99;
+	rc = ckpt_chain_compact(dir, 0, &folded);
+	cr_expect_eq(rc, CKPT_ECORRUPT, "ckpt_chain_compact: %s (%s)", ckpt_err_name(rc),
+		     ckpt_last_error());
+	cr_expect_eq(folded, 0);
+	char path[128];
+	snprintf(path, sizeof path, "%s/snap-00000001.ckpt", dir);
+	struct stat st;
+	cr_expect(stat(path, &st) == 0 && st.st_size == 328136, "snapshot 1 was changed");
+	chain_remove(dir);
+}
+
+Test(format, a_block_that_fills_the_buffer_reads_through_every_entry_point)
+{
+	/* The largest block a sound file has: 64 pages. */
+	char dir[32];
+	chain_copy("full", dir);
+	ckpt_chain *ch;
+	cr_assert_eq(ckpt_chain_open(&ch, dir), 0, "%s", ckpt_last_error());
+	static unsigned char all[64 * 4096];
+	for (uint64_t id = 1; id <= 2; id++) {
+		cr_assert_eq(ckpt_chain_read(ch, id, BASE_ADDR, all, sizeof all), 0, "%s",
+			     ckpt_last_error());
+		for (size_t off = 0; off < sizeof all; off++) {
+			/* 2 changed page 5 to the content of golden page 7. */
+			unsigned char want = id == 2 && off / 4096 == 5
+						     ? (unsigned char)(7 * 31 + off % 4096 % 251)
+						     : full_byte(off);
+			if (all[off] != want)
+				cr_assert_fail("snapshot %llu: byte %zu is %u, not %u",
+					       (unsigned long long)id, off, all[off], want);
+		}
+	}
+	size_t n = 0;
+	cr_expect_eq(ckpt_chain_diff(ch, 1, 2, runs_seen, &n), 0, "%s", ckpt_last_error());
+	cr_expect_eq(n, 1, "%zu pages differ", n);
+	ckpt_chain_close(ch);
+	size_t checked = 0;
+	cr_expect_eq(ckpt_chain_verify(dir, &checked), 0, "%s", ckpt_last_error());
+	cr_expect_eq(checked, 2);
+	size_t folded = 0;
+	cr_expect_eq(ckpt_chain_compact(dir, 0, &folded), 0, "%s", ckpt_last_error());
+	cr_expect_eq(folded, 1);
+	chain_remove(dir);
+}
+
+Test(format, a_snapshot_of_another_page_size_added_to_an_open_chain_is_not_read)
+{
+	/* A writer adds its newest snapshot to the chain it has open without
+	 * opening the chain again; a file of another page size (16 KiB pages:
+	 * blocks up to 1 MiB) must not be read into buffers made for 4 KiB. */
+	struct ckpt__chain c;
+	cr_assert_eq(ckpt__chain_open(&c, golden("good"), -1), 0, "%s", ckpt_last_error());
+	cr_assert_eq(c.n, 2);
+	ckpt__snap_close(&c.snaps[1]);
+	int dfd = open(golden("pagesize"), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert(dfd >= 0);
+	cr_assert_eq(ckpt__snap_open(&c.snaps[1], dfd, "snap-00000002.ckpt"), 0, "%s",
+		     ckpt_last_error());
+	close(dfd);
+	cr_assert_eq(c.snaps[1].h.page_size, 16384);
+	unsigned char page[16384];
+	ckpt__clear_error();
+	int rc = ckpt__chain_page(&c, 2, BASE_ADDR, page);
+	cr_expect_eq(rc, CKPT_EFOREIGN, "%s (%s)", ckpt_err_name(rc), ckpt_last_error());
+	cr_expect(strstr(ckpt_last_error(), "page size 16384"), "says: %s", ckpt_last_error());
+	ckpt__chain_close(&c);
 }

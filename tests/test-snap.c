@@ -573,6 +573,60 @@ Test(snap, a_corrupt_file_is_refused_and_memory_is_untouched)
 	in_child(corrupt, "corrupt");
 }
 
+/* ---- a block larger than a reader's buffer ----------------------------------------------- */
+
+/* Grows the first zstd block of the snapshot at path past a reader's
+ * one-block buffer, everything else consistent (tests/gen-corrupt.c, the
+ * damage of tests/corrupt/oversized). */
+static void oversize_block(const char *path)
+{
+	const char *b = getenv("top_builddir");
+	char prog[4096];
+	snprintf(prog, sizeof prog, "%s/tests/gen-corrupt", b ? b : ".");
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		execl(prog, prog, "--oversize-block", path, (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	CHECK(waitpid(pid, &st, 0) == pid);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		child_die("%s --oversize-block %s: status %#x", prog, path, st);
+}
+
+static void oversized(const char *dir)
+{
+	size_t ps = pagesz();
+	ckpt_t *c = open_chain(dir, 0);
+	/* Pages zstd shrinks: the snapshot has zstd blocks. */
+	char *m = map_anon(64, 0);
+	for (size_t i = 0; i < 64 * ps; i++)
+		m[i] = (char)(i / ps + i % 13);
+	char *before = safe_area(c, 64 * ps);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	for (int i = 0; i < 64; i += 3)
+		m[(size_t)i * ps + 7] ^= 1;
+	char path[512];
+	snprintf(path, sizeof path, "%s/snap-00000001.ckpt", dir);
+	oversize_block(path);
+	memcpy(before, m, 64 * ps);
+	int rc = ckpt_restore(c, 1);
+	if (rc != CKPT_ECORRUPT)
+		child_die("restore returned %s (%s)", ckpt_err_name(rc), ckpt_last_error());
+	CHECK(strstr(ckpt_last_error(), "snap-00000001.ckpt: block "));
+	CHECK(strstr(ckpt_last_error(), "bytes stored for"));
+	CHECK(memcmp(before, m, 64 * ps) == 0);
+	CHECK(ckpt_chain_verify(dir, NULL) == CKPT_ECORRUPT);
+	ckpt_close(c);
+}
+
+Test(snap, a_block_larger_than_a_reader_buffer_is_refused_by_a_restore)
+{
+	in_child(oversized, "oversized block");
+}
+
 /* ---- kill -9 while committing ------------------------------------------------------------ */
 
 static void killed(const char *dir)

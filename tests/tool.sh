@@ -212,6 +212,29 @@ cmp -s "$scratch/p3.2" "$scratch/A" || fail "page 3 of 2 after compact is not al
 out=$("$ckpt" compact "$dir" --keep=1) || fail "a second compact exited $?"
 echo "$out" | grep -q 'nothing to fold' || fail "a second compact: $out"
 
+# A block larger than a reader's one-block buffer (tests/corrupt/oversized,
+# made by tests/gen-corrupt): every command refuses the chain, names the file
+# and the block, exits 1, and changes nothing.
+if [ -n "$top_srcdir" ]; then
+	over=$scratch/oversized
+	mkdir -m 700 "$over" || fail "mkdir"
+	cp "$top_srcdir"/tests/corrupt/oversized/snap-*.ckpt "$over/" || fail "cp oversized"
+	chmod 600 "$over"/snap-*.ckpt
+	sum=$(cat "$over"/snap-*.ckpt | cksum)
+	for args in "ls $over" "show $over 1" "extract $over 1 0x7f0000000000 4096 -o $scratch/o" \
+		"diff $over 1 2" "verify $over" "compact $over --keep 0"; do
+		# shellcheck disable=SC2086 # $args is split on purpose
+		msg=$("$ckpt" $args 2>&1 >/dev/null)
+		rc=$?
+		[ $rc -eq 1 ] || fail "ckpt $args on an oversized block exited $rc: $msg"
+		echo "$msg" | grep -q 'snap-00000001\.ckpt: block 0: 327680 bytes stored' ||
+			fail "ckpt $args on an oversized block says: $msg"
+	done
+	[ ! -e "$scratch/o" ] || fail "extract from an oversized block wrote its file"
+	[ "$(cat "$over"/snap-*.ckpt | cksum)" = "$sum" ] || fail "the oversized chain was changed"
+	[ "$(ls "$over" | grep -c '^snap-')" -eq 2 ] || fail "the oversized chain: $(ls "$over")"
+fi
+
 # An empty directory is an empty chain.
 mkdir "$scratch/empty"
 out=$("$ckpt" ls "$scratch/empty") || fail "ls of an empty chain exited $?"
