@@ -784,11 +784,32 @@ int ckpt__track_sync_locked(int rearm)
 	const struct ckpt__rtab *t = T->tab;
 	if (!t || !T->be->sync)
 		return 0;
+	/* Read-only regions too: a page written and then made read-only by
+	 * the program (a JIT flipping code to read+execute) keeps its record
+	 * in the page tables, and nothing else holds it. */
 	int rc = 0;
 	for (size_t i = 0; i < t->n && !rc; i++)
-		if (t->r[i].prot & PROT_WRITE)
-			rc = T->be->sync(&t->r[i], t->r[i].start, t->r[i].end, rearm);
+		rc = T->be->sync(&t->r[i], t->r[i].start, t->r[i].end, rearm);
 	return rc;
+}
+
+/* Brings the record of the pages of [lo, hi) written so far into the
+ * bitmap, ahead of a change the program makes there (T->lock held).  A
+ * sync that fails marks the tracked part dirty instead: a superset, never
+ * a loss. */
+static void sync_range_locked(uintptr_t lo, uintptr_t hi)
+{
+	const struct ckpt__rtab *t = T->tab;
+	if (!t || !T->be->sync)
+		return;
+	for (size_t i = ckpt__rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
+		const struct ckpt__region *r = &t->r[i];
+		uintptr_t mask = ((uintptr_t)1 << r->pgshift) - 1;
+		uintptr_t a = (r->start > lo ? r->start : lo) & ~mask;
+		uintptr_t b = ((r->end < hi ? r->end : hi) + mask) & ~mask;
+		if (a < b && T->be->sync(r, a, b, 1) != 0)
+			ckpt__bm_set(a, b);
+	}
 }
 
 static int mapped_piece(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
@@ -1112,8 +1133,18 @@ void ckpt__track_restored_locked(const struct ckpt__rset *written, const struct 
 		for (size_t j = ckpt__rtab_lower(t, lo); j < t->n && t->r[j].start < hi; j++) {
 			const struct ckpt__region *r = &t->r[j];
 			uintptr_t a = r->start > lo ? r->start : lo, b = r->end < hi ? r->end : hi;
-			if (a < b && (r->prot & PROT_WRITE))
+			if (a >= b)
+				continue;
+			if (r->prot & PROT_WRITE) {
 				ckpt__closer_add(&cl, r, a, b);
+				continue;
+			}
+			/* A region the program keeps read-only (or PROT_NONE) was
+			 * made writable for the copy: its protection goes back,
+			 * and (userfaultfd) the copy's writes are not the
+			 * program's. */
+			T->be->protect(r, a, b, r->prot);
+			T->be->close(r, a, b);
 		}
 	}
 	ckpt__closer_flush(&cl);
@@ -1205,6 +1236,10 @@ int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot, int (*real)(void 
 	}
 	if (!rtab_overlaps(t, lo, hi))
 		goto plain;
+	/* What was written there so far is recorded before the protection
+	 * changes: under userfaultfd the record is in the page tables, and a
+	 * page made read-only must still count as written. */
+	sync_range_locked(lo, hi);
 	struct ckpt__rtab *n = rtab_edit(t, lo, hi, EDIT_PROT, prot);
 	if (!n) {
 		pthread_mutex_unlock(&T->lock);
