@@ -296,6 +296,25 @@ void ckpt__track_publish(struct ckpt__rtab *n, int wait)
 	reclaim(wait);
 }
 
+/* Waits until no reader can still hold a table replaced before this call
+ * (T->lock held): one that entered before it has left, and one entering
+ * now loads the newer table.  Readers (the fault handler, the interposers)
+ * stay a few microseconds.  Bounded, should a reader never leave while
+ * this waits: one interrupted on this very thread by a signal whose
+ * handler changes a protection would wait for itself. */
+static void rcu_synchronize(void)
+{
+	uint64_t t0 = 0;
+	while (__atomic_load_n(&T->readers, __ATOMIC_SEQ_CST) != 0) {
+		uint64_t now = ckpt__now_ns();
+		if (!t0)
+			t0 = now;
+		else if (now - t0 > 100000000u)
+			return;
+		ckpt__raw_sched_yield();
+	}
+}
+
 static void publish(struct ckpt__rtab *n)
 {
 	struct ckpt__rtab *old = __atomic_exchange_n(&T->tab, n, __ATOMIC_SEQ_CST);
@@ -1246,6 +1265,13 @@ int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot, int (*real)(void 
 		return -ENOMEM;
 	}
 	publish(n);
+	/* A fault handler (or an interposer) on another thread that loaded
+	 * the table before this change would give a page the protection it
+	 * had before, after the change: a JIT's code page would lose
+	 * PROT_EXEC, a page made read-only would become writable.  None may
+	 * still hold the old table once the protection is applied. */
+	rcu_synchronize();
+	reclaim(0);
 	/* Tracked pieces get the program's protection minus write while
 	 * clean; the rest gets it as asked. */
 	uintptr_t at = lo;
