@@ -22,7 +22,10 @@
  *
  * Concurrency: the fault handler and the interposers read the region table
  * without locks (ckpt__rcu_enter); everything that changes it holds
- * T->lock, builds a new table and publishes it whole.
+ * T->lock, builds a new table and publishes it whole.  A change of
+ * protection is applied only once no reader can hold the table from before
+ * it (rcu_synchronize), or a fault handled with that table could apply the
+ * old protection after the new one.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
