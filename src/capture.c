@@ -281,8 +281,9 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 		const struct ckpt__region *r = &ot->r[i];
 		int writable = (r->prot & PROT_WRITE) != 0;
 		/* A back-end with a record of its own: written pages into the
-		 * bitmap, closed again in the same step. */
-		if (T->be->sync && writable && T->be->sync(r, r->start, r->end, 1) == CKPT_ENOMEM)
+		 * bitmap, closed again in the same step; read-only regions
+		 * too (written before the program took write away). */
+		if (T->be->sync && T->be->sync(r, r->start, r->end, 1) == CKPT_ENOMEM)
 			rc = CKPT_ENOMEM;
 		struct take_ctx tc = {cap, r, writable && !T->be->sync, 0, {0, 0, 0}};
 		ckpt__bm_take(r->start, r->end, took, &tc);

@@ -450,12 +450,14 @@ static int flush_span(struct rctx *r, uintptr_t lo, uintptr_t hi)
 	if (add(&r->spans, lo, hi))
 		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
 	/* Pages written since the last commit are writable already (marked
-	 * means open, unless an older snapshot was restored since). */
-	if (!T->be->open ||
-	    (!T->marked_closed && ckpt__bm_count(lo, hi) == (hi - lo) >> ckpt__pageshift))
-		return 0;
+	 * means open, unless an older snapshot was restored since), except
+	 * in a region the program made read-only since. */
 	const struct ckpt__region *rg = ckpt__rtab_find(T->tab, lo);
-	if (rg)
+	int ro = rg && !(rg->prot & PROT_WRITE);
+	if (!ro && (!T->be->open || (!T->marked_closed &&
+				     ckpt__bm_count(lo, hi) == (hi - lo) >> ckpt__pageshift)))
+		return 0;
+	if (rg && T->be->open)
 		T->be->open(rg, lo, hi);
 	else
 		ckpt__raw_mprotect(lo, hi - lo, PROT_READ | PROT_WRITE);

@@ -22,7 +22,10 @@
  *
  * Concurrency: the fault handler and the interposers read the region table
  * without locks (ckpt__rcu_enter); everything that changes it holds
- * T->lock, builds a new table and publishes it whole.
+ * T->lock, builds a new table and publishes it whole.  A change of
+ * protection is applied only once no reader can hold the table from before
+ * it (rcu_synchronize), or a fault handled with that table could apply the
+ * old protection after the new one.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -294,6 +297,25 @@ void ckpt__track_publish(struct ckpt__rtab *n, int wait)
 		T->retired = old;
 	}
 	reclaim(wait);
+}
+
+/* Waits until no reader can still hold a table replaced before this call
+ * (T->lock held): one that entered before it has left, and one entering
+ * now loads the newer table.  Readers (the fault handler, the interposers)
+ * stay a few microseconds.  Bounded, should a reader never leave while
+ * this waits: one interrupted on this very thread by a signal whose
+ * handler changes a protection would wait for itself. */
+static void rcu_synchronize(void)
+{
+	uint64_t t0 = 0;
+	while (__atomic_load_n(&T->readers, __ATOMIC_SEQ_CST) != 0) {
+		uint64_t now = ckpt__now_ns();
+		if (!t0)
+			t0 = now;
+		else if (now - t0 > 100000000u)
+			return;
+		ckpt__raw_sched_yield();
+	}
 }
 
 static void publish(struct ckpt__rtab *n)
@@ -784,11 +806,32 @@ int ckpt__track_sync_locked(int rearm)
 	const struct ckpt__rtab *t = T->tab;
 	if (!t || !T->be->sync)
 		return 0;
+	/* Read-only regions too: a page written and then made read-only by
+	 * the program (a JIT flipping code to read+execute) keeps its record
+	 * in the page tables, and nothing else holds it. */
 	int rc = 0;
 	for (size_t i = 0; i < t->n && !rc; i++)
-		if (t->r[i].prot & PROT_WRITE)
-			rc = T->be->sync(&t->r[i], t->r[i].start, t->r[i].end, rearm);
+		rc = T->be->sync(&t->r[i], t->r[i].start, t->r[i].end, rearm);
 	return rc;
+}
+
+/* Brings the record of the pages of [lo, hi) written so far into the
+ * bitmap, ahead of a change the program makes there (T->lock held).  A
+ * sync that fails marks the tracked part dirty instead: a superset, never
+ * a loss. */
+static void sync_range_locked(uintptr_t lo, uintptr_t hi)
+{
+	const struct ckpt__rtab *t = T->tab;
+	if (!t || !T->be->sync)
+		return;
+	for (size_t i = ckpt__rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
+		const struct ckpt__region *r = &t->r[i];
+		uintptr_t mask = ((uintptr_t)1 << r->pgshift) - 1;
+		uintptr_t a = (r->start > lo ? r->start : lo) & ~mask;
+		uintptr_t b = ((r->end < hi ? r->end : hi) + mask) & ~mask;
+		if (a < b && T->be->sync(r, a, b, 1) != 0)
+			ckpt__bm_set(a, b);
+	}
 }
 
 static int mapped_piece(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
@@ -1112,8 +1155,18 @@ void ckpt__track_restored_locked(const struct ckpt__rset *written, const struct 
 		for (size_t j = ckpt__rtab_lower(t, lo); j < t->n && t->r[j].start < hi; j++) {
 			const struct ckpt__region *r = &t->r[j];
 			uintptr_t a = r->start > lo ? r->start : lo, b = r->end < hi ? r->end : hi;
-			if (a < b && (r->prot & PROT_WRITE))
+			if (a >= b)
+				continue;
+			if (r->prot & PROT_WRITE) {
 				ckpt__closer_add(&cl, r, a, b);
+				continue;
+			}
+			/* A region the program keeps read-only (or PROT_NONE) was
+			 * made writable for the copy: its protection goes back,
+			 * and (userfaultfd) the copy's writes are not the
+			 * program's. */
+			T->be->protect(r, a, b, r->prot);
+			T->be->close(r, a, b);
 		}
 	}
 	ckpt__closer_flush(&cl);
@@ -1205,12 +1258,23 @@ int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot, int (*real)(void 
 	}
 	if (!rtab_overlaps(t, lo, hi))
 		goto plain;
+	/* What was written there so far is recorded before the protection
+	 * changes: under userfaultfd the record is in the page tables, and a
+	 * page made read-only must still count as written. */
+	sync_range_locked(lo, hi);
 	struct ckpt__rtab *n = rtab_edit(t, lo, hi, EDIT_PROT, prot);
 	if (!n) {
 		pthread_mutex_unlock(&T->lock);
 		return -ENOMEM;
 	}
 	publish(n);
+	/* A fault handler (or an interposer) on another thread that loaded
+	 * the table before this change would give a page the protection it
+	 * had before, after the change: a JIT's code page would lose
+	 * PROT_EXEC, a page made read-only would become writable.  None may
+	 * still hold the old table once the protection is applied. */
+	rcu_synchronize();
+	reclaim(0);
 	/* Tracked pieces get the program's protection minus write while
 	 * clean; the rest gets it as asked. */
 	uintptr_t at = lo;

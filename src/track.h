@@ -227,7 +227,9 @@ static inline void ckpt__track_touch(const void *p, size_t n)
 	    n)
 		ckpt__track_touch_slow((uintptr_t)p, n);
 }
-/* The program's mprotect: applies it, keeping tracked pages tracked.
+/* The program's mprotect: applies it, keeping tracked pages tracked and
+ * what was written there recorded (the back-end's sync, first); waits
+ * until no fault handler can still use the regions as they were.
  * Returns 0 or -errno. */
 CKPT__HIDDEN int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot,
 				      int (*real)(void *, size_t, int));

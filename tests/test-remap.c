@@ -6,6 +6,8 @@
 #include "helpers.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,4 +129,297 @@ Test(remap, an_explicit_mremap_that_grows_in_place)
 	cr_assert_eq(dset_collect(c, &s), 0);
 	cr_expect(dset_has(&s, q + 20 * ps));
 	ckpt_close(c);
+}
+
+/* ---- a JIT: pages written, then made read-only (and executable) ---------------- */
+
+/* A page of `m` with its index and a version in every word. */
+static void stamp(unsigned char *m, size_t page, unsigned version)
+{
+	size_t ps = pagesz();
+	uint64_t *w = (uint64_t *)(m + page * ps);
+	for (size_t i = 0; i < ps / 8; i++)
+		w[i] = ((uint64_t)version << 32) | (page << 16) | i;
+}
+
+static int stamped(const unsigned char *m, size_t page, unsigned version)
+{
+	size_t ps = pagesz();
+	const uint64_t *w = (const uint64_t *)(m + page * ps);
+	for (size_t i = 0; i < ps / 8; i++)
+		if (w[i] != (((uint64_t)version << 32) | (page << 16) | i))
+			return 0;
+	return 1;
+}
+
+Test(remap, pages_written_then_made_read_only_are_reported)
+{
+	/* A JIT writes code, then flips it to read+execute (or data to
+	 * read-only): the writes happened and must be reported, whichever
+	 * back-end recorded them. */
+	size_t ps = pagesz();
+	unsigned char *m = map_anon(16, 1);
+	DSET(s);
+	dset_collect(NULL, &s);
+	ckpt_t *c = begin_tracking(0);
+	stamp(m, 1, 1);
+	stamp(m, 2, 1);
+	cr_assert_eq(mprotect(m + ps, 3 * ps, PROT_READ | PROT_EXEC), 0, "mprotect: %m");
+	stamp(m, 6, 1);
+	cr_assert_eq(mprotect(m + 6 * ps, ps, PROT_READ), 0, "mprotect: %m");
+	stamp(m, 9, 1);
+	cr_assert_eq(mprotect(m + 8 * ps, 4 * ps, PROT_NONE), 0, "mprotect: %m");
+	stamp(m, 13, 1);
+	cr_assert_eq(dset_collect(c, &s), 0);
+	for (size_t i = 0; i < 16; i++) {
+		int written = i == 1 || i == 2 || i == 6 || i == 9 || i == 13;
+		cr_expect_eq(dset_has(&s, m + i * ps), written, "page %zu: reported %d, written %d", i,
+			     dset_has(&s, m + i * ps), written);
+	}
+	/* Reported again while still tracking, and at the end. */
+	cr_assert_eq(dset_collect(c, &s), 0);
+	cr_expect(dset_has(&s, m + ps) && dset_has(&s, m + 6 * ps) && dset_has(&s, m + 9 * ps));
+	cr_assert_eq(ckpt_end(c), 0);
+	cr_assert_eq(dset_collect(c, &s), 0);
+	cr_expect(dset_has(&s, m + ps) && dset_has(&s, m + 2 * ps) && dset_has(&s, m + 6 * ps) &&
+		  dset_has(&s, m + 9 * ps) && dset_has(&s, m + 13 * ps));
+	char p[8];
+	cr_expect_str_eq(perms_of(m + ps, p), "r-xp");
+	cr_expect_str_eq(perms_of(m + 6 * ps, p), "r--p");
+	cr_expect_str_eq(perms_of(m + 9 * ps, p), "---p");
+	cr_expect_str_eq(perms_of(m + 13 * ps, p), "rw-p");
+	ckpt_close(c);
+}
+
+static int count_in(const ckpt_page_run *r, void *arg)
+{
+	uintptr_t *a = arg; /* {lo, hi, count} */
+	uintptr_t lo = r->start, hi = r->start + r->npages * pagesz();
+	lo = lo > a[0] ? lo : a[0];
+	hi = hi < a[1] ? hi : a[1];
+	if (lo < hi)
+		a[2] += (hi - lo) / pagesz();
+	return 0;
+}
+
+/* Pages of [p, p + npages) that ckpt_dirty_foreach reports. */
+static size_t dirty_in(ckpt_t *c, const void *p, size_t npages)
+{
+	uintptr_t a[3] = {(uintptr_t)p, (uintptr_t)p + npages * pagesz(), 0};
+	CHECK_RC(ckpt_dirty_foreach(c, count_in, a));
+	return a[2];
+}
+
+static ckpt_t *open_chain(const char *dir)
+{
+	ckpt_t *c;
+	ckpt_options o;
+	ckpt_options_init(&o);
+	o.backend = CKPT_BACKEND_AUTO; /* CKPT_BACKEND in the environment decides */
+	CHECK_RC(ckpt_open(&c, dir, &o));
+	return c;
+}
+
+static int perms_are(const void *p, const char *want)
+{
+	char got[8];
+	return !strcmp(perms_of(p, got), want);
+}
+
+#define JIT_PAGES 8
+
+static void jit(const char *dir)
+{
+	size_t ps = pagesz();
+	ckpt_t *c = open_chain(dir);
+	unsigned char *m = map_anon(JIT_PAGES, 0);
+	for (size_t i = 0; i < JIT_PAGES; i++)
+		stamp(m, i, 1);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL)); /* 1: every page at version 1 */
+	CHECK(dirty_in(c, m, JIT_PAGES) == 0);
+
+	/* Code emitted into pages 2..5, then made executable; page 7 is data
+	 * made read-only. */
+	for (size_t i = 2; i < 6; i++)
+		stamp(m, i, 2);
+	stamp(m, 7, 2);
+	CHECK(mprotect(m + 2 * ps, 4 * ps, PROT_READ | PROT_EXEC) == 0);
+	CHECK(mprotect(m + 7 * ps, ps, PROT_READ) == 0);
+	CHECK(dirty_in(c, m, JIT_PAGES) == 5);
+	CHECK_RC(ckpt_commit(c, NULL)); /* 2: pages 2..5 and 7 at version 2 */
+	CHECK(dirty_in(c, m, JIT_PAGES) == 0);
+
+	/* Patched in place (made writable, written, executable again). */
+	CHECK(mprotect(m + 2 * ps, 4 * ps, PROT_READ | PROT_WRITE) == 0);
+	stamp(m, 3, 3);
+	CHECK(mprotect(m + 2 * ps, 4 * ps, PROT_READ | PROT_EXEC) == 0);
+	CHECK(dirty_in(c, m, JIT_PAGES) == 1);
+
+	/* Back to 2: the patch goes, the protections stay the program's. */
+	CHECK_RC(ckpt_restore(c, 2));
+	for (size_t i = 0; i < JIT_PAGES; i++)
+		if (!stamped(m, i, (i >= 2 && i < 6) || i == 7 ? 2 : 1))
+			child_die("page %zu is not as committed in snapshot 2", i);
+	CHECK(perms_are(m + 3 * ps, "r-xp"));
+	CHECK(perms_are(m + 7 * ps, "r--p"));
+
+	/* Back to 1: read-only pages rewritten, still read-only after. */
+	CHECK_RC(ckpt_restore(c, 1));
+	for (size_t i = 0; i < JIT_PAGES; i++)
+		if (!stamped(m, i, 1))
+			child_die("page %zu is not as committed in snapshot 1", i);
+	CHECK(perms_are(m + 2 * ps, "r-xp"));
+	CHECK(perms_are(m + 5 * ps, "r-xp"));
+	CHECK(perms_are(m + 7 * ps, "r--p"));
+
+	/* And forward to 2 again, from the files. */
+	CHECK_RC(ckpt_restore(c, 2));
+	for (size_t i = 2; i < 6; i++)
+		CHECK(stamped(m, i, 2));
+	CHECK(stamped(m, 7, 2));
+	CHECK(perms_are(m + 4 * ps, "r-xp"));
+
+	/* A write made read-only and never committed is rolled back too. */
+	CHECK(mprotect(m, ps, PROT_READ | PROT_WRITE) == 0);
+	stamp(m, 0, 4);
+	CHECK(mprotect(m, ps, PROT_READ) == 0);
+	CHECK_RC(ckpt_restore(c, CKPT_LATEST));
+	CHECK(stamped(m, 0, 1));
+	CHECK(perms_are(m, "r--p"));
+	CHECK_RC(ckpt_end(c));
+	CHECK(perms_are(m, "r--p"));
+	CHECK(perms_are(m + 2 * ps, "r-xp"));
+	CHECK(perms_are(m + 6 * ps, "rw-p"));
+	ckpt_close(c);
+}
+
+Test(remap, pages_made_read_only_are_committed_and_restored, .timeout = 60)
+{
+	in_child(jit, "written, made read-only, committed, restored");
+}
+
+static void unmapped_part(const char *dir)
+{
+	size_t ps = pagesz();
+	ckpt_t *c = open_chain(dir);
+	unsigned char *m = map_anon(JIT_PAGES, 0);
+	for (size_t i = 0; i < JIT_PAGES; i++)
+		stamp(m, i, 1);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	for (size_t i = 0; i < JIT_PAGES; i++)
+		stamp(m, i, 2);
+	/* Written, then partly unmapped: the rest stays tracked and written;
+	 * the unmapped part drops out of the set. */
+	CHECK(munmap(m + 2 * ps, 2 * ps) == 0);
+	CHECK(dirty_in(c, m, JIT_PAGES) == JIT_PAGES - 2);
+	CHECK(dirty_in(c, m + 2 * ps, 2) == 0);
+	CHECK_RC(ckpt_commit(c, NULL));
+	for (size_t i = 0; i < JIT_PAGES; i++)
+		if (i < 2 || i >= 4)
+			stamp(m, i, 3);
+	/* Back to 2: the unmapped pages stay unmapped. */
+	CHECK_RC(ckpt_restore(c, 2));
+	for (size_t i = 0; i < JIT_PAGES; i++)
+		if ((i < 2 || i >= 4) && !stamped(m, i, 2))
+			child_die("page %zu is not as committed in snapshot 2", i);
+	CHECK(perms_are(m + 2 * ps, ""));
+	/* Back to 1: they come back, as they were. */
+	CHECK_RC(ckpt_restore(c, 1));
+	for (size_t i = 0; i < JIT_PAGES; i++)
+		if (!stamped(m, i, 1))
+			child_die("page %zu is not as committed in snapshot 1", i);
+	ckpt_close(c);
+}
+
+Test(remap, pages_written_then_partly_unmapped, .timeout = 60)
+{
+	in_child(unmapped_part, "written, partly unmapped, committed, restored");
+}
+
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+
+static void moved_out(const char *dir)
+{
+	size_t ps = pagesz();
+	ckpt_t *c = open_chain(dir);
+	unsigned char *m = map_anon(JIT_PAGES, 0);
+	for (size_t i = 0; i < JIT_PAGES; i++)
+		stamp(m, i, 1);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	stamp(m, 1, 2);
+	/* MREMAP_DONTUNMAP moves the pages and leaves the old range mapped
+	 * and empty: every page of it changed, written or not. */
+	unsigned char *q = mremap(m, JIT_PAGES * ps, JIT_PAGES * ps,
+				  MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+	if (q == MAP_FAILED)
+		child_die("mremap(MREMAP_DONTUNMAP): %s (Linux 5.7 or later)", strerror(errno));
+	CHECK(stamped(q, 1, 2) && stamped(q, 0, 1));
+	CHECK(m[0] == 0 && m[ps] == 0);
+	CHECK(dirty_in(c, m, JIT_PAGES) == JIT_PAGES);
+	CHECK(dirty_in(c, q, JIT_PAGES) == JIT_PAGES);
+	CHECK_RC(ckpt_restore(c, 1));
+	for (size_t i = 0; i < JIT_PAGES; i++)
+		if (!stamped(m, i, 1))
+			child_die("page %zu is not as committed in snapshot 1", i);
+	CHECK(perms_are(q, ""));
+
+	/* Shrunk in place after a write: the rest stays tracked. */
+	stamp(m, 1, 3);
+	stamp(m, 6, 3);
+	CHECK(mremap(m, JIT_PAGES * ps, 4 * ps, 0) == m);
+	/* (The mprotect back-end counts the rest as written too: it makes the
+	 * range one writable mapping for the kernel first.) */
+	CHECK(dirty_in(c, m + ps, 1) == 1);
+	CHECK(dirty_in(c, m + 4 * ps, JIT_PAGES - 4) == 0);
+	CHECK_RC(ckpt_commit(c, NULL));
+	stamp(m, 1, 4);
+	CHECK_RC(ckpt_restore(c, CKPT_LATEST));
+	CHECK(stamped(m, 1, 3));
+	ckpt_close(c);
+}
+
+Test(remap, the_range_mremap_leaves_behind, .timeout = 60)
+{
+	in_child(moved_out, "mremap with MREMAP_DONTUNMAP and in place");
+}
+
+static void moved_out_aligned(const char *dir)
+{
+	/* Aligned to 2 MiB at both ends, the kernel moves whole page tables:
+	 * the old range is left without any, not with empty entries. */
+	size_t ps = pagesz(), two = (size_t)2 << 20, len = 2 * two, n = len / ps;
+	ckpt_t *c = open_chain(dir);
+	unsigned char *raw = mmap(NULL, 3 * len, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(raw != MAP_FAILED);
+	unsigned char *m = (unsigned char *)(((uintptr_t)raw + two - 1) & ~(uintptr_t)(two - 1));
+	unsigned char *dst = m + len;
+	CHECK(madvise(m, 2 * len, MADV_NOHUGEPAGE) == 0);
+	CHECK(munmap(dst, len) == 0);
+	for (size_t i = 0; i < n; i++)
+		stamp(m, i, 1);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	unsigned char *q = mremap(m, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, dst);
+	if (q != dst)
+		child_die("mremap(MREMAP_DONTUNMAP): %s (Linux 5.7 or later)", strerror(errno));
+	CHECK(stamped(q, 3, 1) && m[3 * ps] == 0);
+	size_t d = dirty_in(c, m, n);
+	if (d != n)
+		child_die("%zu of %zu pages emptied by mremap reported", d, n);
+	CHECK_RC(ckpt_restore(c, 1));
+	for (size_t i = 0; i < n; i++)
+		if (!stamped(m, i, 1))
+			child_die("page %zu is not as committed in snapshot 1", i);
+	ckpt_close(c);
+}
+
+Test(remap, the_range_mremap_leaves_behind_whole_page_tables, .timeout = 60)
+{
+	in_child(moved_out_aligned, "mremap with MREMAP_DONTUNMAP, 2 MiB aligned");
 }

@@ -19,6 +19,8 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sched.h>
+#include <time.h>
 #include <unistd.h>
 
 static char bss_buf[16 * 4096] __attribute__((aligned(4096)));
@@ -548,5 +550,104 @@ Test(track, forking_while_another_thread_is_in_ckpt, .timeout = 60)
 	close(fd);
 	cr_expect(!hung, "a child hung in ckpt_end");
 	cr_expect_eq(bad, 0, "%d children failed", bad);
+	ckpt_close(c);
+}
+
+/* ---- the program's mprotect racing faults on other threads ------------------------ */
+
+#define RACE_PAGES 32
+#define RACE_SPARE 128 /* pages after them, unmapped one by one */
+#define RACE_WRITERS 2
+
+static struct {
+	unsigned char *m;
+	int stop, pause;  /* atomic */
+	int paused;       /* writers parked, atomic */
+	unsigned long writes;
+} race;
+
+static void *race_writer(void *arg)
+{
+	size_t ps = pagesz(), k = (size_t)(uintptr_t)arg;
+	while (!__atomic_load_n(&race.stop, __ATOMIC_ACQUIRE)) {
+		if (__atomic_load_n(&race.pause, __ATOMIC_ACQUIRE)) {
+			__atomic_add_fetch(&race.paused, 1, __ATOMIC_ACQ_REL);
+			while (__atomic_load_n(&race.pause, __ATOMIC_ACQUIRE) &&
+			       !__atomic_load_n(&race.stop, __ATOMIC_ACQUIRE))
+				sched_yield();
+			__atomic_sub_fetch(&race.paused, 1, __ATOMIC_ACQ_REL);
+			continue;
+		}
+		for (size_t i = k; i < RACE_PAGES; i += RACE_WRITERS)
+			((volatile unsigned char *)race.m)[i * ps + k] = (unsigned char)i;
+		__atomic_add_fetch(&race.writes, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+Test(track, protection_changes_racing_faults_on_other_threads, .timeout = 120)
+{
+	/* Threads write pages whose protection the main thread keeps
+	 * changing (a JIT making code executable and writable again).  Every
+	 * change makes the pages clean, so the writers fault again and again;
+	 * a fault handled with the table from before a change must not undo
+	 * it.  Checked whenever the writers are parked: every page has the
+	 * execute permission the program's last mprotect gave it.  Pages of
+	 * the same mapping unmapped meanwhile replace the table too (a
+	 * replaced table freed under a reader would show as a crash or a
+	 * wrong protection). */
+	size_t ps = pagesz();
+	race.m = map_anon(RACE_PAGES + RACE_SPARE, 1);
+	ckpt_t *c = begin_tracking(0);
+	pthread_t t[RACE_WRITERS];
+	for (size_t k = 0; k < RACE_WRITERS; k++)
+		cr_assert_eq(pthread_create(&t[k], NULL, race_writer, (void *)(uintptr_t)k), 0);
+	uint64_t t0 = now_ns();
+	unsigned long rounds = 0, checks = 0, wrong = 0;
+	char first_wrong[160] = "";
+	int exec = 0;
+	while (rounds < 200000 && now_ns() - t0 < 2000000000u) {
+		exec = !exec;
+		int prot = PROT_READ | PROT_WRITE | (exec ? PROT_EXEC : 0);
+		cr_assert_eq(mprotect(race.m, RACE_PAGES * ps, prot), 0, "mprotect: %m");
+		if (rounds < RACE_SPARE / 2)
+			cr_assert_eq(munmap(race.m + (RACE_PAGES + 2 * rounds) * ps, ps), 0);
+		if (++rounds % 64)
+			continue;
+		__atomic_store_n(&race.pause, 1, __ATOMIC_RELEASE);
+		while (__atomic_load_n(&race.paused, __ATOMIC_ACQUIRE) != RACE_WRITERS)
+			sched_yield();
+		checks++;
+		for (size_t i = 0; i < RACE_PAGES; i++) {
+			char p[8];
+			perms_of(race.m + i * ps, p);
+			if ((p[2] == 'x') != exec && wrong++ == 0)
+				snprintf(first_wrong, sizeof first_wrong,
+					 "page %zu is %s after mprotect(%s), round %lu", i, p,
+					 exec ? "rwx" : "rw-", rounds);
+		}
+		__atomic_store_n(&race.pause, 0, __ATOMIC_RELEASE);
+		while (__atomic_load_n(&race.paused, __ATOMIC_ACQUIRE) != 0)
+			sched_yield();
+	}
+	__atomic_store_n(&race.stop, 1, __ATOMIC_RELEASE);
+	for (size_t k = 0; k < RACE_WRITERS; k++)
+		pthread_join(t[k], NULL);
+	cr_log_info("%lu protection changes, %lu checks, %lu sweeps of writes", rounds, checks,
+		    race.writes);
+	cr_expect_eq(wrong, 0, "%lu pages with a protection the program did not set; first: %s",
+		     wrong, first_wrong);
+	cr_expect_gt(checks, 0);
+	/* And what was written is reported. */
+	DSET(s);
+	cr_assert_eq(dset_collect(c, &s), 0);
+	cr_expect_gt(dset_count_in(&s, race.m, RACE_PAGES), 0);
 	ckpt_close(c);
 }
