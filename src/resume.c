@@ -235,7 +235,8 @@ int ckpt__resume_norandom(void)
 
 /* ---- the record of a commit ----------------------------------------------------- */
 
-int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx, int skip_fd)
+int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx,
+			const struct ckpt__chainw *w)
 {
 	ctx->fs_base = fs_base();
 	/* The descriptor offsets, verified against this glibc. */
@@ -260,7 +261,22 @@ int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx, int skip_f
 	ckpt__maps_free(&m);
 	if (i < 0)
 		return ckpt__fail(CKPT_EINTERNAL, "ckpt_commit: the stack pointer is in no mapping");
-	return ckpt__proc_gather(b, skip_fd);
+	/* The chain's descriptors: its directory and lock, and the reader's
+	 * (a restore opens it), snapshots included. */
+	size_t nsnaps = w->rd_open ? w->rd.n : 0, nown = 0;
+	int *fds = ckpt__mem_alloc((3 + nsnaps) * sizeof *fds);
+	if (!fds)
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_commit: out of memory");
+	fds[nown++] = w->dirfd;
+	fds[nown++] = w->lockfd;
+	if (w->rd_open)
+		fds[nown++] = w->rd.dirfd;
+	for (size_t k = 0; k < nsnaps; k++)
+		fds[nown++] = w->rd.snaps[k].fd;
+	struct ckpt__pown own = {fds, nown, w->dirfd};
+	rc = ckpt__proc_gather(b, &own);
+	ckpt__mem_free(fds, (3 + nsnaps) * sizeof *fds);
+	return rc;
 }
 
 /* ---- reading a record ------------------------------------------------------------ */
@@ -370,6 +386,8 @@ struct walk_ctx {
 	struct ckpt__resume *r;
 	size_t nlibs;
 	int bad;
+	int have_chain; /* the chain directory's identity: */
+	uint64_t chain_dev, chain_ino;
 };
 
 static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
@@ -434,6 +452,13 @@ static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
 		if (len <= sizeof f || len - sizeof f >= PATH_MAX)
 			return CKPT_ECORRUPT;
 		memcpy(&f, p, sizeof f);
+		/* A file of the chain's directory is ckpt's, not the
+		 * program's: records of earlier versions listed the snapshot
+		 * files a handle had open (reopened, the resumed program
+		 * would hold them; compacted, they are gone). */
+		if (wc->have_chain && ckpt__proc_in_dir((const char *)p + sizeof f, len - sizeof f,
+							wc->chain_dev, wc->chain_ino))
+			break;
 		if (ckpt__mem_grow((void **)&r->fds, &r->fds_cap, r->nfds + 1, sizeof *r->fds))
 			return CKPT_ENOMEM;
 		char *path = dupn(p + sizeof f, len - sizeof f);
@@ -824,7 +849,13 @@ int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 					       "build: it is not resumed",
 				s->name, exe, w->exe);
 	}
-	struct walk_ctx wc = {r, 0, 0};
+	struct walk_ctx wc = {r, 0, 0, 0, 0, 0};
+	struct stat dst;
+	if (fstat(w->dirfd, &dst) == 0) {
+		wc.have_chain = 1;
+		wc.chain_dev = (uint64_t)dst.st_dev;
+		wc.chain_ino = (uint64_t)dst.st_ino;
+	}
 	if (!rc) {
 		rc = ckpt__proc_walk(s->proc, s->proc_size, take, &wc);
 		if (rc == CKPT_ECORRUPT || (rc > 0 && !wc.bad))
@@ -1058,6 +1089,19 @@ __attribute__((noreturn, noinline, no_stack_protector)) static void finish(void 
 void ckpt__resume_finish(struct ckpt__resume *r)
 {
 	ckpt__resumed_id = r->id;
+	/* The chain reader goes: it holds every snapshot file of the chain
+	 * open, which the resumed handle does not need until a restore (it
+	 * opens it again then), and a commit of the resumed program must not
+	 * meet them.  The stack's bytes are in its memory: copied first. */
+	size_t n = r->stack_hi - r->stack_lo;
+	unsigned char *stack = ckpt__mem_alloc(n);
+	if (stack) {
+		memcpy(stack, r->stack, n);
+		r->stack = stack;
+		r->snap = NULL;
+		ckpt__chain_close(&r->w->rd);
+		r->w->rd_open = 0;
+	}
 	ckpt__on_stack((char *)r->stack_mem + RESUME_STACK, finish, r);
 }
 #else

@@ -10,6 +10,7 @@
  */
 #include "format.h"
 #include "helpers.h"
+#include "proc.h"
 #include "xxhash.h"
 
 #include <criterion/criterion.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/personality.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -721,6 +723,92 @@ static void map_fails(const char *dir)
 Test(snap, a_mapping_that_cannot_be_recreated_leaves_memory_as_it_was, .timeout = 60)
 {
 	in_child(map_fails, "mmap fails");
+}
+
+/* ---- the process record holds the program's files, not ckpt's ------------------------ */
+
+/* The paths of the descriptors the process record of snapshot file `path`
+ * lists, each followed by a newline (malloc'd). */
+static char *recorded_files(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	CHECK(fd >= 0);
+	struct ckpt__fhdr h;
+	CHECK(pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
+	CHECK(h.proc.size >= 16);
+	unsigned char *rec = malloc(h.proc.size);
+	CHECK(rec && pread(fd, rec, h.proc.size, (off_t)h.proc.offset) == (ssize_t)h.proc.size);
+	close(fd);
+	CHECK(memcmp(rec, CKPT__PROC_MAGIC, 8) == 0);
+	char *out = calloc(1, h.proc.size + 1);
+	CHECK(out);
+	size_t n = 0;
+	for (size_t at = 16; at + 8 <= h.proc.size;) {
+		uint32_t e[2];
+		memcpy(e, rec + at, 8);
+		CHECK(at + 8 + e[1] <= h.proc.size);
+		if (e[0] == CKPT__PE_FD && e[1] > sizeof(struct ckpt__pfd)) {
+			size_t l = e[1] - sizeof(struct ckpt__pfd);
+			memcpy(out + n, rec + at + 8 + sizeof(struct ckpt__pfd), l);
+			n += l;
+			out[n++] = '\n';
+		}
+		at += 8 + ((e[1] + 7u) & ~7u);
+	}
+	free(rec);
+	return out;
+}
+
+static void own_fds(const char *dir)
+{
+	/* Address randomisation off here, so that ckpt_open does not
+	 * execute the test again. */
+	CHECK(personality((unsigned long)personality(0xffffffff) | ADDR_NO_RANDOMIZE) >= 0);
+	ckpt_t *c;
+	ckpt_options o;
+	ckpt_options_init(&o);
+	o.flags = CKPT_F_RESUME;
+	int rc = ckpt_open(&c, dir, &o);
+	if (rc == CKPT_ENOTSUP && strstr(ckpt_last_error(), "AddressSanitizer")) {
+		/* What a sanitizer build can check: the documented refusal,
+		 * and no chain. */
+		struct stat sb;
+		char snap[512];
+		snprintf(snap, sizeof snap, "%s/snap-00000001.ckpt", dir);
+		CHECK(stat(snap, &sb) != 0);
+		return;
+	}
+	CHECK_RC(rc);
+	/* A file of the program's, which the record must list. */
+	char mine[512];
+	snprintf(mine, sizeof mine, "%s.program-file", dir);
+	int pfd = open(mine, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	CHECK(pfd >= 0);
+	char *m = map_anon(8, 1);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	/* A restore opens the chain: its snapshot files are open now. */
+	m[0] = 2;
+	CHECK_RC(ckpt_restore(c, 1));
+	CHECK(m[0] == 1);
+	CHECK_RC(ckpt_commit(c, NULL));
+	char path[512];
+	snprintf(path, sizeof path, "%s/snap-00000002.ckpt", dir);
+	char *files = recorded_files(path);
+	if (!strstr(files, mine))
+		child_die("the record does not list the program's file %s: %s", mine, files);
+	if (strstr(files, dir) && strstr(strstr(files, dir), "/snap-"))
+		child_die("the record lists ckpt's own files as the program's: %s", files);
+	if (strstr(files, "/lock\n"))
+		child_die("the record lists the chain's lock: %s", files);
+	free(files);
+	close(pfd);
+	ckpt_close(c);
+}
+
+Test(snap, a_resumable_commit_records_no_descriptor_of_ckpt, .timeout = 60)
+{
+	in_child(own_fds, "own descriptors");
 }
 
 /* ---- kill -9 while committing ------------------------------------------------------------ */
