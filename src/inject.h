@@ -4,10 +4,11 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  * CKPT_FAULT="op:N[=ERRNO],..." makes the Nth call of kind op fail with ERRNO
- * (default EIO); op is write, fsync, rename or open (the snapshot writer),
- * or map (a mapping a restore recreates).  Calls are counted from 1 since
- * the variable took its current value.  Tests use it to prove a failed
- * commit leaves the chain intact, and a failed restore the memory.
+ * (default EIO); op is write, fsync, rename or open (the snapshot writer;
+ * open also counts a resume's reopening of the program's files), or map (a
+ * mapping a restore recreates).  Calls are counted from 1 since the
+ * variable took its current value.  Tests use it to prove a failed commit
+ * leaves the chain intact, and a failed restore or resume the process.
  */
 #ifndef CKPT_INJECT_H
 #define CKPT_INJECT_H

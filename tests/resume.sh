@@ -24,6 +24,9 @@
 #      one before, says so, and still ends with the right checksum
 #   k  the same with commits written in the background (CKPT_F_ASYNC):
 #      the resume takes the newest durable snapshot
+#   m  a file of the program that cannot be opened again (CKPT_FAULT):
+#      refused (exit 3, CKPT_EACCES naming the file) with nothing changed;
+#      the output file as it was, and the chain resumes afterwards
 #   l  a program that had its chain open (a restore) when it committed:
 #      every snapshot file replaced by a copy (another inode), it still
 #      resumes, twice (ckpt's own descriptors are not the program's files)
@@ -286,6 +289,23 @@ cases() {
 	run "$n.3" "$n" 2
 	resumed_ok "$n.3" "$n" 2 "$n.2"
 	say "  c: killed twice, resumed twice"
+
+	# m: a file cannot be reopened: refused before the process changes.
+	n=$be-m
+	run "$n.1" "$n" 1 --kill-at 2
+	[ "$rc" -eq 137 ] || fail "$n.1 (--kill-at 2) exited $rc: $(cat "$scratch/$n.1.stderr")"
+	cp "$scratch/$n.out" "$scratch/$n.out.before"
+	CKPT_FAULT=open:1=EACCES
+	export CKPT_FAULT
+	run "$n.2" "$n" 1
+	unset CKPT_FAULT
+	msg=$(refused "$n.2" CKPT_EACCES) || exit 1
+	printf '%s\n' "$msg" | grep -q "$n.out" || fail "the refusal does not name $n.out: $msg"
+	cmp -s "$scratch/$n.out" "$scratch/$n.out.before" ||
+		fail "$n.2: the output file changed though the resume was refused"
+	run "$n.3" "$n" 1
+	resumed_ok "$n.3" "$n" 1
+	say "  m: a file that cannot be reopened: refused unchanged ($msg); resumed after"
 
 	# l: a restore opened the chain; the snapshot files replaced.
 	n=$be-l
