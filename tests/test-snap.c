@@ -594,17 +594,21 @@ static uint32_t garble_last_zstd_block(const char *path)
 	memcpy(&h, b, sizeof h);
 	struct ckpt__fsect *bs = &h.sect[CKPT__SEC_BLOCKS];
 	size_t nb = (size_t)(bs->size / sizeof(struct ckpt__fblock));
-	struct ckpt__fblock *tab = (struct ckpt__fblock *)(b + bs->offset);
+	/* The table is not aligned in the file: entries are copied. */
+	struct ckpt__fblock blk;
 	uint32_t which = UINT32_MAX;
-	for (size_t i = 0; i < nb; i++)
-		if (tab[i].codec == CKPT__CODEC_ZSTD && tab[i].csize >= 256)
+	for (size_t i = 0; i < nb; i++) {
+		memcpy(&blk, b + bs->offset + i * sizeof blk, sizeof blk);
+		if (blk.codec == CKPT__CODEC_ZSTD && blk.csize >= 256)
 			which = (uint32_t)i;
+	}
 	CHECK(which != UINT32_MAX);
-	struct ckpt__fblock *blk = &tab[which];
-	unsigned char *frame = b + blk->offset;
-	for (uint32_t i = blk->csize / 2; i < blk->csize / 2 + 32; i++)
+	memcpy(&blk, b + bs->offset + which * sizeof blk, sizeof blk);
+	unsigned char *frame = b + blk.offset;
+	for (uint32_t i = blk.csize / 2; i < blk.csize / 2 + 32; i++)
 		frame[i] ^= 0x5a;
-	blk->hash = ckpt__xxh64(frame, blk->csize, 0);
+	blk.hash = ckpt__xxh64(frame, blk.csize, 0);
+	memcpy(b + bs->offset + which * sizeof blk, &blk, sizeof blk);
 	bs->hash = ckpt__xxh64(b + bs->offset, bs->size, 0);
 	h.hash = ckpt__xxh64(&h, offsetof(struct ckpt__fhdr, hash), 0);
 	memcpy(b, &h, sizeof h);
