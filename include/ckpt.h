@@ -432,8 +432,9 @@ CKPT_API int ckpt_wait(ckpt_t *c, uint64_t *id);
  * still being written (CKPT_F_ASYNC) is waited for first; if it failed, its
  * error stays for the next ckpt_wait or ckpt_commit and CKPT_LATEST means
  * the newest durable snapshot.
- * Everything needed is read and verified before the first byte of memory
- * changes.  Returns 0, or CKPT_ENOENT (no such snapshot, or a file a mapping
+ * Everything needed is read, verified and decompressed, and the mappings to
+ * recreate are mapped, before the first byte of memory changes; a failure
+ * leaves memory and mappings exactly as they were.  Returns 0, or CKPT_ENOENT (no such snapshot, or a file a mapping
  * must be recreated from is gone), CKPT_ECORRUPT (a file failed its checks;
  * memory untouched), CKPT_EFOREIGN (written by another executable or with
  * another page size), CKPT_ESTATE (not tracking), CKPT_EINVAL (no

@@ -447,7 +447,7 @@ static __attribute__((noinline)) int commit_resumable(struct ckpt *c, uint64_t *
 		uint64_t range[2] = {c->excl.r[i].lo, c->excl.r[i].hi};
 		ckpt__pbuf_add(&b, CKPT__PE_EXCL, range, sizeof range, NULL, 0);
 	}
-	int rc = ckpt__resume_record(&b, &c->ctx, c->w->lockfd);
+	int rc = ckpt__resume_record(&b, &c->ctx, c->w);
 	if (rc) {
 		ckpt__pbuf_free(&b);
 		return ckpt__fail(rc == CKPT_ENOMEM ? rc : CKPT_EIO,

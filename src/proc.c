@@ -161,13 +161,39 @@ static void add_file(struct ckpt__pbuf *b, uint32_t type, const char *path)
 	ckpt__mem_free(s, cap);
 }
 
-static void add_fds(struct ckpt__pbuf *b, int skip_fd)
+int ckpt__proc_in_dir(const char *path, size_t len, uint64_t dir_dev, uint64_t dir_ino)
+{
+	/* The directory part is the path up to its last slash: " (deleted)"
+	 * only ever follows the file's own name. */
+	const char *slash = len && path[0] == '/' ? memrchr(path, '/', len) : NULL;
+	char dir[PATH_MAX];
+	size_t n = slash == path ? 1 : (size_t)(slash - path);
+	if (!slash || n >= sizeof dir)
+		return 0;
+	memcpy(dir, path, n);
+	dir[n] = '\0';
+	struct stat st;
+	return stat(dir, &st) == 0 && (uint64_t)st.st_dev == dir_dev &&
+	       (uint64_t)st.st_ino == dir_ino;
+}
+
+static int listed(const struct ckpt__pown *own, long fd)
+{
+	for (size_t i = 0; own && i < own->nfds; i++)
+		if (own->fds[i] == fd)
+			return 1;
+	return 0;
+}
+
+static void add_fds(struct ckpt__pbuf *b, const struct ckpt__pown *own)
 {
 	int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
 		b->err = ckpt__fail(CKPT_EIO, "cannot list /proc/self/fd: %s", strerror(errno));
 		return;
 	}
+	struct stat chain;
+	int have_chain = own && own->chain_dirfd >= 0 && fstat(own->chain_dirfd, &chain) == 0;
 	char *buf = ckpt__mem_alloc(65536), *path = ckpt__mem_alloc(PATH_MAX);
 	for (long n; buf && path && (n = syscall(SYS_getdents64, dfd, buf, 65536)) > 0;) {
 		for (long at = 0; at < n;) {
@@ -175,7 +201,7 @@ static void add_fds(struct ckpt__pbuf *b, int skip_fd)
 			at += d->d_reclen;
 			char *end;
 			long fd = strtol(d->d_name, &end, 10);
-			if (*end || end == d->d_name || fd < 3 || fd == dfd || fd == skip_fd)
+			if (*end || end == d->d_name || fd < 3 || fd == dfd || listed(own, fd))
 				continue;
 			struct stat st;
 			if (fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode))
@@ -187,6 +213,12 @@ static void add_fds(struct ckpt__pbuf *b, int skip_fd)
 				continue;
 			/* /proc files name this process: not a program's file. */
 			if (len >= 6 && !memcmp(path, "/proc/", 6))
+				continue;
+			/* ckpt's: reopening a snapshot file would hand it to
+			 * the resumed program, and a compacted chain no longer
+			 * has it. */
+			if (have_chain && ckpt__proc_in_dir(path, (size_t)len, (uint64_t)chain.st_dev,
+							    (uint64_t)chain.st_ino))
 				continue;
 			struct ckpt__pfd f = {
 				.fd = (int32_t)fd,
@@ -266,7 +298,7 @@ static unsigned read_umask(void)
 	return v;
 }
 
-int ckpt__proc_gather(struct ckpt__pbuf *b, int skip_fd)
+int ckpt__proc_gather(struct ckpt__pbuf *b, const struct ckpt__pown *own)
 {
 	sigset_t set;
 	pthread_sigmask(SIG_BLOCK, NULL, &set);
@@ -304,7 +336,7 @@ int ckpt__proc_gather(struct ckpt__pbuf *b, int skip_fd)
 	ckpt__pbuf_add(b, CKPT__PE_UMASK, &um, sizeof um, NULL, 0);
 	uint64_t brk[2] = {ckpt__start_brk(), (uint64_t)syscall(SYS_brk, 0)};
 	ckpt__pbuf_add(b, CKPT__PE_BRK, brk, sizeof brk, NULL, 0);
-	add_fds(b, skip_fd);
+	add_fds(b, own);
 
 	struct ckpt__maps m = {0};
 	if (ckpt__maps_read(&m) != 0) {

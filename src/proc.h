@@ -95,10 +95,26 @@ CKPT__HIDDEN int ckpt__proc_walk(const void *rec, size_t size,
 					   void *arg),
 				 void *arg);
 
+/* ckpt's own descriptors, never recorded as the program's: those listed,
+ * and every file in the directory open as chain_dirfd (-1: none), which
+ * is ckpt's alone (its snapshots, their temporary files, the lock), however
+ * and by whichever handle they were opened. */
+struct ckpt__pown {
+	const int *fds;
+	size_t nfds;
+	int chain_dirfd;
+};
+
 /* Builds the record of the calling process: everything but CTX and STACK,
- * which the caller adds.  skip_fd: a descriptor of ckpt's own to leave out
- * (-1 for none). */
-CKPT__HIDDEN int ckpt__proc_gather(struct ckpt__pbuf *b, int skip_fd);
+ * which the caller adds; own (may be NULL) says which descriptors are
+ * ckpt's. */
+CKPT__HIDDEN int ckpt__proc_gather(struct ckpt__pbuf *b, const struct ckpt__pown *own);
+
+/* Whether `path` (len bytes, absolute, as /proc/self/fd shows it: a removed
+ * file's name followed by " (deleted)") names a file in the directory
+ * whose identity is dir_dev, dir_ino. */
+CKPT__HIDDEN int ckpt__proc_in_dir(const char *path, size_t len, uint64_t dir_dev,
+				   uint64_t dir_ino);
 
 /* Where the brk heap starts (field 47 of /proc/self/stat); 0 if unknown. */
 CKPT__HIDDEN uint64_t ckpt__start_brk(void);

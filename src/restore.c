@@ -7,11 +7,31 @@
  * mappings that appeared or vanished since k.  Only those are rewritten, so
  * rolling back to the newest snapshot costs what was dirtied since.
  *
- * Everything needed is read and verified first: every block's hash and
- * zstd frame, every file a mapping must be recreated from.  Only then does
- * memory change, from verified copies held in memory (the compressed
- * blocks), so a file that changes under the restore cannot leave memory
- * half-restored either.
+ * Three phases, and memory the program can see changes only in the last:
+ *
+ * 1. Making room: the mappings snapshot k had and the process has not are
+ *    created in place (fixed addresses nothing occupies) and the break is
+ *    raised, before anything large is allocated (an allocation of ckpt's
+ *    could otherwise take their place).  That changes nothing the program
+ *    has mapped, and is undone on any failure before phase 3.
+ * 2. Reading: every block the pages need is read, its hash checked, and
+ *    decompressed in full (zstd checks the frame's content checksum), so a
+ *    block that passes its hash but not decompression (a damaged frame, a
+ *    wrong size) is refused here.  Decompressed blocks are kept, up to
+ *    STAGE_LIMIT bytes in all; past that a block is decompressed once to
+ *    check it, kept compressed, and decompressed again when written: memory
+ *    bounded at the cost of a second decompression for restores that large
+ *    (a resume of a big heap).  The second decompression works on the
+ *    verified bytes, held in ckpt's memory, with a context whose buffers
+ *    the first one sized, so a file that changes under the restore cannot
+ *    make it fail.
+ * 3. Applying (no return): the break lowered, mappings snapshot k did not
+ *    have unmapped, every page written.
+ *
+ * Pages that read as zero are not written where the memory is anonymous
+ * and private: MADV_DONTNEED gives back the kernel's zero page, and leaves
+ * the page absent (a sparse mapping stays sparse; a resume does not make
+ * every reserved page resident).
  *
  * Not touched: ckpt's own memory, excluded ranges, thread stacks (the
  * calling thread's included) and glibc's thread descriptor in the main
@@ -23,6 +43,7 @@
 #include "restore.h"
 #include "bitmap.h"
 #include "error.h"
+#include "inject.h"
 #include "mem.h"
 #include "shadow.h"
 #include "thread.h"
@@ -40,12 +61,19 @@
 /* Linux 5.14; Debian 12's headers have it, older ones may not. */
 #define CKPT__MADV_POPULATE_WRITE 23
 
-/* A verified block, kept compressed until it is applied. */
+/* Decompressed blocks a restore keeps in memory; beyond, blocks are kept
+ * compressed (checked, and decompressed again when written). */
+#define STAGE_LIMIT ((size_t)64 << 20)
+
+/* A verified block: decompressed (raw), or compressed (bytes) when the
+ * staging limit was reached. */
 struct vblock {
 	const struct ckpt__snap *snap;
 	uint32_t block;
-	void *bytes; /* csize bytes */
+	void *bytes; /* csize bytes as stored, or NULL */
 	uint32_t csize;
+	uint32_t rsize;
+	void *raw;   /* rsize bytes, decompressed, or NULL */
 };
 
 struct rctx {
@@ -58,8 +86,16 @@ struct rctx {
 	struct ckpt__rset spans;    /* made writable for the copy */
 	struct vblock *vb;
 	size_t nvb, vb_cap;
+	size_t staged;              /* bytes of decompressed blocks kept */
 	uint64_t pages, blocks_read;
 	const struct vblock *inbuf; /* the block decompressed in c->blockbuf */
+	size_t nmade;               /* recreate ranges mapped so far */
+	uintptr_t brk_k;            /* the break as of snapshot k, or 0 */
+	uintptr_t brk_cur;          /* the break when the restore began */
+	int brk_raised;             /* phase 1 raised it to brk_k */
+	struct zrun {               /* pages to discard, gathered */
+		uintptr_t lo, hi;
+	} zr;
 };
 
 static int cmp_vb(const struct vblock *a, const struct ckpt__snap *s, uint32_t b)
@@ -85,33 +121,69 @@ static struct vblock *vb_find(struct rctx *r, const struct ckpt__snap *s, uint32
 	return NULL;
 }
 
-/* Reads, checks and keeps block b of s. */
+/* Decompresses a zstd block of s into out (rsize bytes) and checks it
+ * decompressed whole, to its size, with a matching content checksum. */
+static int decompress(struct rctx *r, const struct ckpt__snap *s, uint32_t b, const void *bytes,
+		      void *out)
+{
+	const struct ckpt__fblock *fb = &s->blocks[b];
+	ZSTD_frameHeader zh;
+	if (ZSTD_getFrameHeader(&zh, bytes, fb->csize) != 0 || !zh.checksumFlag)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: the frame has no content checksum",
+				  s->name, b);
+	size_t got = ZSTD_decompressDCtx(r->c->dctx, out, fb->rsize, bytes, fb->csize);
+	if (ZSTD_isError(got) || got != fb->rsize)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %s", s->name, b,
+				  ZSTD_isError(got) ? ZSTD_getErrorName(got)
+						    : "wrong size when decompressed");
+	return 0;
+}
+
+/* Reads, checks and keeps block b of s: its hash, then the whole of its
+ * decompression (phase 2). */
 static int vb_add(struct rctx *r, const struct ckpt__snap *s, uint32_t b)
 {
 	if (vb_find(r, s, b))
 		return 0;
+	if (b >= s->nblocks)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: no block %u", s->name, b);
 	const struct ckpt__fblock *fb = &s->blocks[b];
-	void *bytes = ckpt__mem_alloc(fb->csize);
+	if (fb->rsize > r->c->bufsz || (fb->codec == CKPT__CODEC_RAW && fb->csize != fb->rsize))
+		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes stored for %u", s->name, b,
+				  fb->csize, fb->rsize);
+	void *bytes = ckpt__mem_alloc(fb->csize ? fb->csize : 1);
 	if (!bytes)
 		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory for block %u of %s", b,
 				  s->name);
-	/* The block's hash and frame are checked on the way in; the stored
-	 * copy is what will be applied, decompressed once, then. */
 	int rc = ckpt__snap_block_stored(s, b, bytes);
-	if (rc) {
-		ckpt__mem_free(bytes, fb->csize);
-		return rc;
+	void *raw = NULL;
+	if (!rc && fb->codec == CKPT__CODEC_ZSTD) {
+		if (r->staged + fb->rsize <= STAGE_LIMIT)
+			raw = ckpt__mem_alloc(fb->rsize);
+		/* Into the chain's block buffer when not kept: checked only. */
+		r->inbuf = NULL;
+		rc = decompress(r, s, b, bytes, raw ? raw : r->c->blockbuf);
+		if (!rc && raw) {
+			ckpt__mem_free(bytes, fb->csize ? fb->csize : 1);
+			bytes = NULL;
+			r->staged += fb->rsize;
+		}
 	}
-	if (ckpt__mem_grow((void **)&r->vb, &r->vb_cap, r->nvb + 1, sizeof *r->vb)) {
-		ckpt__mem_free(bytes, fb->csize);
-		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
+	if (!rc && ckpt__mem_grow((void **)&r->vb, &r->vb_cap, r->nvb + 1, sizeof *r->vb))
+		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
+	if (rc) {
+		if (bytes)
+			ckpt__mem_free(bytes, fb->csize ? fb->csize : 1);
+		if (raw)
+			ckpt__mem_free(raw, fb->rsize);
+		return rc;
 	}
 	size_t i = r->nvb;
 	while (i > 0 && cmp_vb(&r->vb[i - 1], s, b) > 0) {
 		r->vb[i] = r->vb[i - 1];
 		i--;
 	}
-	r->vb[i] = (struct vblock){s, b, bytes, fb->csize};
+	r->vb[i] = (struct vblock){s, b, bytes, fb->csize, fb->rsize, raw};
 	r->nvb++;
 	r->blocks_read++;
 	return 0;
@@ -119,8 +191,12 @@ static int vb_add(struct rctx *r, const struct ckpt__snap *s, uint32_t b)
 
 static void rctx_free(struct rctx *r)
 {
-	for (size_t i = 0; i < r->nvb; i++)
-		ckpt__mem_free(r->vb[i].bytes, r->vb[i].csize);
+	for (size_t i = 0; i < r->nvb; i++) {
+		if (r->vb[i].bytes)
+			ckpt__mem_free(r->vb[i].bytes, r->vb[i].csize ? r->vb[i].csize : 1);
+		if (r->vb[i].raw)
+			ckpt__mem_free(r->vb[i].raw, r->vb[i].rsize);
+	}
 	ckpt__mem_array_free((void **)&r->vb, &r->vb_cap, sizeof *r->vb);
 	ckpt__rset_free(&r->cand);
 	ckpt__rset_free(&r->unmap);
@@ -238,9 +314,18 @@ static int plan(struct rctx *r, int use_shadow, int all)
 		memset(&keep, 0, sizeof keep);
 	}
 	ckpt__rset_free(&keep);
+	ckpt__rset_free(&excl);
+	ckpt__rset_free(&mapped_k);
+	return rc;
+}
 
-	/* Every block the pages need, read and verified now. */
+/* Phase 2: every block the pages need, read, verified and decompressed;
+ * every file a recreated mapping shows pages of, checked. */
+static int load_blocks(struct rctx *r, int use_shadow)
+{
+	const struct ckpt__snap *k = r->target;
 	size_t ps = ckpt__pagesize;
+	int rc = 0;
 	for (size_t i = 0; !rc && i < r->cand.n; i++)
 		for (uintptr_t a = r->cand.r[i].lo; !rc && a < r->cand.r[i].hi; a += ps) {
 			if (use_shadow && ckpt__shadow_get(a))
@@ -262,39 +347,153 @@ static int plan(struct rctx *r, int use_shadow, int all)
 							path, (unsigned long)src.map->start);
 			}
 		}
-	ckpt__rset_free(&excl);
-	ckpt__rset_free(&mapped_k);
 	return rc;
 }
 
-/* ---- applying ------------------------------------------------------------------ */
+/* ---- phase 1: making room ----------------------------------------------------------- */
 
+/* Maps [lo, hi) of snapshot k where nothing is mapped now: a private file
+ * mapping from its file, anonymous memory otherwise.  CKPT_FAULT=map:N
+ * makes the Nth fail. */
 static int recreate(struct rctx *r, uintptr_t lo, uintptr_t hi)
 {
 	const struct ckpt__fmap *fm = ckpt__snap_map_at(r->target, lo);
-	void *want = (void *)lo;
-	void *p = MAP_FAILED;
+	char path[4096] = "";
+	long p = -ENOMEM;
+	int fd = -1, e = ckpt__inject(CKPT__IO_MAP);
 	if (fm && !(fm->flags & CKPT__MF_ANON) && !(fm->flags & CKPT__MF_SHARED)) {
-		char path[4096];
 		ckpt__snap_str(r->target, fm->name_off, fm->name_len, path, sizeof path);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			p = (void *)ckpt__sys6(SYS_mmap, (long)want, (long)(hi - lo),
-					       PROT_READ | PROT_WRITE,
-					       MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd,
-					       (long)(fm->offset + (lo - fm->start)));
-			close(fd);
-		}
-	} else {
-		int flags = MAP_ANONYMOUS | MAP_FIXED_NOREPLACE |
-			    (fm && (fm->flags & CKPT__MF_SHARED) ? MAP_SHARED : MAP_PRIVATE);
-		p = (void *)ckpt__sys6(SYS_mmap, (long)want, (long)(hi - lo), PROT_READ | PROT_WRITE,
-				       flags, -1, 0);
+		fd = e ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+		if (!e && fd < 0)
+			return ckpt__fail(CKPT_ENOENT, "ckpt_restore: cannot open %s to recreate the "
+						       "mapping at %#lx: %s",
+					  path, (unsigned long)lo, strerror(errno));
 	}
-	if (p != want)
-		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: cannot recreate the mapping at %#lx",
-				  (unsigned long)lo);
-	return 0;
+	if (!e && fd >= 0)
+		p = ckpt__sys6(SYS_mmap, (long)lo, (long)(hi - lo), PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd,
+			       (long)(fm->offset + (lo - fm->start)));
+	else if (!e)
+		p = ckpt__sys6(SYS_mmap, (long)lo, (long)(hi - lo), PROT_READ | PROT_WRITE,
+			       MAP_ANONYMOUS | MAP_FIXED_NOREPLACE |
+				       (fm && (fm->flags & CKPT__MF_SHARED) ? MAP_SHARED : MAP_PRIVATE),
+			       -1, 0);
+	if (fd >= 0)
+		close(fd);
+	if (e)
+		p = -e;
+	if (p == (long)lo)
+		return 0;
+	if (p >= 0 || p < -4095) {
+		/* An old kernel without MAP_FIXED_NOREPLACE placed it elsewhere. */
+		ckpt__sys3(SYS_munmap, p, (long)(hi - lo), 0);
+		p = -EEXIST;
+	}
+	return ckpt__fail(ckpt__from_errno((int)-p),
+			  "ckpt_restore: cannot recreate the mapping at %#lx-%#lx%s%s: %s",
+			  (unsigned long)lo, (unsigned long)hi, path[0] ? " of " : "", path,
+			  strerror((int)-p));
+}
+
+/* Undoes make_room: the process as it was. */
+static void unmake_room(struct rctx *r)
+{
+	for (size_t i = 0; i < r->nmade; i++)
+		ckpt__sys3(SYS_munmap, (long)r->recreate.r[i].lo,
+			   (long)(r->recreate.r[i].hi - r->recreate.r[i].lo), 0);
+	r->nmade = 0;
+	if (r->brk_raised)
+		ckpt__sys3(SYS_brk, (long)r->brk_cur, 0, 0);
+	r->brk_raised = 0;
+}
+
+/* Phase 1: raises the break if snapshot k's heap was larger, and maps
+ * what snapshot k had and the process has not, in place.  Nothing the
+ * program has mapped changes; on failure nothing is left of it. */
+static int make_room(struct rctx *r)
+{
+	/* The heap first: the kernel's break goes where it was at snapshot k,
+	 * which glibc's data (restored with the rest) expects. */
+	uintptr_t brk_k = 0;
+	for (size_t i = 0; i < r->target->nmaps; i++) {
+		const struct ckpt__fmap *fm = &r->target->maps[i];
+		if ((fm->flags & CKPT__MF_HEAP) && fm->end > brk_k)
+			brk_k = fm->end;
+	}
+	if (!brk_k) {
+		/* No heap then: one made since (a first malloc) goes, and
+		 * the break back to its start, or the next sbrk would
+		 * shrink it over nothing and hand out unmapped memory. */
+		for (size_t i = 0; i < T->maps.n; i++)
+			if (!strcmp(T->maps.v[i].path, "[heap]") &&
+			    ckpt__rset_covers(&r->unmap, T->maps.v[i].start, T->maps.v[i].end)) {
+				brk_k = T->maps.v[i].start;
+				break;
+			}
+	}
+	r->brk_k = brk_k;
+	r->brk_cur = (uintptr_t)ckpt__sys3(SYS_brk, 0, 0, 0);
+	if (brk_k > r->brk_cur && (uintptr_t)ckpt__sys3(SYS_brk, (long)brk_k, 0, 0) == brk_k) {
+		/* The kernel mapped the difference itself. */
+		r->brk_raised = 1;
+		ckpt__rset_del(&r->recreate, r->brk_cur, brk_k);
+	}
+	int rc = 0;
+	for (size_t i = 0; !rc && i < r->recreate.n; i++) {
+		rc = recreate(r, r->recreate.r[i].lo, r->recreate.r[i].hi);
+		if (!rc)
+			r->nmade = i + 1;
+	}
+	if (rc)
+		unmake_room(r);
+	return rc;
+}
+
+/* ---- phase 3: applying ---------------------------------------------------------------- */
+
+/* Whether the page at a is anonymous private memory, where MADV_DONTNEED
+ * makes it read as zero (fm: its mapping in snapshot k).  Not the pages
+ * of glibc's thread descriptor, which are written around it. */
+static int discardable(const struct rctx *r, uintptr_t a, const struct ckpt__fmap *fm)
+{
+	if (!fm || !(fm->flags & CKPT__MF_ANON) || (fm->flags & CKPT__MF_SHARED) ||
+	    (fm->kind == CKPT__MK_TLS && fm->keep_len))
+		return 0;
+	if (ckpt__rset_overlaps(&r->recreate, a, a + ckpt__pagesize) ||
+	    (r->brk_raised && a >= r->brk_cur && a < r->brk_k))
+		return 1; /* made by make_room, anonymous */
+	long v = ckpt__maps_find(&T->maps, a);
+	return v >= 0 && !T->maps.v[v].inode && !(T->maps.v[v].perms & CKPT__VMA_SHARED);
+}
+
+/* Writes zeros over [lo, hi) the long way (memory MADV_DONTNEED refused:
+ * locked, huge pages...). */
+static void zero_span(uintptr_t lo, uintptr_t hi)
+{
+	static const uint64_t zeros[512];
+	for (uintptr_t a = lo; a < hi; a += sizeof zeros) {
+		size_t n = hi - a < sizeof zeros ? hi - a : sizeof zeros;
+		ckpt__copy_words((void *)a, zeros, n);
+	}
+}
+
+static void zrun_flush(struct rctx *r)
+{
+	if (r->zr.lo < r->zr.hi &&
+	    ckpt__sys3(SYS_madvise, (long)r->zr.lo, (long)(r->zr.hi - r->zr.lo), MADV_DONTNEED) != 0)
+		zero_span(r->zr.lo, r->zr.hi);
+	r->zr.lo = r->zr.hi = 0;
+}
+
+/* The page at a is to read as zero and is discardable: gathered into runs,
+ * one madvise each. */
+static void zrun_add(struct rctx *r, uintptr_t a)
+{
+	if (a != r->zr.hi || r->zr.lo == r->zr.hi) {
+		zrun_flush(r);
+		r->zr.lo = a;
+	}
+	r->zr.hi = a + ckpt__pagesize;
 }
 
 /* A page whose content is in a block, written once the pages of every
@@ -303,19 +502,51 @@ static int recreate(struct rctx *r, uintptr_t lo, uintptr_t hi)
 struct pend {
 	const struct vblock *vb;
 	uintptr_t addr;
-	uint32_t page; /* in the block */
+	uint32_t page;    /* in the block */
+	uint32_t zero_ok; /* discardable(): a page of zeros is not written */
 };
 
 struct pends {
 	struct pend *p;
 	size_t n, cap;
+	struct pend *sorted; /* cap of them */
+	size_t *start;       /* nvb + 1 */
 };
 
-/* Decompresses vb into the chain's block buffer (once for a run of its
- * pages); the bytes of its pages. */
+/* Room for a pending write per page to write, allocated before the point
+ * of no return.  0 or CKPT_ENOMEM. */
+static int pends_alloc(struct pends *pd, const struct rctx *r)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < r->cand.n; i++)
+		n += (r->cand.r[i].hi - r->cand.r[i].lo) >> ckpt__pageshift;
+	if (ckpt__mem_grow((void **)&pd->p, &pd->cap, n ? n : 1, sizeof *pd->p))
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
+	pd->sorted = ckpt__mem_alloc(pd->cap * sizeof *pd->sorted);
+	pd->start = ckpt__mem_alloc((r->nvb + 1) * sizeof *pd->start);
+	if (!pd->sorted || !pd->start)
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
+	return 0;
+}
+
+static void pends_free(struct pends *pd, const struct rctx *r)
+{
+	if (pd->sorted)
+		ckpt__mem_free(pd->sorted, pd->cap * sizeof *pd->sorted);
+	if (pd->start)
+		ckpt__mem_free(pd->start, (r->nvb + 1) * sizeof *pd->start);
+	ckpt__mem_array_free((void **)&pd->p, &pd->cap, sizeof *pd->p);
+}
+
+/* The bytes of vb's pages: kept decompressed, stored raw, or (past the
+ * staging limit) decompressed again into the chain's block buffer, once
+ * for a run of its pages.  That decompression succeeded in phase 2 on the
+ * same bytes; NULL only if it does not now (memory gone bad). */
 static const char *block_bytes(struct rctx *r, const struct vblock *vb)
 {
 	const struct ckpt__fblock *fb = &vb->snap->blocks[vb->block];
+	if (vb->raw)
+		return vb->raw;
 	if (fb->codec != CKPT__CODEC_ZSTD)
 		return vb->bytes;
 	if (r->inbuf != vb) {
@@ -323,7 +554,9 @@ static const char *block_bytes(struct rctx *r, const struct vblock *vb)
 		size_t got = ZSTD_decompressDCtx(r->c->dctx, r->c->blockbuf, fb->rsize, vb->bytes,
 						 vb->csize);
 		if (ZSTD_isError(got) || got != fb->rsize) {
-			ckpt__fail(CKPT_EINTERNAL, "ckpt_restore: verified block failed");
+			ckpt__fail(CKPT_EINTERNAL, "ckpt_restore: %s: block %u, verified, failed to "
+						   "decompress again",
+				   vb->snap->name, vb->block);
 			return NULL;
 		}
 		r->inbuf = vb;
@@ -336,42 +569,45 @@ static const char *block_bytes(struct rctx *r, const struct vblock *vb)
  * being rewritten). */
 static int flush_pends(struct rctx *r, struct pends *pd)
 {
-	size_t ps = ckpt__pagesize, nvb = r->nvb;
-	size_t *start = ckpt__mem_alloc((nvb + 1) * sizeof *start);
-	struct pend *sorted = ckpt__mem_alloc((pd->n ? pd->n : 1) * sizeof *sorted);
-	int rc = start && sorted ? 0 : ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
-	if (!rc) {
-		memset(start, 0, (nvb + 1) * sizeof *start);
-		for (size_t i = 0; i < pd->n; i++)
-			start[(size_t)(pd->p[i].vb - r->vb) + 1]++;
-		for (size_t b = 0; b < nvb; b++)
-			start[b + 1] += start[b];
-		for (size_t i = 0; i < pd->n; i++)
-			sorted[start[pd->p[i].vb - r->vb]++] = pd->p[i];
-	}
+	size_t ps = ckpt__pagesize, nvb = r->nvb, *start = pd->start;
+	struct pend *sorted = pd->sorted;
+	int rc = 0;
+	memset(start, 0, (nvb + 1) * sizeof *start);
+	for (size_t i = 0; i < pd->n; i++)
+		start[(size_t)(pd->p[i].vb - r->vb) + 1]++;
+	for (size_t b = 0; b < nvb; b++)
+		start[b + 1] += start[b];
+	for (size_t i = 0; i < pd->n; i++)
+		sorted[start[pd->p[i].vb - r->vb]++] = pd->p[i];
 	for (size_t i = 0; !rc && i < pd->n; i++) {
-		/* A run of pages that follow each other, made present in one
-		 * call: cheaper than a fault per page (a resume writes
-		 * everything into memory it just mapped). */
-		if (i == 0 || sorted[i].addr != sorted[i - 1].addr + ps) {
+		const char *data = block_bytes(r, sorted[i].vb);
+		if (!data) {
+			rc = CKPT_EINTERNAL;
+			break;
+		}
+		const char *from = data + (size_t)sorted[i].page * ps;
+		if (sorted[i].zero_ok && ckpt__is_zero(from, ps)) {
+			zrun_add(r, sorted[i].addr);
+			continue;
+		}
+		/* A run of data pages that follow each other in one block,
+		 * made present in one call: cheaper than a fault per page (a
+		 * resume writes everything into memory it just mapped). */
+		if (i == 0 || sorted[i].addr != sorted[i - 1].addr + ps ||
+		    sorted[i].vb != sorted[i - 1].vb) {
 			size_t k = i + 1;
-			while (k < pd->n && sorted[k].addr == sorted[k - 1].addr + ps)
+			while (k < pd->n && sorted[k].addr == sorted[k - 1].addr + ps &&
+			       sorted[k].vb == sorted[i].vb &&
+			       !(sorted[k].zero_ok &&
+				 ckpt__is_zero(data + (size_t)sorted[k].page * ps, ps)))
 				k++;
 			if (k - i > 1)
 				ckpt__sys3(SYS_madvise, (long)sorted[i].addr, (long)((k - i) * ps),
 					   CKPT__MADV_POPULATE_WRITE);
 		}
-		const char *data = block_bytes(r, sorted[i].vb);
-		if (!data)
-			rc = CKPT_EINTERNAL;
-		else
-			ckpt__copy_words((void *)sorted[i].addr, data + (size_t)sorted[i].page * ps,
-					 ps);
+		ckpt__copy_words((void *)sorted[i].addr, from, ps);
 	}
-	if (start)
-		ckpt__mem_free(start, (nvb + 1) * sizeof *start);
-	if (sorted)
-		ckpt__mem_free(sorted, (pd->n ? pd->n : 1) * sizeof *sorted);
+	zrun_flush(r);
 	pd->n = 0;
 	return rc;
 }
@@ -401,7 +637,10 @@ static int write_page(struct rctx *r, uintptr_t a, void *scratch, int use_shadow
 	r->pages++;
 	const struct ckpt__fmap *fm = from ? ckpt__snap_map_at(r->target, a) : src.map;
 	if (!from && src.kind == CKPT__RK_ZERO) {
-		from = NULL;
+		if (discardable(r, a, fm)) {
+			zrun_add(r, a);
+			return 0;
+		}
 		memset(scratch, 0, ps);
 		from = scratch;
 	} else if (!from && src.kind == CKPT__RK_FILE) {
@@ -416,7 +655,7 @@ static int write_page(struct rctx *r, uintptr_t a, void *scratch, int use_shadow
 		if (pd && !(fm && fm->kind == CKPT__MK_TLS && fm->keep_len)) {
 			if (ckpt__mem_grow((void **)&pd->p, &pd->cap, pd->n + 1, sizeof *pd->p))
 				return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
-			pd->p[pd->n++] = (struct pend){vb, a, page};
+			pd->p[pd->n++] = (struct pend){vb, a, page, (uint32_t)discardable(r, a, fm)};
 			return 0;
 		}
 		const char *data = block_bytes(r, vb);
@@ -497,50 +736,23 @@ static int open_spans(struct rctx *r)
 	return flush_span(r, slo, shi);
 }
 
-static int apply(struct rctx *r, int use_shadow)
+/* Phase 3, with everything read, verified and mapped: from here on the
+ * restore goes through. */
+static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch)
 {
 	size_t ps = ckpt__pagesize;
-	int rc = 0;
-	/* The heap first: the kernel's break goes where it was at snapshot k,
-	 * which glibc's data (restored with the rest) expects. */
-	uintptr_t brk_k = 0;
-	for (size_t i = 0; i < r->target->nmaps; i++) {
-		const struct ckpt__fmap *fm = &r->target->maps[i];
-		if ((fm->flags & CKPT__MF_HEAP) && fm->end > brk_k)
-			brk_k = fm->end;
-	}
-	if (!brk_k) {
-		/* No heap then: one made since (a first malloc) goes, and
-		 * the break back to its start, or the next sbrk would
-		 * shrink it over nothing and hand out unmapped memory. */
-		for (size_t i = 0; i < T->maps.n; i++)
-			if (!strcmp(T->maps.v[i].path, "[heap]") &&
-			    ckpt__rset_covers(&r->unmap, T->maps.v[i].start, T->maps.v[i].end)) {
-				brk_k = T->maps.v[i].start;
-				break;
-			}
-	}
-	uintptr_t cur = (uintptr_t)ckpt__sys3(SYS_brk, 0, 0, 0);
-	if (brk_k && cur != brk_k && (uintptr_t)ckpt__sys3(SYS_brk, (long)brk_k, 0, 0) == brk_k) {
-		/* The kernel (un)mapped the difference itself. */
-		ckpt__rset_del(&r->unmap, brk_k, cur > brk_k ? cur : brk_k);
-		ckpt__rset_del(&r->recreate, cur < brk_k ? cur : brk_k, brk_k);
-		if (cur > brk_k)
-			ckpt__track_unmapped_locked(brk_k, cur);
+	uintptr_t brk_k = r->brk_k, cur = r->brk_cur;
+	if (brk_k && brk_k < cur && (uintptr_t)ckpt__sys3(SYS_brk, (long)brk_k, 0, 0) == brk_k) {
+		/* The kernel unmapped the difference itself. */
+		ckpt__rset_del(&r->unmap, brk_k, cur);
+		ckpt__track_unmapped_locked(brk_k, cur);
 	}
 	for (size_t i = 0; i < r->unmap.n; i++) {
 		ckpt__sys3(SYS_munmap, (long)r->unmap.r[i].lo,
 			   (long)(r->unmap.r[i].hi - r->unmap.r[i].lo), 0);
 		ckpt__track_unmapped_locked(r->unmap.r[i].lo, r->unmap.r[i].hi);
 	}
-	for (size_t i = 0; !rc && i < r->recreate.n; i++)
-		rc = recreate(r, r->recreate.r[i].lo, r->recreate.r[i].hi);
-	struct pends pd = {0};
-	void *scratch = ckpt__mem_alloc(ps);
-	if (!scratch)
-		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
-	if (!rc)
-		rc = open_spans(r);
+	int rc = open_spans(r);
 	for (size_t i = 0; !rc && i < r->cand.n; i++) {
 		uintptr_t lo = r->cand.r[i].lo, hi = r->cand.r[i].hi;
 		/* With the shadow on, the clean pages about to change are the
@@ -549,13 +761,11 @@ static int apply(struct rctx *r, int use_shadow)
 		if (ckpt__shadow_on())
 			ckpt__shadow_save(lo, hi);
 		for (uintptr_t a = lo; !rc && a < hi; a += ps)
-			rc = write_page(r, a, scratch, use_shadow, &pd);
+			rc = write_page(r, a, scratch, use_shadow, pd);
 	}
+	zrun_flush(r);
 	if (!rc)
-		rc = flush_pends(r, &pd);
-	ckpt__mem_array_free((void **)&pd.p, &pd.cap, sizeof *pd.p);
-	if (scratch)
-		ckpt__mem_free(scratch, ps);
+		rc = flush_pends(r, pd);
 	return rc;
 }
 
@@ -605,11 +815,27 @@ int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int al
 		rc = plan(&r, use_shadow, all);
 	if (rc == CKPT_ENOMEM)
 		rc = ckpt__fail(rc, "ckpt_restore: out of memory planning");
+	if (!rc)
+		rc = make_room(&r);
+	if (!rc)
+		rc = load_blocks(&r, use_shadow);
+	/* What applying needs, allocated before the point of no return. */
+	struct pends pd = {0};
+	void *scratch = rc ? NULL : ckpt__mem_alloc(ckpt__pagesize);
+	if (!rc && !scratch)
+		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
+	if (!rc)
+		rc = pends_alloc(&pd, &r);
 	if (!rc && before)
 		rc = before(arg);
+	if (rc)
+		unmake_room(&r);
 	uint64_t t1 = ckpt__now_ns();
 	if (!rc)
-		rc = apply(&r, use_shadow);
+		rc = apply(&r, use_shadow, &pd, scratch);
+	pends_free(&pd, &r);
+	if (scratch)
+		ckpt__mem_free(scratch, ckpt__pagesize);
 	if (!rc) {
 		/* The tracker follows: restored pages equal the newest snapshot
 		 * (clean, protected) or differ from it (dirty). */

@@ -24,8 +24,10 @@ CKPT__HIDDEN int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shad
 
 /* The same, with two more choices: `all` rewrites every page of the
  * snapshot (a resume: nothing is known of the memory now), and `before`,
- * when not NULL, runs once everything is verified, before memory changes;
- * its failure is the restore's. */
+ * when not NULL, runs once everything is verified and the mappings to
+ * recreate are made, before memory the program has mapped changes; its
+ * failure is the restore's (the mappings made are removed again).  Zero
+ * pages of anonymous private memory are discarded, not written. */
 CKPT__HIDDEN int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int all,
 				  int (*before)(void *arg), void *arg,
 				  struct ckpt__restore_stats *st);

@@ -48,6 +48,7 @@
 #endif
 #include "resume.h"
 #include "error.h"
+#include "inject.h"
 #include "maps.h"
 #include "mem.h"
 #include "rangeset.h"
@@ -235,7 +236,8 @@ int ckpt__resume_norandom(void)
 
 /* ---- the record of a commit ----------------------------------------------------- */
 
-int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx, int skip_fd)
+int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx,
+			const struct ckpt__chainw *w)
 {
 	ctx->fs_base = fs_base();
 	/* The descriptor offsets, verified against this glibc. */
@@ -260,7 +262,22 @@ int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx, int skip_f
 	ckpt__maps_free(&m);
 	if (i < 0)
 		return ckpt__fail(CKPT_EINTERNAL, "ckpt_commit: the stack pointer is in no mapping");
-	return ckpt__proc_gather(b, skip_fd);
+	/* The chain's descriptors: its directory and lock, and the reader's
+	 * (a restore opens it), snapshots included. */
+	size_t nsnaps = w->rd_open ? w->rd.n : 0, nown = 0;
+	int *fds = ckpt__mem_alloc((3 + nsnaps) * sizeof *fds);
+	if (!fds)
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_commit: out of memory");
+	fds[nown++] = w->dirfd;
+	fds[nown++] = w->lockfd;
+	if (w->rd_open)
+		fds[nown++] = w->rd.dirfd;
+	for (size_t k = 0; k < nsnaps; k++)
+		fds[nown++] = w->rd.snaps[k].fd;
+	struct ckpt__pown own = {fds, nown, w->dirfd};
+	rc = ckpt__proc_gather(b, &own);
+	ckpt__mem_free(fds, (3 + nsnaps) * sizeof *fds);
+	return rc;
 }
 
 /* ---- reading a record ------------------------------------------------------------ */
@@ -370,6 +387,8 @@ struct walk_ctx {
 	struct ckpt__resume *r;
 	size_t nlibs;
 	int bad;
+	int have_chain; /* the chain directory's identity: */
+	uint64_t chain_dev, chain_ino;
 };
 
 static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
@@ -434,6 +453,13 @@ static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
 		if (len <= sizeof f || len - sizeof f >= PATH_MAX)
 			return CKPT_ECORRUPT;
 		memcpy(&f, p, sizeof f);
+		/* A file of the chain's directory is ckpt's, not the
+		 * program's: records of earlier versions listed the snapshot
+		 * files a handle had open (reopened, the resumed program
+		 * would hold them; compacted, they are gone). */
+		if (wc->have_chain && ckpt__proc_in_dir((const char *)p + sizeof f, len - sizeof f,
+							wc->chain_dev, wc->chain_ino))
+			break;
 		if (ckpt__mem_grow((void **)&r->fds, &r->fds_cap, r->nfds + 1, sizeof *r->fds))
 			return CKPT_ENOMEM;
 		char *path = dupn(p + sizeof f, len - sizeof f);
@@ -824,7 +850,13 @@ int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 					       "build: it is not resumed",
 				s->name, exe, w->exe);
 	}
-	struct walk_ctx wc = {r, 0, 0};
+	struct walk_ctx wc = {r, 0, 0, 0, 0, 0};
+	struct stat dst;
+	if (fstat(w->dirfd, &dst) == 0) {
+		wc.have_chain = 1;
+		wc.chain_dev = (uint64_t)dst.st_dev;
+		wc.chain_ino = (uint64_t)dst.st_ino;
+	}
 	if (!rc) {
 		rc = ckpt__proc_walk(s->proc, s->proc_size, take, &wc);
 		if (rc == CKPT_ECORRUPT || (rc > 0 && !wc.bad))
@@ -865,13 +897,34 @@ int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 
 /* ---- before memory changes -------------------------------------------------------- */
 
-static int restore_fd(const struct rfd *d)
+/* Opens the file of a recorded descriptor (at any number, for now), and
+ * checks it is the file the process had.  CKPT_FAULT=open:N makes the Nth
+ * open fail. */
+static int reopen_fd(const struct rfd *d, int *out)
 {
 	int flags = d->f.flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY);
-	int fd = open(d->path, flags | O_CLOEXEC);
-	if (fd < 0)
-		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot reopen %s: %s", d->path,
-				  strerror(errno));
+	int e = ckpt__inject(CKPT__IO_OPEN);
+	int fd = e ? -1 : open(d->path, flags | O_CLOEXEC);
+	if (fd < 0) {
+		e = e ? e : errno;
+		return ckpt__fail(ckpt__from_errno(e), "ckpt_open: cannot reopen %s (descriptor %d): %s",
+				  d->path, d->f.fd, strerror(e));
+	}
+	struct stat st;
+	if (fstat(fd, &st) != 0 || st.st_ino != d->f.ino || st.st_dev != d->f.dev) {
+		close(fd);
+		return ckpt__fail(CKPT_ENOENT, "ckpt_open: %s (descriptor %d at the commit) was "
+					       "replaced",
+				  d->path, d->f.fd);
+	}
+	*out = fd;
+	return 0;
+}
+
+/* Puts the file opened as fd at the recorded number, with its flags,
+ * size and offset. */
+static int place_fd(const struct rfd *d, int fd)
+{
 	if (fd != d->f.fd) {
 		if (dup3(fd, d->f.fd, O_CLOEXEC) < 0) {
 			int e = errno;
@@ -905,7 +958,7 @@ static int special(const char *path)
  * excluded, empty).  Compared page by page: mprotect splits
  * and merges mappings differently in the two processes.  Writable and
  * tracked memory is the restore's. */
-static int fix_read_only(struct ckpt__resume *r)
+static int fix_read_only(struct ckpt__resume *r, const int *vfd)
 {
 	struct ckpt__maps m = {0};
 	struct ckpt__rset gone = {0};
@@ -948,20 +1001,10 @@ static int fix_read_only(struct ckpt__resume *r)
 			    MAP_FIXED_NOREPLACE;
 		for (size_t j = 0; !rc && j < gone.n; j++) {
 			uintptr_t lo = gone.r[j].lo, hi = gone.r[j].hi;
-			int fd = -1;
-			if (o->path[0] == '/' && o->v.ino) {
-				fd = open(o->path, O_RDONLY | O_CLOEXEC);
-				if (fd < 0) {
-					rc = ckpt__fail(CKPT_ENOENT, "ckpt_open: cannot map %s again: %s",
-							o->path, strerror(errno));
-					break;
-				}
-			}
+			int fd = vfd[i];
 			long p = ckpt__sys6(SYS_mmap, (long)lo, (long)(hi - lo), prot,
 					    flags | (fd < 0 ? MAP_ANONYMOUS : 0), fd,
 					    fd >= 0 ? (long)(o->v.offset + (lo - o->v.start)) : 0);
-			if (fd >= 0)
-				close(fd);
 			if (p != (long)lo)
 				rc = ckpt__fail(CKPT_ENOMEM, "ckpt_open: cannot map %s at %#lx again",
 						o->path[0] ? o->path : "anonymous memory",
@@ -978,52 +1021,96 @@ int ckpt__resume_started(const struct ckpt__resume *r)
 	return r->started;
 }
 
+/* Closes the descriptors ckpt__resume_before opened and has not placed. */
+static void close_all(int *fd, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (fd[i] >= 0)
+			close(fd[i]);
+}
+
 int ckpt__resume_before(void *arg)
 {
 	struct ckpt__resume *r = arg;
+	/* First what can fail, changing nothing: every file the process had
+	 * open or mapped read-only opened, the directory too.  A failure
+	 * here returns to the program as it was. */
+	size_t nfd = r->nfds + r->nvmas;
+	int *fd = ckpt__mem_alloc((nfd ? nfd : 1) * sizeof *fd), *vfd = fd ? fd + r->nfds : NULL;
+	if (!fd)
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
+	for (size_t i = 0; i < nfd; i++)
+		fd[i] = -1;
+	int rc = 0, cwd = -1;
+	for (size_t i = 0; !rc && i < r->nfds; i++)
+		rc = reopen_fd(&r->fds[i], &fd[i]);
+	for (size_t i = 0; !rc && i < r->nvmas; i++) {
+		const struct rvma *o = &r->vmas[i];
+		if (special(o->path) || o->path[0] != '/' || !o->v.ino)
+			continue;
+		if ((vfd[i] = open(o->path, O_RDONLY | O_CLOEXEC)) < 0)
+			rc = ckpt__fail(CKPT_ENOENT, "ckpt_open: cannot map %s again: %s", o->path,
+					strerror(errno));
+	}
+	if (!rc && r->have_cwd && (cwd = open(r->cwd, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot enter %s: %s", r->cwd,
+				strerror(errno));
+	if (rc) {
+		close_all(fd, nfd);
+		ckpt__mem_free(fd, (nfd ? nfd : 1) * sizeof *fd);
+		return rc;
+	}
+	/* From here on the process changes. */
 	r->started = 1;
 	/* Snapshots above the one resumed failed their checks: set aside, or
 	 * the next commit would meet them. */
-	for (uint64_t id = r->id + 1; id <= r->newest; id++) {
+	for (uint64_t id = r->id + 1; !rc && id <= r->newest; id++) {
 		char from[48], to[64];
 		snprintf(from, sizeof from, CKPT__SNAP_FMT, (unsigned long long)id);
 		snprintf(to, sizeof to, "damaged-" CKPT__SNAP_FMT, (unsigned long long)id);
 		if (renameat(r->w->dirfd, from, r->w->dirfd, to) != 0 && errno != ENOENT)
-			return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot set %s aside: %s",
-					  from, strerror(errno));
-		fprintf(stderr, "ckpt: %s/%s failed its checks; kept as %s, resuming from "
-				"snapshot %llu\n",
-			r->dir, from, to, (unsigned long long)r->id);
+			rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot set %s aside: %s",
+					from, strerror(errno));
+		else
+			fprintf(stderr, "ckpt: %s/%s failed its checks; kept as %s, resuming from "
+					"snapshot %llu\n",
+				r->dir, from, to, (unsigned long long)r->id);
 	}
-	if (r->newest > r->id)
+	if (!rc && r->newest > r->id)
 		fsync(r->w->dirfd);
-	for (size_t i = 0; i < r->nfds; i++) {
-		int rc = restore_fd(&r->fds[i]);
-		if (rc)
-			return rc;
+	for (size_t i = 0; !rc && i < r->nfds; i++) {
+		rc = place_fd(&r->fds[i], fd[i]);
+		fd[i] = -1;
 	}
-	if (r->have_cwd && chdir(r->cwd) != 0)
-		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot enter %s: %s", r->cwd,
-				  strerror(errno));
-	umask((mode_t)r->umask);
-	/* Dispositions: the recorded ones, the default elsewhere. */
-	for (int sig = 1; sig < 65; sig++) {
-		if (sig == SIGKILL || sig == SIGSTOP || sig == 32 || sig == 33)
-			continue;
-		struct sigaction sa;
-		memset(&sa, 0, sizeof sa);
-		sa.sa_handler = SIG_DFL;
-		for (unsigned i = 0; i < r->nsig; i++)
-			if ((int)r->sig[i].sig == sig) {
-				sa.sa_handler = (void (*)(int))(uintptr_t)r->sig[i].handler;
-				sa.sa_flags = (int)r->sig[i].flags;
-				for (int s = 1; s <= 64; s++)
-					if (r->sig[i].mask & (1ull << (s - 1)))
-						sigaddset(&sa.sa_mask, s);
-			}
-		sigaction(sig, &sa, NULL);
+	if (!rc && cwd >= 0 && fchdir(cwd) != 0)
+		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot enter %s: %s", r->cwd,
+				strerror(errno));
+	if (!rc) {
+		umask((mode_t)r->umask);
+		/* Dispositions: the recorded ones, the default elsewhere. */
+		for (int sig = 1; sig < 65; sig++) {
+			if (sig == SIGKILL || sig == SIGSTOP || sig == 32 || sig == 33)
+				continue;
+			struct sigaction sa;
+			memset(&sa, 0, sizeof sa);
+			sa.sa_handler = SIG_DFL;
+			for (unsigned i = 0; i < r->nsig; i++)
+				if ((int)r->sig[i].sig == sig) {
+					sa.sa_handler = (void (*)(int))(uintptr_t)r->sig[i].handler;
+					sa.sa_flags = (int)r->sig[i].flags;
+					for (int k = 1; k <= 64; k++)
+						if (r->sig[i].mask & (1ull << (k - 1)))
+							sigaddset(&sa.sa_mask, k);
+				}
+			sigaction(sig, &sa, NULL);
+		}
+		rc = fix_read_only(r, vfd);
 	}
-	return fix_read_only(r);
+	if (cwd >= 0)
+		close(cwd);
+	close_all(fd, nfd);
+	ckpt__mem_free(fd, (nfd ? nfd : 1) * sizeof *fd);
+	return rc;
 }
 
 /* ---- the last steps -------------------------------------------------------------- */
@@ -1058,6 +1145,19 @@ __attribute__((noreturn, noinline, no_stack_protector)) static void finish(void 
 void ckpt__resume_finish(struct ckpt__resume *r)
 {
 	ckpt__resumed_id = r->id;
+	/* The chain reader goes: it holds every snapshot file of the chain
+	 * open, which the resumed handle does not need until a restore (it
+	 * opens it again then), and a commit of the resumed program must not
+	 * meet them.  The stack's bytes are in its memory: copied first. */
+	size_t n = r->stack_hi - r->stack_lo;
+	unsigned char *stack = ckpt__mem_alloc(n);
+	if (stack) {
+		memcpy(stack, r->stack, n);
+		r->stack = stack;
+		r->snap = NULL;
+		ckpt__chain_close(&r->w->rd);
+		r->w->rd_open = 0;
+	}
 	ckpt__on_stack((char *)r->stack_mem + RESUME_STACK, finish, r);
 }
 #else

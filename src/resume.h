@@ -20,9 +20,12 @@ CKPT__HIDDEN int ckpt__ctx_save(struct ckpt__pctx *ctx) __attribute__((returns_t
  * when it cannot be turned off. */
 CKPT__HIDDEN int ckpt__resume_norandom(void);
 
-/* The record of a resumable commit, called from the frame whose context
- * ctx holds: CTX, the stack from ctx->rsp up, and ckpt__proc_gather's. */
-CKPT__HIDDEN int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx, int skip_fd);
+/* The record of a resumable commit to w's chain, called from the frame
+ * whose context ctx holds: CTX, the stack from ctx->rsp up, and
+ * ckpt__proc_gather's, leaving out w's descriptors and every file of its
+ * directory. */
+CKPT__HIDDEN int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx,
+				     const struct ckpt__chainw *w);
 
 struct ckpt__resume;
 

@@ -6,6 +6,7 @@
  *
  * Usage: resume-prog --dir DIR --out FILE [--seed S] [--steps N] [--every K]
  *                    [--sleep-us U] [--threads] [--async] [--kill-at ID]
+ *                    [--sparse-mib M] [--restore-at ID]
  *
  * Its state is spread over every kind of memory a resume restores: a
  * static array in .bss, variables in .data, a large malloc block (an mmap
@@ -18,10 +19,13 @@
  * K steps it commits.
  *
  * Output:
- *   stderr  "commit ID step S offset O" after each commit (O: ftell of
- *           FILE, which then holds exactly the lines of steps 1..S);
- *           "resumed ID step S offset O" when ckpt_commit returns
- *           CKPT_RESUMED (a line of the library may come before it).
+ *   stderr  "commit ID step S offset O fds N/K pages P" after each commit
+ *           (O: ftell of FILE, which then holds exactly the lines of steps
+ *           1..S; N: descriptors open above 2, K: how many of them are
+ *           snapshot files; P: pages the commit stored);
+ *           "resumed ID step S offset O fds N/K pages P" when ckpt_commit
+ *           returns CKPT_RESUMED (a line of the library may come before it);
+ *           "sparse R of T pages resident" at the end, with --sparse-mib.
  *   stdout  "checksum HEX" at the end: a hash of all the state above.
  *   FILE    "S HEX" for each step S (HEX: the running hash of the step).
  * Exit status: 0 done; 1 a ckpt call other than ckpt_open failed, or a
@@ -31,6 +35,12 @@
  * --async commits with CKPT_F_ASYNC (written in the background).
  * --threads starts a second thread before the loop that stays alive (blocked
  * on a pipe) until the end, so every snapshot is taken with two threads.
+ * --sparse-mib M adds a mapping of M MiB reserved (MAP_NORESERVE) of which
+ * the program only ever writes 4 pages: how many of its pages are resident
+ * at the end (mincore) should not depend on whether the run was resumed.
+ * --restore-at ID rolls back to snapshot ID right after the commit that
+ * wrote it (memory is unchanged by it; the handle has its chain open from
+ * then on, as a restore leaves it).
  * --kill-at ID sends the process SIGKILL right after the commit that wrote
  * snapshot ID returns 0, a deterministic kill; it happens once per FILE
  * (the marker FILE.killed-ID, made first, keeps a process resumed from an
@@ -42,6 +52,7 @@
  */
 #include <ckpt.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -77,6 +88,9 @@ static const char variant_note[] = "resume-prog variant " VARIANT_STR(VARIANT);
 
 static uint64_t *big;
 static uint64_t *mapped;
+static unsigned char *sparse; /* --sparse-mib: 4 pages written, spread */
+static size_t sparse_bytes;
+#define SPARSE_PAGE(i) (sparse + (sparse_bytes / 4096 / 4) * 4096 * (size_t)(i))
 static struct {
 	unsigned char *p;
 	size_t len;
@@ -132,6 +146,8 @@ static uint64_t state_hash(uint64_t running)
 		h = mix(h, &small[i].len, sizeof small[i].len);
 		h = mix(h, small[i].p, small[i].len);
 	}
+	for (int i = 0; sparse && i < 4; i++)
+		h = mix_words(h, (const uint64_t *)SPARSE_PAGE(i), 4096 / 8);
 	h = mix(h, &rng, sizeof rng);
 	return mix(h, &step_no, sizeof step_no);
 }
@@ -157,6 +173,49 @@ static void do_step(void)
 		mapped[next_rand() % (MAP_BYTES / 8)] = next_rand();
 	}
 	renew_small((int)(next_rand() % SMALL_COUNT));
+	if (sparse) {
+		uint64_t *page = (uint64_t *)SPARSE_PAGE(next_rand() % 4);
+		page[next_rand() % (4096 / 8)] = next_rand();
+	}
+}
+
+/* Descriptors open above 2 (*n), and how many of them are snapshot files
+ * (*k): "snap-NNNNNNNN.ckpt", a chain's, by name. */
+static void fd_census(int *n, int *k)
+{
+	*n = *k = 0;
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		fail("/proc/self/fd");
+	for (struct dirent *e; (e = readdir(d));) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] == '.' || fd < 3 || fd == dirfd(d))
+			continue;
+		++*n;
+		char link[64], path[PATH_MAX];
+		snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+		ssize_t len = readlink(link, path, sizeof path - 1);
+		path[len > 0 ? len : 0] = '\0';
+		/* Removed since: " (deleted)" follows the name. */
+		const char *base = strrchr(path, '/');
+		if (base && !strncmp(base, "/snap-", 6) && strspn(base + 6, "0123456789") == 8 &&
+		    (!strcmp(base + 14, ".ckpt") || !strcmp(base + 14, ".ckpt (deleted)")))
+			++*k;
+	}
+	closedir(d);
+}
+
+/* Pages of the sparse mapping resident now. */
+static size_t sparse_resident(void)
+{
+	size_t pages = sparse_bytes / 4096, n = 0;
+	unsigned char *v = malloc(pages);
+	if (!v || mincore(sparse, sparse_bytes, v))
+		fail("mincore");
+	for (size_t i = 0; i < pages; i++)
+		n += v[i] & 1;
+	free(v);
+	return n;
 }
 
 static int waiter_pipe[2];
@@ -189,7 +248,8 @@ static void kill_once(const char *out, uint64_t id)
 static void usage(void)
 {
 	fprintf(stderr, "usage: resume-prog --dir DIR --out FILE [--seed S] [--steps N] "
-			"[--every K] [--sleep-us U] [--threads] [--async] [--kill-at ID]\n(%s)\n",
+			"[--every K] [--sleep-us U] [--threads] [--async] [--kill-at ID] "
+			"[--sparse-mib M] [--restore-at ID]\n(%s)\n",
 		variant_note);
 	exit(2);
 }
@@ -215,7 +275,8 @@ static void on_usr1(int sig)
 int main(int argc, char **argv)
 {
 	const char *dir = NULL, *out_path = NULL;
-	long seed = 1, steps = 100, every = 10, sleep_us = 2000, kill_at = 0;
+	long seed = 1, steps = 100, every = 10, sleep_us = 2000, kill_at = 0, sparse_mib = 0;
+	long restore_at = 0;
 	int threads = 0;
 	unsigned flags = CKPT_F_RESUME;
 
@@ -241,6 +302,10 @@ int main(int argc, char **argv)
 			sleep_us = number(argv[++i]);
 		else if (!strcmp(a, "--kill-at"))
 			kill_at = number(argv[++i]);
+		else if (!strcmp(a, "--sparse-mib"))
+			sparse_mib = number(argv[++i]);
+		else if (!strcmp(a, "--restore-at"))
+			restore_at = number(argv[++i]);
 		else
 			usage();
 	}
@@ -261,6 +326,15 @@ int main(int argc, char **argv)
 	mapped = mmap(NULL, MAP_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (!big || mapped == MAP_FAILED)
 		fail("allocating the state");
+	if (sparse_mib) {
+		sparse_bytes = (size_t)sparse_mib << 20;
+		sparse = mmap(NULL, sparse_bytes, PROT_READ | PROT_WRITE,
+			      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (sparse == MAP_FAILED)
+			fail("mapping the sparse area");
+		for (int i = 0; i < 4; i++)
+			memset(SPARSE_PAGE(i), i + 1, 4096);
+	}
 	memset(big, 0x5a, BIG_BYTES);
 	for (int i = 0; i < SMALL_COUNT; i++)
 		renew_small(i);
@@ -301,10 +375,14 @@ int main(int argc, char **argv)
 		long off = ftell(out);
 		ckpt_stats st;
 		check(ckpt_stats_get(c, &st), "ckpt_stats_get");
+		int nfd, nsnap;
+		fd_census(&nfd, &nsnap);
 		/* Pages the commit stored: after a resume, an increment too. */
-		fprintf(stderr, "%s %llu step %ld offset %ld pages %llu\n",
+		fprintf(stderr, "%s %llu step %ld offset %ld fds %d/%d pages %llu\n",
 			rc == CKPT_RESUMED ? "resumed" : "commit", (unsigned long long)id, step_no,
-			off, (unsigned long long)st.commit_pages);
+			off, nfd, nsnap, (unsigned long long)st.commit_pages);
+		if (rc == 0 && restore_at && id == (uint64_t)restore_at)
+			check(ckpt_restore(c, id), "ckpt_restore");
 		if (rc == 0 && kill_at && id == (uint64_t)kill_at)
 			kill_once(out_path, id);
 	}
@@ -328,6 +406,9 @@ int main(int argc, char **argv)
 		fail("the working directory changed");
 	check(ckpt_end(c), "ckpt_end");
 	ckpt_close(c);
+	if (sparse)
+		fprintf(stderr, "sparse %zu of %zu pages resident\n", sparse_resident(),
+			sparse_bytes / 4096);
 	printf("checksum %016llx\n", (unsigned long long)state_hash(running));
 	return 0;
 }

@@ -24,6 +24,15 @@
 #      one before, says so, and still ends with the right checksum
 #   k  the same with commits written in the background (CKPT_F_ASYNC):
 #      the resume takes the newest durable snapshot
+#   m  a file of the program that cannot be opened again (CKPT_FAULT):
+#      refused (exit 3, CKPT_EACCES naming the file) with nothing changed;
+#      the output file as it was, and the chain resumes afterwards
+#   l  a program that had its chain open (a restore) when it committed:
+#      every snapshot file replaced by a copy (another inode), it still
+#      resumes, twice (ckpt's own descriptors are not the program's files)
+#   and in every resumed run: no snapshot file open in the program, as many
+#      descriptors open as the uninterrupted run had at the same snapshot,
+#      and of a 256 MiB mapping with 4 pages written, as few resident
 #   j  all of the above under CKPT_BACKEND=mprotect and =uffd (uffd skipped,
 #      with the reason, where the kernel lacks it), and a chain written
 #      under one back-end resumed under the other.
@@ -57,6 +66,7 @@ EVERY=10
 SLEEP_US=5000 # 50 ms between commits: room for a kill anywhere
 SEEDS="1 2 3"
 EXTRA=
+SPARSE_MIB=256
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-resume.XXXXXX") || fail "mktemp -d"
 bg=
@@ -74,8 +84,8 @@ run() {
 	shift 3
 	# shellcheck disable=SC2086 # EXTRA: more options, split on purpose
 	timeout 60 "${P:-$prog}" --seed "$seed" --steps $STEPS --every $EVERY $EXTRA \
-		--sleep-us $SLEEP_US --dir "$scratch/$name.chain" --out "$scratch/$name.out" \
-		"$@" >"$scratch/$log.stdout" 2>"$scratch/$log.stderr"
+		--sleep-us $SLEEP_US --sparse-mib $SPARSE_MIB --dir "$scratch/$name.chain" \
+		--out "$scratch/$name.out" "$@" >"$scratch/$log.stdout" 2>"$scratch/$log.stderr"
 	rc=$?
 }
 
@@ -89,19 +99,21 @@ rand() {
 	echo $(($(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % $1))
 }
 
-# run_killed LOG NAME SEED LINES: starts a run in the background, waits
-# until it has printed LINES commit or resume lines, waits a random 0-49 ms
-# more (less than one interval between commits) and kills it with SIGKILL.
+# run_killed LOG NAME SEED LINES [ARGS...]: starts a run in the background,
+# waits until it has printed LINES commit or resume lines, waits a random
+# 0-49 ms more (less than one interval between commits) and kills it with
+# SIGKILL.
 run_killed() {
 	log=$1 name=$2 seed=$3 want=$4
+	shift 4
 	# Made here: the background shell may not have opened them yet when
 	# the loop below first reads them.
 	: >"$scratch/$log.stdout"
 	: >"$scratch/$log.stderr"
 	# shellcheck disable=SC2086
 	"$prog" --seed "$seed" --steps $STEPS --every $EVERY $EXTRA --sleep-us $SLEEP_US \
-		--dir "$scratch/$name.chain" --out "$scratch/$name.out" \
-		>"$scratch/$log.stdout" 2>"$scratch/$log.stderr" &
+		--sparse-mib $SPARSE_MIB --dir "$scratch/$name.chain" --out "$scratch/$name.out" \
+		"$@" >"$scratch/$log.stdout" 2>"$scratch/$log.stderr" &
 	bg=$!
 	i=0
 	while [ "$(lines "$scratch/$log.stderr")" -lt "$want" ]; do
@@ -175,6 +187,33 @@ resumed_ok() {
 				"the uninterrupted run's $ref"
 	fi
 	same_as_ref "$log" "$name" "$seed"
+	# ckpt's descriptors are not the program's: no snapshot file is open
+	# in the resumed program, and as many descriptors as in the
+	# uninterrupted run at the same snapshot (ckpt's and the program's;
+	# with the same back-end, and without background commits, whose
+	# writer may hold a temporary file at that moment).
+	bad=$(grep -E '^(commit|resumed) ' "$scratch/$log.stderr" | grep -Ev ' fds [0-9]+/0 ')
+	[ -z "$bad" ] || fail "$log: snapshot files are open in the program: $bad"
+	if [ -z "$EXTRA" ] && [ "$CKPT_BACKEND" = "$ref_be" ]; then
+		bad=$(sed -En 's/^(commit|resumed) ([0-9]+) .* fds ([0-9]+)\/.*/\2 \3/p' \
+			"$scratch/ref$seed.stderr" "$scratch/$log.stderr" |
+			awk '!($1 in n) { n[$1] = $2; next }
+			     n[$1] != $2 { print "snapshot " $1 ": " $2 " open, uninterrupted " n[$1] }')
+		[ -z "$bad" ] || fail "$log: descriptors: $bad"
+	fi
+	# Resuming keeps a sparse mapping sparse.
+	sp=$(sed -n 's/^sparse \([0-9]*\) of .*/\1/p' "$scratch/$log.stderr")
+	spref=$(sed -n 's/^sparse \([0-9]*\) of .*/\1/p' "$scratch/ref$seed.stderr")
+	[ -n "$sp" ] && [ -n "$spref" ] && [ "$sp" -le $((spref + 16)) ] ||
+		fail "$log: $sp pages of the sparse mapping resident at the end, $spref uninterrupted"
+}
+
+# replace_snaps NAME: every snapshot file of NAME's chain replaced by a copy
+# of itself: the same chain, other inodes.
+replace_snaps() {
+	for f in "$scratch/$1.chain"/snap-*.ckpt; do
+		cp "$f" "$scratch/copy.tmp" && mv "$scratch/copy.tmp" "$f" || fail "copying $f"
+	done
 }
 
 # refused LOG CODE: LOG's run exited 3 with ckpt_open failing with CODE;
@@ -189,6 +228,7 @@ refused() {
 # ---- the cases, under one back-end ---------------------------------------------------
 cases() {
 	be=$1
+	ref_be=$be
 	say "back-end $be"
 	# a, d: reference runs, each in an empty directory.
 	for seed in $SEEDS; do
@@ -249,6 +289,36 @@ cases() {
 	run "$n.3" "$n" 2
 	resumed_ok "$n.3" "$n" 2 "$n.2"
 	say "  c: killed twice, resumed twice"
+
+	# m: a file cannot be reopened: refused before the process changes.
+	n=$be-m
+	run "$n.1" "$n" 1 --kill-at 2
+	[ "$rc" -eq 137 ] || fail "$n.1 (--kill-at 2) exited $rc: $(cat "$scratch/$n.1.stderr")"
+	cp "$scratch/$n.out" "$scratch/$n.out.before"
+	CKPT_FAULT=open:1=EACCES
+	export CKPT_FAULT
+	run "$n.2" "$n" 1
+	unset CKPT_FAULT
+	msg=$(refused "$n.2" CKPT_EACCES) || exit 1
+	printf '%s\n' "$msg" | grep -q "$n.out" || fail "the refusal does not name $n.out: $msg"
+	cmp -s "$scratch/$n.out" "$scratch/$n.out.before" ||
+		fail "$n.2: the output file changed though the resume was refused"
+	run "$n.3" "$n" 1
+	resumed_ok "$n.3" "$n" 1
+	say "  m: a file that cannot be reopened: refused unchanged ($msg); resumed after"
+
+	# l: a restore opened the chain; the snapshot files replaced.
+	n=$be-l
+	run "$n.1" "$n" 3 --restore-at 1 --kill-at 3
+	[ "$rc" -eq 137 ] || fail "$n.1 (--restore-at 1 --kill-at 3) exited $rc: $(cat "$scratch/$n.1.stderr")"
+	replace_snaps "$n"
+	run_killed "$n.2" "$n" 3 2
+	grep -q '^resumed 3 ' "$scratch/$n.2.stderr" ||
+		fail "$n.2 did not resume snapshot 3: $(cat "$scratch/$n.2.stderr")"
+	replace_snaps "$n"
+	run "$n.3" "$n" 3
+	resumed_ok "$n.3" "$n" 3 "$n.2"
+	say "  l: snapshot files replaced: resumed, twice, holding none of them"
 
 	# e: another executable.
 	n=$be-e

@@ -10,6 +10,7 @@
  */
 #include "format.h"
 #include "helpers.h"
+#include "proc.h"
 #include "xxhash.h"
 
 #include <criterion/criterion.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/personality.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -625,6 +627,246 @@ static void oversized(const char *dir)
 Test(snap, a_block_larger_than_a_reader_buffer_is_refused_by_a_restore)
 {
 	in_child(oversized, "oversized block");
+}
+
+/* ---- a block that passes its hash but not decompression ---------------------------------- */
+
+/* Garbles the middle of the last zstd block of a snapshot file and makes
+ * every hash agree again (the block's, the block table's, the header's and
+ * the footer's): what only decompressing the block can find.  Returns the
+ * block's index. */
+static uint32_t garble_last_zstd_block(const char *path)
+{
+	int fd = open(path, O_RDWR);
+	CHECK(fd >= 0);
+	struct stat sb;
+	CHECK(fstat(fd, &sb) == 0);
+	size_t len = (size_t)sb.st_size;
+	unsigned char *b = malloc(len);
+	CHECK(b && pread(fd, b, len, 0) == (ssize_t)len);
+	struct ckpt__fhdr h;
+	memcpy(&h, b, sizeof h);
+	struct ckpt__fsect *bs = &h.sect[CKPT__SEC_BLOCKS];
+	size_t nb = (size_t)(bs->size / sizeof(struct ckpt__fblock));
+	/* The table is not aligned in the file: entries are copied. */
+	struct ckpt__fblock blk;
+	uint32_t which = UINT32_MAX;
+	for (size_t i = 0; i < nb; i++) {
+		memcpy(&blk, b + bs->offset + i * sizeof blk, sizeof blk);
+		if (blk.codec == CKPT__CODEC_ZSTD && blk.csize >= 256)
+			which = (uint32_t)i;
+	}
+	CHECK(which != UINT32_MAX);
+	memcpy(&blk, b + bs->offset + which * sizeof blk, sizeof blk);
+	unsigned char *frame = b + blk.offset;
+	for (uint32_t i = blk.csize / 2; i < blk.csize / 2 + 32; i++)
+		frame[i] ^= 0x5a;
+	blk.hash = ckpt__xxh64(frame, blk.csize, 0);
+	memcpy(b + bs->offset + which * sizeof blk, &blk, sizeof blk);
+	bs->hash = ckpt__xxh64(b + bs->offset, bs->size, 0);
+	h.hash = ckpt__xxh64(&h, offsetof(struct ckpt__fhdr, hash), 0);
+	memcpy(b, &h, sizeof h);
+	struct ckpt__ffooter f;
+	memcpy(&f, b + len - sizeof f, sizeof f);
+	f.header_hash = h.hash;
+	f.hash = ckpt__xxh64(&f, offsetof(struct ckpt__ffooter, hash), 0);
+	memcpy(b + len - sizeof f, &f, sizeof f);
+	CHECK(pwrite(fd, b, len, 0) == (ssize_t)len);
+	close(fd);
+	free(b);
+	return which;
+}
+
+/* Compressible but not uniform: every block of it is a zstd frame. */
+static void fill_compressible(char *p, size_t bytes, uint64_t seed)
+{
+	for (size_t i = 0; i < bytes; i++)
+		p[i] = (char)(rnd(&seed) & 3);
+}
+
+/* The state the failed restores below must leave exactly as it was: a
+ * region with pages dirtied since the commit, a mapping created since
+ * (a restore unmaps it) and one removed since (a restore recreates it). */
+struct scene {
+	char *m, *fresh, *gone, *copy;
+	size_t pages;
+};
+
+static void scene_set(ckpt_t *c, struct scene *sc, size_t pages)
+{
+	size_t ps = pagesz();
+	sc->pages = pages;
+	sc->m = map_anon(pages, 0);
+	fill_compressible(sc->m, pages * ps, 11);
+	sc->gone = map_anon(8, 2);
+	sc->copy = safe_area(c, (pages + 8) * ps);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	for (size_t i = 0; i < pages; i += 3)
+		sc->m[i * ps + 7] ^= 0x40;
+	/* Made first, so that it does not take the place of the other. */
+	sc->fresh = mmap(NULL, 8 * ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(sc->fresh != MAP_FAILED);
+	CHECK(munmap(sc->gone, 8 * ps) == 0);
+	memset(sc->fresh, 3, 8 * ps);
+	memcpy(sc->copy, sc->m, pages * ps);
+	memcpy(sc->copy + pages * ps, sc->fresh, 8 * ps);
+}
+
+/* Memory as scene_set left it, byte for byte, mapping for mapping. */
+static void scene_unchanged(const struct scene *sc, const char *after)
+{
+	size_t ps = pagesz();
+	char perms[8];
+	if (memcmp(sc->copy, sc->m, sc->pages * ps) != 0)
+		child_die("%s: the region changed", after);
+	if (strcmp(perms_of(sc->fresh, perms), "rw-p") && strcmp(perms_of(sc->fresh, perms), "r--p"))
+		child_die("%s: the mapping created since is gone", after);
+	if (memcmp(sc->copy + sc->pages * ps, sc->fresh, 8 * ps) != 0)
+		child_die("%s: the mapping created since changed", after);
+	if (strcmp(perms_of(sc->gone, perms), ""))
+		child_die("%s: the mapping removed since is there again (%s)", after, perms);
+}
+
+static void garbled(const char *dir)
+{
+	ckpt_t *c = open_chain(dir, 0);
+	struct scene sc;
+	scene_set(c, &sc, 512);
+	char path[512];
+	snprintf(path, sizeof path, "%s/snap-00000001.ckpt", dir);
+	uint32_t block = garble_last_zstd_block(path);
+	int rc = ckpt_restore(c, 1);
+	if (rc != CKPT_ECORRUPT)
+		child_die("restore returned %s (%s)", ckpt_err_name(rc), ckpt_last_error());
+	char want[64];
+	snprintf(want, sizeof want, "block %u", block);
+	if (!strstr(ckpt_last_error(), "snap-00000001.ckpt") || !strstr(ckpt_last_error(), want))
+		child_die("the error does not name the file and %s: %s", want, ckpt_last_error());
+	scene_unchanged(&sc, "after the refused restore");
+	/* Tracking goes on: a commit after the refusal stores the state. */
+	uint64_t id;
+	CHECK_RC(ckpt_commit(c, &id));
+	CHECK(id == 2);
+	ckpt_close(c);
+}
+
+Test(snap, a_block_failing_decompression_is_refused_before_memory_changes, .timeout = 60)
+{
+	in_child(garbled, "garbled block");
+}
+
+static void map_fails(const char *dir)
+{
+	ckpt_t *c = open_chain(dir, 0);
+	struct scene sc;
+	scene_set(c, &sc, 64);
+	/* The first mapping the restore makes fails. */
+	setenv("CKPT_FAULT", "map:1=ENOMEM", 1);
+	int rc = ckpt_restore(c, 1);
+	unsetenv("CKPT_FAULT");
+	if (rc != CKPT_ENOMEM)
+		child_die("restore with a failing mmap returned %s (%s)", ckpt_err_name(rc),
+			  ckpt_last_error());
+	scene_unchanged(&sc, "after the failed restore");
+	/* And without the fault, the same restore goes through. */
+	CHECK_RC(ckpt_restore(c, 1));
+	char perms[8];
+	CHECK(!strcmp(perms_of(sc.fresh, perms), ""));
+	CHECK(sc.gone[0] == 2 && sc.gone[8 * pagesz() - 1] == 2);
+	CHECK((char)(sc.m[7] ^ 0x40) == sc.copy[7]);
+	ckpt_close(c);
+}
+
+Test(snap, a_mapping_that_cannot_be_recreated_leaves_memory_as_it_was, .timeout = 60)
+{
+	in_child(map_fails, "mmap fails");
+}
+
+/* ---- the process record holds the program's files, not ckpt's ------------------------ */
+
+/* The paths of the descriptors the process record of snapshot file `path`
+ * lists, each followed by a newline (malloc'd). */
+static char *recorded_files(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	CHECK(fd >= 0);
+	struct ckpt__fhdr h;
+	CHECK(pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h);
+	CHECK(h.proc.size >= 16);
+	unsigned char *rec = malloc(h.proc.size);
+	CHECK(rec && pread(fd, rec, h.proc.size, (off_t)h.proc.offset) == (ssize_t)h.proc.size);
+	close(fd);
+	CHECK(memcmp(rec, CKPT__PROC_MAGIC, 8) == 0);
+	char *out = calloc(1, h.proc.size + 1);
+	CHECK(out);
+	size_t n = 0;
+	for (size_t at = 16; at + 8 <= h.proc.size;) {
+		uint32_t e[2];
+		memcpy(e, rec + at, 8);
+		CHECK(at + 8 + e[1] <= h.proc.size);
+		if (e[0] == CKPT__PE_FD && e[1] > sizeof(struct ckpt__pfd)) {
+			size_t l = e[1] - sizeof(struct ckpt__pfd);
+			memcpy(out + n, rec + at + 8 + sizeof(struct ckpt__pfd), l);
+			n += l;
+			out[n++] = '\n';
+		}
+		at += 8 + ((e[1] + 7u) & ~7u);
+	}
+	free(rec);
+	return out;
+}
+
+static void own_fds(const char *dir)
+{
+	/* Address randomisation off here, so that ckpt_open does not
+	 * execute the test again. */
+	CHECK(personality((unsigned long)personality(0xffffffff) | ADDR_NO_RANDOMIZE) >= 0);
+	ckpt_t *c;
+	ckpt_options o;
+	ckpt_options_init(&o);
+	o.flags = CKPT_F_RESUME;
+	int rc = ckpt_open(&c, dir, &o);
+	if (rc == CKPT_ENOTSUP && strstr(ckpt_last_error(), "AddressSanitizer")) {
+		/* What a sanitizer build can check: the documented refusal,
+		 * and no chain. */
+		struct stat sb;
+		char snap[512];
+		snprintf(snap, sizeof snap, "%s/snap-00000001.ckpt", dir);
+		CHECK(stat(snap, &sb) != 0);
+		return;
+	}
+	CHECK_RC(rc);
+	/* A file of the program's, which the record must list. */
+	char mine[512];
+	snprintf(mine, sizeof mine, "%s.program-file", dir);
+	int pfd = open(mine, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	CHECK(pfd >= 0);
+	char *m = map_anon(8, 1);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	/* A restore opens the chain: its snapshot files are open now. */
+	m[0] = 2;
+	CHECK_RC(ckpt_restore(c, 1));
+	CHECK(m[0] == 1);
+	CHECK_RC(ckpt_commit(c, NULL));
+	char path[512];
+	snprintf(path, sizeof path, "%s/snap-00000002.ckpt", dir);
+	char *files = recorded_files(path);
+	if (!strstr(files, mine))
+		child_die("the record does not list the program's file %s: %s", mine, files);
+	if (strstr(files, dir) && strstr(strstr(files, dir), "/snap-"))
+		child_die("the record lists ckpt's own files as the program's: %s", files);
+	if (strstr(files, "/lock\n"))
+		child_die("the record lists the chain's lock: %s", files);
+	free(files);
+	close(pfd);
+	ckpt_close(c);
+}
+
+Test(snap, a_resumable_commit_records_no_descriptor_of_ckpt, .timeout = 60)
+{
+	in_child(own_fds, "own descriptors");
 }
 
 /* ---- kill -9 while committing ------------------------------------------------------------ */
