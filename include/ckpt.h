@@ -553,7 +553,8 @@ CKPT_API int ckpt_chain_verify(const char *dir, size_t *checked);
 /* Folds the oldest snapshots into a new base so that at most `keep`
  * increments remain after it, atomically: the new base replaces snapshot
  * (newest - keep) by a rename, then the older files are removed.  Memory as
- * of every remaining id is unchanged.  Fails with CKPT_EBUSY while a process
+ * of every remaining id is unchanged, and the new base keeps the process
+ * record of the snapshot it replaces: a resumable chain stays resumable.  Fails with CKPT_EBUSY while a process
  * has the chain open for writing.  Returns 0 (also when there was nothing to
  * fold) or a CKPT_E* code; *folded (may be NULL) receives how many snapshots
  * were folded. */

@@ -166,6 +166,12 @@ CKPT_API int ckpt_chain_launch(ckpt_chain *ch, uint64_t id, ckpt_launch_info *ou
 	if (rc)
 		return rc;
 	const struct ckpt__snap *s = ckpt__chain_find(&ch->c, id);
+	if (!s->proc && (s->h.flags & CKPT__SF_BASE) && s->h.id > 1)
+		return ckpt__fail(CKPT_ENOENT, "%s, a base made by ckpt compact, holds no process "
+					       "record (the snapshot it replaced had none, or an older "
+					       "ckpt compact dropped it): it does not say how the "
+					       "program was started",
+				  s->name);
 	if (!s->proc)
 		return ckpt__fail(CKPT_ENOENT, "%s was written without CKPT_F_RESUME: it does not "
 					       "say how the program was started",
@@ -564,6 +570,8 @@ CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded)
 			.maps = maps, .nmaps = k->nmaps, .runs = runs, .nruns = nruns,
 			.level = 3, .threads = ncpu > 0 ? (unsigned)ncpu : 1,
 			.time_ns = k->h.time_ns, /* the commit it stands for */
+			/* A resume continues from the new base as from k. */
+			.proc = k->proc, .proc_size = k->proc_size,
 		};
 		char exe[4096];
 		p.exe = ckpt__snap_str(k, k->h.exe_off, k->h.exe_len, exe, sizeof exe);

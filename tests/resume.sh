@@ -24,6 +24,8 @@
 #      one before, says so, and still ends with the right checksum
 #   k  the same with commits written in the background (CKPT_F_ASYNC):
 #      the resume takes the newest durable snapshot
+#   l  killed, then `ckpt compact` folds the chain into one base: that
+#      base keeps the process record and `ckpt resume` resumes it
 #   j  all of the above under CKPT_BACKEND=mprotect and =uffd (uffd skipped,
 #      with the reason, where the kernel lacks it), and a chain written
 #      under one back-end resumed under the other.
@@ -301,6 +303,23 @@ cases() {
 $(cat "$scratch/$n.2.stderr")"
 	say "  i: damaged newest snapshot passed over: $(grep -Ev '^(commit|resumed) ' \
 		"$scratch/$n.2.stderr" | head -n 1)"
+
+	# l: killed, the chain compacted into one base, resumed by ckpt resume.
+	n=$be-l
+	run "$n.1" "$n" 1 --kill-at 3
+	[ "$rc" -eq 137 ] || fail "$n.1 (--kill-at 3) exited $rc"
+	out=$("$ckpt" compact "$scratch/$n.chain") || fail "$n: compact exited $?: $out"
+	[ "$(ls "$scratch/$n.chain" | grep -c '^snap-')" -eq 1 ] ||
+		fail "$n: compact left $(ls "$scratch/$n.chain")"
+	"$ckpt" show "$scratch/$n.chain" latest | grep -q '^resumable  *yes$' ||
+		fail "$n: the compacted base is not resumable:
+$("$ckpt" show "$scratch/$n.chain" latest)"
+	(cd / && timeout 60 "$ckpt" resume "$scratch/$n.chain") \
+		>"$scratch/$n.2.stdout" 2>"$scratch/$n.2.stderr"
+	rc=$?
+	resumed_ok "$n.2" "$n" 1
+	[ "$id" -eq 3 ] || fail "$n.2 resumed snapshot $id, not the compacted 3"
+	say "  l: compacted into one base, resumed"
 }
 
 # ---- j: both back-ends, and across them ------------------------------------------

@@ -102,6 +102,8 @@ out=$("$ckpt" show "$dir" 2) || fail "show exited $?"
 echo "$out" | grep -q "$addr-" || fail "show 2 does not list the region at $addr: $out"
 echo "$out" | grep -q "^parent  *1\$" || fail "show 2: parent: $out"
 echo "$out" | grep -q "^type  *incremental" || fail "show 2: type: $out"
+echo "$out" | grep -q "^resumable  *no (not written with CKPT_F_RESUME)\$" ||
+	fail "show 2: resumable: $out"
 "$ckpt" show "$dir" 9 >/dev/null 2>&1
 [ $? -eq 1 ] || fail "show of a missing snapshot does not exit 1"
 
@@ -209,8 +211,23 @@ cmp -s "$scratch/p3.3" "$scratch/C" || fail "page 3 of 3 after compact is not al
 cmp -s "$scratch/p3.2" "$scratch/A" || fail "page 3 of 2 after compact is not all A"
 "$ckpt" extract "$dir" 1 $p3 "$ps" -o "$scratch/p3.1" 2>/dev/null
 [ $? -eq 1 ] || fail "extract of the folded snapshot 1 does not exit 1"
+# mkchain does not record its process: the new base says why it cannot be
+# resumed, and that it is a compacted base.
+"$ckpt" show "$dir" 2 | grep -q '^resumable  *no (a base made by ckpt compact' ||
+	fail "show of the compacted base: $("$ckpt" show "$dir" 2)"
+msg=$("$ckpt" resume "$dir" 2>&1)
+rc=$?
+[ $rc -eq 1 ] || fail "resume of a chain without a process record exited $rc: $msg"
+echo "$msg" | grep -q 'snap-00000003\.ckpt was written without CKPT_F_RESUME' ||
+	fail "resume of a chain without a process record: $msg"
 out=$("$ckpt" compact "$dir" --keep=1) || fail "a second compact exited $?"
 echo "$out" | grep -q 'nothing to fold' || fail "a second compact: $out"
+"$ckpt" compact "$dir" >/dev/null || fail "compact --keep 0 exited $?"
+msg=$("$ckpt" resume "$dir" 2>&1)
+rc=$?
+[ $rc -eq 1 ] || fail "resume of a compacted chain without a process record exited $rc: $msg"
+echo "$msg" | grep -q 'snap-00000003\.ckpt, a base made by ckpt compact, holds no process record' ||
+	fail "resume of a compacted chain without a process record: $msg"
 
 # An empty directory is an empty chain.
 mkdir "$scratch/empty"
