@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #endif
 #include "ckpt.h"
+#include "dir.h"
 #include "error.h"
 #include "mem.h"
 #include "proc.h"
@@ -401,34 +402,17 @@ struct ids {
 	size_t n, cap;
 };
 
-static int list_ids(int dirfd, struct ids *ids)
+static int add_id(const char *name, unsigned type, void *arg)
 {
-	char buf[8192];
-	lseek(dirfd, 0, SEEK_SET);
-	for (;;) {
-		long got = ckpt__sys3(SYS_getdents64, dirfd, (long)buf, sizeof buf);
-		if (got < 0)
-			return ckpt__from_errno((int)-got);
-		if (got == 0)
-			return 0;
-		for (long off = 0; off < got;) {
-			struct {
-				uint64_t ino;
-				int64_t off;
-				unsigned short reclen;
-				unsigned char type;
-				char name[];
-			} *e = (void *)(buf + off);
-			off += e->reclen;
-			unsigned long long id;
-			char tail[8];
-			if (sscanf(e->name, "snap-%llu.ck%2s", &id, tail) != 2 || strcmp(tail, "pt"))
-				continue;
-			if (ckpt__mem_grow((void **)&ids->v, &ids->cap, ids->n + 1, sizeof *ids->v))
-				return CKPT_ENOMEM;
-			ids->v[ids->n++] = id;
-		}
-	}
+	(void)type;
+	struct ids *ids = arg;
+	uint64_t id;
+	if (ckpt__snap_name_parse(name, &id) != CKPT__NAME_SNAP)
+		return 0;
+	if (ckpt__mem_grow((void **)&ids->v, &ids->cap, ids->n + 1, sizeof *ids->v))
+		return CKPT_ENOMEM;
+	ids->v[ids->n++] = id;
+	return 0;
 }
 
 CKPT_API int ckpt_chain_verify(const char *dir, size_t *checked)
@@ -442,7 +426,7 @@ CKPT_API int ckpt_chain_verify(const char *dir, size_t *checked)
 	if (dirfd < 0)
 		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", dir, strerror(errno));
 	struct ids ids = {0};
-	int rc = list_ids(dirfd, &ids);
+	int rc = ckpt__dir_foreach(dirfd, add_id, &ids);
 	if (rc)
 		rc = ckpt__fail(rc, "%s: cannot list the directory", dir);
 	ZSTD_DCtx *dctx = ckpt__zstd_dctx();
