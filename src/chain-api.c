@@ -422,11 +422,12 @@ CKPT_API int ckpt_chain_verify(const char *dir, size_t *checked)
 		*checked = 0;
 	if (!dir)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_chain_verify: dir is NULL");
-	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0)
-		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", dir, strerror(errno));
+	int dirfd;
+	int rc = ckpt__chain_dir_open(dir, "", &dirfd);
+	if (rc)
+		return rc;
 	struct ids ids = {0};
-	int rc = ckpt__dir_foreach(dirfd, add_id, &ids);
+	rc = ckpt__dir_foreach(dirfd, add_id, &ids);
 	if (rc)
 		rc = ckpt__fail(rc, "%s: cannot list the directory", dir);
 	ZSTD_DCtx *dctx = ckpt__zstd_dctx();
@@ -483,20 +484,24 @@ CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded)
 		*folded = 0;
 	if (!dir)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_chain_compact: dir is NULL");
-	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0)
-		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", dir, strerror(errno));
-	int lockfd = openat(dirfd, CKPT__LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	int dirfd;
+	int rc = ckpt__chain_dir_open(dir, "ckpt_chain_compact: ", &dirfd);
+	if (rc)
+		return rc;
+	int lockfd = openat(dirfd, CKPT__LOCK_NAME, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
 		int e = errno;
 		if (lockfd >= 0)
 			close(lockfd);
 		close(dirfd);
-		return ckpt__fail(e == EWOULDBLOCK ? CKPT_EBUSY : ckpt__from_errno(e),
-				  "ckpt_chain_compact: %s is in use by another process", dir);
+		if (lockfd >= 0 && e == EWOULDBLOCK)
+			return ckpt__fail(CKPT_EBUSY, "ckpt_chain_compact: %s is in use by another "
+						      "process", dir);
+		return ckpt__fail(ckpt__from_errno(e), "ckpt_chain_compact: %s/%s: %s", dir,
+				  CKPT__LOCK_NAME, strerror(e));
 	}
 	struct ckpt__chain c;
-	int rc = ckpt__chain_open(&c, dir, dup(dirfd));
+	rc = ckpt__chain_open(&c, dir, dup(dirfd));
 	if (rc) {
 		close(lockfd);
 		close(dirfd);

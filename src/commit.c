@@ -71,12 +71,14 @@ int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int mode, int lev
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
 		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot create %s: %s", dir,
 				  strerror(errno));
-	w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (w->dirfd < 0)
-		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: %s: %s", dir, strerror(errno));
+	/* Only a directory nobody else could write into (dir.c): with
+	 * CKPT_F_RESUME, what it holds becomes this process. */
+	int rc = ckpt__chain_dir_open(dir, "ckpt_open: ", &w->dirfd);
+	if (rc)
+		return rc;
 	/* One writer per chain. */
-	w->lockfd = openat(w->dirfd, CKPT__LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	int rc = 0;
+	w->lockfd = openat(w->dirfd, CKPT__LOCK_NAME, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+			   0600);
 	if (w->lockfd < 0)
 		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: %s/%s: %s", dir, CKPT__LOCK_NAME,
 				strerror(errno));

@@ -114,3 +114,117 @@ int ckpt__snap_name_parse(const char *name, uint64_t *id)
 	*id = v;
 	return kind;
 }
+
+/* ---- trust -------------------------------------------------------------------------- */
+
+static const char *file_type(mode_t m)
+{
+	return S_ISDIR(m)    ? "a directory"
+	       : S_ISFIFO(m) ? "a FIFO"
+	       : S_ISCHR(m)  ? "a character device"
+	       : S_ISBLK(m)  ? "a block device"
+	       : S_ISSOCK(m) ? "a socket"
+	       : S_ISLNK(m)  ? "a symbolic link"
+			     : "of an unknown type";
+}
+
+/* Owner and mode: 0 or CKPT_EACCES with the reason, `what` naming the
+ * directory or file and `kind` what it is to be. */
+static int owner_ok(const struct stat *st, const char *who, const char *what, const char *kind)
+{
+	uid_t me = geteuid();
+	if (st->st_uid != me && st->st_uid != 0)
+		return ckpt__fail(CKPT_EACCES,
+				  "%s%s: owned by uid %u; %s must belong to the user reading it "
+				  "(uid %u) or to root",
+				  who, what, (unsigned)st->st_uid, kind, (unsigned)me);
+	if (st->st_mode & (S_IWGRP | S_IWOTH))
+		return ckpt__fail(CKPT_EACCES,
+				  "%s%s: writable by %s (mode %04o); %s must be writable by its "
+				  "owner alone (chmod go-w)",
+				  who, what, (st->st_mode & S_IWOTH) ? "others" : "its group",
+				  (unsigned)(st->st_mode & 07777), kind);
+	return 0;
+}
+
+int ckpt__chain_dir_open(const char *dir, const char *who, int *fd)
+{
+	*fd = -1;
+	char path[PATH_MAX];
+	size_t n = strlen(dir);
+	if (!n || n >= sizeof path)
+		return ckpt__fail(n ? CKPT_ENAMETOOLONG : CKPT_EINVAL, "%sthe directory name is %s",
+				  who, n ? "too long" : "empty");
+	memcpy(path, dir, n + 1);
+	/* "link/" would follow the link whatever O_NOFOLLOW says. */
+	while (n > 1 && path[n - 1] == '/')
+		path[--n] = '\0';
+	int d = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (d < 0) {
+		int e = errno;
+		struct stat st;
+		if ((e == ENOTDIR || e == ELOOP) && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+			return ckpt__fail(CKPT_EACCES,
+					  "%s%s: a symbolic link; a chain directory is opened by its "
+					  "own name, not through a link (name the directory itself)",
+					  who, dir);
+		return ckpt__fail(ckpt__from_errno(e), "%s%s: %s", who, dir, strerror(e));
+	}
+	struct stat st;
+	int rc = 0;
+	if (fstat(d, &st) != 0)
+		rc = ckpt__fail(ckpt__from_errno(errno), "%s%s: %s", who, dir, strerror(errno));
+	else
+		rc = owner_ok(&st, who, dir, "a chain directory");
+	if (rc) {
+		close(d);
+		return rc;
+	}
+	*fd = d;
+	return 0;
+}
+
+/* The checks on one status: 0 or a CKPT_E* code. */
+static int file_ok(const struct stat *st, const char *name)
+{
+	if (S_ISLNK(st->st_mode))
+		return ckpt__fail(CKPT_EACCES,
+				  "%s: a symbolic link; snapshots are read only from regular files "
+				  "of the chain directory",
+				  name);
+	if (!S_ISREG(st->st_mode))
+		return ckpt__fail(CKPT_ECORRUPT, "%s: not a regular file (%s)", name,
+				  file_type(st->st_mode));
+	return owner_ok(st, "", name, "a file of a chain");
+}
+
+int ckpt__chain_file_open(int dirfd, const char *name, int *fd, struct stat *st)
+{
+	*fd = -1;
+	/* Looked at before it is opened, so that a FIFO or a device is never
+	 * opened at all... */
+	if (fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) != 0)
+		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", name, strerror(errno));
+	int rc = file_ok(st, name);
+	if (rc)
+		return rc;
+	int f = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (f < 0) {
+		int e = errno;
+		if (e == ELOOP)
+			return file_ok(&(struct stat){.st_mode = S_IFLNK}, name);
+		return ckpt__fail(ckpt__from_errno(e), "%s: %s", name, strerror(e));
+	}
+	/* ...and checked again open: what is read is what was checked, even
+	 * if the name was given to another file in between. */
+	if (fstat(f, st) != 0)
+		rc = ckpt__fail(ckpt__from_errno(errno), "%s: %s", name, strerror(errno));
+	else
+		rc = file_ok(st, name);
+	if (rc) {
+		close(f);
+		return rc;
+	}
+	*fd = f;
+	return 0;
+}

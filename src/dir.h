@@ -30,4 +30,26 @@ enum { CKPT__NAME_OTHER, CKPT__NAME_SNAP, CKPT__NAME_TEMP };
  * *id.  Async-signal-safe. */
 CKPT__HIDDEN int ckpt__snap_name_parse(const char *name, uint64_t *id);
 
+/*
+ * Opens the chain directory `dir` (O_DIRECTORY, O_NOFOLLOW; trailing
+ * slashes ignored) into *fd, refusing with CKPT_EACCES a directory another
+ * user could have written into: one that is a symbolic link, owned by a
+ * user other than the calling one (the effective uid) or root, or writable
+ * by its group or by others.  Only the directory itself is checked, not the
+ * path to it.  `who` prefixes the messages ("ckpt_open: ", or "").
+ * Returns 0, or CKPT_EACCES, CKPT_ENOENT, CKPT_ENOTDIR and other system
+ * errors, with ckpt_last_error() naming the directory and the reason.
+ */
+CKPT__HIDDEN int ckpt__chain_dir_open(const char *dir, const char *who, int *fd);
+
+/*
+ * Opens the file `name` of the chain directory dirfd for reading into *fd,
+ * with its status in *st: only a regular file (CKPT_ECORRUPT otherwise;
+ * never a FIFO or device, which could block or act on being opened), not
+ * a symbolic link, owned by the calling user or root and writable by its
+ * owner alone (CKPT_EACCES).  Opened with O_NONBLOCK.  Returns 0 or a
+ * CKPT_E* code with ckpt_last_error() naming the file.
+ */
+CKPT__HIDDEN int ckpt__chain_file_open(int dirfd, const char *name, int *fd, struct stat *st);
+
 #endif /* CKPT_DIR_H */

@@ -298,19 +298,13 @@ int ckpt__snap_open(struct ckpt__snap *s, int dirfd, const char *name)
 {
 	memset(s, 0, sizeof *s);
 	snprintf(s->name, sizeof s->name, "%s", name);
-	s->fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-	if (s->fd < 0)
-		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", name, strerror(errno));
+	/* A regular file of the user's, never a FIFO or a link (dir.c). */
 	struct stat st;
-	int rc = 0;
-	if (fstat(s->fd, &st) != 0)
-		rc = ckpt__fail(ckpt__from_errno(errno), "%s: %s", name, strerror(errno));
-	else if (!S_ISREG(st.st_mode))
-		rc = BAD("%s: not a regular file", name);
-	if (!rc) {
-		s->size = (uint64_t)st.st_size;
-		rc = load(s);
-	}
+	int rc = ckpt__chain_file_open(dirfd, name, &s->fd, &st);
+	if (rc)
+		return rc;
+	s->size = (uint64_t)st.st_size;
+	rc = load(s);
 	if (rc)
 		ckpt__snap_close(s);
 	return rc;
@@ -471,11 +465,12 @@ int ckpt__chain_open(struct ckpt__chain *c, const char *dir, int dirfd)
 int ckpt__chain_open_upto(struct ckpt__chain *c, const char *dir, int dirfd, uint64_t max_id)
 {
 	memset(c, 0, sizeof *c);
-	c->dirfd = dirfd >= 0 ? dirfd : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (c->dirfd < 0) {
-		if (errno == ENOENT)
-			return 0;
-		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", dir, strerror(errno));
+	c->dirfd = dirfd;
+	if (dirfd < 0) {
+		/* Only a directory nobody else could write into (dir.c). */
+		int rc = ckpt__chain_dir_open(dir, "", &c->dirfd);
+		if (rc)
+			return rc == CKPT_ENOENT ? 0 : rc;
 	}
 	/* The ids present, then the chain: the newest file and its parents
 	 * down to a base. */

@@ -259,3 +259,175 @@ Test(dir, opening_a_chain_removes_unfinished_snapshots_and_nothing_else)
 	rm_rf(d);
 	free(d);
 }
+
+/* ---- what ckpt accepts as a chain directory -------------------------------------- */
+
+/* Every way into a chain: the three readers and ckpt_open.  Each must fail
+ * with `code` and a message naming `name` and saying `says`. */
+static void all_refuse(const char *dir, int with_open, int code, const char *name,
+		       const char *says)
+{
+	ckpt_chain *ch = (ckpt_chain *)1;
+	int rc = ckpt_chain_open(&ch, dir);
+	cr_expect_eq(rc, code, "ckpt_chain_open(%s): %s (%s)", dir, ckpt_err_name(rc),
+		     ckpt_last_error());
+	cr_expect_null(ch, "ckpt_chain_open(%s): *out set on failure", dir);
+	if (!rc)
+		ckpt_chain_close(ch);
+	const char *what[] = {"ckpt_chain_open", "ckpt_chain_verify", "ckpt_chain_compact",
+			      "ckpt_open"};
+	for (int i = 0; i < (with_open ? 4 : 3); i++) {
+		if (i == 1)
+			rc = ckpt_chain_verify(dir, NULL);
+		else if (i == 2)
+			rc = ckpt_chain_compact(dir, 0, NULL);
+		else if (i == 3) {
+			ckpt_t *c = NULL;
+			rc = ckpt_open(&c, dir, NULL);
+			if (!rc)
+				ckpt_close(c);
+		}
+		cr_expect_eq(rc, code, "%s(%s): %s (%s)", what[i], dir, ckpt_err_name(rc),
+			     ckpt_last_error());
+		cr_expect(strstr(ckpt_last_error(), name) && strstr(ckpt_last_error(), says),
+			  "%s(%s) says \"%s\": not \"%s\" about %s", what[i], dir, ckpt_last_error(),
+			  says, name);
+	}
+}
+
+static void must_exist(const char *dir, const char *name, int yes)
+{
+	char path[4200];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	cr_expect_eq(access(path, F_OK) == 0, yes, "%s %s", path,
+		     yes ? "is gone" : "was created or kept");
+}
+
+Test(dir, a_symbolic_link_to_the_directory_is_refused)
+{
+	char *d = private_dir(), real[4200], link[4200], slash[4200];
+	snprintf(real, sizeof real, "%s/real", d);
+	snprintf(link, sizeof link, "%s/link", d);
+	snprintf(slash, sizeof slash, "%s/link//", d);
+	cr_assert_eq(mkdir(real, 0700), 0);
+	good_chain(real);
+	cr_assert_eq(symlink("real", link), 0);
+	all_refuse(link, 1, CKPT_EACCES, "link", "a symbolic link");
+	all_refuse(slash, 1, CKPT_EACCES, "link", "a symbolic link");
+	must_exist(real, "snap-00000001.ckpt", 1); /* compact folded nothing */
+	must_exist(real, "lock", 0);
+	/* The directory itself, by its name, is fine. */
+	cr_expect_eq(ckpt_chain_verify(real, NULL), 0, "%s", ckpt_last_error());
+	rm_rf(d);
+	free(d);
+}
+
+Test(dir, a_directory_others_or_its_group_can_write_to_is_refused)
+{
+	static const struct {
+		mode_t mode;
+		const char *says;
+	} modes[] = {{0777, "writable by others"}, {01777, "writable by others"},
+		     {0703, "writable by others"}, {0770, "writable by its group"},
+		     {0730, "writable by its group"}};
+	for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+		char *d = private_dir();
+		good_chain(d);
+		cr_assert_eq(chmod(d, modes[i].mode), 0);
+		all_refuse(d, 1, CKPT_EACCES, d, modes[i].says);
+		char mode[16];
+		snprintf(mode, sizeof mode, "mode %04o", (unsigned)modes[i].mode);
+		cr_expect(strstr(ckpt_last_error(), mode), "%s", ckpt_last_error());
+		must_exist(d, "snap-00000001.ckpt", 1);
+		must_exist(d, "lock", 0);
+		cr_assert_eq(chmod(d, 0755), 0);
+		cr_expect_eq(ckpt_chain_verify(d, NULL), 0, "mode 0755: %s", ckpt_last_error());
+		rm_rf(d);
+		free(d);
+	}
+}
+
+Test(dir, a_directory_of_another_user_is_refused)
+{
+	if (geteuid() != 0)
+		cr_skip_test("not root: no directory of another user can be made to test with");
+	char *d = private_dir();
+	good_chain(d);
+	cr_assert_eq(chown(d, 65534, 65534), 0, "%s", strerror(errno));
+	all_refuse(d, 1, CKPT_EACCES, d, "owned by uid 65534");
+	cr_assert_eq(chown(d, 0, 0), 0);
+	cr_expect_eq(ckpt_chain_verify(d, NULL), 0, "%s", ckpt_last_error());
+	rm_rf(d);
+	free(d);
+}
+
+Test(dir, a_fifo_named_like_a_snapshot_is_refused_without_blocking, .timeout = 20)
+{
+	char *d = private_dir(), path[4200];
+	good_chain(d);
+	snprintf(path, sizeof path, "%s/snap-00000003.ckpt", d);
+	cr_assert_eq(mkfifo(path, 0600), 0);
+	all_refuse(d, 0, CKPT_ECORRUPT, "snap-00000003.ckpt", "not a regular file (a FIFO)");
+	rm_rf(d);
+	free(d);
+}
+
+Test(dir, a_snapshot_that_is_a_symbolic_link_is_refused)
+{
+	char *d = private_dir(), path[4200], other[4200];
+	good_chain(d);
+	snprintf(other, sizeof other, "%s/elsewhere", d);
+	cr_assert_eq(mkdir(other, 0700), 0);
+	good_chain(other);
+	/* Even to a sound file of the same chain. */
+	snprintf(path, sizeof path, "%s/snap-00000002.ckpt", d);
+	cr_assert_eq(unlink(path), 0);
+	cr_assert_eq(symlink("elsewhere/snap-00000002.ckpt", path), 0);
+	all_refuse(d, 0, CKPT_EACCES, "snap-00000002.ckpt", "a symbolic link");
+	rm_rf(d);
+	free(d);
+}
+
+Test(dir, a_snapshot_others_could_have_written_is_refused)
+{
+	char *d = private_dir(), path[4200];
+	good_chain(d);
+	snprintf(path, sizeof path, "%s/snap-00000001.ckpt", d);
+	cr_assert_eq(chmod(path, 0620), 0);
+	all_refuse(d, 0, CKPT_EACCES, "snap-00000001.ckpt", "writable by its group");
+	cr_assert_eq(chmod(path, 0602), 0);
+	all_refuse(d, 0, CKPT_EACCES, "snap-00000001.ckpt", "writable by others");
+	cr_assert_eq(chmod(path, 0644), 0);
+	cr_expect_eq(ckpt_chain_verify(d, NULL), 0, "mode 0644: %s", ckpt_last_error());
+	if (geteuid() == 0) {
+		cr_assert_eq(chown(path, 65534, 65534), 0);
+		all_refuse(d, 0, CKPT_EACCES, "snap-00000001.ckpt", "owned by uid 65534");
+	} else {
+		cr_log_info("not root: no file of another user to test with");
+	}
+	rm_rf(d);
+	free(d);
+}
+
+Test(dir, what_is_not_a_directory_or_not_there)
+{
+	char *d = private_dir(), path[4200];
+	snprintf(path, sizeof path, "%s/file", d);
+	plant(d, "file");
+	ckpt_chain *ch;
+	cr_expect_eq(ckpt_chain_open(&ch, path), CKPT_ENOTDIR, "%s", ckpt_last_error());
+	cr_expect_eq(ckpt_chain_verify(path, NULL), CKPT_ENOTDIR, "%s", ckpt_last_error());
+	ckpt_t *c;
+	cr_expect_eq(ckpt_open(&c, path, NULL), CKPT_ENOTDIR, "%s", ckpt_last_error());
+	snprintf(path, sizeof path, "%s/none", d);
+	cr_expect_eq(ckpt_chain_open(&ch, path), CKPT_ENOENT, "%s", ckpt_last_error());
+	cr_expect_eq(ckpt_chain_verify(path, NULL), CKPT_ENOENT, "%s", ckpt_last_error());
+	/* ckpt_open makes it, private. */
+	cr_assert_eq(ckpt_open(&c, path, NULL), 0, "%s", ckpt_last_error());
+	ckpt_close(c);
+	struct stat st;
+	cr_assert_eq(stat(path, &st), 0);
+	cr_expect_eq(st.st_mode & 07777, 0700, "made with mode %04o", st.st_mode & 07777);
+	rm_rf(d);
+	free(d);
+}
