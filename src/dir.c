@@ -43,8 +43,9 @@ struct dirent64_raw {
 
 int ckpt__dir_foreach(int dirfd, int (*fn)(const char *name, unsigned type, void *arg), void *arg)
 {
-	/* uint64_t: the records are 8-byte aligned in the buffer. */
-	uint64_t buf[1024];
+	/* 4 KiB: the walk may run on a small thread stack (a commit from any
+	 * thread).  uint64_t: the records are 8-byte aligned in the buffer. */
+	uint64_t buf[512];
 	long rc = ckpt__sys3(SYS_lseek, dirfd, 0, SEEK_SET);
 	if (rc < 0)
 		return ckpt__from_errno((int)-rc);
@@ -57,7 +58,8 @@ int ckpt__dir_foreach(int dirfd, int (*fn)(const char *name, unsigned type, void
 		for (long off = 0; off < got;) {
 			const struct dirent64_raw *e = (const void *)((const char *)buf + off);
 			/* The kernel's records, but a bad length would loop. */
-			if (e->reclen <= offsetof(struct dirent64_raw, name) || e->reclen > got - off)
+			if (e->reclen <= offsetof(struct dirent64_raw, name) ||
+			    e->reclen > got - off)
 				return CKPT_EIO;
 			off += e->reclen;
 			int r = fn(e->name, e->type, arg);
@@ -164,10 +166,11 @@ int ckpt__chain_dir_open(const char *dir, const char *who, int *fd)
 		int e = errno;
 		struct stat st;
 		if ((e == ENOTDIR || e == ELOOP) && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
-			return ckpt__fail(CKPT_EACCES,
-					  "%s%s: a symbolic link; a chain directory is opened by its "
-					  "own name, not through a link (name the directory itself)",
-					  who, dir);
+			return ckpt__fail(
+			    CKPT_EACCES,
+			    "%s%s: a symbolic link; a chain directory is opened by its "
+			    "own name, not through a link (name the directory itself)",
+			    who, dir);
 		return ckpt__fail(ckpt__from_errno(e), "%s%s: %s", who, dir, strerror(e));
 	}
 	struct stat st;
