@@ -257,7 +257,13 @@ typedef struct ckpt ckpt_t; /* opaque */
  *        It is created (mode 0700: a snapshot holds the whole memory of the
  *        process) if needed and locked for this handle.  A directory that
  *        already holds a chain is never destroyed: CKPT_EEXIST, unless
- *        CKPT_F_OVERWRITE, which starts a new chain there.
+ *        CKPT_F_OVERWRITE, which starts a new chain there.  Only a
+ *        directory nobody else could have written into is used: not a
+ *        symbolic link itself (the path to it may hold links), owned by
+ *        the calling user (effective uid) or root, writable by its owner
+ *        alone; snapshots in it are read only from regular files of the
+ *        same owners, writable by their owner alone, and named exactly as
+ *        ckpt names them (doc/FORMAT.md, "The chain directory").
  *   opt: options, or NULL for the defaults.  The structure is copied.
  *
  * CKPT_F_RESUME (x86-64, one such handle per process): the process must
@@ -288,7 +294,10 @@ typedef struct ckpt ckpt_t; /* opaque */
  * which), CKPT_ECORRUPT (no sound snapshot to resume), CKPT_ENOENT (a file
  * the process had open or mapped is gone), CKPT_EEXIST, CKPT_EBUSY (another
  * process writes that chain, or a second CKPT_F_RESUME handle), CKPT_EACCES
- * and other system errors, CKPT_ENOMEM.  On failure *out is set to NULL and
+ * (the directory, or a snapshot in it, is a symbolic link, another user's,
+ * or writable by its group or others: ckpt_last_error names it and says
+ * which; also a directory that cannot be created or read), CKPT_ENOTDIR,
+ * other system errors, CKPT_ENOMEM.  On failure *out is set to NULL and
  * nothing of the process changed.
  * The handle is owned by the caller and released with ckpt_close().
  * Thread-safe.
@@ -497,9 +506,14 @@ typedef struct ckpt_stored_run {
 
 /* Opens the chain in dir: the newest snapshot and its parents down to a
  * base, each file's metadata verified.  A directory without snapshots is an
- * empty chain.  Returns 0, or CKPT_ENOENT (no such directory, or a missing
- * snapshot in the chain), CKPT_ECORRUPT, CKPT_EVERSION, CKPT_EFOREIGN (files
- * of different chains), CKPT_ENOMEM; *out is NULL on failure. */
+ * empty chain.  The directory and its files pass the checks ckpt_open makes
+ * (doc/FORMAT.md, "The chain directory"); so do those of ckpt_chain_verify
+ * and ckpt_chain_compact.  Returns 0, or CKPT_ENOENT (no such directory, or
+ * a missing snapshot in the chain), CKPT_EACCES (the directory or a
+ * snapshot is a symbolic link, another user's, or writable by its group or
+ * others), CKPT_ENOTDIR, CKPT_ECORRUPT (also a file named like a snapshot
+ * that is not a regular file), CKPT_EVERSION, CKPT_EFOREIGN (files of
+ * different chains), CKPT_ENOMEM; *out is NULL on failure. */
 CKPT_API int ckpt_chain_open(ckpt_chain **out, const char *dir);
 CKPT_API void ckpt_chain_close(ckpt_chain *ch);
 /* Ids of the oldest and newest snapshots (0 and 0 for an empty chain). */
@@ -554,7 +568,8 @@ CKPT_API int ckpt_chain_verify(const char *dir, size_t *checked);
 /* Folds the oldest snapshots into a new base so that at most `keep`
  * increments remain after it, atomically: the new base replaces snapshot
  * (newest - keep) by a rename, then the older files are removed.  Memory as
- * of every remaining id is unchanged.  Fails with CKPT_EBUSY while a process
+ * of every remaining id is unchanged, and the new base keeps the process
+ * record of the snapshot it replaces: a resumable chain stays resumable.  Fails with CKPT_EBUSY while a process
  * has the chain open for writing.  Returns 0 (also when there was nothing to
  * fold) or a CKPT_E* code; *folded (may be NULL) receives how many snapshots
  * were folded. */

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #endif
 #include "ckpt.h"
+#include "dir.h"
 #include "error.h"
 #include "mem.h"
 #include "proc.h"
@@ -166,6 +167,12 @@ CKPT_API int ckpt_chain_launch(ckpt_chain *ch, uint64_t id, ckpt_launch_info *ou
 	if (rc)
 		return rc;
 	const struct ckpt__snap *s = ckpt__chain_find(&ch->c, id);
+	if (!s->proc && (s->h.flags & CKPT__SF_BASE) && s->h.id > 1)
+		return ckpt__fail(CKPT_ENOENT, "%s, a base made by ckpt compact, holds no process "
+					       "record (the snapshot it replaced had none, or an older "
+					       "ckpt compact dropped it): it does not say how the "
+					       "program was started",
+				  s->name);
 	if (!s->proc)
 		return ckpt__fail(CKPT_ENOENT, "%s was written without CKPT_F_RESUME: it does not "
 					       "say how the program was started",
@@ -395,34 +402,17 @@ struct ids {
 	size_t n, cap;
 };
 
-static int list_ids(int dirfd, struct ids *ids)
+static int add_id(const char *name, unsigned type, void *arg)
 {
-	char buf[8192];
-	lseek(dirfd, 0, SEEK_SET);
-	for (;;) {
-		long got = ckpt__sys3(SYS_getdents64, dirfd, (long)buf, sizeof buf);
-		if (got < 0)
-			return ckpt__from_errno((int)-got);
-		if (got == 0)
-			return 0;
-		for (long off = 0; off < got;) {
-			struct {
-				uint64_t ino;
-				int64_t off;
-				unsigned short reclen;
-				unsigned char type;
-				char name[];
-			} *e = (void *)(buf + off);
-			off += e->reclen;
-			unsigned long long id;
-			char tail[8];
-			if (sscanf(e->name, "snap-%llu.ck%2s", &id, tail) != 2 || strcmp(tail, "pt"))
-				continue;
-			if (ckpt__mem_grow((void **)&ids->v, &ids->cap, ids->n + 1, sizeof *ids->v))
-				return CKPT_ENOMEM;
-			ids->v[ids->n++] = id;
-		}
-	}
+	(void)type;
+	struct ids *ids = arg;
+	uint64_t id;
+	if (ckpt__snap_name_parse(name, &id) != CKPT__NAME_SNAP)
+		return 0;
+	if (ckpt__mem_grow((void **)&ids->v, &ids->cap, ids->n + 1, sizeof *ids->v))
+		return CKPT_ENOMEM;
+	ids->v[ids->n++] = id;
+	return 0;
 }
 
 CKPT_API int ckpt_chain_verify(const char *dir, size_t *checked)
@@ -432,11 +422,12 @@ CKPT_API int ckpt_chain_verify(const char *dir, size_t *checked)
 		*checked = 0;
 	if (!dir)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_chain_verify: dir is NULL");
-	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0)
-		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", dir, strerror(errno));
+	int dirfd;
+	int rc = ckpt__chain_dir_open(dir, "", &dirfd);
+	if (rc)
+		return rc;
 	struct ids ids = {0};
-	int rc = list_ids(dirfd, &ids);
+	rc = ckpt__dir_foreach(dirfd, add_id, &ids);
 	if (rc)
 		rc = ckpt__fail(rc, "%s: cannot list the directory", dir);
 	ZSTD_DCtx *dctx = ckpt__zstd_dctx();
@@ -493,20 +484,24 @@ CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded)
 		*folded = 0;
 	if (!dir)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_chain_compact: dir is NULL");
-	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0)
-		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", dir, strerror(errno));
-	int lockfd = openat(dirfd, CKPT__LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	int dirfd;
+	int rc = ckpt__chain_dir_open(dir, "ckpt_chain_compact: ", &dirfd);
+	if (rc)
+		return rc;
+	int lockfd = openat(dirfd, CKPT__LOCK_NAME, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
 		int e = errno;
 		if (lockfd >= 0)
 			close(lockfd);
 		close(dirfd);
-		return ckpt__fail(e == EWOULDBLOCK ? CKPT_EBUSY : ckpt__from_errno(e),
-				  "ckpt_chain_compact: %s is in use by another process", dir);
+		if (lockfd >= 0 && e == EWOULDBLOCK)
+			return ckpt__fail(CKPT_EBUSY, "ckpt_chain_compact: %s is in use by another "
+						      "process", dir);
+		return ckpt__fail(ckpt__from_errno(e), "ckpt_chain_compact: %s/%s: %s", dir,
+				  CKPT__LOCK_NAME, strerror(e));
 	}
 	struct ckpt__chain c;
-	int rc = ckpt__chain_open(&c, dir, dup(dirfd));
+	rc = ckpt__chain_open(&c, dir, dup(dirfd));
 	if (rc) {
 		close(lockfd);
 		close(dirfd);
@@ -564,6 +559,8 @@ CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded)
 			.maps = maps, .nmaps = k->nmaps, .runs = runs, .nruns = nruns,
 			.level = 3, .threads = ncpu > 0 ? (unsigned)ncpu : 1,
 			.time_ns = k->h.time_ns, /* the commit it stands for */
+			/* A resume continues from the new base as from k. */
+			.proc = k->proc, .proc_size = k->proc_size,
 		};
 		char exe[4096];
 		p.exe = ckpt__snap_str(k, k->h.exe_off, k->h.exe_len, exe, sizeof exe);

@@ -14,6 +14,7 @@
 #endif
 #include "commit.h"
 #include "compress.h"
+#include "dir.h"
 #include "shadow.h"
 #include "error.h"
 #include "mem.h"
@@ -33,58 +34,28 @@
 
 /* ---- the directory -------------------------------------------------------------- */
 
-struct dent {
-	char name[256];
-};
-
-/* Calls fn for every entry of the directory (raw getdents: a commit must
- * not allocate in the program's heap). */
-static int each_entry(int dirfd, int (*fn)(int dirfd, const char *name, void *arg), void *arg)
+static int count_snapshot(const char *name, unsigned type, void *arg)
 {
-	char buf[8192];
-	lseek(dirfd, 0, SEEK_SET);
-	for (;;) {
-		long got = ckpt__sys3(SYS_getdents64, dirfd, (long)buf, sizeof buf);
-		if (got < 0)
-			return ckpt__from_errno((int)-got);
-		if (got == 0)
-			return 0;
-		for (long off = 0; off < got;) {
-			struct {
-				uint64_t ino;
-				int64_t off;
-				unsigned short reclen;
-				unsigned char type;
-				char name[];
-			} *e = (void *)(buf + off);
-			off += e->reclen;
-			int rc = fn(dirfd, e->name, arg);
-			if (rc)
-				return rc;
-		}
-	}
-}
-
-static int is_snapshot(const char *name)
-{
-	unsigned long long id;
-	char tail[8];
-	return sscanf(name, "snap-%llu.ck%2s", &id, tail) == 2 && !strcmp(tail, "pt");
-}
-
-static int count_snapshot(int dirfd, const char *name, void *arg)
-{
-	(void)dirfd;
-	*(int *)arg += is_snapshot(name);
+	(void)type;
+	uint64_t id;
+	*(int *)arg += ckpt__snap_name_parse(name, &id) == CKPT__NAME_SNAP;
 	return 0;
 }
 
-static int remove_file(int dirfd, const char *name, void *arg)
+struct clear_ctx {
+	int dirfd;
+	int snapshots; /* 0: the files of an unfinished commit; 1: snapshots too */
+};
+
+static int remove_file(const char *name, unsigned type, void *arg)
 {
-	int which = *(int *)arg; /* 1: temporary files, 2: snapshots too */
-	if (name[0] == '.' && strstr(name, ".tmp"))
-		unlinkat(dirfd, name, 0);
-	else if (which == 2 && is_snapshot(name) && unlinkat(dirfd, name, 0) != 0)
+	(void)type;
+	const struct clear_ctx *cc = arg;
+	uint64_t id;
+	int kind = ckpt__snap_name_parse(name, &id);
+	if (kind == CKPT__NAME_TEMP)
+		unlinkat(cc->dirfd, name, 0);
+	else if (cc->snapshots && kind == CKPT__NAME_SNAP && unlinkat(cc->dirfd, name, 0) != 0)
 		return ckpt__from_errno(errno);
 	return 0;
 }
@@ -100,12 +71,14 @@ int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int mode, int lev
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
 		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot create %s: %s", dir,
 				  strerror(errno));
-	w->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (w->dirfd < 0)
-		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: %s: %s", dir, strerror(errno));
+	/* Only a directory nobody else could write into (dir.c): with
+	 * CKPT_F_RESUME, what it holds becomes this process. */
+	int rc = ckpt__chain_dir_open(dir, "ckpt_open: ", &w->dirfd);
+	if (rc)
+		return rc;
 	/* One writer per chain. */
-	w->lockfd = openat(w->dirfd, CKPT__LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	int rc = 0;
+	w->lockfd = openat(w->dirfd, CKPT__LOCK_NAME, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+			   0600);
 	if (w->lockfd < 0)
 		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: %s/%s: %s", dir, CKPT__LOCK_NAME,
 				strerror(errno));
@@ -114,7 +87,7 @@ int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int mode, int lev
 				"ckpt_open: %s is in use by another process", dir);
 	int n = 0;
 	if (!rc)
-		rc = each_entry(w->dirfd, count_snapshot, &n);
+		rc = ckpt__dir_foreach(w->dirfd, count_snapshot, &n);
 	if (!rc && n && mode == CKPT__CW_CONTINUE)
 		w->existing = (unsigned)n;
 	else if (!rc && n && !overwrite)
@@ -122,8 +95,8 @@ int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int mode, int lev
 				"ckpt_open: %s already holds a chain of %d snapshot(s); it is kept "
 				"(CKPT_F_OVERWRITE starts a new one)",
 				dir, n);
-	int which = overwrite ? 2 : 1;
-	if (!rc && (rc = each_entry(w->dirfd, remove_file, &which)) != 0)
+	struct clear_ctx cc = {w->dirfd, overwrite};
+	if (!rc && (rc = ckpt__dir_foreach(w->dirfd, remove_file, &cc)) != 0)
 		rc = ckpt__fail(rc, "ckpt_open: cannot clear %s", dir);
 	if (!rc && overwrite && fsync(w->dirfd) != 0)
 		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: %s: %s", dir, strerror(errno));

@@ -834,6 +834,11 @@ int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 	if (s->h.page_size != ckpt__pagesize)
 		rc = ckpt__fail(CKPT_EFOREIGN, "ckpt_open: %s has page size %u, this system %zu",
 				s->name, s->h.page_size, ckpt__pagesize);
+	else if (!s->proc && (s->h.flags & CKPT__SF_BASE) && s->h.id > 1)
+		rc = ckpt__fail(CKPT_ENOTSUP, "ckpt_open: %s, a base made by ckpt compact, has no "
+					      "process record (the snapshot it replaced had none, or "
+					      "an older ckpt compact dropped it)",
+				s->name);
 	else if (!s->proc)
 		rc = ckpt__fail(CKPT_ENOTSUP, "ckpt_open: %s was written by a handle opened without "
 					      "CKPT_F_RESUME: it has no process record",

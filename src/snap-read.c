@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #endif
 #include "snap-read.h"
+#include "dir.h"
 #include "error.h"
 #include "mem.h"
 #include "xxhash.h"
@@ -305,19 +306,13 @@ int ckpt__snap_open(struct ckpt__snap *s, int dirfd, const char *name)
 {
 	memset(s, 0, sizeof *s);
 	snprintf(s->name, sizeof s->name, "%s", name);
-	s->fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-	if (s->fd < 0)
-		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", name, strerror(errno));
+	/* A regular file of the user's, never a FIFO or a link (dir.c). */
 	struct stat st;
-	int rc = 0;
-	if (fstat(s->fd, &st) != 0)
-		rc = ckpt__fail(ckpt__from_errno(errno), "%s: %s", name, strerror(errno));
-	else if (!S_ISREG(st.st_mode))
-		rc = BAD("%s: not a regular file", name);
-	if (!rc) {
-		s->size = (uint64_t)st.st_size;
-		rc = load(s);
-	}
+	int rc = ckpt__chain_file_open(dirfd, name, &s->fd, &st);
+	if (rc)
+		return rc;
+	s->size = (uint64_t)st.st_size;
+	rc = load(s);
 	if (rc)
 		ckpt__snap_close(s);
 	return rc;
@@ -437,45 +432,32 @@ const struct ckpt__fmap *ckpt__snap_map_at(const struct ckpt__snap *s, uintptr_t
 
 /* ---- chains ------------------------------------------------------------------ */
 
-static int parse_id(const char *name, unsigned long long *id)
-{
-	char tail[8];
-	return sscanf(name, "snap-%llu.ck%2s", id, tail) == 2 && !strcmp(tail, "pt") && *id > 0;
-}
-
 static int cmp_id(const void *a, const void *b)
 {
 	unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
 	return x < y ? -1 : x > y;
 }
 
+struct each_id {
+	int (*fn)(unsigned long long id, void *arg);
+	void *arg;
+};
+
+static int id_of(const char *name, unsigned type, void *arg)
+{
+	(void)type;
+	const struct each_id *e = arg;
+	uint64_t id;
+	return ckpt__snap_name_parse(name, &id) == CKPT__NAME_SNAP ? e->fn(id, e->arg) : 0;
+}
+
 /* Calls fn with the id of every snapshot file in the directory fd (read
- * from its start; getdents: no allocation in the program's heap).  Stops at
- * fn's first non-zero value and returns it; a failed read is a negative
- * errno. */
+ * from its start; no allocation in the program's heap).  Stops at fn's
+ * first non-zero value and returns it; a failed read is a CKPT_E* code. */
 static int each_id(int fd, int (*fn)(unsigned long long id, void *arg), void *arg)
 {
-	char dbuf[8192];
-	lseek(fd, 0, SEEK_SET);
-	for (;;) {
-		long got = ckpt__sys3(SYS_getdents64, fd, (long)dbuf, sizeof dbuf);
-		if (got <= 0)
-			return (int)got;
-		for (long off = 0; off < got;) {
-			struct linux_dirent64 {
-				uint64_t d_ino;
-				int64_t d_off;
-				unsigned short d_reclen;
-				unsigned char d_type;
-				char d_name[];
-			} *e = (void *)(dbuf + off);
-			off += e->d_reclen;
-			unsigned long long id;
-			int rc = parse_id(e->d_name, &id) ? fn(id, arg) : 0;
-			if (rc)
-				return rc;
-		}
-	}
+	struct each_id e = {fn, arg};
+	return ckpt__dir_foreach(fd, id_of, &e);
 }
 
 static int newer(unsigned long long id, void *arg)
@@ -522,18 +504,19 @@ int ckpt__chain_open(struct ckpt__chain *c, const char *dir, int dirfd)
 int ckpt__chain_open_upto(struct ckpt__chain *c, const char *dir, int dirfd, uint64_t max_id)
 {
 	memset(c, 0, sizeof *c);
-	c->dirfd = dirfd >= 0 ? dirfd : open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (c->dirfd < 0) {
-		if (errno == ENOENT)
-			return 0;
-		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", dir, strerror(errno));
+	c->dirfd = dirfd;
+	if (dirfd < 0) {
+		/* Only a directory nobody else could write into (dir.c). */
+		int rc = ckpt__chain_dir_open(dir, "", &c->dirfd);
+		if (rc)
+			return rc == CKPT_ENOENT ? 0 : rc;
 	}
 	/* The ids present, then the chain: the newest file and its parents
 	 * down to a base. */
 	struct id_list l = {NULL, 0, 0, max_id};
 	int rc = each_id(c->dirfd, add_id, &l);
 	if (rc < 0)
-		rc = ckpt__fail(ckpt__from_errno(-rc), "%s: %s", dir, strerror(-rc));
+		rc = ckpt__fail(rc, "%s: cannot list the directory: %s", dir, ckpt_strerror(rc));
 	else if (rc > 0)
 		rc = ckpt__fail(CKPT_ENOMEM, "out of memory listing %s", dir);
 	unsigned long long *ids = l.ids;

@@ -25,12 +25,12 @@
 #define _GNU_SOURCE
 #endif
 #include "thread.h"
+#include "dir.h"
 #include "error.h"
 #include "interpose.h"
 #include "state.h"
 #include "track.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
@@ -484,13 +484,23 @@ static uintptr_t task_sp(pid_t tid)
 	return (uintptr_t)strtoull(fields[nf - 2], NULL, 0);
 }
 
-struct linux_dirent64 {
-	uint64_t d_ino;
-	int64_t d_off;
-	unsigned short d_reclen;
-	unsigned char d_type;
-	char d_name[];
+struct task_walk {
+	void (*fn)(pid_t, void *);
+	void *arg;
+	unsigned n;
 };
+
+static int task_entry(const char *name, unsigned type, void *arg)
+{
+	(void)type;
+	struct task_walk *tw = arg;
+	if (name[0] < '0' || name[0] > '9')
+		return 0;
+	tw->n++;
+	if (tw->fn)
+		tw->fn((pid_t)atoi(name), tw->arg);
+	return 0;
+}
 
 /* Calls fn for every thread id in /proc/self/task (raw calls: readdir is
  * interposed). */
@@ -499,24 +509,10 @@ static unsigned foreach_task(void (*fn)(pid_t, void *), void *arg)
 	long fd = ckpt__raw_open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
-	char buf[4096];
-	unsigned n = 0;
-	for (;;) {
-		long got = ckpt__sys3(SYS_getdents64, fd, (long)buf, sizeof buf);
-		if (got <= 0)
-			break;
-		for (long off = 0; off < got;) {
-			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
-			off += d->d_reclen;
-			if (d->d_name[0] < '0' || d->d_name[0] > '9')
-				continue;
-			n++;
-			if (fn)
-				fn((pid_t)atoi(d->d_name), arg);
-		}
-	}
+	struct task_walk tw = {fn, arg, 0};
+	ckpt__dir_foreach((int)fd, task_entry, &tw);
 	ckpt__raw_close((int)fd);
-	return n;
+	return tw.n;
 }
 
 uintptr_t ckpt__threads_main_tp(void)

@@ -33,6 +33,12 @@
 #   and in every resumed run: no snapshot file open in the program, as many
 #      descriptors open as the uninterrupted run had at the same snapshot,
 #      and of a 256 MiB mapping with 4 pages written, as few resident
+#   n  killed, then `ckpt compact` folds the chain into one base: that
+#      base keeps the process record and `ckpt resume` resumes it
+#   o  (under one back-end) files named like snapshots but not exactly are
+#      ignored; a chain directory writable by others or reached through a
+#      symbolic link, and a snapshot of another user, are refused
+#      (CKPT_EACCES, naming it) and left as they were
 #   j  all of the above under CKPT_BACKEND=mprotect and =uffd (uffd skipped,
 #      with the reason, where the kernel lacks it), and a chain written
 #      under one back-end resumed under the other.
@@ -233,7 +239,7 @@ cases() {
 	# a, d: reference runs, each in an empty directory.
 	for seed in $SEEDS; do
 		rm -rf "$scratch/ref$seed.chain"
-		mkdir "$scratch/ref$seed.chain"
+		mkdir -m 700 "$scratch/ref$seed.chain"
 		run "ref$seed" "ref$seed" "$seed"
 		if [ "$rc" -eq 3 ] && [ "$be$seed" = "${first_be}1" ] &&
 			grep -q '(CKPT_ENOTSUP)' "$scratch/ref$seed.stderr" &&
@@ -371,6 +377,23 @@ cases() {
 $(cat "$scratch/$n.2.stderr")"
 	say "  i: damaged newest snapshot passed over: $(grep -Ev '^(commit|resumed) ' \
 		"$scratch/$n.2.stderr" | head -n 1)"
+
+	# n: killed, the chain compacted into one base, resumed by ckpt resume.
+	n=$be-n
+	run "$n.1" "$n" 1 --kill-at 3
+	[ "$rc" -eq 137 ] || fail "$n.1 (--kill-at 3) exited $rc"
+	out=$("$ckpt" compact "$scratch/$n.chain") || fail "$n: compact exited $?: $out"
+	[ "$(ls "$scratch/$n.chain" | grep -c '^snap-')" -eq 1 ] ||
+		fail "$n: compact left $(ls "$scratch/$n.chain")"
+	"$ckpt" show "$scratch/$n.chain" latest | grep -q '^resumable  *yes$' ||
+		fail "$n: the compacted base is not resumable:
+$("$ckpt" show "$scratch/$n.chain" latest)"
+	(cd / && timeout 60 "$ckpt" resume "$scratch/$n.chain") \
+		>"$scratch/$n.2.stdout" 2>"$scratch/$n.2.stderr"
+	rc=$?
+	resumed_ok "$n.2" "$n" 1
+	[ "$id" -eq 3 ] || fail "$n.2 resumed snapshot $id, not the compacted 3"
+	say "  n: compacted into one base, resumed"
 }
 
 # ---- j: both back-ends, and across them ------------------------------------------
@@ -406,6 +429,50 @@ for pair in mprotect,uffd uffd,mprotect; do
 	resumed_ok "$n.2" "$n" 3
 	say "j: written under $from, resumed under $to"
 done
+
+# o: only the user's own files are resumed.  Files with other names are
+# not snapshots; a directory or snapshot another user could have written
+# is refused, and left as it was, not passed over.
+CKPT_BACKEND=$first_be
+export CKPT_BACKEND
+n=o
+run "$n.1" "$n" 1 --kill-at 3
+[ "$rc" -eq 137 ] || fail "$n.1 (--kill-at 3) exited $rc"
+c=$scratch/$n.chain
+cp -p "$c/snap-00000002.ckpt" "$c/snap-00000003.ckpt.orig"
+cp -p "$c/snap-00000002.ckpt" "$c/snap-00000009.ckpt.orig"
+cp -p "$c/snap-00000002.ckpt" "$c/snap-9.ckpt"
+chmod 0777 "$c"
+run "$n.2" "$n" 1
+msg=$(refused "$n.2" CKPT_EACCES) || exit 1
+printf '%s\n' "$msg" | grep -q "$n\.chain: writable by others" ||
+	fail "$n.2: the refusal does not say the directory is writable by others: $msg"
+chmod 0700 "$c"
+ln -s "$n.chain" "$scratch/$n.link"
+"$prog" --seed 1 --steps $STEPS --every $EVERY --sleep-us $SLEEP_US --dir "$scratch/$n.link" \
+	--out "$scratch/$n.out" >"$scratch/$n.3.stdout" 2>"$scratch/$n.3.stderr"
+rc=$?
+msg=$(refused "$n.3" CKPT_EACCES) || exit 1
+printf '%s\n' "$msg" | grep -q "$n\.link: a symbolic link" ||
+	fail "$n.3: the refusal does not say the directory is a symbolic link: $msg"
+if [ "$(id -u)" -eq 0 ]; then
+	chown 65534 "$c/snap-00000003.ckpt"
+	run "$n.4" "$n" 1
+	msg=$(refused "$n.4" CKPT_EACCES) || exit 1
+	printf '%s\n' "$msg" | grep -q 'snap-00000003\.ckpt: owned by uid 65534' ||
+		fail "$n.4: the refusal does not name the file of another user: $msg"
+	[ -f "$c/snap-00000003.ckpt" ] || fail "$n.4: the refused file was moved: $(ls "$c")"
+	chown 0 "$c/snap-00000003.ckpt"
+else
+	say "o: not root: no file of another user to test with"
+fi
+run "$n.5" "$n" 1
+resumed_ok "$n.5" "$n" 1
+[ "$id" -eq 3 ] || fail "$n.5 resumed snapshot $id, not 3: $(cat "$scratch/$n.5.stderr")"
+for f in snap-00000003.ckpt.orig snap-00000009.ckpt.orig snap-9.ckpt; do
+	[ -f "$c/$f" ] || fail "$n.5: $f was moved or removed: $(ls "$c")"
+done
+say "o: another user's directory or file refused, stray names ignored ($msg)"
 
 say "ok"
 exit 0

@@ -102,6 +102,8 @@ out=$("$ckpt" show "$dir" 2) || fail "show exited $?"
 echo "$out" | grep -q "$addr-" || fail "show 2 does not list the region at $addr: $out"
 echo "$out" | grep -q "^parent  *1\$" || fail "show 2: parent: $out"
 echo "$out" | grep -q "^type  *incremental" || fail "show 2: type: $out"
+echo "$out" | grep -q "^resumable  *no (not written with CKPT_F_RESUME)\$" ||
+	fail "show 2: resumable: $out"
 "$ckpt" show "$dir" 9 >/dev/null 2>&1
 [ $? -eq 1 ] || fail "show of a missing snapshot does not exit 1"
 
@@ -209,8 +211,23 @@ cmp -s "$scratch/p3.3" "$scratch/C" || fail "page 3 of 3 after compact is not al
 cmp -s "$scratch/p3.2" "$scratch/A" || fail "page 3 of 2 after compact is not all A"
 "$ckpt" extract "$dir" 1 $p3 "$ps" -o "$scratch/p3.1" 2>/dev/null
 [ $? -eq 1 ] || fail "extract of the folded snapshot 1 does not exit 1"
+# mkchain does not record its process: the new base says why it cannot be
+# resumed, and that it is a compacted base.
+"$ckpt" show "$dir" 2 | grep -q '^resumable  *no (a base made by ckpt compact' ||
+	fail "show of the compacted base: $("$ckpt" show "$dir" 2)"
+msg=$("$ckpt" resume "$dir" 2>&1)
+rc=$?
+[ $rc -eq 1 ] || fail "resume of a chain without a process record exited $rc: $msg"
+echo "$msg" | grep -q 'snap-00000003\.ckpt was written without CKPT_F_RESUME' ||
+	fail "resume of a chain without a process record: $msg"
 out=$("$ckpt" compact "$dir" --keep=1) || fail "a second compact exited $?"
 echo "$out" | grep -q 'nothing to fold' || fail "a second compact: $out"
+"$ckpt" compact "$dir" >/dev/null || fail "compact --keep 0 exited $?"
+msg=$("$ckpt" resume "$dir" 2>&1)
+rc=$?
+[ $rc -eq 1 ] || fail "resume of a compacted chain without a process record exited $rc: $msg"
+echo "$msg" | grep -q 'snap-00000003\.ckpt, a base made by ckpt compact, holds no process record' ||
+	fail "resume of a compacted chain without a process record: $msg"
 
 # A block larger than a reader's one-block buffer (tests/corrupt/oversized,
 # made by tests/gen-corrupt): every command refuses the chain, names the file
@@ -236,13 +253,96 @@ if [ -n "$top_srcdir" ]; then
 fi
 
 # An empty directory is an empty chain.
-mkdir "$scratch/empty"
+mkdir -m 700 "$scratch/empty"
 out=$("$ckpt" ls "$scratch/empty") || fail "ls of an empty chain exited $?"
 echo "$out" | grep -q 'no snapshots' || fail "ls of an empty chain: $out"
 "$ckpt" show "$scratch/empty" latest >/dev/null 2>&1
 [ $? -eq 1 ] || fail "show latest of an empty chain does not exit 1"
 "$ckpt" ls "$scratch/none" >/dev/null 2>&1
 [ $? -eq 1 ] || fail "ls of a missing directory does not exit 1"
+
+# ---- what a chain directory must be ---------------------------------------------
+# Every command that reads or writes a chain (ckpt resume through
+# ckpt_chain_open, and the program it starts through ckpt_open) refuses a
+# directory another user could write into, and files named like snapshots
+# that are not regular files of that directory; names that are not exactly
+# the writer's are not snapshots at all.
+t=$scratch/trust
+taddr=$("$mkchain" "$t") || fail "mkchain $t exited $?"
+# refused WHAT DIR PATTERN: every chain command exits 1 on DIR, within 20 s,
+# with a message matching PATTERN.
+refused() {
+	what=$1 d=$2 pat=$3
+	for args in "ls $d" "show $d latest" "diff $d 1 latest" \
+		"extract $d latest $taddr $ps -o $scratch/x" "verify $d" "compact $d" "resume $d"; do
+		# shellcheck disable=SC2086 # $args is split on purpose
+		msg=$(timeout 20 "$ckpt" $args 2>&1 >/dev/null)
+		rc=$?
+		[ $rc -eq 124 ] && fail "$what: ckpt $args hangs"
+		[ $rc -eq 1 ] || fail "$what: ckpt $args exited $rc: $msg"
+		echo "$msg" | grep -q -- "$pat" || fail "$what: ckpt $args says: $msg"
+	done
+	[ -e "$scratch/x" ] && fail "$what: extract wrote a file"
+	return 0
+}
+# copy NAME: a copy of the chain, as mkchain made it.
+copy() {
+	cp -Rp "$t" "$scratch/$1" || fail "cp -Rp $t $scratch/$1"
+	echo "$scratch/$1"
+}
+
+ln -s trust "$scratch/link"
+refused "a symbolic link to the directory" "$scratch/link" "link.*symbolic link"
+refused "the same with a trailing slash" "$scratch/link/" "link.*symbolic link"
+d=$(copy world)
+chmod 0777 "$d"
+refused "a world-writable directory" "$d" "world.*writable by others"
+chmod 01777 "$d"
+refused "a world-writable directory with the sticky bit" "$d" "world.*writable by others"
+d=$(copy group)
+chmod 0770 "$d"
+refused "a group-writable directory" "$d" "group.*writable by its group"
+d=$(copy fifo)
+mkfifo "$d/snap-00000004.ckpt" || fail "mkfifo"
+refused "a FIFO named like a snapshot" "$d" "snap-00000004\.ckpt: not a regular file"
+d=$(copy slink)
+mv "$d/snap-00000003.ckpt" "$scratch/elsewhere.ckpt"
+ln -s ../elsewhere.ckpt "$d/snap-00000003.ckpt"
+refused "a snapshot that is a symbolic link" "$d" "snap-00000003\.ckpt: a symbolic link"
+d=$(copy gfile)
+chmod 0660 "$d/snap-00000002.ckpt"
+refused "a snapshot writable by its group" "$d" "snap-00000002\.ckpt: writable by its group"
+if [ "$(id -u)" -eq 0 ]; then
+	d=$(copy owner)
+	chown 65534 "$d"
+	refused "a directory of another user" "$d" "owner.*owned by uid 65534"
+	d=$(copy fowner)
+	chown 65534 "$d/snap-00000001.ckpt"
+	refused "a snapshot of another user" "$d" "snap-00000001\.ckpt: owned by uid 65534"
+else
+	echo "tool.sh: not root: no file of another user to test with; the ownership checks" \
+		"are left to a run as root"
+fi
+
+# Names that are not exactly snap-NNNNNNNN.ckpt are not snapshots: every
+# command works as if they were not there.
+d=$(copy stray)
+for n in snap-00000003.ckpt.orig snap-00000007.ckpt.orig snap-7.ckpt snap-000000007.ckpt \
+	snap-00000007.ckpt~ snap-00000007.ckptx snap-0000000x.ckpt snap-+0000007.ckpt \
+	snap-00000000.ckpt .snap-00000007.ckpt; do
+	cp -p "$d/snap-00000003.ckpt" "$d/$n"
+done
+out=$(timeout 20 "$ckpt" ls "$d") || fail "ls with stray files exited $?: $out"
+kinds=$(echo "$out" | awk '$1 ~ /^[0-9]+$/ { printf "%s %s;", $1, $3 }')
+[ "$kinds" = "1 full;2 incr;3 incr;" ] || fail "ls with stray files: $out"
+out=$(timeout 20 "$ckpt" verify "$d") || fail "verify with stray files exited $?: $out"
+[ "$out" = "$d: 3 files, all sound" ] || fail "verify with stray files: $out"
+timeout 20 "$ckpt" diff "$d" 1 3 >/dev/null || fail "diff with stray files exited $?"
+timeout 20 "$ckpt" compact "$d" >/dev/null || fail "compact with stray files exited $?"
+[ "$(ls "$d" | grep -c '^snap-00000003\.ckpt\.orig$')" -eq 1 ] || fail "compact removed a stray file"
+out=$(timeout 20 "$ckpt" ls "$d") || fail "ls after compact with stray files exited $?: $out"
+kinds=$(echo "$out" | awk '$1 ~ /^[0-9]+$/ { printf "%s %s;", $1, $3 }')
+[ "$kinds" = "3 full;" ] || fail "ls after compact with stray files: $out"
 
 echo "tool.sh: ok"
 exit 0

@@ -599,7 +599,14 @@ static void show_summary(const ckpt_snapshot_info *si)
 		printf("parent      - (a base)\n");
 	printf("time        %s\n", when);
 	printf("type        %s\n", si->base ? "full (base)" : "incremental");
-	printf("resumable   %s\n", si->resumable ? "yes" : "no (the process had other threads)");
+	if (si->resumable)
+		printf("resumable   yes\n");
+	else if (si->threads > 1)
+		printf("resumable   no (the process had %u threads)\n", si->threads);
+	else if (si->base && si->id > 1)
+		printf("resumable   no (a base made by ckpt compact, without a process record)\n");
+	else
+		printf("resumable   no (not written with CKPT_F_RESUME)\n");
 	printf("threads     %u\n", si->threads);
 	printf("executable  %s\n", si->exe[0] ? si->exe : "-");
 	printf("build-id    %s\n", si->build_id[0] ? si->build_id : "-");
