@@ -11,12 +11,12 @@
 #endif
 #include "proc.h"
 #include "commit.h"
+#include "dir.h"
 #include "error.h"
 #include "maps.h"
 #include "mem.h"
 #include "track.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -185,60 +185,69 @@ static int listed(const struct ckpt__pown *own, long fd)
 	return 0;
 }
 
+struct fd_walk {
+	struct ckpt__pbuf *b;
+	const struct ckpt__pown *own;
+	int dfd;
+	int have_chain;
+	struct stat chain;
+	char *path;
+};
+
+static int add_fd(const char *name, unsigned type, void *arg)
+{
+	(void)type;
+	struct fd_walk *w = arg;
+	char *end;
+	long fd = strtol(name, &end, 10);
+	if (*end || end == name || fd < 3 || fd == w->dfd || listed(w->own, fd))
+		return 0;
+	struct stat st;
+	if (fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode))
+		return 0; /* sockets, pipes, devices: not restored */
+	char link[64];
+	snprintf(link, sizeof link, "/proc/self/fd/%ld", fd);
+	ssize_t len = readlink(link, w->path, PATH_MAX - 1);
+	if (len <= 0)
+		return 0;
+	/* /proc files name this process: not a program's file. */
+	if (len >= 6 && !memcmp(w->path, "/proc/", 6))
+		return 0;
+	/* ckpt's: reopening a snapshot file would hand it to the resumed
+	 * program, and a compacted chain no longer has it. */
+	if (w->have_chain && ckpt__proc_in_dir(w->path, (size_t)len, (uint64_t)w->chain.st_dev,
+					       (uint64_t)w->chain.st_ino))
+		return 0;
+	struct ckpt__pfd f = {
+		.fd = (int32_t)fd,
+		.flags = fcntl((int)fd, F_GETFL),
+		.fdflags = fcntl((int)fd, F_GETFD),
+		.offset = lseek((int)fd, 0, SEEK_CUR),
+		.size = st.st_size,
+		.ino = st.st_ino,
+		.dev = st.st_dev,
+	};
+	ckpt__pbuf_add(w->b, CKPT__PE_FD, &f, sizeof f, w->path, (size_t)len);
+	return 0;
+}
+
 static void add_fds(struct ckpt__pbuf *b, const struct ckpt__pown *own)
 {
-	int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0) {
+	struct fd_walk w = {.b = b, .own = own};
+	w.dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (w.dfd < 0) {
 		b->err = ckpt__fail(CKPT_EIO, "cannot list /proc/self/fd: %s", strerror(errno));
 		return;
 	}
-	struct stat chain;
-	int have_chain = own && own->chain_dirfd >= 0 && fstat(own->chain_dirfd, &chain) == 0;
-	char *buf = ckpt__mem_alloc(65536), *path = ckpt__mem_alloc(PATH_MAX);
-	for (long n; buf && path && (n = syscall(SYS_getdents64, dfd, buf, 65536)) > 0;) {
-		for (long at = 0; at < n;) {
-			struct dirent64 *d = (struct dirent64 *)(buf + at);
-			at += d->d_reclen;
-			char *end;
-			long fd = strtol(d->d_name, &end, 10);
-			if (*end || end == d->d_name || fd < 3 || fd == dfd || listed(own, fd))
-				continue;
-			struct stat st;
-			if (fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode))
-				continue; /* sockets, pipes, devices: not restored */
-			char link[64];
-			snprintf(link, sizeof link, "/proc/self/fd/%ld", fd);
-			ssize_t len = readlink(link, path, PATH_MAX - 1);
-			if (len <= 0)
-				continue;
-			/* /proc files name this process: not a program's file. */
-			if (len >= 6 && !memcmp(path, "/proc/", 6))
-				continue;
-			/* ckpt's: reopening a snapshot file would hand it to
-			 * the resumed program, and a compacted chain no longer
-			 * has it. */
-			if (have_chain && ckpt__proc_in_dir(path, (size_t)len, (uint64_t)chain.st_dev,
-							    (uint64_t)chain.st_ino))
-				continue;
-			struct ckpt__pfd f = {
-				.fd = (int32_t)fd,
-				.flags = fcntl((int)fd, F_GETFL),
-				.fdflags = fcntl((int)fd, F_GETFD),
-				.offset = lseek((int)fd, 0, SEEK_CUR),
-				.size = st.st_size,
-				.ino = st.st_ino,
-				.dev = st.st_dev,
-			};
-			ckpt__pbuf_add(b, CKPT__PE_FD, &f, sizeof f, path, (size_t)len);
-		}
-	}
-	if (!buf || !path)
+	w.have_chain = own && own->chain_dirfd >= 0 && fstat(own->chain_dirfd, &w.chain) == 0;
+	w.path = ckpt__mem_alloc(PATH_MAX);
+	if (!w.path)
 		b->err = CKPT_ENOMEM;
-	if (buf)
-		ckpt__mem_free(buf, 65536);
-	if (path)
-		ckpt__mem_free(path, PATH_MAX);
-	close(dfd);
+	else if (ckpt__dir_foreach(w.dfd, add_fd, &w) < 0 && !b->err)
+		b->err = ckpt__fail(CKPT_EIO, "cannot list /proc/self/fd");
+	if (w.path)
+		ckpt__mem_free(w.path, PATH_MAX);
+	close(w.dfd);
 }
 
 static int add_lib(struct dl_phdr_info *info, size_t size, void *arg)
