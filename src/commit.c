@@ -464,9 +464,26 @@ int ckpt__chainw_reader(struct ckpt__chainw *w, struct ckpt__chain **out)
 		if (ckpt__mem_grow((void **)&c->snaps, &c->cap, c->n + 1, sizeof *c->snaps) == 0) {
 			char name[48];
 			snprintf(name, sizeof name, CKPT__SNAP_FMT, (unsigned long long)w->latest);
-			int rc = ckpt__snap_open(&c->snaps[c->n], c->dirfd, name);
+			struct ckpt__snap *s = &c->snaps[c->n];
+			const struct ckpt__snap *p = &c->snaps[c->n - 1];
+			int rc = ckpt__snap_open(s, c->dirfd, name);
 			if (rc)
 				return rc;
+			/* The checks a whole chain's opening makes: a file put
+			 * in its place must not be read with the chain's buffers. */
+			if (s->h.id != w->latest || s->h.parent != p->h.id ||
+			    (s->h.flags & CKPT__SF_BASE))
+				rc = ckpt__fail(CKPT_ECORRUPT, "%s: not snapshot %llu of this chain",
+						name, (unsigned long long)w->latest);
+			else if (memcmp(s->h.chain_id, p->h.chain_id, 16))
+				rc = ckpt__fail(CKPT_EFOREIGN, "%s: belongs to another chain", name);
+			else if (s->h.page_size != p->h.page_size)
+				rc = ckpt__fail(CKPT_EFOREIGN, "%s: page size %u, its parent %u", name,
+						s->h.page_size, p->h.page_size);
+			if (rc) {
+				ckpt__snap_close(s);
+				return rc;
+			}
 			c->n++;
 			*out = c;
 			return 0;

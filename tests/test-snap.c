@@ -869,6 +869,54 @@ Test(snap, a_resumable_commit_records_no_descriptor_of_ckpt, .timeout = 60)
 	in_child(own_fds, "own descriptors");
 }
 
+/* ---- a snapshot of another chain put in place of the newest -------------------------- */
+
+/* A handle whose reader is open (after a restore) adds each new snapshot to
+ * it alone; the file found under the new name must pass the checks a whole
+ * chain's opening makes. */
+static void swapped(const char *dir)
+{
+	char other[512], cmd[1200];
+	snprintf(other, sizeof other, "%s-other", dir);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		/* Another chain with two snapshots, in another process. */
+		ckpt_t *o = open_chain(other, 0);
+		if (ckpt_begin(o) || ckpt_commit(o, NULL) || ckpt_commit(o, NULL))
+			_exit(1);
+		_exit(0);
+	}
+	int st;
+	CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ckpt_t *c = open_chain(dir, 0);
+	char *m = map_anon(8, 1);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	m[0] = 2;
+	CHECK_RC(ckpt_restore(c, 1)); /* the reader is open from here */
+	CHECK(m[0] == 1);
+	m[0] = 3;
+	CHECK_RC(ckpt_commit(c, NULL));
+	snprintf(cmd, sizeof cmd, "cp '%s/snap-00000002.ckpt' '%s/snap-00000002.ckpt'", other, dir);
+	CHECK(system(cmd) == 0);
+	m[0] = 4;
+	int rc = ckpt_restore(c, 2);
+	if (rc != CKPT_EFOREIGN)
+		child_die("restore from another chain's file: %s (%s)", ckpt_err_name(rc),
+			  ckpt_last_error());
+	CHECK(strstr(ckpt_last_error(), "another chain"));
+	CHECK(m[0] == 4);
+	ckpt_close(c);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", other);
+	CHECK(system(cmd) == 0);
+}
+
+Test(snap, another_chains_file_in_place_of_the_newest_is_refused, .timeout = 60)
+{
+	in_child(swapped, "swapped file");
+}
+
 /* ---- kill -9 while committing ------------------------------------------------------------ */
 
 static void killed(const char *dir)
