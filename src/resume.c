@@ -638,11 +638,17 @@ static int load_tcb(struct ckpt__resume *r, struct ckpt__chain *c, const struct 
 	if (!tm)
 		return ckpt__fail(CKPT_ECORRUPT, "%s: no thread descriptor in the snapshot", s->name);
 	size_t ps = ckpt__pagesize;
+	/* In offsets, which cannot wrap around whatever the file says. */
+	uint64_t span = tm->end > tm->start ? tm->end - tm->start : 0;
+	if (tm->keep_off > span || tm->keep_len > span - tm->keep_off)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: the thread descriptor lies outside its mapping",
+				  s->name);
 	r->tcb_lo = tm->start + tm->keep_off;
 	r->tcb_len = tm->keep_len;
-	if (r->ctx.fs_base < r->tcb_lo ||
-	    r->ctx.fs_base + r->ctx.tid_off + 4 > r->tcb_lo + r->tcb_len ||
-	    r->ctx.fs_base + r->ctx.list_off + 16 > r->tcb_lo + r->tcb_len)
+	uint64_t at = r->ctx.fs_base - r->tcb_lo;
+	if (r->ctx.fs_base < r->tcb_lo || at > r->tcb_len ||
+	    r->tcb_len - at < (uint64_t)r->ctx.tid_off + 4 ||
+	    r->tcb_len - at < (uint64_t)r->ctx.list_off + 16)
 		return ckpt__fail(CKPT_ECORRUPT, "%s: the thread descriptor is not where the "
 						 "registers say",
 				  s->name);
