@@ -9,6 +9,7 @@
 #include "snap-read.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,11 +19,32 @@
 
 #define BASE_ADDR 0x7f0000000000ull
 
+static char golden_dir[64];
+
+static void golden_remove(void)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", golden_dir);
+	(void)!system(cmd);
+}
+
+/* A golden file or chain, from a private copy of tests/corrupt: a reader
+ * refuses a chain directory others may write into, which a checkout made
+ * with a umask of 002 would be. */
 static const char *golden(const char *name)
 {
 	static char path[1024];
-	const char *src = getenv("top_srcdir");
-	snprintf(path, sizeof path, "%s/tests/corrupt/%s", src ? src : "..", name);
+	if (!golden_dir[0]) {
+		const char *src = getenv("top_srcdir");
+		char cmd[2048];
+		snprintf(golden_dir, sizeof golden_dir, "/tmp/ckpt-golden-XXXXXX");
+		cr_assert(mkdtemp(golden_dir), "mkdtemp: %s", strerror(errno));
+		snprintf(cmd, sizeof cmd, "cp -R '%s/tests/corrupt/.' '%s' && chmod -R go-w '%s'",
+			 src ? src : "..", golden_dir, golden_dir);
+		cr_assert_eq(system(cmd), 0, "%s", cmd);
+		atexit(golden_remove);
+	}
+	snprintf(path, sizeof path, "%s/%s", golden_dir, name);
 	return path;
 }
 
