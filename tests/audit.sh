@@ -71,6 +71,18 @@ msg=$("$audit" -- "$scratch/static" 2>&1)
 rc=$?
 [ $rc -eq 126 ] || fail "a static program exited $rc, not 126: $msg"
 echo "$msg" | grep -q "$scratch/static: statically linked" || fail "static: $msg"
+# JSON stays valid whatever bytes the command line holds: quotes and
+# control characters escaped, invalid UTF-8 replaced by U+FFFD.
+if [ -n "$python" ]; then
+	"$audit" --json -o "$scratch/bytes.json" -- /bin/sh -c 'exit 0' "$(printf 'a\377b\001"c')" ||
+		fail "--json of a command line with odd bytes exited $?"
+	"$python" - "$scratch/bytes.json" <<'EOF' ||
+import json, sys
+d = json.load(open(sys.argv[1], encoding="utf-8"))
+assert d["command"][-1] == "a\ufffdb\x01\"c", d["command"]
+EOF
+		fail "--json of a command line with odd bytes: $(cat "$scratch/bytes.json")"
+fi
 # A shell script is audited through its interpreter, which is dynamic.
 printf '#!/bin/sh\nexit 5\n' >"$scratch/script"
 chmod +x "$scratch/script"
