@@ -19,8 +19,8 @@
  *     ckpt_close(c);
  *
  * Calls return 0 on success (or a documented positive status) and a negative
- * CKPT_E* code on failure.  ckpt_strerror() describes a code and
- * ckpt_last_error() gives the details of the last failure in the calling
+ * CKPT_E* code on failure.  ckpt_strerror() describes a code and, right
+ * after the failing call, ckpt_last_error() gives the details in the calling
  * thread ("ckpt_exclude: address 0x7f..01 is not page-aligned").
  *
  * Page units: addresses are page-aligned and counts are in units of the
@@ -107,10 +107,17 @@ CKPT_API const char *ckpt_strerror(int err);
 /* The symbolic name of `err` ("CKPT_EINVAL"), or "CKPT_E?" for an unknown
  * value.  Thread- and async-signal-safe. */
 CKPT_API const char *ckpt_err_name(int err);
-/* Details of the last failing ckpt_* call made by the calling thread, e.g.
- * "ckpt_exclude: address 0x7f0000000801 is not page-aligned", or "" if none
- * failed yet.  The string is thread-local and valid until the thread's next
- * failing ckpt_* call.  Thread-safe. */
+/* Details of the failure of the calling thread's last ckpt_* call, e.g.
+ * "ckpt_exclude: address 0x7f0000000801 is not page-aligned": the first
+ * problem the call met, which caused the others.  Read it right after the
+ * call that failed: every call that can fail empties it when it starts (so
+ * it is "" after most calls that succeed), and the next such call replaces
+ * it.  The string lives in the calling thread's storage: the pointer stays
+ * valid while the thread lives, the text until the thread's next ckpt_*
+ * call; copy it to keep it.  Failures in one thread never show in another:
+ * a background commit's (CKPT_F_ASYNC) is reported by the ckpt_commit or
+ * ckpt_wait that returns its error, in the thread that called it.
+ * Thread-safe. */
 CKPT_API const char *ckpt_last_error(void);
 
 /* ---- options -------------------------------------------------------------- */
@@ -128,9 +135,18 @@ CKPT_API const char *ckpt_last_error(void);
  * one (ckpt_open; see there and doc/RESUME.md). */
 #define CKPT_F_RESUME 0x0001u
 /* Keep an in-memory copy of committed pages so that rolling back to the
- * newest snapshot reads no disk: the first write to a page after a commit
- * copies it (up to 1 GiB of copies; beyond, pages are read back from the
- * snapshot). */
+ * newest snapshot reads no disk.  How much memory that takes depends on the
+ * back-end (CKPT_F_SHADOW needs a directory):
+ *   mprotect: the first write to a page after a commit copies it, up to
+ *     1 GiB of copies between two commits; pages beyond are read back from
+ *     the snapshot.  The copies cost about what the program dirties.
+ *   uffd: no fault comes before a write, so every page a commit stores is
+ *     copied instead, and kept until ckpt_end: after the first commit that
+ *     is a copy of all the tracked data (zero pages excepted), as much
+ *     memory again as the program's data.  Room for it is reserved as
+ *     address space at ckpt_begin (the tracked memory plus a quarter plus
+ *     64 MiB, at least 1 GiB); pages beyond it (memory mapped since) are
+ *     read back from the snapshot. */
 #define CKPT_F_SHADOW 0x0002u
 /* ckpt_open may start a new chain in a directory that already holds one. */
 #define CKPT_F_OVERWRITE 0x0004u
@@ -212,11 +228,15 @@ typedef struct ckpt_stats {
 	uint64_t faults;         /* first writes seen this epoch: faults handled (mprotect),
 	                          * pages found written by the kernel (uffd) */
 	uint64_t fallbacks;      /* VMA-limit fallbacks: a larger block unprotected and
-	                          * marked dirty because the kernel ran out of mappings */
+	                          * marked dirty because the kernel ran out of mappings
+	                          * (mprotect; 0 under uffd, which splits no mapping) */
 	uint64_t fallback_pages; /* pages marked dirty by those fallbacks */
 	uint64_t kernel_writes;  /* buffers unprotected ahead of a system call that
-	                          * writes into them (read, recv, stat, ...) */
-	uint64_t moved_mappings; /* tracked mappings found moved or grown by mremap */
+	                          * writes into them (read, recv, stat, ...; mprotect:
+	                          * 0 under uffd, where the kernel's writes need no help) */
+	uint64_t moved_mappings; /* tracked mappings found moved or grown by mremap
+	                          * (mprotect; 0 under uffd, where a moved mapping
+	                          * is found unregistered and counts as new) */
 	unsigned unknown_threads;/* threads alive at begin that ckpt did not see start */
 	unsigned epochs;         /* ckpt_begin calls that succeeded on this handle */
 	uint64_t begin_ns;       /* duration of the last ckpt_begin */

@@ -160,6 +160,7 @@ static int launch_entry(uint32_t type, const unsigned char *p, size_t len, void 
 CKPT_API int ckpt_chain_launch(ckpt_chain *ch, uint64_t id, ckpt_launch_info *out)
 {
 	ckpt_snapshot_info si;
+	ckpt__clear_error();
 	if (!out)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_chain_launch: out is NULL");
 	memset(out, 0, sizeof *out);

@@ -80,6 +80,44 @@ Test(error, last_error_names_what_was_wrong)
 	ckpt_close(c);
 }
 
+static int no_run(const ckpt_page_run *r, void *arg)
+{
+	(void)r;
+	(void)arg;
+	return 0;
+}
+
+Test(error, each_failing_call_reports_its_own_failure)
+{
+	/* After another call failed, a call that fails on its own arguments
+	 * must say what was wrong with it, not keep the older message. */
+	char buf[8];
+#define FAILS_SAYING(call, prefix)                                                         \
+	do {                                                                               \
+		cr_assert_eq(ckpt_exclude(NULL, (void *)0x1000, 4096), CKPT_EINVAL);        \
+		cr_assert(strstr(ckpt_last_error(), "ckpt_exclude"));                     \
+		cr_expect_eq((call), CKPT_EINVAL, "%s", #call);                            \
+		cr_expect(!strncmp(ckpt_last_error(), prefix, strlen(prefix)), "%s: \"%s\"", \
+			  #call, ckpt_last_error());                                       \
+	} while (0)
+	FAILS_SAYING(ckpt_open(NULL, NULL, NULL), "ckpt_open:");
+	FAILS_SAYING(ckpt_begin(NULL), "ckpt_begin:");
+	FAILS_SAYING(ckpt_dirty_foreach(NULL, no_run, NULL), "ckpt_dirty_foreach:");
+	FAILS_SAYING(ckpt_end(NULL), "ckpt_end:");
+	FAILS_SAYING(ckpt_stats(NULL, NULL), "ckpt_stats:");
+	FAILS_SAYING(ckpt_commit(NULL, NULL), "ckpt_commit:");
+	FAILS_SAYING(ckpt_wait(NULL, NULL), "ckpt_wait:");
+	FAILS_SAYING(ckpt_restore(NULL, 1), "ckpt_restore:");
+	FAILS_SAYING(ckpt_chain_open(NULL, "/nonexistent"), "ckpt_chain_open:");
+	FAILS_SAYING(ckpt_chain_info(NULL, 1, NULL), "ckpt_chain_info:");
+	FAILS_SAYING(ckpt_chain_launch(NULL, 1, NULL), "ckpt_chain_launch:");
+	FAILS_SAYING(ckpt_chain_read(NULL, 1, 0, buf, 1), "ckpt_chain_read:");
+	FAILS_SAYING(ckpt_chain_diff(NULL, 1, 2, no_run, NULL), "ckpt_chain_diff:");
+	FAILS_SAYING(ckpt_chain_verify(NULL, NULL), "ckpt_chain_verify:");
+	FAILS_SAYING(ckpt_chain_compact(NULL, 1, NULL), "ckpt_chain_compact:");
+#undef FAILS_SAYING
+}
+
 Test(version, header_and_library_agree)
 {
 	cr_expect_eq(ckpt_version(), CKPT_VERSION_NUMBER);

@@ -35,6 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "json.h"
+
 #ifndef PKGLIBDIR
 #define PKGLIBDIR "/usr/local/lib/ckpt"
 #endif
@@ -454,20 +456,6 @@ static void text_report(FILE *f, const struct proc *ps, size_t np, unsigned top)
 }
 
 /* ---- JSON ------------------------------------------------------------------------ */
-
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (const unsigned char *c = (const unsigned char *)(s ? s : ""); *c; c++) {
-		if (*c == '"' || *c == '\\')
-			fprintf(f, "\\%c", *c);
-		else if (*c < 0x20)
-			fprintf(f, "\\u%04x", *c);
-		else
-			fputc(*c, f);
-	}
-	fputc('"', f);
-}
 
 static void json_report(FILE *f, const struct proc *ps, size_t np, char **argv, int status,
 			const struct options *o)

@@ -27,6 +27,8 @@
 #include <sys/personality.h>
 #include <unistd.h>
 
+#include "json.h"
+
 /* Exit statuses (documented in ckpt(1)). */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -288,67 +290,6 @@ static int parse_args(const struct command *cmd, int argc, char **argv, struct a
 
 /* ---- formatting ---------------------------------------------------------------- */
 
-/*
- * Writes s as a JSON string.  Quotes, backslashes and control characters are
- * escaped; valid UTF-8 passes through; every byte that is not part of a valid
- * UTF-8 sequence becomes U+FFFD, since paths and mapping names are arbitrary
- * bytes on Linux and a JSON document must be UTF-8.
- */
-static void json_str(const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	putchar('"');
-	while (*p) {
-		unsigned c = *p;
-		if (c == '"' || c == '\\') {
-			printf("\\%c", (int)c);
-			p++;
-		} else if (c == '\n') {
-			fputs("\\n", stdout);
-			p++;
-		} else if (c == '\t') {
-			fputs("\\t", stdout);
-			p++;
-		} else if (c < 0x20 || c == 0x7f) {
-			printf("\\u%04x", c);
-			p++;
-		} else if (c < 0x80) {
-			putchar((int)c);
-			p++;
-		} else {
-			/* The length of the sequence c starts, and the
-			 * smallest code point it may encode (shorter forms
-			 * are overlong, hence invalid). */
-			size_t n = 0;
-			uint32_t cp = 0;
-			if (c >= 0xc2 && c <= 0xdf) {
-				n = 2;
-				cp = c & 0x1f;
-			} else if (c >= 0xe0 && c <= 0xef) {
-				n = 3;
-				cp = c & 0x0f;
-			} else if (c >= 0xf0 && c <= 0xf4) {
-				n = 4;
-				cp = c & 0x07;
-			}
-			size_t k = 1;
-			while (n && k < n && (p[k] & 0xc0) == 0x80)
-				cp = cp << 6 | (p[k++] & 0x3f);
-			int valid = n && k == n && !(n == 3 && cp < 0x800) &&
-				    !(n == 3 && cp >= 0xd800 && cp <= 0xdfff) &&
-				    !(n == 4 && (cp < 0x10000 || cp > 0x10ffff));
-			if (valid) {
-				fwrite(p, 1, n, stdout);
-				p += n;
-			} else {
-				fputs("\\ufffd", stdout);
-				p++;
-			}
-		}
-	}
-	putchar('"');
-}
-
 /* Local time, ISO 8601 to the second with the offset from UTC
  * ("2026-11-22T03:59:12+01:00"). */
 static void format_time(char *buf, size_t size, uint64_t ns)
@@ -471,13 +412,13 @@ static void json_info(const ckpt_snapshot_info *si)
 	       si->base ? "full" : "incr", si->base ? "true" : "false",
 	       si->resumable ? "true" : "false", si->threads, si->page_size);
 	printf("\"exe\":");
-	json_str(si->exe);
+	json_str(stdout, si->exe);
 	printf(",\"build_id\":");
-	json_str(si->build_id);
+	json_str(stdout, si->build_id);
 	printf(",\"chain_id\":");
-	json_str(si->chain_id);
+	json_str(stdout, si->chain_id);
 	printf(",\"file\":");
-	json_str(si->file);
+	json_str(stdout, si->file);
 	printf(",\"nmappings\":%zu,\"nruns\":%zu,\"nblocks\":%zu,", si->mappings, si->runs,
 	       si->blocks);
 	printf("\"data_pages\":%llu,\"zero_pages\":%llu,\"file_pages\":%llu,",
@@ -504,7 +445,7 @@ static int cmd_ls(const struct args *a)
 	uint64_t first = ckpt_chain_first(ch), last = ckpt_chain_latest(ch);
 	if (a->json) {
 		printf("{\"dir\":");
-		json_str(dir);
+		json_str(stdout, dir);
 		printf(",\"snapshots\":[");
 	} else if (!last) {
 		printf("%s: no snapshots (empty chain)\n", dir);
@@ -562,7 +503,7 @@ static int show_mapping(const ckpt_mapping_info *m, void *arg)
 		printf("],\"born\":%llu,\"offset\":%llu,\"inode\":%llu,\"name\":",
 		       (unsigned long long)m->born, (unsigned long long)m->offset,
 		       (unsigned long long)m->inode);
-		json_str(m->name);
+		json_str(stdout, m->name);
 		printf("}");
 	} else {
 		printf("  0x%012" PRIxPTR "-0x%012" PRIxPTR "  %s  %-18s  %6llu  %s\n", m->start,
@@ -880,7 +821,7 @@ static int cmd_verify(const struct args *a)
 			snprintf(msg, sizeof msg, "%s%s%s", ckpt_strerror(rc),
 				 detail[0] ? ": " : "", detail);
 			printf(",\"error\":");
-			json_str(msg);
+			json_str(stdout, msg);
 		}
 		printf("}\n");
 		return rc ? EXIT_FAIL : EXIT_OK;
