@@ -80,9 +80,13 @@ CKPT_API uint64_t ckpt_chain_latest(ckpt_chain *ch)
 
 static const struct ckpt__snap *find(ckpt_chain *ch, uint64_t id, const char *who)
 {
-	const struct ckpt__snap *s = ch ? ckpt__chain_find(&ch->c, id) : NULL;
+	if (!ch) {
+		ckpt__fail(CKPT_EINVAL, "%s: chain is NULL", who);
+		return NULL;
+	}
+	const struct ckpt__snap *s = ckpt__chain_find(&ch->c, id);
 	if (!s)
-		ckpt__fail(ch ? CKPT_ENOENT : CKPT_EINVAL, "%s: no snapshot %llu in the chain", who,
+		ckpt__fail(CKPT_ENOENT, "%s: no snapshot %llu in the chain", who,
 			   (unsigned long long)id);
 	return s;
 }

@@ -115,6 +115,10 @@ Test(error, each_failing_call_reports_its_own_failure)
 	FAILS_SAYING(ckpt_chain_diff(NULL, 1, 2, no_run, NULL), "ckpt_chain_diff:");
 	FAILS_SAYING(ckpt_chain_verify(NULL, NULL), "ckpt_chain_verify:");
 	FAILS_SAYING(ckpt_chain_compact(NULL, 1, NULL), "ckpt_chain_compact:");
+	FAILS_SAYING(ckpt_chain_mappings(NULL, 1, NULL, NULL), "ckpt_chain_mappings: chain is NULL");
+	FAILS_SAYING(ckpt_chain_runs(NULL, 1, NULL, NULL), "ckpt_chain_runs: chain is NULL");
+	FAILS_SAYING(ckpt_chain_read(NULL, 1, 0, buf, 1), "ckpt_chain_read: chain is NULL");
+	FAILS_SAYING(ckpt_chain_diff(NULL, 1, 2, no_run, NULL), "ckpt_chain_diff: chain is NULL");
 #undef FAILS_SAYING
 }
 
