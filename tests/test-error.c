@@ -87,6 +87,20 @@ static int no_run(const ckpt_page_run *r, void *arg)
 	return 0;
 }
 
+static int no_mapping(const ckpt_mapping_info *m, void *arg)
+{
+	(void)m;
+	(void)arg;
+	return 0;
+}
+
+static int no_stored_run(const ckpt_stored_run *r, void *arg)
+{
+	(void)r;
+	(void)arg;
+	return 0;
+}
+
 Test(error, each_failing_call_reports_its_own_failure)
 {
 	/* After another call failed, a call that fails on its own arguments
@@ -115,8 +129,8 @@ Test(error, each_failing_call_reports_its_own_failure)
 	FAILS_SAYING(ckpt_chain_diff(NULL, 1, 2, no_run, NULL), "ckpt_chain_diff:");
 	FAILS_SAYING(ckpt_chain_verify(NULL, NULL), "ckpt_chain_verify:");
 	FAILS_SAYING(ckpt_chain_compact(NULL, 1, NULL), "ckpt_chain_compact:");
-	FAILS_SAYING(ckpt_chain_mappings(NULL, 1, NULL, NULL), "ckpt_chain_mappings: chain is NULL");
-	FAILS_SAYING(ckpt_chain_runs(NULL, 1, NULL, NULL), "ckpt_chain_runs: chain is NULL");
+	FAILS_SAYING(ckpt_chain_mappings(NULL, 1, no_mapping, NULL), "ckpt_chain_mappings: chain is NULL");
+	FAILS_SAYING(ckpt_chain_runs(NULL, 1, no_stored_run, NULL), "ckpt_chain_runs: chain is NULL");
 	FAILS_SAYING(ckpt_chain_read(NULL, 1, 0, buf, 1), "ckpt_chain_read: chain is NULL");
 	FAILS_SAYING(ckpt_chain_diff(NULL, 1, 2, no_run, NULL), "ckpt_chain_diff: chain is NULL");
 #undef FAILS_SAYING
