@@ -45,10 +45,43 @@ static int piece_push(struct ckpt__capture *cap, const struct ckpt__piece *p)
 	return 0;
 }
 
-static int cmp_piece(const void *a, const void *b)
+/* Moves p[i] down the max-heap p[0..n) until both children start lower. */
+static void sift_piece(struct ckpt__piece *p, size_t i, size_t n)
 {
-	const struct ckpt__piece *x = a, *y = b;
-	return x->start < y->start ? -1 : x->start > y->start;
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= n)
+			return;
+		if (c + 1 < n && p[c + 1].start > p[c].start)
+			c++;
+		if (p[i].start >= p[c].start)
+			return;
+		struct ckpt__piece t = p[i];
+		p[i] = p[c];
+		p[c] = t;
+		i = c;
+	}
+}
+
+/* Sorts the pieces by address, in place (a heapsort: they are disjoint, so
+ * stability does not matter).  Not qsort: glibc's sorts elements this large
+ * through an array of pointers that it takes from malloc once it passes
+ * 1 KiB (about 60 pieces; a region the mprotect back-end has split makes
+ * that many soon).  That malloc and its free write the program's heap and
+ * glibc's arena after their dirty bits were taken: the snapshot then holds
+ * the pages written since the last commit as they are after it, the others
+ * as they were before, a heap glibc aborts on once the snapshot is resumed
+ * or rolled back to. */
+static void sort_pieces(struct ckpt__piece *p, size_t n)
+{
+	for (size_t i = n / 2; i-- > 0;)
+		sift_piece(p, i, n);
+	for (size_t end = n; end-- > 1;) {
+		struct ckpt__piece t = p[0];
+		p[0] = p[end];
+		p[end] = t;
+		sift_piece(p, 0, end);
+	}
 }
 
 struct take_ctx {
@@ -348,7 +381,7 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 			at = end;
 		}
 	}
-	qsort(cap->p, cap->n, sizeof *cap->p, cmp_piece);
+	sort_pieces(cap->p, cap->n);
 
 	/* Publish the new table, then protect what is new in it. */
 	if (!rc && !(nt = ckpt__rtab_new(cap->n)))
@@ -418,7 +451,7 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 			rc = piece_push(cap, &p);
 		}
 	}
-	qsort(cap->p, cap->n, sizeof *cap->p, cmp_piece);
+	sort_pieces(cap->p, cap->n);
 
 	/* Pages that hold data, and what the kernel discarded. */
 	int pm = -1;

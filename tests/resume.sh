@@ -22,6 +22,10 @@
 #   h  `ckpt resume DIR`, run from another directory, resumes a killed run
 #   i  the newest snapshot damaged in its middle: the run resumes from the
 #      one before, says so, and still ends with the right checksum
+#   p  for each seed, killed right after commit K (--kill-at K, for every K)
+#      and resumed: same checksum, same file (a deterministic sweep: a
+#      snapshot that held the heap half before and half after a malloc
+#      of ckpt's own made the resumed run abort at fixed commits)
 #   k  the same with commits written in the background (CKPT_F_ASYNC):
 #      the resume takes the newest durable snapshot
 #   m  a file of the program that cannot be opened again (CKPT_FAULT):
@@ -278,6 +282,29 @@ cases() {
 		resumed_ok "$n.2" "$n" "$seed" "$n.1"
 	done
 	say "  b, g: killed and resumed: same checksums, same files, right offsets"
+
+	# p: killed right after each commit in turn (--kill-at, no sleeps: the
+	# same memory every time), resumed.  Every snapshot must hold the heap
+	# as of one moment: one that mixed pages from before and after a
+	# malloc of ckpt's own during the capture made glibc abort in the
+	# resumed run, at the same commits of a seed every time.
+	sleep_was=$SLEEP_US
+	SLEEP_US=0
+	for seed in $SEEDS; do
+		k=1
+		while [ $k -lt $((STEPS / EVERY)) ]; do
+			n=$be-p$seed-$k
+			run "$n.1" "$n" "$seed" --kill-at $k
+			[ "$rc" -eq 137 ] || fail "$n.1 (--kill-at $k) exited $rc: $(cat "$scratch/$n.1.stderr")"
+			run "$n.2" "$n" "$seed"
+			resumed_ok "$n.2" "$n" "$seed"
+			[ "$id" -eq $k ] || fail "$n.2 resumed snapshot $id, not $k"
+			rm -rf "$scratch/$n.chain" "$scratch/$n".*
+			k=$((k + 1))
+		done
+	done
+	SLEEP_US=$sleep_was
+	say "  p: seeds $SEEDS killed after every commit in turn, each resumed"
 
 	# k: commits written in the background (CKPT_F_ASYNC), killed, resumed.
 	n=$be-k
