@@ -24,6 +24,7 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,7 @@ struct scratch {
 		uintptr_t start, end;
 		char name[128];
 	} m[MAX_MAPPINGS];
+	uintptr_t alt_lo, alt_hi; /* the alternate signal stack */
 	size_t ndiff;
 	struct {
 		uintptr_t addr;
@@ -81,6 +83,13 @@ __attribute__((no_sanitize_address)) static size_t first_diff(const void *a, con
 	return n;
 }
 
+/* Bytes no file can predict are taken from memory before comparing. */
+static void ignore_range(uintptr_t page, size_t ps, uintptr_t lo, uintptr_t hi)
+{
+	for (uintptr_t a = lo > page ? lo : page; a < hi && a < page + ps; a++)
+		S->page[a - page] = *(const volatile char *)a;
+}
+
 /* The kernel rewrites this thread's rseq area (the CPU it runs on, its
  * concurrency id) at every migration: no file can hold what it will read.
  * glibc may report fewer bytes than the kernel's 32 of the original
@@ -90,9 +99,7 @@ static void ignore_rseq(uintptr_t page, size_t ps)
 	if (!__rseq_size)
 		return;
 	uintptr_t lo = (uintptr_t)pthread_self() + (uintptr_t)__rseq_offset;
-	uintptr_t hi = lo + (__rseq_size > 32 ? __rseq_size : 32);
-	for (uintptr_t a = lo > page ? lo : page; a < hi && a < page + ps; a++)
-		S->page[a - page] = *(const volatile char *)a;
+	ignore_range(page, ps, lo, lo + (__rseq_size > 32 ? __rseq_size : 32));
 }
 
 /* The program's own state: globals, a heap that grows and shrinks. */
@@ -145,6 +152,11 @@ static int same(const char *dir, unsigned threads, unsigned flags)
 	uint64_t id = ckpt_chain_latest(ch);
 	if ((rc = ckpt_chain_mappings(ch, id, note_mapping, NULL)) < 0)
 		die("ckpt_chain_mappings", rc);
+	stack_t ss;
+	if (sigaltstack(NULL, &ss) == 0 && !(ss.ss_flags & SS_DISABLE)) {
+		S->alt_lo = (uintptr_t)ss.ss_sp;
+		S->alt_hi = (uintptr_t)ss.ss_sp + ss.ss_size;
+	}
 	if ((rc = ckpt_restore(c, id)) < 0)
 		die("ckpt_restore", rc);
 	/* From here to the comparison's end nothing but the chain reader
@@ -156,6 +168,10 @@ static int same(const char *dir, unsigned threads, unsigned flags)
 				die("ckpt_chain_read", rc);
 			pages++;
 			ignore_rseq(a, ps);
+			/* What the last signal handler left on the alternate
+			 * stack (a sanitizer's, when the tracker's SIGSEGV
+			 * handler ran there) is dead. */
+			ignore_range(a, ps, S->alt_lo, S->alt_hi);
 			size_t off = first_diff(S->page, (const void *)a, ps);
 			if (off < ps && S->ndiff < MAX_DIFFS) {
 				S->d[S->ndiff].addr = a;
