@@ -28,10 +28,11 @@
  * commit stores all of it, and reuses the id (ids of a chain are
  * consecutive: snapshot n's parent is n - 1).
  *
- * Threads: the writer is a thread of ckpt's own (thread.c: stack and TLS in
- * ckpt's memory, no malloc).  Like the compression workers, it starts
- * before the capture, since starting a thread writes the program's heap.
- * It touches nothing but the pending commit and the directory.
+ * Threads: the writer is a thread of ckpt's own (own-thread.h: made with
+ * clone, unknown to glibc, so starting and ending it writes nothing in the
+ * program's memory; no malloc, futex.h's locks).  It touches nothing but
+ * the pending commit and the directory.  Where such a thread cannot be
+ * made, the commit is written before ckpt_commit returns.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -56,39 +57,37 @@ void ckpt__async_init(struct ckpt__async *a, int dirfd, size_t limit)
 			limit = (size_t)pages / 4 * ckpt__pagesize;
 	}
 	a->limit = ckpt__page_up(limit);
-	pthread_mutex_init(&a->lock, NULL);
-	pthread_cond_init(&a->cond, NULL);
 }
 
 static void *writer_main(void *arg)
 {
 	struct ckpt__async *a = arg;
-	pthread_mutex_lock(&a->lock);
+	ckpt__mutex_lock(&a->lock);
 	while (!a->go && !a->quit)
-		pthread_cond_wait(&a->cond, &a->lock);
+		ckpt__cond_wait(&a->cond, &a->lock);
 	int go = a->go;
-	pthread_mutex_unlock(&a->lock);
+	ckpt__mutex_unlock(&a->lock);
 	if (!go)
 		return NULL;
 	ckpt__clear_error();
 	int rc = ckpt__commit_write(a->dirfd, a->pd);
-	pthread_mutex_lock(&a->lock);
+	ckpt__mutex_lock(&a->lock);
 	a->rc = rc;
 	if (rc)
 		snprintf(a->msg, sizeof a->msg, "%s", ckpt_last_error());
 	a->done = 1;
-	pthread_cond_broadcast(&a->cond);
-	pthread_mutex_unlock(&a->lock);
+	ckpt__cond_broadcast(&a->cond);
+	ckpt__mutex_unlock(&a->lock);
 	return NULL;
 }
 
 /* Stops a writer that was given nothing to do. */
 static void writer_dismiss(struct ckpt__async *a)
 {
-	pthread_mutex_lock(&a->lock);
+	ckpt__mutex_lock(&a->lock);
 	a->quit = 1;
-	pthread_cond_broadcast(&a->cond);
-	pthread_mutex_unlock(&a->lock);
+	ckpt__cond_broadcast(&a->cond);
+	ckpt__mutex_unlock(&a->lock);
 	ckpt__thread_join(&a->th);
 	a->quit = 0;
 }
@@ -98,10 +97,10 @@ uint64_t ckpt__async_settle(struct ckpt__async *a, struct ckpt__chainw *w)
 	if (!a->pd)
 		return 0;
 	uint64_t t0 = ckpt__now_ns();
-	pthread_mutex_lock(&a->lock);
+	ckpt__mutex_lock(&a->lock);
 	while (!a->done)
-		pthread_cond_wait(&a->cond, &a->lock);
-	pthread_mutex_unlock(&a->lock);
+		ckpt__cond_wait(&a->cond, &a->lock);
+	ckpt__mutex_unlock(&a->lock);
 	ckpt__thread_join(&a->th);
 	int rc = a->rc;
 	ckpt__commit_finish(w, a->pd, rc, NULL);
@@ -150,17 +149,14 @@ int ckpt__async_commit(struct ckpt__async *a, struct ckpt__chainw *w, uint64_t *
 	struct ckpt__pending *pd = ckpt__mem_alloc(sizeof *pd);
 	if (!pd)
 		return ckpt__fail(CKPT_ENOMEM, "ckpt_commit: out of memory");
-	/* The writer before the capture (see the top of this file). */
-	rc = ckpt__thread_spawn(&a->th, writer_main, a);
-	if (rc) {
-		ckpt__mem_free(pd, sizeof *pd);
-		return ckpt__fail(ckpt__from_errno(rc), "ckpt_commit: cannot start a writer: %s",
-				  strerror(rc));
-	}
-	rc = ckpt__commit_prepare(w, pd, 1);
+	/* No writer (the thread could not be made): written in the
+	 * program's time, as a commit too large to stage. */
+	int nowriter = ckpt__thread_spawn(&a->th, writer_main, a) != 0;
+	rc = ckpt__commit_prepare(w, pd, nowriter ? 0 : 1);
 	size_t bytes = rc ? 0 : to_stage(&pd->pl);
-	if (rc || bytes > a->limit) {
-		writer_dismiss(a);
+	if (rc || bytes > a->limit || nowriter) {
+		if (!nowriter)
+			writer_dismiss(a);
 		if (!rc) {
 			/* Too large to stage: written now, in the program's time. */
 			rc = ckpt__commit_write(w->dirfd, pd);
@@ -192,11 +188,11 @@ int ckpt__async_commit(struct ckpt__async *a, struct ckpt__chainw *w, uint64_t *
 	pd->pause_ns = ckpt__now_ns() - t0;
 	if (id)
 		*id = pd->id;
-	pthread_mutex_lock(&a->lock);
+	ckpt__mutex_lock(&a->lock);
 	a->pd = pd;
 	a->go = 1;
-	pthread_cond_broadcast(&a->cond);
-	pthread_mutex_unlock(&a->lock);
+	ckpt__cond_broadcast(&a->cond);
+	ckpt__mutex_unlock(&a->lock);
 	return 0;
 }
 
@@ -211,6 +207,4 @@ void ckpt__async_release(struct ckpt__async *a, struct ckpt__chainw *w)
 void ckpt__async_destroy(struct ckpt__async *a, struct ckpt__chainw *w)
 {
 	ckpt__async_release(a, w);
-	pthread_mutex_destroy(&a->lock);
-	pthread_cond_destroy(&a->cond);
 }

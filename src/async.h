@@ -6,9 +6,8 @@
 #define CKPT_ASYNC_H
 
 #include "commit.h"
-#include "thread.h"
-
-#include <pthread.h>
+#include "futex.h"
+#include "own-thread.h"
 
 /* The default staging limit: 512 MiB, or a quarter of the physical memory
  * if that is less. */
@@ -20,8 +19,8 @@ struct ckpt__async {
 	struct ckpt__pending *pd;    /* the commit in flight, or NULL */
 	struct ckpt__own_thread th;  /* its writer */
 	int dirfd;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	ckpt__mutex lock;
+	ckpt__cond cond;
 	int go, quit, done, rc;      /* writer hand-off, under lock */
 	char msg[256];               /* the writer's ckpt_last_error on failure */
 	int err;                     /* a failure not reported yet */

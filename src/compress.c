@@ -15,11 +15,9 @@
 #include "compress.h"
 #include "error.h"
 #include "mem.h"
-#include "thread.h"
 #include "xxhash.h"
 #include "zmem.h"
 
-#include <pthread.h>
 #include <string.h>
 
 struct slot {
@@ -32,8 +30,8 @@ struct pool {
 	const uintptr_t *pages;
 	size_t n, njobs, page_size, window;
 	int level;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	ckpt__mutex lock;
+	ckpt__cond cond;
 	size_t next;    /* next job to take */
 	size_t emitted; /* jobs handed to the sink */
 	int stop;       /* the sink failed or memory ran out */
@@ -87,27 +85,27 @@ static void *worker(void *arg)
 {
 	struct pool *p = arg;
 	ZSTD_CCtx *cctx = ckpt__zstd_cctx(p->level);
-	pthread_mutex_lock(&p->lock);
+	ckpt__mutex_lock(&p->lock);
 	if (!cctx && !p->err)
 		p->err = ckpt__fail(CKPT_ENOMEM, "out of memory for a zstd context");
 	for (;;) {
 		while (!p->stop && !p->err && p->next < p->njobs && p->next >= p->emitted + p->window)
-			pthread_cond_wait(&p->cond, &p->lock);
+			ckpt__cond_wait(&p->cond, &p->lock);
 		if (p->stop || p->err || p->next >= p->njobs)
 			break;
 		size_t j = p->next++;
 		struct slot *s = &p->slots[j % p->window];
 		s->state = 1;
-		pthread_mutex_unlock(&p->lock);
+		ckpt__mutex_unlock(&p->lock);
 		int rc = pack(p, cctx, j, s);
-		pthread_mutex_lock(&p->lock);
+		ckpt__mutex_lock(&p->lock);
 		s->state = 2;
 		if (rc && !p->err)
 			p->err = rc;
-		pthread_cond_broadcast(&p->cond);
+		ckpt__cond_broadcast(&p->cond);
 	}
-	pthread_cond_broadcast(&p->cond);
-	pthread_mutex_unlock(&p->lock);
+	ckpt__cond_broadcast(&p->cond);
+	ckpt__mutex_unlock(&p->lock);
 	if (cctx)
 		ZSTD_freeCCtx(cctx);
 	return NULL;
@@ -117,30 +115,28 @@ static void *crew_main(void *arg)
 {
 	struct ckpt__workers *w = arg;
 	uint64_t seen = 0;
-	pthread_mutex_lock(&w->lock);
+	ckpt__mutex_lock(&w->lock);
 	for (;;) {
 		while (!w->quit && w->round == seen)
-			pthread_cond_wait(&w->cond, &w->lock);
+			ckpt__cond_wait(&w->cond, &w->lock);
 		if (w->quit)
 			break;
 		seen = w->round;
 		void *(*fn)(void *) = w->fn;
 		void *fa = w->arg;
-		pthread_mutex_unlock(&w->lock);
+		ckpt__mutex_unlock(&w->lock);
 		fn(fa);
-		pthread_mutex_lock(&w->lock);
+		ckpt__mutex_lock(&w->lock);
 		if (--w->busy == 0)
-			pthread_cond_broadcast(&w->cond);
+			ckpt__cond_broadcast(&w->cond);
 	}
-	pthread_mutex_unlock(&w->lock);
+	ckpt__mutex_unlock(&w->lock);
 	return NULL;
 }
 
 void ckpt__workers_start(struct ckpt__workers *w, unsigned n)
 {
 	memset(w, 0, sizeof *w);
-	pthread_mutex_init(&w->lock, NULL);
-	pthread_cond_init(&w->cond, NULL);
 	if (n > CKPT__MAX_WORKERS)
 		n = CKPT__MAX_WORKERS;
 	while (w->n < n && ckpt__thread_spawn(&w->th[w->n], crew_main, w) == 0)
@@ -149,35 +145,33 @@ void ckpt__workers_start(struct ckpt__workers *w, unsigned n)
 
 void ckpt__workers_stop(struct ckpt__workers *w)
 {
-	pthread_mutex_lock(&w->lock);
+	ckpt__mutex_lock(&w->lock);
 	w->quit = 1;
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
+	ckpt__cond_broadcast(&w->cond);
+	ckpt__mutex_unlock(&w->lock);
 	for (unsigned i = 0; i < w->n; i++)
 		ckpt__thread_join(&w->th[i]);
 	w->n = 0;
-	pthread_mutex_destroy(&w->lock);
-	pthread_cond_destroy(&w->cond);
 }
 
 /* Runs fn(arg) once on every worker; returns at once. */
 static void crew_run(struct ckpt__workers *w, void *(*fn)(void *), void *arg)
 {
-	pthread_mutex_lock(&w->lock);
+	ckpt__mutex_lock(&w->lock);
 	w->fn = fn;
 	w->arg = arg;
 	w->busy = w->n;
 	w->round++;
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
+	ckpt__cond_broadcast(&w->cond);
+	ckpt__mutex_unlock(&w->lock);
 }
 
 static void crew_wait(struct ckpt__workers *w)
 {
-	pthread_mutex_lock(&w->lock);
+	ckpt__mutex_lock(&w->lock);
 	while (w->busy)
-		pthread_cond_wait(&w->cond, &w->lock);
-	pthread_mutex_unlock(&w->lock);
+		ckpt__cond_wait(&w->cond, &w->lock);
+	ckpt__mutex_unlock(&w->lock);
 }
 
 int ckpt__compress_pages(const uintptr_t *pages, size_t n, size_t page_size, int level,
@@ -207,8 +201,6 @@ int ckpt__compress_pages(const uintptr_t *pages, size_t n, size_t page_size, int
 			rc = ckpt__fail(CKPT_ENOMEM, "out of memory for compression");
 	}
 	uint64_t t0 = ckpt__now_ns();
-	pthread_mutex_init(&p.lock, NULL);
-	pthread_cond_init(&p.cond, NULL);
 	/* Outside a commit (compaction, the tool): a crew for this call. */
 	struct ckpt__workers *local = NULL;
 	if (!rc && !wk && threads > 1 && (local = ckpt__mem_alloc(sizeof *local))) {
@@ -231,28 +223,28 @@ int ckpt__compress_pages(const uintptr_t *pages, size_t n, size_t page_size, int
 		if (cctx)
 			ZSTD_freeCCtx(cctx);
 	} else if (!rc) {
-		pthread_mutex_lock(&p.lock);
+		ckpt__mutex_lock(&p.lock);
 		while (p.emitted < p.njobs && !p.err) {
 			struct slot *s = &p.slots[p.emitted % p.window];
 			if (s->state != 2 || s->b.job != p.emitted) {
-				pthread_cond_wait(&p.cond, &p.lock);
+				ckpt__cond_wait(&p.cond, &p.lock);
 				continue;
 			}
-			pthread_mutex_unlock(&p.lock);
+			ckpt__mutex_unlock(&p.lock);
 			int r = sink(&s->b, arg);
-			pthread_mutex_lock(&p.lock);
+			ckpt__mutex_lock(&p.lock);
 			s->state = 0;
 			p.emitted++;
 			if (r) {
 				p.err = r;
 				p.stop = 1;
 			}
-			pthread_cond_broadcast(&p.cond);
+			ckpt__cond_broadcast(&p.cond);
 		}
 		p.stop = 1;
 		rc = p.err;
-		pthread_cond_broadcast(&p.cond);
-		pthread_mutex_unlock(&p.lock);
+		ckpt__cond_broadcast(&p.cond);
+		ckpt__mutex_unlock(&p.lock);
 		crew_wait(wk);
 	}
 	if (local) {
@@ -266,7 +258,5 @@ int ckpt__compress_pages(const uintptr_t *pages, size_t n, size_t page_size, int
 		ckpt__mem_free(p.slots[i].out, out);
 	}
 	ckpt__mem_free(p.slots, slots_bytes);
-	pthread_mutex_destroy(&p.lock);
-	pthread_cond_destroy(&p.cond);
 	return rc;
 }

@@ -6,9 +6,9 @@
 #define CKPT_COMPRESS_H
 
 #include "format.h"
-#include "thread.h"
+#include "futex.h"
+#include "own-thread.h"
 
-#include <pthread.h>
 
 /* One packed block, handed to the sink in job order. */
 struct ckpt__cblock {
@@ -21,17 +21,15 @@ struct ckpt__cblock {
 	uint64_t hash;       /* XXH64 of data */
 };
 
-/* Worker threads for ckpt__compress_pages.  A commit starts them before it
- * captures the dirty set: starting a thread makes glibc allocate its TLS
- * vector with calloc, a write to the program's heap (which may even create
- * the heap), and that must be part of the state the snapshot describes,
- * not land between the capture and the reading of the pages.  Their
- * stacks are ckpt's own memory; they are stopped before the commit
- * returns, so no thread of ckpt's outlives it. */
+/* Worker threads for ckpt__compress_pages: threads of ckpt's own
+ * (own-thread.h), which glibc does not know, so that starting and stopping
+ * them writes nothing in the program's memory.  A commit starts them for
+ * its duration and stops them before it returns; none outlives it.  Their
+ * locks are futex.h's. */
 #define CKPT__MAX_WORKERS 64
 struct ckpt__workers {
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	ckpt__mutex lock;
+	ckpt__cond cond;
 	unsigned n;       /* started */
 	unsigned busy;    /* running the current round */
 	uint64_t round;   /* bumped to hand them work */

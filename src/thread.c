@@ -268,39 +268,6 @@ CKPT__EXPORT int pthread_create(pthread_t *t, const pthread_attr_t *attr, void *
 	return rc;
 }
 
-int ckpt__thread_spawn(struct ckpt__own_thread *th, void *(*fn)(void *), void *arg)
-{
-	/* glibc places the static TLS block at the top of a stack it is
-	 * given, and refuses one too small for it: grow until it fits. */
-	int rc = EINVAL;
-	for (size_t size = 256 << 10; size <= (16u << 20) && rc == EINVAL; size *= 4) {
-		void *stack = ckpt__mem_alloc(size);
-		if (!stack)
-			return ENOMEM;
-		pthread_attr_t a;
-		rc = pthread_attr_init(&a);
-		if (!rc)
-			rc = pthread_attr_setstack(&a, stack, size);
-		if (!rc)
-			rc = get_pthread_create()(&th->t, &a, fn, arg);
-		pthread_attr_destroy(&a);
-		if (!rc) {
-			th->stack = stack;
-			th->size = size;
-			return 0;
-		}
-		ckpt__mem_free(stack, size);
-	}
-	return rc;
-}
-
-void ckpt__thread_join(struct ckpt__own_thread *th)
-{
-	pthread_join(th->t, NULL);
-	ckpt__mem_free(th->stack, th->size);
-	th->stack = NULL;
-}
-
 CKPT__EXPORT int sigaltstack(const stack_t *ss, stack_t *old)
 {
 	/* The kernel writes *old; and the new stack must be writable before a
@@ -449,6 +416,8 @@ int ckpt__threads_ranges(const struct ckpt__maps *m, struct ckpt__rset *stacks,
 static int known_tid(pid_t tid)
 {
 	if (R->main.state == T_LIVE && R->main.tid == tid)
+		return 1;
+	if (ckpt__thread_is_own(tid))
 		return 1;
 	for (struct chunk *c = R->chunks; c; c = c->next)
 		for (int i = 0; i < CHUNK_ENTRIES; i++)

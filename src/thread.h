@@ -7,6 +7,7 @@
 #define CKPT_THREAD_H
 
 #include "maps.h"
+#include "own-thread.h"
 #include "rangeset.h"
 
 #include <pthread.h>
@@ -35,19 +36,6 @@ CKPT__HIDDEN unsigned ckpt__threads_unknown(const struct ckpt__maps *m,
 /* The main thread's thread pointer (glibc's thread descriptor starts there),
  * or 0 if it is not alive. */
 CKPT__HIDDEN uintptr_t ckpt__threads_main_tp(void);
-
-/* A thread of ckpt's own (a compression worker).  Its stack, and with it
- * its TLS block, comes from ckpt's memory and it is not registered: it
- * leaves no stack, arena or registry entry in the program's memory.  It
- * must not call malloc. */
-struct ckpt__own_thread {
-	pthread_t t;
-	void *stack;
-	size_t size;
-};
-/* Returns 0 or an errno value (the thread did not start). */
-CKPT__HIDDEN int ckpt__thread_spawn(struct ckpt__own_thread *th, void *(*fn)(void *), void *arg);
-CKPT__HIDDEN void ckpt__thread_join(struct ckpt__own_thread *th);
 
 /* Number of threads the process has (from /proc/self/task). */
 CKPT__HIDDEN unsigned ckpt__threads_count(void);
