@@ -43,6 +43,8 @@
 #      ignored; a chain directory writable by others or reached through a
 #      symbolic link, and a snapshot of another user, are refused
 #      (CKPT_EACCES, naming it) and left as they were
+#   q  a program that ends main with pthread_exit, killed and resumed:
+#      exits 0 with its output flushed, glibc counting one thread
 #   j  all of the above under CKPT_BACKEND=mprotect and =uffd (uffd skipped,
 #      with the reason, where the kernel lacks it), and a chain written
 #      under one back-end resumed under the other.
@@ -305,6 +307,21 @@ cases() {
 	done
 	SLEEP_US=$sleep_was
 	say "  p: seeds $SEEDS killed after every commit in turn, each resumed"
+
+	# q: a program that ends main with pthread_exit, killed and resumed:
+	# glibc counts one thread (ckpt's workers left nothing of theirs in the
+	# snapshots), so the last thread's exit ends the process with exit(0),
+	# which flushes the checksum.
+	n=$be-q
+	run "$n.1" "$n" 1 --pthread-exit --kill-at 4
+	[ "$rc" -eq 137 ] || fail "$n.1 (--kill-at 4) exited $rc: $(cat "$scratch/$n.1.stderr")"
+	run "$n.2" "$n" 1 --pthread-exit
+	resumed_ok "$n.2" "$n" 1
+	if grep -q '^glibc counts' "$scratch/$n.2.stderr"; then
+		grep -q '^glibc counts 1 threads$' "$scratch/$n.2.stderr" ||
+			fail "$n.2: $(grep '^glibc counts' "$scratch/$n.2.stderr") after the resume"
+	fi
+	say "  q: pthread_exit from main after a resume flushes and exits 0"
 
 	# k: commits written in the background (CKPT_F_ASYNC), killed, resumed.
 	n=$be-k
