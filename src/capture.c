@@ -111,12 +111,13 @@ static int old_part(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *a
 		c->merge_ok = 1;
 		/* Writable although clean: changed behind ckpt's back (or
 		 * written since the marks were taken: stored now, and again
-		 * next time). */
+		 * next time).  Closed through the back-end, which leaves
+		 * alone what a system call in flight may still write. */
 		if (T->be->writable_means_dirty && (v->perms & CKPT__VMA_W) &&
 		    !ckpt__rset_covers(&c->cap->taken, at, end)) {
 			c->rc |= ckpt__rset_add(&c->cap->changed, at, end);
 			if (c->r->prot & PROT_WRITE)
-				ckpt__raw_mprotect(at, end - at, ckpt__prot_clean(c->r->prot));
+				T->be->close(c->r, at, end);
 		}
 		at = end;
 	}

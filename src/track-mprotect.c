@@ -24,6 +24,9 @@
  *    our mark stays for the next round; if after, our unprotect came first
  *    and its re-protect comes after: either the page ends protected or it
  *    ends marked, so a racing write is never lost.
+ *  - The kernel's own writes do not fault, so that order cannot help them:
+ *    memory a system call in flight lets the kernel write is registered
+ *    (ckpt__kw_enter) and never protected while it is (protect_around).
  *
  * The installed SIGSEGV handler is ckpt's dispatcher, which stays installed
  * once tracking has begun: it sends write faults on tracked pages to
@@ -46,6 +49,7 @@
 #include "track.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sigsegv.h>
 #include <stdio.h>
@@ -55,6 +59,13 @@
 
 #define T ckpt__T
 
+/* A range of memory a system call in flight lets the kernel write: lo is 0
+ * when the slot is free, 1 while it is being claimed, else page-aligned. */
+struct kw_slot {
+	uintptr_t lo, hi;
+};
+#define KW_SLOTS 1024
+
 /* The back-end's process-wide state, in ckpt's own memory. */
 struct mp_state {
 	int installed;                 /* dispatcher installed, atomic */
@@ -63,6 +74,12 @@ struct mp_state {
 	void (*lib)(int, siginfo_t *, void *); /* libsigsegv's handler */
 	uintptr_t stale_addr;          /* loop guard for stale faults */
 	unsigned stale_count;
+	/* Kernel writes in flight (ckpt__kw_enter), all atomic. */
+	unsigned long kw_closing, kw_closed; /* protect_around calls begun, ended */
+	long kw_active;                /* registrations: slots held, calls in overflow */
+	long kw_overflow;              /* calls in flight without a slot */
+	unsigned kw_hint;              /* where the search for a free slot starts */
+	struct kw_slot kw[KW_SLOTS];
 };
 
 #define MP (*(struct mp_state **)&ckpt__g.mp)
@@ -508,6 +525,216 @@ CKPT__FAULTPATH static void dispatch(int sig, siginfo_t *si, void *uc)
 	chain(sig, si, uc);
 }
 
+/* ---- kernel writes in flight ------------------------------------------------
+ * Why and what: track-mprotect.h.  The order that makes it sound, in the
+ * single total order of sequentially consistent atomics:
+ *
+ *   a call (ckpt__kw_enter)              protect_around (T->lock held)
+ *     publish its range in a slot          kw_closing++
+ *     n = kw_closing                       read the slots
+ *     wait until kw_closed >= n            mprotect all but the ranges read
+ *     open the range, call the kernel      kw_closed++
+ *
+ * A protect_around that did not see the range read the slot before it was
+ * published, so its kw_closing++ came before the call read kw_closing: the
+ * call waits for it to end before it opens the range.  Every later one sees
+ * the range and leaves it alone.  protect_around calls run one at a time
+ * (under T->lock), so kw_closed >= n means all of the first n have ended;
+ * and they run with signals blocked, so no handler on their thread can be
+ * the caller waiting for them.  A call that finds every slot taken
+ * (kw_overflow) counts as every range at once.  Waiting costs two loads when no
+ * protection is under way. */
+
+CKPT__FAULTPATH static struct mp_state *mp_ready(void)
+{
+	struct mp_state *m = __atomic_load_n((struct mp_state **)&ckpt__g.mp, __ATOMIC_ACQUIRE);
+	return m && __atomic_load_n(&m->installed, __ATOMIC_ACQUIRE) ? m : NULL;
+}
+
+CKPT__FAULTPATH void ckpt__kw_enter(struct ckpt__kw_call *k, uintptr_t lo, uintptr_t hi)
+{
+	struct mp_state *m = mp_ready();
+	uintptr_t mask = ckpt__pagesize - 1;
+	if (!m || lo >= hi)
+		return;
+	lo &= ~mask;
+	hi = hi > UINTPTR_MAX - mask ? UINTPTR_MAX & ~mask : (hi + mask) & ~mask;
+	if (lo < ckpt__pagesize)
+		lo = ckpt__pagesize; /* page 0 is never memory; 0 and 1 mean a free slot */
+	if (lo >= hi)
+		return;
+	int got = -1;
+	if (k->n == CKPT__KW_RANGES) {
+		/* A call with many ranges (recvmmsg): the slot it holds whose
+		 * range is nearest grows to cover this one too.  Widening is
+		 * as sound as publishing: hi, then lo, then the wait below. */
+		int best = 0;
+		uintptr_t best_gap = UINTPTR_MAX;
+		for (int i = 0; i < k->n; i++) {
+			const struct kw_slot *sl = &m->kw[k->slot[i]];
+			uintptr_t gap = hi < sl->lo ? sl->lo - hi : lo > sl->hi ? lo - sl->hi : 0;
+			if (gap < best_gap) {
+				best_gap = gap;
+				best = i;
+			}
+		}
+		struct kw_slot *sl = &m->kw[k->slot[best]];
+		if (hi > sl->hi)
+			__atomic_store_n(&sl->hi, hi, __ATOMIC_SEQ_CST);
+		if (lo < sl->lo)
+			__atomic_store_n(&sl->lo, lo, __ATOMIC_SEQ_CST);
+	} else {
+		unsigned from = __atomic_fetch_add(&m->kw_hint, 1, __ATOMIC_RELAXED);
+		for (unsigned i = 0; i < KW_SLOTS && got < 0; i++) {
+			unsigned j = (from + i) % KW_SLOTS;
+			uintptr_t free_lo = 0;
+			if (__atomic_load_n(&m->kw[j].lo, __ATOMIC_RELAXED) == 0 &&
+			    __atomic_compare_exchange_n(&m->kw[j].lo, &free_lo, 1, 0, __ATOMIC_ACQUIRE,
+							__ATOMIC_RELAXED))
+				got = (int)j;
+		}
+		if (got < 0 && !k->overflow) {
+			/* Every slot taken: this call is every range at once. */
+			k->overflow = 1;
+			__atomic_fetch_add(&m->kw_active, 1, __ATOMIC_SEQ_CST);
+			__atomic_fetch_add(&m->kw_overflow, 1, __ATOMIC_SEQ_CST);
+		}
+	}
+	if (got >= 0) {
+		__atomic_fetch_add(&m->kw_active, 1, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&m->kw[got].hi, hi, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&m->kw[got].lo, lo, __ATOMIC_SEQ_CST);
+		k->slot[k->n++] = got;
+	}
+	unsigned long n = __atomic_load_n(&m->kw_closing, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&m->kw_closed, __ATOMIC_SEQ_CST) < n)
+		ckpt__raw_sched_yield();
+}
+
+CKPT__FAULTPATH void ckpt__kw_leave(struct ckpt__kw_call *k)
+{
+	struct mp_state *m = __atomic_load_n((struct mp_state **)&ckpt__g.mp, __ATOMIC_ACQUIRE);
+	if (!m)
+		return;
+	for (int i = 0; i < k->n; i++) {
+		__atomic_store_n(&m->kw[k->slot[i]].lo, 0, __ATOMIC_RELEASE);
+		__atomic_fetch_sub(&m->kw_active, 1, __ATOMIC_RELEASE);
+	}
+	if (k->overflow) {
+		__atomic_fetch_sub(&m->kw_overflow, 1, __ATOMIC_RELEASE);
+		__atomic_fetch_sub(&m->kw_active, 1, __ATOMIC_RELEASE);
+	}
+	k->n = k->overflow = 0;
+}
+
+struct kw_piece {
+	uintptr_t lo, hi;
+};
+
+/* The registered ranges overlapping [lo, hi), widened to whole pages of
+ * `mask`+1 bytes, clipped, sorted and merged into out (at most max).
+ * Returns their count, or -1 when [lo, hi) must count as in flight whole
+ * (a call without a slot, or more pieces than max). */
+static int kw_in_flight(struct mp_state *m, uintptr_t lo, uintptr_t hi, uintptr_t mask,
+			struct kw_piece *out, int max)
+{
+	if (__atomic_load_n(&m->kw_active, __ATOMIC_SEQ_CST) <= 0)
+		return 0;
+	if (__atomic_load_n(&m->kw_overflow, __ATOMIC_SEQ_CST) > 0)
+		return -1;
+	int n = 0;
+	for (unsigned i = 0; i < KW_SLOTS; i++) {
+		uintptr_t a = __atomic_load_n(&m->kw[i].lo, __ATOMIC_SEQ_CST);
+		if (a <= 1)
+			continue;
+		uintptr_t b = __atomic_load_n(&m->kw[i].hi, __ATOMIC_SEQ_CST);
+		a &= ~mask;
+		b = b > UINTPTR_MAX - mask ? UINTPTR_MAX & ~mask : (b + mask) & ~mask;
+		if (a < lo)
+			a = lo;
+		if (b > hi)
+			b = hi;
+		if (a >= b)
+			continue;
+		if (n == max)
+			return -1;
+		int j = n++;
+		for (; j > 0 && out[j - 1].lo > a; j--)
+			out[j] = out[j - 1];
+		out[j] = (struct kw_piece){a, b};
+	}
+	int m2 = 0;
+	for (int i = 0; i < n; i++) {
+		if (m2 && out[i].lo <= out[m2 - 1].hi) {
+			if (out[i].hi > out[m2 - 1].hi)
+				out[m2 - 1].hi = out[i].hi;
+		} else {
+			out[m2++] = out[i];
+		}
+	}
+	return m2;
+}
+
+/* Synchronous signals stay deliverable: blocking them would turn a genuine
+ * fault into death without a handler. */
+#define SYNC_SIGNALS                                                               \
+	(ksigbit(SIGSEGV) | ksigbit(SIGBUS) | ksigbit(SIGILL) | ksigbit(SIGFPE) |   \
+	 ksigbit(SIGTRAP))
+
+/* Gives [lo, hi) of region r the protection `clean`, except the pages a
+ * system call in flight lets the kernel write: those get `open` and are
+ * marked dirty, when `open` lets them be written (else they get `clean`
+ * like the rest).  Every protection this back-end sets on the program's
+ * pages after ckpt_begin goes through here (arm, close, protect).  T->lock
+ * held.  0 or -errno of the first mprotect that failed. */
+static long protect_around(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int clean,
+			   int open)
+{
+	struct mp_state *m = mp_ready();
+	if (!m)
+		return ckpt__raw_mprotect(lo, hi - lo, clean);
+	uint64_t block = ~SYNC_SIGNALS, old;
+	int masked = ckpt__sys6(SYS_rt_sigprocmask, SIG_BLOCK, (long)&block, (long)&old, 8, 0, 0) == 0;
+	__atomic_fetch_add(&m->kw_closing, 1, __ATOMIC_SEQ_CST);
+	struct kw_piece fl[32];
+	int n = kw_in_flight(m, lo, hi, ((uintptr_t)1 << r->pgshift) - 1, fl, 32);
+	if (n < 0) {
+		fl[0] = (struct kw_piece){lo, hi};
+		n = 1;
+	}
+	long rc = 0, e;
+	uintptr_t at = lo;
+	for (int i = 0; i < n; i++) {
+		if (at < fl[i].lo && (e = ckpt__raw_mprotect(at, fl[i].lo - at, clean)) && !rc)
+			rc = e;
+		if (open & PROT_WRITE) {
+			/* Open, then mark, as a fault would. */
+			ckpt__raw_mprotect(fl[i].lo, fl[i].hi - fl[i].lo, open);
+			ckpt__bm_set(fl[i].lo, fl[i].hi);
+		} else if ((e = ckpt__raw_mprotect(fl[i].lo, fl[i].hi - fl[i].lo, clean)) && !rc) {
+			rc = e;
+		}
+		at = fl[i].hi;
+	}
+	if (at < hi && (e = ckpt__raw_mprotect(at, hi - at, clean)) && !rc)
+		rc = e;
+	__atomic_fetch_add(&m->kw_closed, 1, __ATOMIC_SEQ_CST);
+	if (masked)
+		ckpt__sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8, 0, 0);
+	return rc;
+}
+
+/* fork: the child has only the forking thread, which is in no call; the
+ * calls of the others never return there.  (No protect_around is under way:
+ * the tracker's lock is held across the fork.) */
+static void kw_atfork_child(void)
+{
+	struct mp_state *m = MP;
+	for (unsigned i = 0; i < KW_SLOTS; i++)
+		m->kw[i].lo = 0;
+	m->kw_active = m->kw_overflow = 0;
+}
+
 /* ---- set-up ------------------------------------------------------------------ */
 
 static int mp_probe(char *why, size_t whylen)
@@ -593,8 +820,13 @@ static int mp_install_once(void)
 {
 	if (MP && __atomic_load_n(&MP->installed, __ATOMIC_ACQUIRE))
 		return 0;
-	if (!MP && !(MP = ckpt__mem_alloc(sizeof *MP)))
-		return ckpt__fail(CKPT_ENOMEM, "ckpt_begin: out of memory");
+	if (!MP) {
+		struct mp_state *m = ckpt__mem_alloc(sizeof *MP);
+		if (!m)
+			return ckpt__fail(CKPT_ENOMEM, "ckpt_begin: out of memory");
+		__atomic_store_n((struct mp_state **)&ckpt__g.mp, m, __ATOMIC_RELEASE);
+		pthread_atfork(NULL, NULL, kw_atfork_child);
+	}
 	struct sigaction prog_bus, lib, mine;
 	int (*sa)(int, const struct sigaction *, struct sigaction *) = get_sigaction();
 	if (!sa || sa(SIGSEGV, NULL, &MP->prog) || sa(SIGBUS, NULL, &prog_bus))
@@ -644,7 +876,7 @@ CKPT__FAULTPATH int ckpt__mp_sigaction_hook(int sig, const struct sigaction *act
 
 static int mp_arm(const struct ckpt__region *r)
 {
-	long rc = ckpt__raw_mprotect(r->start, r->end - r->start, ckpt__prot_clean(r->prot));
+	long rc = protect_around(r, r->start, r->end, ckpt__prot_clean(r->prot), r->prot);
 	return rc ? ckpt__from_errno((int)-rc) : 0;
 }
 
@@ -661,13 +893,12 @@ CKPT__FAULTPATH static void mp_touch(const struct ckpt__region *r, uintptr_t lo,
 
 static int mp_protect(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int prot)
 {
-	(void)r;
-	return (int)ckpt__raw_mprotect(lo, hi - lo, ckpt__prot_clean(prot));
+	return (int)protect_around(r, lo, hi, ckpt__prot_clean(prot), prot);
 }
 
 static int mp_close(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
 {
-	long rc = ckpt__raw_mprotect(lo, hi - lo, ckpt__prot_clean(r->prot));
+	long rc = protect_around(r, lo, hi, ckpt__prot_clean(r->prot), r->prot);
 	return rc ? ckpt__from_errno((int)-rc) : 0;
 }
 
