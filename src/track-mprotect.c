@@ -12,10 +12,12 @@
  *    TLS block, and ckpt must never write memory it may have protected while
  *    SIGSEGV is blocked (a second fault then kills the process).  errno is
  *    therefore never written, so it needs no saving.
- *  - No allocation, no locks that a non-fault path may hold; the only lock
- *    (fault_lock) guards the buffer used to read /proc/self/maps, and the
- *    handler runs with every signal blocked so it cannot be re-entered on
- *    the same thread.
+ *  - No allocation, and no lock that code it interrupts may hold.  The only
+ *    lock (fault_lock) guards the buffer used to read /proc/self/maps; the
+ *    handler runs with every signal blocked, and normal code that takes it
+ *    (an interposer opening a buffer near the mapping limit) blocks every
+ *    signal first, so no thread can be interrupted while holding it by a
+ *    handler that then waits for it.
  *  - Writes go to ckpt's own memory only: the dirty bitmap (one atomic OR
  *    per word) and the counters.  libckpt is linked with -z now, so no lazy
  *    binding writes a GOT entry during a fault.
@@ -169,6 +171,27 @@ CKPT__FAULTPATH static int count_cb(const struct ckpt__vma *v, void *arg)
 	return 0;
 }
 
+/* Takes fault_lock with every signal blocked (the old mask in *old).  A
+ * signal handler can write a tracked page, and its fault takes this lock;
+ * if it interrupted the same thread while that held the lock (an
+ * interposer opening a buffer near the mapping limit), it would spin
+ * forever.  Inside the fault handler every signal is blocked already and
+ * the calls change nothing. */
+CKPT__FAULTPATH static void fault_lock(uint64_t *old)
+{
+	uint64_t all = ~(uint64_t)0;
+	if (ckpt__sys6(SYS_rt_sigprocmask, SIG_BLOCK, (long)&all, (long)old, 8, 0, 0) != 0)
+		*old = all; /* then leave the mask as it is (see fault_unlock) */
+	ckpt__spin_lock(&T->fault_lock);
+}
+
+CKPT__FAULTPATH static void fault_unlock(const uint64_t *old)
+{
+	ckpt__spin_unlock(&T->fault_lock);
+	if (*old != ~(uint64_t)0)
+		ckpt__sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)old, 0, 8, 0, 0);
+}
+
 /* Replaces the estimate by the kernel's count.  The estimate assumes the
  * kernel merges neighbouring writable pieces, which it declines when their
  * anon_vma differ; reading /proc/self/maps costs milliseconds at tens of
@@ -176,9 +199,10 @@ CKPT__FAULTPATH static int count_cb(const struct ckpt__vma *v, void *arg)
 CKPT__FAULTPATH static long vma_resync(void)
 {
 	long n = 0;
-	ckpt__spin_lock(&T->fault_lock);
+	uint64_t mask;
+	fault_lock(&mask);
 	long rc = ckpt__maps_stream(T->fault_buf, sizeof T->fault_buf, count_cb, &n);
-	ckpt__spin_unlock(&T->fault_lock);
+	fault_unlock(&mask);
 	if (rc == 0)
 		__atomic_store_n(&T->vma_est, n, __ATOMIC_RELAXED);
 	return __atomic_load_n(&T->vma_est, __ATOMIC_RELAXED);
@@ -274,9 +298,10 @@ CKPT__FAULTPATH static int vma_of(uintptr_t addr, struct find_ctx *f)
 {
 	f->addr = addr;
 	f->found = 0;
-	ckpt__spin_lock(&T->fault_lock);
+	uint64_t mask;
+	fault_lock(&mask);
 	ckpt__maps_stream(T->fault_buf, sizeof T->fault_buf, find_cb, f);
-	ckpt__spin_unlock(&T->fault_lock);
+	fault_unlock(&mask);
 	return f->found;
 }
 
@@ -396,9 +421,10 @@ CKPT__FAULTPATH static int adopt_moved(uintptr_t addr)
 	if (!t)
 		goto out;
 	struct adopt_ctx a = {.t = t, .addr = addr, .min_vanished = UINTPTR_MAX};
-	ckpt__spin_lock(&T->fault_lock);
+	uint64_t mask;
+	fault_lock(&mask);
 	ckpt__maps_stream(T->fault_buf, sizeof T->fault_buf, adopt_cb, &a);
-	ckpt__spin_unlock(&T->fault_lock);
+	fault_unlock(&mask);
 	vanished_upto(&a, UINTPTR_MAX);
 	if (!a.found || a.v.inode || a.path0 || (a.v.perms & (CKPT__VMA_W | CKPT__VMA_SHARED)) ||
 	    !(a.v.perms & CKPT__VMA_R))
