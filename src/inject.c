@@ -1,5 +1,6 @@
 /*
- * inject.c - fault injection for the snapshot writer's I/O (CKPT_FAULT).
+ * inject.c - fault injection for the snapshot writer's I/O and the capture
+ * (CKPT_FAULT).
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include "inject.h"
@@ -10,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const names[CKPT__IO_KINDS] = {"write", "fsync", "rename", "open"};
+static const char *const names[CKPT__IO_KINDS] = {"write", "fsync", "rename", "open", "sync"};
 
 struct rule {
 	int kind;
@@ -30,7 +31,8 @@ static int errno_named(const char *s)
 		const char *name;
 		int value;
 	} known[] = {{"EIO", EIO},       {"ENOSPC", ENOSPC}, {"EDQUOT", EDQUOT},
-		     {"EACCES", EACCES}, {"EROFS", EROFS},   {"EFBIG", EFBIG}};
+		     {"EACCES", EACCES}, {"EROFS", EROFS},   {"EFBIG", EFBIG},
+		     {"EFAULT", EFAULT}, {"ENOMEM", ENOMEM}};
 	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
 		if (!strcmp(s, known[i].name))
 			return known[i].value;
