@@ -68,16 +68,16 @@
 #include <unistd.h>
 #include <wchar.h>
 
-/* Registers [p, p+n) for the call under way (KC) and opens it. */
+/* Registers [p, p+n) for the call under way (k) and opens it: nothing to do
+ * unless tracking with a back-end whose kernel writes need help. */
 static inline void kw_open(struct ckpt__kw_call *k, const void *p, size_t n)
 {
-	if (!p || !n)
-		return;
-	if (CKPT__UNLIKELY(__atomic_load_n(&ckpt__g.mp, __ATOMIC_RELAXED))) {
+	if (CKPT__UNLIKELY(ckpt__T && __atomic_load_n(&ckpt__T->touch, __ATOMIC_ACQUIRE)) && p &&
+	    n) {
 		uintptr_t lo = (uintptr_t)p, hi = lo + n;
 		ckpt__kw_enter(k, lo, hi < lo ? UINTPTR_MAX : hi);
+		ckpt__track_touch_slow(lo, n);
 	}
-	ckpt__track_touch(p, n);
 }
 
 /* The call returned: what it registered may be protected again. */

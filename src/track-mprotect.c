@@ -61,12 +61,12 @@
 
 #define T ckpt__T
 
-/* A range of memory a system call in flight lets the kernel write: lo is 0
- * when the slot is free, 1 while it is being claimed, else page-aligned. */
-struct kw_slot {
-	uintptr_t lo, hi;
-};
+/* Ranges of memory system calls in flight let the kernel write, one word
+ * each so that a slot is claimed and published in one compare-and-swap:
+ * the first page's number above KW_LEN_BITS bits of length in pages; 0 is
+ * a free slot. */
 #define KW_SLOTS 1024
+#define KW_LEN_BITS 29
 
 /* The back-end's process-wide state, in ckpt's own memory. */
 struct mp_state {
@@ -78,10 +78,8 @@ struct mp_state {
 	unsigned stale_count;
 	/* Kernel writes in flight (ckpt__kw_enter), all atomic. */
 	unsigned long kw_closing, kw_closed; /* protect_around calls begun, ended */
-	long kw_active;                /* registrations: slots held, calls in overflow */
 	long kw_overflow;              /* calls in flight without a slot */
-	unsigned kw_hint;              /* where the search for a free slot starts */
-	struct kw_slot kw[KW_SLOTS];
+	uint64_t kw[KW_SLOTS];
 };
 
 #define MP (*(struct mp_state **)&ckpt__g.mp)
@@ -568,13 +566,30 @@ CKPT__FAULTPATH static void dispatch(int sig, siginfo_t *si, void *uc)
  * (under T->lock), so kw_closed >= n means all of the first n have ended;
  * and they run with signals blocked, so no handler on their thread can be
  * the caller waiting for them.  A call that finds every slot taken
- * (kw_overflow) counts as every range at once.  Waiting costs two loads when no
- * protection is under way. */
+ * (kw_overflow) counts as every range at once.  A call costs one
+ * compare-and-swap on a slot of its own, two loads (the wait, when no
+ * protection is under way) and a store. */
 
 CKPT__FAULTPATH static struct mp_state *mp_ready(void)
 {
 	struct mp_state *m = __atomic_load_n((struct mp_state **)&ckpt__g.mp, __ATOMIC_ACQUIRE);
 	return m && __atomic_load_n(&m->installed, __ATOMIC_ACQUIRE) ? m : NULL;
+}
+
+/* [lo, hi) as a slot word (page-aligned, lo at least a page), or 0 when it
+ * does not fit one. */
+CKPT__FAULTPATH static uint64_t kw_pack(uintptr_t lo, uintptr_t hi)
+{
+	uint64_t first = lo >> ckpt__pageshift, n = (hi - lo) >> ckpt__pageshift;
+	if (first >> (64 - KW_LEN_BITS) || n >> KW_LEN_BITS)
+		return 0;
+	return first << KW_LEN_BITS | n;
+}
+
+CKPT__FAULTPATH static void kw_unpack(uint64_t w, uintptr_t *lo, uintptr_t *hi)
+{
+	*lo = (uintptr_t)(w >> KW_LEN_BITS) << ckpt__pageshift;
+	*hi = *lo + ((uintptr_t)(w & (((uint64_t)1 << KW_LEN_BITS) - 1)) << ckpt__pageshift);
 }
 
 CKPT__FAULTPATH void ckpt__kw_enter(struct ckpt__kw_call *k, uintptr_t lo, uintptr_t hi)
@@ -586,51 +601,52 @@ CKPT__FAULTPATH void ckpt__kw_enter(struct ckpt__kw_call *k, uintptr_t lo, uintp
 	lo &= ~mask;
 	hi = hi > UINTPTR_MAX - mask ? UINTPTR_MAX & ~mask : (hi + mask) & ~mask;
 	if (lo < ckpt__pagesize)
-		lo = ckpt__pagesize; /* page 0 is never memory; 0 and 1 mean a free slot */
+		lo = ckpt__pagesize; /* page 0 is never memory, and 0 is a free slot */
 	if (lo >= hi)
 		return;
-	int got = -1;
+	int published = 0;
 	if (k->n == CKPT__KW_RANGES) {
 		/* A call with many ranges (recvmmsg): the slot it holds whose
-		 * range is nearest grows to cover this one too.  Widening is
-		 * as sound as publishing: hi, then lo, then the wait below. */
+		 * range is nearest grows to cover this one too.  A new word is
+		 * published like a first one, and the wait below follows. */
 		int best = 0;
-		uintptr_t best_gap = UINTPTR_MAX;
+		uintptr_t best_gap = UINTPTR_MAX, a, b;
 		for (int i = 0; i < k->n; i++) {
-			const struct kw_slot *sl = &m->kw[k->slot[i]];
-			uintptr_t gap = hi < sl->lo ? sl->lo - hi : lo > sl->hi ? lo - sl->hi : 0;
+			kw_unpack(m->kw[k->slot[i]], &a, &b);
+			uintptr_t gap = hi < a ? a - hi : lo > b ? lo - b : 0;
 			if (gap < best_gap) {
 				best_gap = gap;
 				best = i;
 			}
 		}
-		struct kw_slot *sl = &m->kw[k->slot[best]];
-		if (hi > sl->hi)
-			__atomic_store_n(&sl->hi, hi, __ATOMIC_SEQ_CST);
-		if (lo < sl->lo)
-			__atomic_store_n(&sl->lo, lo, __ATOMIC_SEQ_CST);
-	} else {
-		unsigned from = __atomic_fetch_add(&m->kw_hint, 1, __ATOMIC_RELAXED);
-		for (unsigned i = 0; i < KW_SLOTS && got < 0; i++) {
-			unsigned j = (from + i) % KW_SLOTS;
-			uintptr_t free_lo = 0;
-			if (__atomic_load_n(&m->kw[j].lo, __ATOMIC_RELAXED) == 0 &&
-			    __atomic_compare_exchange_n(&m->kw[j].lo, &free_lo, 1, 0, __ATOMIC_ACQUIRE,
-							__ATOMIC_RELAXED))
-				got = (int)j;
+		kw_unpack(m->kw[k->slot[best]], &a, &b);
+		uint64_t w = kw_pack(lo < a ? lo : a, hi > b ? hi : b);
+		if (w) {
+			__atomic_store_n(&m->kw[k->slot[best]], w, __ATOMIC_SEQ_CST);
+			published = 1;
 		}
-		if (got < 0 && !k->overflow) {
-			/* Every slot taken: this call is every range at once. */
-			k->overflow = 1;
-			__atomic_fetch_add(&m->kw_active, 1, __ATOMIC_SEQ_CST);
-			__atomic_fetch_add(&m->kw_overflow, 1, __ATOMIC_SEQ_CST);
+	} else {
+		uint64_t w = kw_pack(lo, hi);
+		/* Threads start at different slots (their stacks differ), and
+		 * a thread finds the slot it used last free again. */
+		uint64_t sp_page = (uintptr_t)__builtin_frame_address(0) >> 12;
+		unsigned from = (unsigned)((sp_page * 0x9e3779b97f4a7c15ull) >> 54);
+		for (unsigned i = 0; w && i < KW_SLOTS && !published; i++) {
+			unsigned j = (from + i) % KW_SLOTS;
+			uint64_t free_w = 0;
+			if (__atomic_load_n(&m->kw[j], __ATOMIC_RELAXED) == 0 &&
+			    __atomic_compare_exchange_n(&m->kw[j], &free_w, w, 0, __ATOMIC_SEQ_CST,
+							__ATOMIC_RELAXED)) {
+				k->slot[k->n++] = (int)j;
+				published = 1;
+			}
 		}
 	}
-	if (got >= 0) {
-		__atomic_fetch_add(&m->kw_active, 1, __ATOMIC_SEQ_CST);
-		__atomic_store_n(&m->kw[got].hi, hi, __ATOMIC_SEQ_CST);
-		__atomic_store_n(&m->kw[got].lo, lo, __ATOMIC_SEQ_CST);
-		k->slot[k->n++] = got;
+	if (!published && !k->overflow) {
+		/* Every slot taken, or a range too wide for one: this call
+		 * counts as all memory. */
+		k->overflow = 1;
+		__atomic_fetch_add(&m->kw_overflow, 1, __ATOMIC_SEQ_CST);
 	}
 	unsigned long n = __atomic_load_n(&m->kw_closing, __ATOMIC_SEQ_CST);
 	while (__atomic_load_n(&m->kw_closed, __ATOMIC_SEQ_CST) < n)
@@ -642,14 +658,10 @@ CKPT__FAULTPATH void ckpt__kw_leave(struct ckpt__kw_call *k)
 	struct mp_state *m = __atomic_load_n((struct mp_state **)&ckpt__g.mp, __ATOMIC_ACQUIRE);
 	if (!m)
 		return;
-	for (int i = 0; i < k->n; i++) {
-		__atomic_store_n(&m->kw[k->slot[i]].lo, 0, __ATOMIC_RELEASE);
-		__atomic_fetch_sub(&m->kw_active, 1, __ATOMIC_RELEASE);
-	}
-	if (k->overflow) {
+	for (int i = 0; i < k->n; i++)
+		__atomic_store_n(&m->kw[k->slot[i]], 0, __ATOMIC_RELEASE);
+	if (k->overflow)
 		__atomic_fetch_sub(&m->kw_overflow, 1, __ATOMIC_RELEASE);
-		__atomic_fetch_sub(&m->kw_active, 1, __ATOMIC_RELEASE);
-	}
 	k->n = k->overflow = 0;
 }
 
@@ -664,16 +676,15 @@ struct kw_piece {
 static int kw_in_flight(struct mp_state *m, uintptr_t lo, uintptr_t hi, uintptr_t mask,
 			struct kw_piece *out, int max)
 {
-	if (__atomic_load_n(&m->kw_active, __ATOMIC_SEQ_CST) <= 0)
-		return 0;
 	if (__atomic_load_n(&m->kw_overflow, __ATOMIC_SEQ_CST) > 0)
 		return -1;
 	int n = 0;
 	for (unsigned i = 0; i < KW_SLOTS; i++) {
-		uintptr_t a = __atomic_load_n(&m->kw[i].lo, __ATOMIC_SEQ_CST);
-		if (a <= 1)
+		uint64_t w = __atomic_load_n(&m->kw[i], __ATOMIC_SEQ_CST);
+		if (!w)
 			continue;
-		uintptr_t b = __atomic_load_n(&m->kw[i].hi, __ATOMIC_SEQ_CST);
+		uintptr_t a, b;
+		kw_unpack(w, &a, &b);
 		a &= ~mask;
 		b = b > UINTPTR_MAX - mask ? UINTPTR_MAX & ~mask : (b + mask) & ~mask;
 		if (a < lo)
@@ -757,8 +768,8 @@ static void kw_atfork_child(void)
 {
 	struct mp_state *m = MP;
 	for (unsigned i = 0; i < KW_SLOTS; i++)
-		m->kw[i].lo = 0;
-	m->kw_active = m->kw_overflow = 0;
+		m->kw[i] = 0;
+	m->kw_overflow = 0;
 }
 
 /* ---- set-up ------------------------------------------------------------------ */

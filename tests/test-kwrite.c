@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -285,7 +286,10 @@ Test(kwrite, readdir_of_a_directory_opened_before_begin)
  * cannot be had again), the pages must count as dirty, and the next commit
  * must store them. */
 
-enum blocked_call { CALL_READ, CALL_READV, CALL_RECV, CALL_RECVFROM, CALL_RECVMSG };
+enum blocked_call { CALL_READ, CALL_READV, CALL_RECV, CALL_RECVFROM, CALL_RECVMSG, CALL_RECVMMSG };
+
+/* recvmmsg: datagrams, each received into two buffers and with its address. */
+#define NMSG 8
 
 struct blocked {
 	enum blocked_call call;
@@ -294,7 +298,9 @@ struct blocked {
 	size_t len;  /* bytes expected */
 	struct sockaddr_storage *from; /* tracked (recvfrom, recvmsg) */
 	struct msghdr *mh;             /* tracked (recvmsg) */
-	struct iovec *iov;             /* tracked (readv, recvmsg) */
+	struct iovec *iov;             /* tracked (readv, recvmsg, recvmmsg) */
+	struct mmsghdr *mm;            /* tracked (recvmmsg) */
+	struct sockaddr_in *names;     /* tracked (recvmmsg) */
 	pid_t tid;
 	volatile int started;
 	ssize_t n;
@@ -328,6 +334,23 @@ static void *blocked_call(void *arg)
 					 .msg_iov = b->iov, .msg_iovlen = 1};
 		b->n = recvmsg(b->fd, b->mh, 0);
 		break;
+	case CALL_RECVMMSG: {
+		/* More ranges than ckpt keeps apart per call. */
+		size_t seg = b->len / NMSG;
+		for (int i = 0; i < NMSG; i++) {
+			b->iov[2 * i] = (struct iovec){b->buf + (size_t)i * seg, seg / 2};
+			b->iov[2 * i + 1] =
+				(struct iovec){b->buf + (size_t)i * seg + seg / 2, seg - seg / 2};
+			b->mm[i] = (struct mmsghdr){
+				.msg_hdr = {.msg_name = &b->names[i], .msg_namelen = sizeof b->names[i],
+					    .msg_iov = &b->iov[2 * i], .msg_iovlen = 2}};
+		}
+		int got = recvmmsg(b->fd, b->mm, NMSG, 0, NULL);
+		b->n = got < 0 ? -1 : 0;
+		for (int i = 0; i < got; i++)
+			b->n += b->mm[i].msg_len;
+		break;
+	}
 	}
 	b->err = errno;
 	return NULL;
@@ -398,17 +421,22 @@ static void expect_stored(uint64_t id, const void *addr, const char *want, size_
 	ckpt_chain_close(ch);
 }
 
+enum buf_kind {
+	BUF_TRACKED,  /* mapped before begin: tracked since */
+	BUF_FRESH,    /* mapped after begin: the commit protects it first */
+	BUF_MPROTECT, /* tracked, and the program mprotects it (read-write)
+	               * while the call waits, instead of the commit */
+};
+
 /* The whole scenario: b->fd is read by a thread; send(data) makes it
- * return.  `buf` was mapped before begin (tracked since) unless `fresh`:
- * then it is mapped after begin, so the commit protects it for the first
- * time while the call waits. */
-static void blocked_across_commit(struct blocked *b, int fresh, long nr, long nr2,
+ * return. */
+static void blocked_across_commit(struct blocked *b, enum buf_kind kind, long nr, long nr2,
 				  void (*send_data)(const char *data, size_t len))
 {
 	size_t ps = pagesz();
-	char *area = fresh ? NULL : map_anon(4, 0);
+	char *area = kind == BUF_FRESH ? NULL : map_anon(4, 0);
 	ckpt_t *c = begin_chain();
-	if (fresh)
+	if (kind == BUF_FRESH)
 		area = map_anon(4, 0);
 	/* The buffer at an offset, the addresses and headers on a page of their
 	 * own, all of it in tracked memory. */
@@ -417,6 +445,8 @@ static void blocked_across_commit(struct blocked *b, int fresh, long nr, long nr
 	b->from = (struct sockaddr_storage *)meta;
 	b->mh = (struct msghdr *)(meta + 512);
 	b->iov = (struct iovec *)(meta + 1024);
+	b->mm = (struct mmsghdr *)(meta + 2048);
+	b->names = (struct sockaddr_in *)(meta + 3072);
 	char *data = malloc(b->len);
 	for (size_t i = 0; i < b->len; i++)
 		data[i] = (char)('A' + i % 23);
@@ -426,8 +456,14 @@ static void blocked_across_commit(struct blocked *b, int fresh, long nr, long nr
 		sched_yield();
 	wait_in_syscall(b->tid, nr, nr2);
 	uint64_t id = 0;
-	int rc = ckpt_commit(c, &id);
-	cr_assert_eq(rc, 0, "ckpt_commit: %s (%s)", ckpt_strerror(rc), ckpt_last_error());
+	int rc;
+	if (kind == BUF_MPROTECT) {
+		cr_assert_eq(mprotect(area, 4 * ps, PROT_READ | PROT_WRITE), 0, "mprotect: %s",
+			     strerror(errno));
+	} else {
+		rc = ckpt_commit(c, &id);
+		cr_assert_eq(rc, 0, "ckpt_commit: %s (%s)", ckpt_strerror(rc), ckpt_last_error());
+	}
 	send_data(data, b->len);
 	pthread_join(th, NULL);
 	cr_assert_eq(b->n, (ssize_t)b->len, "the blocked call returned %zd (%s)", b->n,
@@ -486,7 +522,7 @@ Test(kwrite, a_read_blocked_on_a_pipe_across_a_commit, .timeout = 60)
 	cr_assert_eq(pipe(p), 0);
 	peer_fd = p[1];
 	struct blocked b = {.call = CALL_READ, .fd = p[0], .len = 2 * pagesz()};
-	blocked_across_commit(&b, 0, SYS_read, SYS_read, write_to_peer);
+	blocked_across_commit(&b, BUF_TRACKED, SYS_read, SYS_read, write_to_peer);
 }
 
 Test(kwrite, a_readv_blocked_on_a_pipe_across_a_commit, .timeout = 60)
@@ -495,7 +531,7 @@ Test(kwrite, a_readv_blocked_on_a_pipe_across_a_commit, .timeout = 60)
 	cr_assert_eq(pipe(p), 0);
 	peer_fd = p[1];
 	struct blocked b = {.call = CALL_READV, .fd = p[0], .len = 3000};
-	blocked_across_commit(&b, 0, SYS_readv, SYS_readv, write_to_peer);
+	blocked_across_commit(&b, BUF_TRACKED, SYS_readv, SYS_readv, write_to_peer);
 }
 
 Test(kwrite, a_read_into_memory_new_since_begin_across_a_commit, .timeout = 60)
@@ -506,7 +542,7 @@ Test(kwrite, a_read_into_memory_new_since_begin_across_a_commit, .timeout = 60)
 	cr_assert_eq(pipe(p), 0);
 	peer_fd = p[1];
 	struct blocked b = {.call = CALL_READ, .fd = p[0], .len = 2 * pagesz()};
-	blocked_across_commit(&b, 1, SYS_read, SYS_read, write_to_peer);
+	blocked_across_commit(&b, BUF_FRESH, SYS_read, SYS_read, write_to_peer);
 }
 
 Test(kwrite, a_recv_blocked_on_a_socketpair_across_a_commit, .timeout = 60)
@@ -516,7 +552,7 @@ Test(kwrite, a_recv_blocked_on_a_socketpair_across_a_commit, .timeout = 60)
 	peer_fd = sv[0];
 	struct blocked b = {.call = CALL_RECV, .fd = sv[1], .len = 2 * pagesz()};
 	/* recv is recvfrom to the kernel. */
-	blocked_across_commit(&b, 0, SYS_recvfrom, SYS_recvmsg, write_to_peer);
+	blocked_across_commit(&b, BUF_TRACKED, SYS_recvfrom, SYS_recvmsg, write_to_peer);
 }
 
 static int udp_pair(void)
@@ -534,13 +570,38 @@ static int udp_pair(void)
 Test(kwrite, a_datagram_arriving_while_a_commit_protects_the_buffer, .timeout = 60)
 {
 	struct blocked b = {.call = CALL_RECVFROM, .fd = udp_pair(), .len = 1200};
-	blocked_across_commit(&b, 0, SYS_recvfrom, SYS_recvfrom, send_datagram);
+	blocked_across_commit(&b, BUF_TRACKED, SYS_recvfrom, SYS_recvfrom, send_datagram);
 	cr_expect_eq(b.from->ss_family, AF_INET, "the sender's address was not written");
 }
 
 Test(kwrite, a_recvmsg_with_its_header_in_tracked_memory_across_a_commit, .timeout = 60)
 {
 	struct blocked b = {.call = CALL_RECVMSG, .fd = udp_pair(), .len = 1500};
-	blocked_across_commit(&b, 0, SYS_recvmsg, SYS_recvmsg, send_datagram);
+	blocked_across_commit(&b, BUF_TRACKED, SYS_recvmsg, SYS_recvmsg, send_datagram);
 	cr_expect_eq(b.mh->msg_namelen, (socklen_t)sizeof(struct sockaddr_in));
+}
+
+static void send_datagrams(const char *data, size_t len)
+{
+	size_t seg = len / NMSG;
+	for (int i = 0; i < NMSG; i++)
+		send_datagram(data + (size_t)i * seg, seg);
+}
+
+Test(kwrite, a_recvmmsg_of_many_buffers_across_a_commit, .timeout = 60)
+{
+	struct blocked b = {.call = CALL_RECVMMSG, .fd = udp_pair(), .len = NMSG * 700};
+	blocked_across_commit(&b, BUF_TRACKED, SYS_recvmmsg, SYS_recvmmsg, send_datagrams);
+	for (int i = 0; i < NMSG; i++)
+		cr_expect_eq(b.names[i].sin_family, AF_INET, "address of datagram %d", i);
+}
+
+Test(kwrite, a_read_whose_buffer_the_program_mprotects_while_it_waits, .timeout = 60)
+{
+	/* Read-write as before: the call must keep its buffer. */
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	peer_fd = p[1];
+	struct blocked b = {.call = CALL_READ, .fd = p[0], .len = 2 * pagesz()};
+	blocked_across_commit(&b, BUF_MPROTECT, SYS_read, SYS_read, write_to_peer);
 }
