@@ -368,7 +368,8 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 			at = end;
 		}
 	}
-	qsort(cap->p, cap->n, sizeof *cap->p, cmp_piece);
+	if (cap->n) /* none when the capture failed early; qsort wants an array */
+		qsort(cap->p, cap->n, sizeof *cap->p, cmp_piece);
 
 	/* Publish the new table, then protect what is new in it. */
 	if (!rc && !(nt = ckpt__rtab_new(cap->n)))
@@ -438,7 +439,8 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 			rc = piece_push(cap, &p);
 		}
 	}
-	qsort(cap->p, cap->n, sizeof *cap->p, cmp_piece);
+	if (cap->n)
+		qsort(cap->p, cap->n, sizeof *cap->p, cmp_piece);
 
 	/* Pages that hold data, and what the kernel discarded. */
 	int pm = -1;
