@@ -22,11 +22,13 @@
 #include "bitmap.h"
 #include "pagemap.h"
 #include "error.h"
+#include "inject.h"
 #include "shadow.h"
 #include "thread.h"
 #include "track.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
@@ -144,12 +146,13 @@ static int old_part(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *a
 		c->merge_ok = 1;
 		/* Writable although clean: changed behind ckpt's back (or
 		 * written since the marks were taken: stored now, and again
-		 * next time). */
+		 * next time).  Closed through the back-end, which leaves
+		 * alone what a system call in flight may still write. */
 		if (T->be->writable_means_dirty && (v->perms & CKPT__VMA_W) &&
 		    !ckpt__rset_covers(&c->cap->taken, at, end)) {
 			c->rc |= ckpt__rset_add(&c->cap->changed, at, end);
 			if (c->r->prot & PROT_WRITE)
-				ckpt__raw_mprotect(at, end - at, ckpt__prot_clean(c->r->prot));
+				T->be->close(c->r, at, end);
 		}
 		at = end;
 	}
@@ -310,14 +313,33 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 	 * the maps are read: scattered writable pages are as many mappings,
 	 * and /proc/self/maps costs about a microsecond per line. */
 	int rc = 0;
-	for (size_t i = 0; i < ot->n; i++) {
+	for (size_t i = 0; i < ot->n && !rc; i++) {
 		const struct ckpt__region *r = &ot->r[i];
 		int writable = (r->prot & PROT_WRITE) != 0;
 		/* A back-end with a record of its own: written pages into the
 		 * bitmap, closed again in the same step; read-only regions
-		 * too (written before the program took write away). */
-		if (T->be->sync && T->be->sync(r, r->start, r->end, 1) == CKPT_ENOMEM)
-			rc = CKPT_ENOMEM;
+		 * too (written before the program took write away).  If that
+		 * fails, the commit fails: a walk that stopped half-way may
+		 * have closed pages it never reported, so the whole region
+		 * counts as written, and the regions after it keep their
+		 * record for the next try (what was taken before is given
+		 * back below). */
+		if (T->be->sync) {
+			int inj = ckpt__inject(CKPT__IO_SYNC);
+			rc = inj ? ckpt__fail(ckpt__from_errno(inj), "PAGEMAP_SCAN: %s", strerror(inj))
+				 : T->be->sync(r, r->start, r->end, 1);
+			if (rc) {
+				char why[160];
+				snprintf(why, sizeof why, "%s", ckpt_last_error());
+				ckpt__clear_error(); /* the region named first */
+				ckpt__bm_set(r->start, r->end);
+				ckpt__fail(rc, "ckpt_commit: cannot collect the pages written in "
+					       "%#lx-%#lx (%s): %s",
+					   (unsigned long)r->start, (unsigned long)r->end,
+					   r->name[0] ? r->name : "anonymous", why);
+				break;
+			}
+		}
 		struct take_ctx tc = {cap, r, writable && !T->be->sync, 0, {0, 0, 0}};
 		ckpt__bm_take(r->start, r->end, took, &tc);
 		ckpt__closer_flush(&tc.cl);
@@ -478,9 +500,12 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 	cap->nthreads = ckpt__threads_count();
 	cap->ns = ckpt__now_ns() - t0;
 	if (rc) {
-		/* Nothing is lost: what was taken counts as dirty again. */
+		/* Nothing is lost: what was taken counts as dirty again (and
+		 * stays protected: marked no longer means writable). */
 		for (size_t i = 0; i < cap->changed.n; i++)
 			ckpt__bm_set(cap->changed.r[i].lo, cap->changed.r[i].hi);
+		if (cap->changed.n)
+			T->marked_closed = 1;
 	}
 	pthread_mutex_unlock(&T->lock);
 	ckpt__rset_free(&excl);
@@ -545,9 +570,11 @@ void ckpt__track_capture_done(struct ckpt__capture *cap)
 void ckpt__track_capture_undo(struct ckpt__capture *cap)
 {
 	pthread_mutex_lock(&T->lock);
-	if (T->tab)
+	if (T->tab && cap->changed.n) {
 		for (size_t i = 0; i < cap->changed.n; i++)
 			ckpt__bm_set(cap->changed.r[i].lo, cap->changed.r[i].hi);
+		T->marked_closed = 1; /* marked, but protected by the capture */
+	}
 	ckpt__bmx_release(&present_now);
 	pthread_mutex_unlock(&T->lock);
 }
@@ -558,6 +585,8 @@ void ckpt__track_capture_revert(struct ckpt__capture *cap)
 	if (T->tab) {
 		for (size_t i = 0; i < cap->changed.n; i++)
 			ckpt__bm_set(cap->changed.r[i].lo, cap->changed.r[i].hi);
+		if (cap->changed.n)
+			T->marked_closed = 1; /* marked, but protected by the capture */
 		/* Stored whole by the failed snapshot: whole again by the next. */
 		for (size_t i = 0; i < cap->n; i++)
 			if (cap->p[i].kind == 1 && cap->p[i].fresh)

@@ -1,6 +1,6 @@
 /*
- * inject.c - fault injection for the snapshot writer's I/O and a
- * restore's mappings (CKPT_FAULT).
+ * inject.c - fault injection for the snapshot writer's I/O, the capture
+ * and a restore's mappings (CKPT_FAULT).
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include "inject.h"
@@ -11,7 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const names[CKPT__IO_KINDS] = {"write", "fsync", "rename", "open", "map"};
+static const char *const names[CKPT__IO_KINDS] = {"write", "fsync", "rename", "open", "map",
+						       "sync"};
 
 struct rule {
 	int kind;
@@ -32,7 +33,7 @@ static int errno_named(const char *s)
 		int value;
 	} known[] = {{"EIO", EIO},       {"ENOSPC", ENOSPC}, {"EDQUOT", EDQUOT},
 		     {"EACCES", EACCES}, {"EROFS", EROFS},   {"EFBIG", EFBIG},
-		     {"ENOMEM", ENOMEM}};
+		     {"EFAULT", EFAULT}, {"ENOMEM", ENOMEM}};
 	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
 		if (!strcmp(s, known[i].name))
 			return known[i].value;

@@ -1,21 +1,32 @@
 /*
- * inject.h - fault injection for the snapshot writer's I/O and a restore's
- * mappings.
+ * inject.h - fault injection for the snapshot writer's I/O, the capture
+ * and a restore's mappings.
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  * CKPT_FAULT="op:N[=ERRNO],..." makes the Nth call of kind op fail with ERRNO
  * (default EIO); op is write, fsync, rename or open (the snapshot writer;
- * open also counts a resume's reopening of the program's files), or map (a
- * mapping a restore recreates).  Calls are counted from 1 since the
- * variable took its current value.  Tests use it to prove a failed commit
- * leaves the chain intact, and a failed restore or resume the process.
+ * open also counts a resume's reopening of the program's files), map (a
+ * mapping a restore recreates), or sync (a capture reading the back-end's
+ * record of the pages written in one region: uffd's PAGEMAP_SCAN walk; the
+ * mprotect back-end keeps no such record, its faults mark the bitmap).
+ * Calls are counted from 1 since the variable took its current value.
+ * Tests use it to prove a failed commit leaves the chain intact and loses
+ * nothing, and a failed restore or resume the process.
  */
 #ifndef CKPT_INJECT_H
 #define CKPT_INJECT_H
 
 #include "sys.h"
 
-enum { CKPT__IO_WRITE, CKPT__IO_FSYNC, CKPT__IO_RENAME, CKPT__IO_OPEN, CKPT__IO_MAP, CKPT__IO_KINDS };
+enum {
+	CKPT__IO_WRITE,
+	CKPT__IO_FSYNC,
+	CKPT__IO_RENAME,
+	CKPT__IO_OPEN,
+	CKPT__IO_MAP,
+	CKPT__IO_SYNC,
+	CKPT__IO_KINDS
+};
 
 /* 0 to go ahead, or the errno value the call must fail with. */
 CKPT__HIDDEN int ckpt__inject(int kind);

@@ -12,6 +12,12 @@
  * needs no help).  A buffer is marked whole even if the call writes less: a
  * superset of the pages written, never a subset.
  *
+ * A call may wait in the kernel (read on a pipe, recv, epoll_wait) while a
+ * commit on another thread protects again the pages it stores.  So each
+ * interposer also registers what it opens for as long as the call runs
+ * (ckpt__kw_enter, track-mprotect.h), and those pages are never protected
+ * meanwhile: a commit stores them as they are and leaves them dirty.
+ *
  * stdio reads into the FILE's buffer with glibc's internal read, which no
  * interposer sees, so the stdio entry points prepare that buffer first.
  *
@@ -25,6 +31,7 @@
 #define _GNU_SOURCE
 #endif
 #include "interpose.h"
+#include "track-mprotect.h"
 #include "track.h"
 
 #include <dirent.h>
@@ -61,10 +68,30 @@
 #include <unistd.h>
 #include <wchar.h>
 
-#define W(p, n) ckpt__track_touch((p), (n))
-#define WOBJ(p) ckpt__track_touch((p), sizeof *(p))
+/* Registers [p, p+n) for the call under way (k) and opens it: nothing to do
+ * unless tracking with a back-end whose kernel writes need help. */
+static inline void kw_open(struct ckpt__kw_call *k, const void *p, size_t n)
+{
+	if (CKPT__UNLIKELY(ckpt__T && __atomic_load_n(&ckpt__T->touch, __ATOMIC_ACQUIRE)) && p &&
+	    n) {
+		uintptr_t lo = (uintptr_t)p, hi = lo + n;
+		ckpt__kw_enter(k, lo, hi < lo ? UINTPTR_MAX : hi);
+		ckpt__track_touch_slow(lo, n);
+	}
+}
 
-static void w_iov(const struct iovec *iov, long n)
+/* The call returned: what it registered may be protected again. */
+static inline void kw_close(struct ckpt__kw_call *k)
+{
+	if (CKPT__UNLIKELY(k->n || k->overflow))
+		ckpt__kw_leave(k);
+}
+
+/* In an interposer's body, kc is its call. */
+#define W(p, n) kw_open(kc, (p), (n))
+#define WOBJ(p) kw_open(kc, (p), sizeof *(p))
+
+static void w_iov(struct ckpt__kw_call *kc, const struct iovec *iov, long n)
 {
 	if (!iov || n <= 0)
 		return;
@@ -72,17 +99,17 @@ static void w_iov(const struct iovec *iov, long n)
 		W(iov[i].iov_base, iov[i].iov_len);
 }
 
-static void w_msg(struct msghdr *m)
+static void w_msg(struct ckpt__kw_call *kc, struct msghdr *m)
 {
 	if (!m)
 		return;
 	WOBJ(m);
-	w_iov(m->msg_iov, (long)m->msg_iovlen);
+	w_iov(kc, m->msg_iov, (long)m->msg_iovlen);
 	W(m->msg_name, m->msg_namelen);
 	W(m->msg_control, m->msg_controllen);
 }
 
-static void w_addr(void *addr, socklen_t *len)
+static void w_addr(struct ckpt__kw_call *kc, void *addr, socklen_t *len)
 {
 	if (len) {
 		WOBJ(len);
@@ -90,10 +117,11 @@ static void w_addr(void *addr, socklen_t *len)
 	}
 }
 
-/* Defines the symbol `name` as: touch what the kernel will write, then call
- * the next definition.  The C function has its own name and takes the
- * symbol through an asm label, so that glibc's header tricks (inline
- * getc_unlocked, scanf redirected to __isoc99_scanf) cannot clash. */
+/* Defines the symbol `name` as: open what the kernel will write, call the
+ * next definition, and let it go again.  The C function has its own name
+ * and takes the symbol through an asm label, so that glibc's header tricks
+ * (inline getc_unlocked, scanf redirected to __isoc99_scanf) cannot clash.
+ * kw_close writes no errno: the call's stays. */
 #define KW(ret, name, params, args, touches)                               \
 	CKPT__REAL(ret, name, params)                                      \
 	__attribute__((constructor(104))) static void resolve_##name(void) \
@@ -103,10 +131,13 @@ static void w_addr(void *addr, socklen_t *len)
 	CKPT__EXPORT ret ckpt__kw_##name params __asm__(#name);            \
 	ret ckpt__kw_##name params                                         \
 	{                                                                  \
+		struct ckpt__kw_call kc_buf = {0}, *const kc = &kc_buf;    \
 		touches;                                                   \
 		if (CKPT__UNLIKELY(!get_##name()))                         \
 			ckpt__no_next(#name);                              \
-		return get_##name() args;                                  \
+		ret r_ = get_##name() args;                                \
+		kw_close(kc);                                              \
+		return r_;                                                 \
 	}
 
 /* ---- files and sockets ---------------------------------------------------- */
@@ -119,39 +150,39 @@ KW(ssize_t, __pread_chk, (int fd, void *b, size_t n, off_t o, size_t bl), (fd, b
    W(b, n))
 KW(ssize_t, __pread64_chk, (int fd, void *b, size_t n, off_t o, size_t bl), (fd, b, n, o, bl),
    W(b, n))
-KW(ssize_t, readv, (int fd, const struct iovec *v, int c), (fd, v, c), w_iov(v, c))
-KW(ssize_t, preadv, (int fd, const struct iovec *v, int c, off_t o), (fd, v, c, o), w_iov(v, c))
+KW(ssize_t, readv, (int fd, const struct iovec *v, int c), (fd, v, c), w_iov(kc, v, c))
+KW(ssize_t, preadv, (int fd, const struct iovec *v, int c, off_t o), (fd, v, c, o), w_iov(kc, v, c))
 KW(ssize_t, preadv64, (int fd, const struct iovec *v, int c, off_t o), (fd, v, c, o),
-   w_iov(v, c))
+   w_iov(kc, v, c))
 KW(ssize_t, preadv2, (int fd, const struct iovec *v, int c, off_t o, int f), (fd, v, c, o, f),
-   w_iov(v, c))
+   w_iov(kc, v, c))
 KW(ssize_t, preadv64v2, (int fd, const struct iovec *v, int c, off_t o, int f),
-   (fd, v, c, o, f), w_iov(v, c))
+   (fd, v, c, o, f), w_iov(kc, v, c))
 KW(ssize_t, recv, (int fd, void *b, size_t n, int f), (fd, b, n, f), W(b, n))
 KW(ssize_t, __recv_chk, (int fd, void *b, size_t n, size_t bl, int f), (fd, b, n, bl, f),
    W(b, n))
 KW(ssize_t, recvfrom, (int fd, void *b, size_t n, int f, struct sockaddr *a, socklen_t *al),
-   (fd, b, n, f, a, al), (W(b, n), w_addr(a, al)))
+   (fd, b, n, f, a, al), (W(b, n), w_addr(kc, a, al)))
 KW(ssize_t, __recvfrom_chk,
    (int fd, void *b, size_t n, size_t bl, int f, struct sockaddr *a, socklen_t *al),
-   (fd, b, n, bl, f, a, al), (W(b, n), w_addr(a, al)))
-KW(ssize_t, recvmsg, (int fd, struct msghdr *m, int f), (fd, m, f), w_msg(m))
+   (fd, b, n, bl, f, a, al), (W(b, n), w_addr(kc, a, al)))
+KW(ssize_t, recvmsg, (int fd, struct msghdr *m, int f), (fd, m, f), w_msg(kc, m))
 KW(int, recvmmsg, (int fd, struct mmsghdr *v, unsigned n, int f, struct timespec *t),
    (fd, v, n, f, t), ({
 	   W(v, n * sizeof *v);
 	   for (unsigned i = 0; v && i < n; i++)
-		   w_msg(&v[i].msg_hdr);
+		   w_msg(kc, &v[i].msg_hdr);
 	   W(t, t ? sizeof *t : 0);
    }))
 KW(int, sendmmsg, (int fd, struct mmsghdr *v, unsigned n, int f), (fd, v, n, f),
    W(v, n * sizeof *v))
-KW(int, accept, (int fd, struct sockaddr *a, socklen_t *al), (fd, a, al), w_addr(a, al))
+KW(int, accept, (int fd, struct sockaddr *a, socklen_t *al), (fd, a, al), w_addr(kc, a, al))
 KW(int, accept4, (int fd, struct sockaddr *a, socklen_t *al, int f), (fd, a, al, f),
-   w_addr(a, al))
-KW(int, getsockname, (int fd, struct sockaddr *a, socklen_t *al), (fd, a, al), w_addr(a, al))
-KW(int, getpeername, (int fd, struct sockaddr *a, socklen_t *al), (fd, a, al), w_addr(a, al))
+   w_addr(kc, a, al))
+KW(int, getsockname, (int fd, struct sockaddr *a, socklen_t *al), (fd, a, al), w_addr(kc, a, al))
+KW(int, getpeername, (int fd, struct sockaddr *a, socklen_t *al), (fd, a, al), w_addr(kc, a, al))
 KW(int, getsockopt, (int fd, int l, int o, void *v, socklen_t *vl), (fd, l, o, v, vl),
-   w_addr(v, vl))
+   w_addr(kc, v, vl))
 KW(int, socketpair, (int d, int t, int p, int sv[2]), (d, t, p, sv), W(sv, 2 * sizeof(int)))
 KW(int, pipe, (int fds[2]), (fds), W(fds, 2 * sizeof(int)))
 KW(int, pipe2, (int fds[2], int f), (fds, f), W(fds, 2 * sizeof(int)))
@@ -186,7 +217,7 @@ KW(ssize_t, mq_timedreceive,
 KW(ssize_t, process_vm_readv,
    (pid_t p, const struct iovec *l, unsigned long ln, const struct iovec *r, unsigned long rn,
     unsigned long f),
-   (p, l, ln, r, rn, f), w_iov(l, (long)ln))
+   (p, l, ln, r, rn, f), w_iov(kc, l, (long)ln))
 KW(int, mincore, (void *a, size_t n, unsigned char *v), (a, n, v),
    W(v, (n + ckpt__pagesize - 1) / ckpt__pagesize))
 
@@ -293,9 +324,12 @@ KW(int, epoll_wait, (int ep, struct epoll_event *ev, int n, int t), (ep, ev, n, 
 CKPT__REAL(int, ppoll, (struct pollfd *, nfds_t, const struct timespec *, const sigset_t *))
 CKPT__EXPORT int ppoll(struct pollfd *f, nfds_t n, const struct timespec *t, const sigset_t *m)
 {
+	struct ckpt__kw_call kc_buf = {0}, *const kc = &kc_buf;
 	sigset_t buf;
 	W(f, n * sizeof *f);
-	return get_ppoll()(f, n, t, open_segv(m, &buf));
+	int r = get_ppoll()(f, n, t, open_segv(m, &buf));
+	kw_close(kc);
+	return r;
 }
 
 CKPT__REAL(int, pselect,
@@ -303,19 +337,25 @@ CKPT__REAL(int, pselect,
 CKPT__EXPORT int pselect(int n, fd_set *r, fd_set *w, fd_set *e, const struct timespec *t,
 			 const sigset_t *m)
 {
+	struct ckpt__kw_call kc_buf = {0}, *const kc = &kc_buf;
 	sigset_t buf;
 	W(r, r ? fdset_bytes(n) : 0);
 	W(w, w ? fdset_bytes(n) : 0);
 	W(e, e ? fdset_bytes(n) : 0);
-	return get_pselect()(n, r, w, e, t, open_segv(m, &buf));
+	int ret = get_pselect()(n, r, w, e, t, open_segv(m, &buf));
+	kw_close(kc);
+	return ret;
 }
 
 CKPT__REAL(int, epoll_pwait, (int, struct epoll_event *, int, int, const sigset_t *))
 CKPT__EXPORT int epoll_pwait(int ep, struct epoll_event *ev, int n, int t, const sigset_t *m)
 {
+	struct ckpt__kw_call kc_buf = {0}, *const kc = &kc_buf;
 	sigset_t buf;
 	W(ev, n > 0 ? (size_t)n * sizeof *ev : 0);
-	return get_epoll_pwait()(ep, ev, n, t, open_segv(m, &buf));
+	int r = get_epoll_pwait()(ep, ev, n, t, open_segv(m, &buf));
+	kw_close(kc);
+	return r;
 }
 
 __attribute__((constructor(104))) static void resolve_masked_polls(void)
@@ -331,8 +371,11 @@ CKPT__REAL(char *, getcwd, (char *, size_t))
 CKPT__EXPORT char *getcwd(char *buf, size_t size)
 {
 	if (buf || !ckpt__track_armed()) {
+		struct ckpt__kw_call kc_buf = {0}, *const kc = &kc_buf;
 		W(buf, size);
-		return get_getcwd()(buf, size);
+		char *r = get_getcwd()(buf, size);
+		kw_close(kc);
+		return r;
 	}
 	/* glibc would allocate the buffer and have the kernel fill it where no
 	 * interposer can prepare it: use a buffer on the stack instead. */
@@ -386,12 +429,15 @@ CKPT__EXPORT int ioctl(int fd, unsigned long req, ...)
 	void *arg = va_arg(ap, void *);
 	va_end(ap);
 	size_t n = ioctl_out_size(req);
+	struct ckpt__kw_call kc_buf = {0}, *const kc = &kc_buf;
 	if (n)
 		W(arg, n);
-	return get_ioctl()(fd, req, arg);
+	int r = get_ioctl()(fd, req, arg);
+	kw_close(kc);
+	return r;
 }
 
-static void fcntl_touch(int cmd, void *arg)
+static void fcntl_touch(struct ckpt__kw_call *kc, int cmd, void *arg)
 {
 	switch (cmd) {
 	case F_GETLK:
@@ -415,13 +461,16 @@ CKPT__REAL(int, fcntl64, (int, int, ...))
 
 /* fcntl's third argument is an int or a pointer, passed the same way on
  * the ABIs ckpt supports, as glibc itself relies on. */
-#define FCNTL_BODY(next)                               \
-	va_list ap;                                    \
-	va_start(ap, cmd);                             \
-	void *arg = va_arg(ap, void *);                \
-	va_end(ap);                                    \
-	fcntl_touch(cmd, arg);                         \
-	return (next)(fd, cmd, arg);
+#define FCNTL_BODY(next)                                        \
+	va_list ap;                                             \
+	va_start(ap, cmd);                                      \
+	void *arg = va_arg(ap, void *);                         \
+	va_end(ap);                                             \
+	struct ckpt__kw_call kc_buf = {0}, *const kc = &kc_buf; \
+	fcntl_touch(kc, cmd, arg);                              \
+	int r = (next)(fd, cmd, arg);                           \
+	kw_close(kc);                                           \
+	return r;
 
 CKPT__EXPORT int fcntl(int fd, int cmd, ...)
 {
@@ -444,16 +493,16 @@ __attribute__((constructor(104))) static void resolve_misc(void)
 /* ---- directories ------------------------------------------------------------- */
 
 /* glibc's DIR holds its getdents buffer inline in one malloc block. */
-static void w_dir(DIR *d)
+static void w_dir(struct ckpt__kw_call *kc, DIR *d)
 {
 	if (d && ckpt__track_armed())
 		W(d, malloc_usable_size(d));
 }
 
-KW(struct dirent *, readdir, (DIR * d), (d), w_dir(d))
-KW(struct dirent64 *, readdir64, (DIR * d), (d), w_dir(d))
-KW(int, readdir_r, (DIR * d, struct dirent *e, struct dirent **r), (d, e, r), w_dir(d))
-KW(int, readdir64_r, (DIR * d, struct dirent64 *e, struct dirent64 **r), (d, e, r), w_dir(d))
+KW(struct dirent *, readdir, (DIR * d), (d), w_dir(kc, d))
+KW(struct dirent64 *, readdir64, (DIR * d), (d), w_dir(kc, d))
+KW(int, readdir_r, (DIR * d, struct dirent *e, struct dirent **r), (d, e, r), w_dir(kc, d))
+KW(int, readdir64_r, (DIR * d, struct dirent64 *e, struct dirent64 **r), (d, e, r), w_dir(kc, d))
 
 /* ---- stdio -------------------------------------------------------------------- */
 
@@ -463,7 +512,7 @@ void _IO_doallocbuf(FILE *); /* exported by glibc since 2.2.5, not declared */
 /* Gives the stream its buffer now (glibc would allocate it inside the read)
  * and makes the buffer writable, together with the FILE itself, whose
  * one-byte buffer unbuffered streams read into. */
-static void w_stream(FILE *fp, int only_if_empty)
+static void w_stream(struct ckpt__kw_call *kc, FILE *fp, int only_if_empty)
 {
 	if (!fp || !ckpt__track_armed())
 		return;
@@ -479,40 +528,40 @@ static void w_stream(FILE *fp, int only_if_empty)
 }
 
 KW(size_t, fread, (void *p, size_t s, size_t n, FILE *f), (p, s, n, f),
-   (w_stream(f, 0), W(p, s * n)))
+   (w_stream(kc, f, 0), W(p, s * n)))
 KW(size_t, fread_unlocked, (void *p, size_t s, size_t n, FILE *f), (p, s, n, f),
-   (w_stream(f, 0), W(p, s * n)))
+   (w_stream(kc, f, 0), W(p, s * n)))
 KW(size_t, __fread_chk, (void *p, size_t pl, size_t s, size_t n, FILE *f), (p, pl, s, n, f),
-   (w_stream(f, 0), W(p, s * n)))
+   (w_stream(kc, f, 0), W(p, s * n)))
 KW(size_t, __fread_unlocked_chk, (void *p, size_t pl, size_t s, size_t n, FILE *f),
-   (p, pl, s, n, f), (w_stream(f, 0), W(p, s * n)))
-KW(char *, fgets, (char *s, int n, FILE *f), (s, n, f), w_stream(f, 0))
-KW(char *, fgets_unlocked, (char *s, int n, FILE *f), (s, n, f), w_stream(f, 0))
-KW(char *, __fgets_chk, (char *s, size_t sl, int n, FILE *f), (s, sl, n, f), w_stream(f, 0))
+   (p, pl, s, n, f), (w_stream(kc, f, 0), W(p, s * n)))
+KW(char *, fgets, (char *s, int n, FILE *f), (s, n, f), w_stream(kc, f, 0))
+KW(char *, fgets_unlocked, (char *s, int n, FILE *f), (s, n, f), w_stream(kc, f, 0))
+KW(char *, __fgets_chk, (char *s, size_t sl, int n, FILE *f), (s, sl, n, f), w_stream(kc, f, 0))
 KW(char *, __fgets_unlocked_chk, (char *s, size_t sl, int n, FILE *f), (s, sl, n, f),
-   w_stream(f, 0))
-KW(int, fgetc, (FILE * f), (f), w_stream(f, 1))
-KW(int, getc, (FILE * f), (f), w_stream(f, 1))
-KW(int, _IO_getc, (FILE * f), (f), w_stream(f, 1))
-KW(int, fgetc_unlocked, (FILE * f), (f), w_stream(f, 1))
-KW(int, getc_unlocked, (FILE * f), (f), w_stream(f, 1))
-KW(int, getchar, (void), (), w_stream(stdin, 1))
-KW(int, getchar_unlocked, (void), (), w_stream(stdin, 1))
-KW(int, __uflow, (FILE * f), (f), w_stream(f, 0))
-KW(int, __underflow, (FILE * f), (f), w_stream(f, 0))
-KW(ssize_t, getline, (char **l, size_t *n, FILE *f), (l, n, f), w_stream(f, 0))
-KW(ssize_t, getdelim, (char **l, size_t *n, int d, FILE *f), (l, n, d, f), w_stream(f, 0))
-KW(ssize_t, __getdelim, (char **l, size_t *n, int d, FILE *f), (l, n, d, f), w_stream(f, 0))
-KW(wint_t, fgetwc, (FILE * f), (f), w_stream(f, 0))
-KW(wint_t, getwc, (FILE * f), (f), w_stream(f, 0))
-KW(wchar_t *, fgetws, (wchar_t * s, int n, FILE *f), (s, n, f), w_stream(f, 0))
-KW(int, fseek, (FILE * f, long o, int w), (f, o, w), w_stream(f, 0))
-KW(int, fseeko, (FILE * f, off_t o, int w), (f, o, w), w_stream(f, 0))
-KW(int, fseeko64, (FILE * f, off_t o, int w), (f, o, w), w_stream(f, 0))
-KW(int, vfscanf, (FILE * f, const char *fmt, va_list ap), (f, fmt, ap), w_stream(f, 0))
-KW(int, __isoc99_vfscanf, (FILE * f, const char *fmt, va_list ap), (f, fmt, ap), w_stream(f, 0))
-KW(int, vscanf, (const char *fmt, va_list ap), (fmt, ap), w_stream(stdin, 0))
-KW(int, __isoc99_vscanf, (const char *fmt, va_list ap), (fmt, ap), w_stream(stdin, 0))
+   w_stream(kc, f, 0))
+KW(int, fgetc, (FILE * f), (f), w_stream(kc, f, 1))
+KW(int, getc, (FILE * f), (f), w_stream(kc, f, 1))
+KW(int, _IO_getc, (FILE * f), (f), w_stream(kc, f, 1))
+KW(int, fgetc_unlocked, (FILE * f), (f), w_stream(kc, f, 1))
+KW(int, getc_unlocked, (FILE * f), (f), w_stream(kc, f, 1))
+KW(int, getchar, (void), (), w_stream(kc, stdin, 1))
+KW(int, getchar_unlocked, (void), (), w_stream(kc, stdin, 1))
+KW(int, __uflow, (FILE * f), (f), w_stream(kc, f, 0))
+KW(int, __underflow, (FILE * f), (f), w_stream(kc, f, 0))
+KW(ssize_t, getline, (char **l, size_t *n, FILE *f), (l, n, f), w_stream(kc, f, 0))
+KW(ssize_t, getdelim, (char **l, size_t *n, int d, FILE *f), (l, n, d, f), w_stream(kc, f, 0))
+KW(ssize_t, __getdelim, (char **l, size_t *n, int d, FILE *f), (l, n, d, f), w_stream(kc, f, 0))
+KW(wint_t, fgetwc, (FILE * f), (f), w_stream(kc, f, 0))
+KW(wint_t, getwc, (FILE * f), (f), w_stream(kc, f, 0))
+KW(wchar_t *, fgetws, (wchar_t * s, int n, FILE *f), (s, n, f), w_stream(kc, f, 0))
+KW(int, fseek, (FILE * f, long o, int w), (f, o, w), w_stream(kc, f, 0))
+KW(int, fseeko, (FILE * f, off_t o, int w), (f, o, w), w_stream(kc, f, 0))
+KW(int, fseeko64, (FILE * f, off_t o, int w), (f, o, w), w_stream(kc, f, 0))
+KW(int, vfscanf, (FILE * f, const char *fmt, va_list ap), (f, fmt, ap), w_stream(kc, f, 0))
+KW(int, __isoc99_vfscanf, (FILE * f, const char *fmt, va_list ap), (f, fmt, ap), w_stream(kc, f, 0))
+KW(int, vscanf, (const char *fmt, va_list ap), (fmt, ap), w_stream(kc, stdin, 0))
+KW(int, __isoc99_vscanf, (const char *fmt, va_list ap), (fmt, ap), w_stream(kc, stdin, 0))
 
 /* The variadic scanf entry points forward to the va_list ones above. */
 #define KW_SCANF(name, vname, params, args)                     \

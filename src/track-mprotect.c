@@ -12,10 +12,12 @@
  *    TLS block, and ckpt must never write memory it may have protected while
  *    SIGSEGV is blocked (a second fault then kills the process).  errno is
  *    therefore never written, so it needs no saving.
- *  - No allocation, no locks that a non-fault path may hold; the only lock
- *    (fault_lock) guards the buffer used to read /proc/self/maps, and the
- *    handler runs with every signal blocked so it cannot be re-entered on
- *    the same thread.
+ *  - No allocation, and no lock that code it interrupts may hold.  The only
+ *    lock (fault_lock) guards the buffer used to read /proc/self/maps; the
+ *    handler runs with every signal blocked, and normal code that takes it
+ *    (an interposer opening a buffer near the mapping limit) blocks every
+ *    signal first, so no thread can be interrupted while holding it by a
+ *    handler that then waits for it.
  *  - Writes go to ckpt's own memory only: the dirty bitmap (one atomic OR
  *    per word) and the counters.  libckpt is linked with -z now, so no lazy
  *    binding writes a GOT entry during a fault.
@@ -24,6 +26,9 @@
  *    our mark stays for the next round; if after, our unprotect came first
  *    and its re-protect comes after: either the page ends protected or it
  *    ends marked, so a racing write is never lost.
+ *  - The kernel's own writes do not fault, so that order cannot help them:
+ *    memory a system call in flight lets the kernel write is registered
+ *    (ckpt__kw_enter) and never protected while it is (protect_around).
  *
  * The installed SIGSEGV handler is ckpt's dispatcher, which stays installed
  * once tracking has begun: it sends write faults on tracked pages to
@@ -46,6 +51,7 @@
 #include "track.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sigsegv.h>
 #include <stdio.h>
@@ -55,6 +61,13 @@
 
 #define T ckpt__T
 
+/* Ranges of memory system calls in flight let the kernel write, one word
+ * each so that a slot is claimed and published in one compare-and-swap:
+ * the first page's number above KW_LEN_BITS bits of length in pages; 0 is
+ * a free slot. */
+#define KW_SLOTS 1024
+#define KW_LEN_BITS 29
+
 /* The back-end's process-wide state, in ckpt's own memory. */
 struct mp_state {
 	int installed;                 /* dispatcher installed, atomic */
@@ -63,6 +76,10 @@ struct mp_state {
 	void (*lib)(int, siginfo_t *, void *); /* libsigsegv's handler */
 	uintptr_t stale_addr;          /* loop guard for stale faults */
 	unsigned stale_count;
+	/* Kernel writes in flight (ckpt__kw_enter), all atomic. */
+	unsigned long kw_closing, kw_closed; /* protect_around calls begun, ended */
+	long kw_overflow;              /* calls in flight without a slot */
+	uint64_t kw[KW_SLOTS];
 };
 
 #define MP (*(struct mp_state **)&ckpt__g.mp)
@@ -152,6 +169,27 @@ CKPT__FAULTPATH static int count_cb(const struct ckpt__vma *v, void *arg)
 	return 0;
 }
 
+/* Takes fault_lock with every signal blocked (the old mask in *old).  A
+ * signal handler can write a tracked page, and its fault takes this lock;
+ * if it interrupted the same thread while that held the lock (an
+ * interposer opening a buffer near the mapping limit), it would spin
+ * forever.  Inside the fault handler every signal is blocked already and
+ * the calls change nothing. */
+CKPT__FAULTPATH static void fault_lock(uint64_t *old)
+{
+	uint64_t all = ~(uint64_t)0;
+	if (ckpt__sys6(SYS_rt_sigprocmask, SIG_BLOCK, (long)&all, (long)old, 8, 0, 0) != 0)
+		*old = all; /* then leave the mask as it is (see fault_unlock) */
+	ckpt__spin_lock(&T->fault_lock);
+}
+
+CKPT__FAULTPATH static void fault_unlock(const uint64_t *old)
+{
+	ckpt__spin_unlock(&T->fault_lock);
+	if (*old != ~(uint64_t)0)
+		ckpt__sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)old, 0, 8, 0, 0);
+}
+
 /* Replaces the estimate by the kernel's count.  The estimate assumes the
  * kernel merges neighbouring writable pieces, which it declines when their
  * anon_vma differ; reading /proc/self/maps costs milliseconds at tens of
@@ -159,9 +197,10 @@ CKPT__FAULTPATH static int count_cb(const struct ckpt__vma *v, void *arg)
 CKPT__FAULTPATH static long vma_resync(void)
 {
 	long n = 0;
-	ckpt__spin_lock(&T->fault_lock);
+	uint64_t mask;
+	fault_lock(&mask);
 	long rc = ckpt__maps_stream(T->fault_buf, sizeof T->fault_buf, count_cb, &n);
-	ckpt__spin_unlock(&T->fault_lock);
+	fault_unlock(&mask);
 	if (rc == 0)
 		__atomic_store_n(&T->vma_est, n, __ATOMIC_RELAXED);
 	return __atomic_load_n(&T->vma_est, __ATOMIC_RELAXED);
@@ -257,9 +296,10 @@ CKPT__FAULTPATH static int vma_of(uintptr_t addr, struct find_ctx *f)
 {
 	f->addr = addr;
 	f->found = 0;
-	ckpt__spin_lock(&T->fault_lock);
+	uint64_t mask;
+	fault_lock(&mask);
 	ckpt__maps_stream(T->fault_buf, sizeof T->fault_buf, find_cb, f);
-	ckpt__spin_unlock(&T->fault_lock);
+	fault_unlock(&mask);
 	return f->found;
 }
 
@@ -379,9 +419,10 @@ CKPT__FAULTPATH static int adopt_moved(uintptr_t addr)
 	if (!t)
 		goto out;
 	struct adopt_ctx a = {.t = t, .addr = addr, .min_vanished = UINTPTR_MAX};
-	ckpt__spin_lock(&T->fault_lock);
+	uint64_t mask;
+	fault_lock(&mask);
 	ckpt__maps_stream(T->fault_buf, sizeof T->fault_buf, adopt_cb, &a);
-	ckpt__spin_unlock(&T->fault_lock);
+	fault_unlock(&mask);
 	vanished_upto(&a, UINTPTR_MAX);
 	if (!a.found || a.v.inode || a.path0 || (a.v.perms & (CKPT__VMA_W | CKPT__VMA_SHARED)) ||
 	    !(a.v.perms & CKPT__VMA_R))
@@ -508,6 +549,229 @@ CKPT__FAULTPATH static void dispatch(int sig, siginfo_t *si, void *uc)
 	chain(sig, si, uc);
 }
 
+/* ---- kernel writes in flight ------------------------------------------------
+ * Why and what: track-mprotect.h.  The order that makes it sound, in the
+ * single total order of sequentially consistent atomics:
+ *
+ *   a call (ckpt__kw_enter)              protect_around (T->lock held)
+ *     publish its range in a slot          kw_closing++
+ *     n = kw_closing                       read the slots
+ *     wait until kw_closed >= n            mprotect all but the ranges read
+ *     open the range, call the kernel      kw_closed++
+ *
+ * A protect_around that did not see the range read the slot before it was
+ * published, so its kw_closing++ came before the call read kw_closing: the
+ * call waits for it to end before it opens the range.  Every later one sees
+ * the range and leaves it alone.  protect_around calls run one at a time
+ * (under T->lock), so kw_closed >= n means all of the first n have ended;
+ * and they run with signals blocked, so no handler on their thread can be
+ * the caller waiting for them.  A call that finds every slot taken
+ * (kw_overflow) counts as every range at once.  A call costs one
+ * compare-and-swap on a slot of its own, two loads (the wait, when no
+ * protection is under way) and a store. */
+
+CKPT__FAULTPATH static struct mp_state *mp_ready(void)
+{
+	struct mp_state *m = __atomic_load_n((struct mp_state **)&ckpt__g.mp, __ATOMIC_ACQUIRE);
+	return m && __atomic_load_n(&m->installed, __ATOMIC_ACQUIRE) ? m : NULL;
+}
+
+/* [lo, hi) as a slot word (page-aligned, lo at least a page), or 0 when it
+ * does not fit one. */
+CKPT__FAULTPATH static uint64_t kw_pack(uintptr_t lo, uintptr_t hi)
+{
+	uint64_t first = lo >> ckpt__pageshift, n = (hi - lo) >> ckpt__pageshift;
+	if (first >> (64 - KW_LEN_BITS) || n >> KW_LEN_BITS)
+		return 0;
+	return first << KW_LEN_BITS | n;
+}
+
+CKPT__FAULTPATH static void kw_unpack(uint64_t w, uintptr_t *lo, uintptr_t *hi)
+{
+	*lo = (uintptr_t)(w >> KW_LEN_BITS) << ckpt__pageshift;
+	*hi = *lo + ((uintptr_t)(w & (((uint64_t)1 << KW_LEN_BITS) - 1)) << ckpt__pageshift);
+}
+
+CKPT__FAULTPATH void ckpt__kw_enter(struct ckpt__kw_call *k, uintptr_t lo, uintptr_t hi)
+{
+	struct mp_state *m = mp_ready();
+	uintptr_t mask = ckpt__pagesize - 1;
+	if (!m || lo >= hi)
+		return;
+	lo &= ~mask;
+	hi = hi > UINTPTR_MAX - mask ? UINTPTR_MAX & ~mask : (hi + mask) & ~mask;
+	if (lo < ckpt__pagesize)
+		lo = ckpt__pagesize; /* page 0 is never memory, and 0 is a free slot */
+	if (lo >= hi)
+		return;
+	int published = 0;
+	if (k->n == CKPT__KW_RANGES) {
+		/* A call with many ranges (recvmmsg): the slot it holds whose
+		 * range is nearest grows to cover this one too.  A new word is
+		 * published like a first one, and the wait below follows. */
+		int best = 0;
+		uintptr_t best_gap = UINTPTR_MAX, a, b;
+		for (int i = 0; i < k->n; i++) {
+			kw_unpack(m->kw[k->slot[i]], &a, &b);
+			uintptr_t gap = hi < a ? a - hi : lo > b ? lo - b : 0;
+			if (gap < best_gap) {
+				best_gap = gap;
+				best = i;
+			}
+		}
+		kw_unpack(m->kw[k->slot[best]], &a, &b);
+		uint64_t w = kw_pack(lo < a ? lo : a, hi > b ? hi : b);
+		if (w) {
+			__atomic_store_n(&m->kw[k->slot[best]], w, __ATOMIC_SEQ_CST);
+			published = 1;
+		}
+	} else {
+		uint64_t w = kw_pack(lo, hi);
+		/* Threads start at different slots (their stacks differ), and
+		 * a thread finds the slot it used last free again. */
+		uint64_t sp_page = (uintptr_t)__builtin_frame_address(0) >> 12;
+		unsigned from = (unsigned)((sp_page * 0x9e3779b97f4a7c15ull) >> 54);
+		for (unsigned i = 0; w && i < KW_SLOTS && !published; i++) {
+			unsigned j = (from + i) % KW_SLOTS;
+			uint64_t free_w = 0;
+			if (__atomic_load_n(&m->kw[j], __ATOMIC_RELAXED) == 0 &&
+			    __atomic_compare_exchange_n(&m->kw[j], &free_w, w, 0, __ATOMIC_SEQ_CST,
+							__ATOMIC_RELAXED)) {
+				k->slot[k->n++] = (int)j;
+				published = 1;
+			}
+		}
+	}
+	if (!published && !k->overflow) {
+		/* Every slot taken, or a range too wide for one: this call
+		 * counts as all memory. */
+		k->overflow = 1;
+		__atomic_fetch_add(&m->kw_overflow, 1, __ATOMIC_SEQ_CST);
+	}
+	unsigned long n = __atomic_load_n(&m->kw_closing, __ATOMIC_SEQ_CST);
+	while (__atomic_load_n(&m->kw_closed, __ATOMIC_SEQ_CST) < n)
+		ckpt__raw_sched_yield();
+}
+
+CKPT__FAULTPATH void ckpt__kw_leave(struct ckpt__kw_call *k)
+{
+	struct mp_state *m = __atomic_load_n((struct mp_state **)&ckpt__g.mp, __ATOMIC_ACQUIRE);
+	if (!m)
+		return;
+	for (int i = 0; i < k->n; i++)
+		__atomic_store_n(&m->kw[k->slot[i]], 0, __ATOMIC_RELEASE);
+	if (k->overflow)
+		__atomic_fetch_sub(&m->kw_overflow, 1, __ATOMIC_RELEASE);
+	k->n = k->overflow = 0;
+}
+
+struct kw_piece {
+	uintptr_t lo, hi;
+};
+
+/* The registered ranges overlapping [lo, hi), widened to whole pages of
+ * `mask`+1 bytes, clipped, sorted and merged into out (at most max).
+ * Returns their count, or -1 when [lo, hi) must count as in flight whole
+ * (a call without a slot, or more pieces than max). */
+static int kw_in_flight(struct mp_state *m, uintptr_t lo, uintptr_t hi, uintptr_t mask,
+			struct kw_piece *out, int max)
+{
+	if (__atomic_load_n(&m->kw_overflow, __ATOMIC_SEQ_CST) > 0)
+		return -1;
+	int n = 0;
+	for (unsigned i = 0; i < KW_SLOTS; i++) {
+		uint64_t w = __atomic_load_n(&m->kw[i], __ATOMIC_SEQ_CST);
+		if (!w)
+			continue;
+		uintptr_t a, b;
+		kw_unpack(w, &a, &b);
+		a &= ~mask;
+		b = b > UINTPTR_MAX - mask ? UINTPTR_MAX & ~mask : (b + mask) & ~mask;
+		if (a < lo)
+			a = lo;
+		if (b > hi)
+			b = hi;
+		if (a >= b)
+			continue;
+		if (n == max)
+			return -1;
+		int j = n++;
+		for (; j > 0 && out[j - 1].lo > a; j--)
+			out[j] = out[j - 1];
+		out[j] = (struct kw_piece){a, b};
+	}
+	int m2 = 0;
+	for (int i = 0; i < n; i++) {
+		if (m2 && out[i].lo <= out[m2 - 1].hi) {
+			if (out[i].hi > out[m2 - 1].hi)
+				out[m2 - 1].hi = out[i].hi;
+		} else {
+			out[m2++] = out[i];
+		}
+	}
+	return m2;
+}
+
+/* Synchronous signals stay deliverable: blocking them would turn a genuine
+ * fault into death without a handler. */
+#define SYNC_SIGNALS                                                               \
+	(ksigbit(SIGSEGV) | ksigbit(SIGBUS) | ksigbit(SIGILL) | ksigbit(SIGFPE) |   \
+	 ksigbit(SIGTRAP))
+
+/* Gives [lo, hi) of region r the protection `clean`, except the pages a
+ * system call in flight lets the kernel write: those get `open` and are
+ * marked dirty, when `open` lets them be written (else they get `clean`
+ * like the rest).  Every protection this back-end sets on the program's
+ * pages after ckpt_begin goes through here (arm, close, protect).  T->lock
+ * held.  0 or -errno of the first mprotect that failed. */
+static long protect_around(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int clean,
+			   int open)
+{
+	struct mp_state *m = mp_ready();
+	if (!m)
+		return ckpt__raw_mprotect(lo, hi - lo, clean);
+	uint64_t block = ~SYNC_SIGNALS, old;
+	int masked = ckpt__sys6(SYS_rt_sigprocmask, SIG_BLOCK, (long)&block, (long)&old, 8, 0, 0) == 0;
+	__atomic_fetch_add(&m->kw_closing, 1, __ATOMIC_SEQ_CST);
+	struct kw_piece fl[32];
+	int n = kw_in_flight(m, lo, hi, ((uintptr_t)1 << r->pgshift) - 1, fl, 32);
+	if (n < 0) {
+		fl[0] = (struct kw_piece){lo, hi};
+		n = 1;
+	}
+	long rc = 0, e;
+	uintptr_t at = lo;
+	for (int i = 0; i < n; i++) {
+		if (at < fl[i].lo && (e = ckpt__raw_mprotect(at, fl[i].lo - at, clean)) && !rc)
+			rc = e;
+		if (open & PROT_WRITE) {
+			/* Open, then mark, as a fault would. */
+			ckpt__raw_mprotect(fl[i].lo, fl[i].hi - fl[i].lo, open);
+			ckpt__bm_set(fl[i].lo, fl[i].hi);
+		} else if ((e = ckpt__raw_mprotect(fl[i].lo, fl[i].hi - fl[i].lo, clean)) && !rc) {
+			rc = e;
+		}
+		at = fl[i].hi;
+	}
+	if (at < hi && (e = ckpt__raw_mprotect(at, hi - at, clean)) && !rc)
+		rc = e;
+	__atomic_fetch_add(&m->kw_closed, 1, __ATOMIC_SEQ_CST);
+	if (masked)
+		ckpt__sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)&old, 0, 8, 0, 0);
+	return rc;
+}
+
+/* fork: the child has only the forking thread, which is in no call; the
+ * calls of the others never return there.  (No protect_around is under way:
+ * the tracker's lock is held across the fork.) */
+static void kw_atfork_child(void)
+{
+	struct mp_state *m = MP;
+	for (unsigned i = 0; i < KW_SLOTS; i++)
+		m->kw[i] = 0;
+	m->kw_overflow = 0;
+}
+
 /* ---- set-up ------------------------------------------------------------------ */
 
 static int mp_probe(char *why, size_t whylen)
@@ -593,8 +857,13 @@ static int mp_install_once(void)
 {
 	if (MP && __atomic_load_n(&MP->installed, __ATOMIC_ACQUIRE))
 		return 0;
-	if (!MP && !(MP = ckpt__mem_alloc(sizeof *MP)))
-		return ckpt__fail(CKPT_ENOMEM, "ckpt_begin: out of memory");
+	if (!MP) {
+		struct mp_state *m = ckpt__mem_alloc(sizeof *MP);
+		if (!m)
+			return ckpt__fail(CKPT_ENOMEM, "ckpt_begin: out of memory");
+		__atomic_store_n((struct mp_state **)&ckpt__g.mp, m, __ATOMIC_RELEASE);
+		pthread_atfork(NULL, NULL, kw_atfork_child);
+	}
 	struct sigaction prog_bus, lib, mine;
 	int (*sa)(int, const struct sigaction *, struct sigaction *) = get_sigaction();
 	if (!sa || sa(SIGSEGV, NULL, &MP->prog) || sa(SIGBUS, NULL, &prog_bus))
@@ -644,7 +913,7 @@ CKPT__FAULTPATH int ckpt__mp_sigaction_hook(int sig, const struct sigaction *act
 
 static int mp_arm(const struct ckpt__region *r)
 {
-	long rc = ckpt__raw_mprotect(r->start, r->end - r->start, ckpt__prot_clean(r->prot));
+	long rc = protect_around(r, r->start, r->end, ckpt__prot_clean(r->prot), r->prot);
 	return rc ? ckpt__from_errno((int)-rc) : 0;
 }
 
@@ -661,13 +930,12 @@ CKPT__FAULTPATH static void mp_touch(const struct ckpt__region *r, uintptr_t lo,
 
 static int mp_protect(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi, int prot)
 {
-	(void)r;
-	return (int)ckpt__raw_mprotect(lo, hi - lo, ckpt__prot_clean(prot));
+	return (int)protect_around(r, lo, hi, ckpt__prot_clean(prot), prot);
 }
 
 static int mp_close(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
 {
-	long rc = ckpt__raw_mprotect(lo, hi - lo, ckpt__prot_clean(r->prot));
+	long rc = protect_around(r, lo, hi, ckpt__prot_clean(r->prot), r->prot);
 	return rc ? ckpt__from_errno((int)-rc) : 0;
 }
 

@@ -13,12 +13,17 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -272,4 +277,331 @@ Test(kwrite, readdir_of_a_directory_opened_before_begin)
 	cr_expect_geq(n, 3, ". .. and one thread");
 	closedir(d);
 	ckpt_close(c);
+}
+
+/* ---- kernel writes in flight while another thread commits --------------------
+ * A thread blocks in a call that will write into tracked memory; the main
+ * thread commits, which protects the pages it stores again; then the data
+ * arrives.  The call must succeed with the data (a datagram lost to EFAULT
+ * cannot be had again), the pages must count as dirty, and the next commit
+ * must store them. */
+
+enum blocked_call { CALL_READ, CALL_READV, CALL_RECV, CALL_RECVFROM, CALL_RECVMSG, CALL_RECVMMSG };
+
+/* recvmmsg: datagrams, each received into two buffers and with its address. */
+#define NMSG 8
+
+struct blocked {
+	enum blocked_call call;
+	int fd;
+	char *buf;   /* tracked */
+	size_t len;  /* bytes expected */
+	struct sockaddr_storage *from; /* tracked (recvfrom, recvmsg) */
+	struct msghdr *mh;             /* tracked (recvmsg) */
+	struct iovec *iov;             /* tracked (readv, recvmsg, recvmmsg) */
+	struct mmsghdr *mm;            /* tracked (recvmmsg) */
+	struct sockaddr_in *names;     /* tracked (recvmmsg) */
+	pid_t tid;
+	volatile int started;
+	ssize_t n;
+	int err;
+};
+
+static void *blocked_call(void *arg)
+{
+	struct blocked *b = arg;
+	b->tid = (pid_t)syscall(SYS_gettid);
+	__atomic_store_n(&b->started, 1, __ATOMIC_RELEASE);
+	socklen_t fl = sizeof *b->from;
+	switch (b->call) {
+	case CALL_READ:
+		b->n = read(b->fd, b->buf, b->len);
+		break;
+	case CALL_READV:
+		b->iov[0] = (struct iovec){b->buf, b->len / 2};
+		b->iov[1] = (struct iovec){b->buf + pagesz() + b->len / 2, b->len - b->len / 2};
+		b->n = readv(b->fd, b->iov, 2);
+		break;
+	case CALL_RECV:
+		b->n = recv(b->fd, b->buf, b->len, MSG_WAITALL);
+		break;
+	case CALL_RECVFROM:
+		b->n = recvfrom(b->fd, b->buf, b->len + 100, 0, (struct sockaddr *)b->from, &fl);
+		break;
+	case CALL_RECVMSG:
+		b->iov[0] = (struct iovec){b->buf, b->len + 100};
+		*b->mh = (struct msghdr){.msg_name = b->from, .msg_namelen = sizeof *b->from,
+					 .msg_iov = b->iov, .msg_iovlen = 1};
+		b->n = recvmsg(b->fd, b->mh, 0);
+		break;
+	case CALL_RECVMMSG: {
+		/* More ranges than ckpt keeps apart per call. */
+		size_t seg = b->len / NMSG;
+		for (int i = 0; i < NMSG; i++) {
+			b->iov[2 * i] = (struct iovec){b->buf + (size_t)i * seg, seg / 2};
+			b->iov[2 * i + 1] =
+				(struct iovec){b->buf + (size_t)i * seg + seg / 2, seg - seg / 2};
+			b->mm[i] = (struct mmsghdr){
+				.msg_hdr = {.msg_name = &b->names[i], .msg_namelen = sizeof b->names[i],
+					    .msg_iov = &b->iov[2 * i], .msg_iovlen = 2}};
+		}
+		int got = recvmmsg(b->fd, b->mm, NMSG, 0, NULL);
+		b->n = got < 0 ? -1 : 0;
+		for (int i = 0; i < got; i++)
+			b->n += b->mm[i].msg_len;
+		break;
+	}
+	}
+	b->err = errno;
+	return NULL;
+}
+
+/* Waits until thread tid sleeps inside system call nr (or one of nr2). */
+static void wait_in_syscall(pid_t tid, long nr, long nr2)
+{
+	char file[64], line[256];
+	snprintf(file, sizeof file, "/proc/self/task/%d/syscall", (int)tid);
+	for (int i = 0; i < 10000; i++) {
+		int fd = open(file, O_RDONLY);
+		cr_assert_geq(fd, 0);
+		ssize_t n = read(fd, line, sizeof line - 1);
+		close(fd);
+		line[n > 0 ? n : 0] = '\0';
+		char *end;
+		long cur = strtol(line, &end, 10);
+		if (end != line && (cur == nr || cur == nr2))
+			return;
+		usleep(1000);
+	}
+	cr_assert_fail("the thread never blocked in system call %ld: %s", nr, line);
+}
+
+static char chain_tmp[64];
+
+static ckpt_t *begin_chain(void)
+{
+	snprintf(chain_tmp, sizeof chain_tmp, "/tmp/ckpt-kwc-XXXXXX");
+	cr_assert(mkdtemp(chain_tmp));
+	char dir[96];
+	snprintf(dir, sizeof dir, "%s/chain", chain_tmp);
+	ckpt_t *c;
+	ckpt_options o;
+	ckpt_options_init(&o);
+	o.backend = CKPT_BACKEND_AUTO; /* CKPT_BACKEND in the environment decides */
+	int rc = ckpt_open(&c, dir, &o);
+	cr_assert_eq(rc, 0, "ckpt_open: %s (%s)", ckpt_strerror(rc), ckpt_last_error());
+	rc = ckpt_begin(c);
+	cr_assert_eq(rc, 0, "ckpt_begin: %s (%s)", ckpt_strerror(rc), ckpt_last_error());
+	return c;
+}
+
+static void end_chain(ckpt_t *c)
+{
+	ckpt_close(c);
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", chain_tmp);
+	(void)!system(cmd);
+}
+
+/* Checks that snapshot id holds len bytes of `want` at addr. */
+static void expect_stored(uint64_t id, const void *addr, const char *want, size_t len)
+{
+	char dir[96];
+	snprintf(dir, sizeof dir, "%s/chain", chain_tmp);
+	ckpt_chain *ch;
+	int rc = ckpt_chain_open(&ch, dir);
+	cr_assert_eq(rc, 0, "ckpt_chain_open: %s (%s)", ckpt_strerror(rc), ckpt_last_error());
+	char *got = malloc(len);
+	rc = ckpt_chain_read(ch, id, (uintptr_t)addr, got, len);
+	cr_expect_eq(rc, 0, "ckpt_chain_read: %s (%s)", ckpt_strerror(rc), ckpt_last_error());
+	cr_expect(rc || memcmp(got, want, len) == 0,
+		  "snapshot %llu does not hold what the call received (%.8s... against %.8s...)",
+		  (unsigned long long)id, got, want);
+	free(got);
+	ckpt_chain_close(ch);
+}
+
+enum buf_kind {
+	BUF_TRACKED,  /* mapped before begin: tracked since */
+	BUF_FRESH,    /* mapped after begin: the commit protects it first */
+	BUF_MPROTECT, /* tracked, and the program mprotects it (read-write)
+	               * while the call waits, instead of the commit */
+};
+
+/* The whole scenario: b->fd is read by a thread; send(data) makes it
+ * return. */
+static void blocked_across_commit(struct blocked *b, enum buf_kind kind, long nr, long nr2,
+				  void (*send_data)(const char *data, size_t len))
+{
+	size_t ps = pagesz();
+	char *area = kind == BUF_FRESH ? NULL : map_anon(4, 0);
+	ckpt_t *c = begin_chain();
+	if (kind == BUF_FRESH)
+		area = map_anon(4, 0);
+	/* The buffer at an offset, the addresses and headers on a page of their
+	 * own, all of it in tracked memory. */
+	b->buf = area + 100;
+	char *meta = area + 3 * ps;
+	b->from = (struct sockaddr_storage *)meta;
+	b->mh = (struct msghdr *)(meta + 512);
+	b->iov = (struct iovec *)(meta + 1024);
+	b->mm = (struct mmsghdr *)(meta + 2048);
+	b->names = (struct sockaddr_in *)(meta + 3072);
+	char *data = malloc(b->len);
+	for (size_t i = 0; i < b->len; i++)
+		data[i] = (char)('A' + i % 23);
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, blocked_call, b), 0);
+	while (!__atomic_load_n(&b->started, __ATOMIC_ACQUIRE))
+		sched_yield();
+	wait_in_syscall(b->tid, nr, nr2);
+	uint64_t id = 0;
+	int rc;
+	if (kind == BUF_MPROTECT) {
+		cr_assert_eq(mprotect(area, 4 * ps, PROT_READ | PROT_WRITE), 0, "mprotect: %s",
+			     strerror(errno));
+	} else {
+		rc = ckpt_commit(c, &id);
+		cr_assert_eq(rc, 0, "ckpt_commit: %s (%s)", ckpt_strerror(rc), ckpt_last_error());
+	}
+	send_data(data, b->len);
+	pthread_join(th, NULL);
+	cr_assert_eq(b->n, (ssize_t)b->len, "the blocked call returned %zd (%s)", b->n,
+		     b->n < 0 ? strerror(b->err) : "short");
+	const char *got = b->buf;
+	if (b->call == CALL_READV) {
+		cr_expect_eq(memcmp(got, data, b->len / 2), 0, "readv: first buffer");
+		got = b->buf + ps + b->len / 2;
+		cr_expect_eq(memcmp(got, data + b->len / 2, b->len - b->len / 2), 0,
+			     "readv: second buffer");
+	} else {
+		cr_expect_eq(memcmp(got, data, b->len), 0, "the data received differ");
+	}
+	DSET(d);
+	cr_assert_eq(dset_collect(c, &d), 0);
+	cr_expect(dset_has(&d, b->buf), "the page the kernel wrote is not dirty");
+	cr_expect(dset_has(&d, b->buf + b->len - 1), "the last page the kernel wrote is not dirty");
+	uint64_t id2 = 0;
+	rc = ckpt_commit(c, &id2);
+	cr_assert_eq(rc, 0, "ckpt_commit: %s (%s)", ckpt_strerror(rc), ckpt_last_error());
+	cr_assert_eq(id2, id + 1);
+	if (b->call == CALL_READV) {
+		expect_stored(id2, b->buf, data, b->len / 2);
+		expect_stored(id2, b->buf + ps + b->len / 2, data + b->len / 2,
+			      b->len - b->len / 2);
+	} else {
+		expect_stored(id2, b->buf, data, b->len);
+	}
+	end_chain(c);
+	free(data);
+}
+
+static int peer_fd = -1;
+
+static void write_to_peer(const char *data, size_t len)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write(peer_fd, data + done, len - done);
+		cr_assert_gt(n, 0, "write: %s", strerror(errno));
+		done += (size_t)n;
+	}
+}
+
+static struct sockaddr_in udp_to;
+
+static void send_datagram(const char *data, size_t len)
+{
+	cr_assert_eq(sendto(peer_fd, data, len, 0, (struct sockaddr *)&udp_to, sizeof udp_to),
+		     (ssize_t)len, "sendto: %s", strerror(errno));
+}
+
+Test(kwrite, a_read_blocked_on_a_pipe_across_a_commit, .timeout = 60)
+{
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	peer_fd = p[1];
+	struct blocked b = {.call = CALL_READ, .fd = p[0], .len = 2 * pagesz()};
+	blocked_across_commit(&b, BUF_TRACKED, SYS_read, SYS_read, write_to_peer);
+}
+
+Test(kwrite, a_readv_blocked_on_a_pipe_across_a_commit, .timeout = 60)
+{
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	peer_fd = p[1];
+	struct blocked b = {.call = CALL_READV, .fd = p[0], .len = 3000};
+	blocked_across_commit(&b, BUF_TRACKED, SYS_readv, SYS_readv, write_to_peer);
+}
+
+Test(kwrite, a_read_into_memory_new_since_begin_across_a_commit, .timeout = 60)
+{
+	/* The commit protects the buffer for the first time while the read
+	 * waits. */
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	peer_fd = p[1];
+	struct blocked b = {.call = CALL_READ, .fd = p[0], .len = 2 * pagesz()};
+	blocked_across_commit(&b, BUF_FRESH, SYS_read, SYS_read, write_to_peer);
+}
+
+Test(kwrite, a_recv_blocked_on_a_socketpair_across_a_commit, .timeout = 60)
+{
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	peer_fd = sv[0];
+	struct blocked b = {.call = CALL_RECV, .fd = sv[1], .len = 2 * pagesz()};
+	/* recv is recvfrom to the kernel. */
+	blocked_across_commit(&b, BUF_TRACKED, SYS_recvfrom, SYS_recvmsg, write_to_peer);
+}
+
+static int udp_pair(void)
+{
+	int rx = socket(AF_INET, SOCK_DGRAM, 0), tx = socket(AF_INET, SOCK_DGRAM, 0);
+	cr_assert(rx >= 0 && tx >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	cr_assert_eq(bind(rx, (struct sockaddr *)&a, sizeof a), 0, "bind: %s", strerror(errno));
+	socklen_t al = sizeof udp_to;
+	cr_assert_eq(getsockname(rx, (struct sockaddr *)&udp_to, &al), 0);
+	peer_fd = tx;
+	return rx;
+}
+
+Test(kwrite, a_datagram_arriving_while_a_commit_protects_the_buffer, .timeout = 60)
+{
+	struct blocked b = {.call = CALL_RECVFROM, .fd = udp_pair(), .len = 1200};
+	blocked_across_commit(&b, BUF_TRACKED, SYS_recvfrom, SYS_recvfrom, send_datagram);
+	cr_expect_eq(b.from->ss_family, AF_INET, "the sender's address was not written");
+}
+
+Test(kwrite, a_recvmsg_with_its_header_in_tracked_memory_across_a_commit, .timeout = 60)
+{
+	struct blocked b = {.call = CALL_RECVMSG, .fd = udp_pair(), .len = 1500};
+	blocked_across_commit(&b, BUF_TRACKED, SYS_recvmsg, SYS_recvmsg, send_datagram);
+	cr_expect_eq(b.mh->msg_namelen, (socklen_t)sizeof(struct sockaddr_in));
+}
+
+static void send_datagrams(const char *data, size_t len)
+{
+	size_t seg = len / NMSG;
+	for (int i = 0; i < NMSG; i++)
+		send_datagram(data + (size_t)i * seg, seg);
+}
+
+Test(kwrite, a_recvmmsg_of_many_buffers_across_a_commit, .timeout = 60)
+{
+	struct blocked b = {.call = CALL_RECVMMSG, .fd = udp_pair(), .len = NMSG * 700};
+	blocked_across_commit(&b, BUF_TRACKED, SYS_recvmmsg, SYS_recvmmsg, send_datagrams);
+	for (int i = 0; i < NMSG; i++)
+		cr_expect_eq(b.names[i].sin_family, AF_INET, "address of datagram %d", i);
+}
+
+Test(kwrite, a_read_whose_buffer_the_program_mprotects_while_it_waits, .timeout = 60)
+{
+	/* Read-write as before: the call must keep its buffer. */
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	peer_fd = p[1];
+	struct blocked b = {.call = CALL_READ, .fd = p[0], .len = 2 * pagesz()};
+	blocked_across_commit(&b, BUF_MPROTECT, SYS_read, SYS_read, write_to_peer);
 }

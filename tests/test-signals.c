@@ -9,11 +9,15 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -284,4 +288,123 @@ Test(signals, errno_survives_a_fault)
 	m[0] = 1;
 	cr_expect_eq(errno, 1234);
 	ckpt_close(c);
+}
+
+/* ---- near the mapping limit ------------------------------------------------
+ * Near vm.max_map_count the mprotect back-end reads /proc/self/maps under a
+ * spin lock, both in its fault handler and in normal code (an interposer
+ * opening a read() buffer).  A signal arriving while normal code holds it,
+ * whose handler faults into that lock, must not wait for it forever. */
+
+static char *ro_page;
+static sigjmp_buf ro_jb;
+static volatile long usr1_seen, ro_faults;
+
+static void ro_fault(int sig)
+{
+	(void)sig;
+	ro_faults++;
+	siglongjmp(ro_jb, 1);
+}
+
+static void usr1_writes_read_only(int sig)
+{
+	(void)sig;
+	/* A write fault outside every tracked region: the fault path reads
+	 * the maps (was it memory mremap moved?) before passing it on. */
+	if (sigsetjmp(ro_jb, 1) == 0)
+		*(volatile char *)ro_page = 1;
+	usr1_seen++;
+}
+
+struct pester {
+	pid_t tid;
+	volatile int stop;
+	long sent;
+};
+
+static void *pester_main(void *arg)
+{
+	struct pester *p = arg;
+	while (!p->stop) {
+		long before = usr1_seen;
+		if (syscall(SYS_tgkill, getpid(), p->tid, SIGUSR1) != 0)
+			break;
+		p->sent++;
+		while (usr1_seen == before && !p->stop)
+			sched_yield();
+		usleep(500);
+	}
+	return NULL;
+}
+
+Test(signals, a_handler_faulting_while_an_interposer_holds_the_maps_lock, .timeout = 60)
+{
+	size_t ps = pagesz();
+	/* Enough mappings to pass ckpt's share of the limit (an eighth of it
+	 * stays free), but not the limit: one-page writable mappings between
+	 * PROT_NONE ones, each a region of its own. */
+	long limit = 65530;
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+	if (f) {
+		cr_assert_eq(fscanf(f, "%ld", &limit), 1);
+		fclose(f);
+	}
+	long reserve = limit / 8 > 1024 ? limit / 8 : 1024;
+	size_t pairs = (size_t)(limit - reserve / 2) / 2;
+	char *m = mmap(NULL, 2 * pairs * ps, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		       -1, 0);
+	cr_assert_neq(m, MAP_FAILED);
+	for (size_t i = 0; i < pairs; i++)
+		cr_assert_eq(mprotect(m + 2 * i * ps, ps, PROT_READ | PROT_WRITE), 0,
+			     "mprotect %zu: %s", i, strerror(errno));
+	ro_page = mmap(NULL, ps, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(ro_page, MAP_FAILED);
+	struct sigaction sa = {0};
+	sa.sa_handler = ro_fault;
+	sa.sa_flags = SA_NODEFER;
+	cr_assert_eq(sigaction(SIGSEGV, &sa, NULL), 0);
+	sa.sa_handler = usr1_writes_read_only;
+	sa.sa_flags = 0;
+	cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+	int pfd[2];
+	cr_assert_eq(pipe(pfd), 0);
+	ckpt_t *c = begin_tracking(0);
+	struct pester p = {.tid = (pid_t)syscall(SYS_gettid)};
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, pester_main, &p), 0);
+	/* Each read opens a page of its own: over budget, through the
+	 * fallback, which checks the kernel's count under the lock every 64
+	 * times or so.  Nothing else in the loop writes tracked memory (the
+	 * results go to the stack), so that those checks fall to the reads. */
+	enum { READS = 400 };
+	ssize_t got[READS];
+	for (size_t i = 0; i < READS; i++) {
+		char byte = (char)('a' + i % 26);
+		got[i] = write(pfd[1], &byte, 1) == 1 ? read(pfd[0], m + 2 * i * ps, 1) : -2;
+	}
+	while (usr1_seen < 3)
+		sched_yield();
+	p.stop = 1;
+	for (size_t i = 0; i < READS; i++) {
+		cr_expect_eq(got[i], 1, "read %zu returned %zd", i, got[i]);
+		cr_expect_eq(m[2 * i * ps], (char)('a' + i % 26), "read %zu", i);
+	}
+	pthread_join(th, NULL);
+	cr_expect_gt(p.sent, 0);
+	cr_expect_eq(ro_faults, usr1_seen, "every handler's write faulted once");
+	ckpt_stats st;
+	cr_assert_eq(ckpt_stats(c, &st), 0);
+	if (backend_of(c) == CKPT_BACKEND_MPROTECT)
+		cr_expect_gt(st.fallbacks, 0, "ckpt's share of the mapping limit was never reached");
+	/* (Under uffd nothing splits a mapping and there is no such lock: the
+	 * same program simply runs.) */
+	DSET(s);
+	cr_assert_eq(dset_collect(c, &s), 0);
+	for (size_t i = 0; i < READS; i++)
+		cr_expect(dset_has(&s, m + 2 * i * ps), "page %zu read into is not dirty", i);
+	ckpt_close(c);
+	close(pfd[0]);
+	close(pfd[1]);
+	munmap(m, 2 * pairs * ps);
 }

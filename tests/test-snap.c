@@ -700,6 +700,78 @@ Test(snap, injected_io_failures_leave_the_chain_intact)
 	in_child(injected, "injected failures");
 }
 
+static int in_dirty_set(ckpt_t *c, const void *p)
+{
+	struct dset d = {0};
+	CHECK_RC(dset_collect(c, &d));
+	int has = dset_has(&d, p);
+	dset_free(&d);
+	return has;
+}
+
+static void sync_failures(const char *dir)
+{
+	/* A capture that cannot read the back-end's record of written pages
+	 * (uffd's PAGEMAP_SCAN) for some region must fail the commit, leave
+	 * the chain as it was, and keep every written page for the next try:
+	 * the walk may have protected pages again that it never reported. */
+	static const char *const faults[] = {"sync:1=EIO", "sync:2=EFAULT", "sync:4=EIO"};
+	static const int codes[] = {CKPT_EIO, CKPT_EFAULT, CKPT_EIO};
+	size_t ps = pagesz();
+	ckpt_t *c = open_chain(dir, 0);
+	char *m = map_anon(16, 1);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	ckpt_stats st;
+	CHECK_RC(ckpt_stats(c, &st));
+	/* The mprotect back-end keeps no record of its own (its faults mark
+	 * the dirty set), so a capture has nothing to read and the rule never
+	 * applies: there each commit must succeed and store its page. */
+	int has_sync = st.backend == CKPT_BACKEND_UFFD;
+	uint64_t want = 1;
+	for (int round = 0; round < 3; round++) {
+		m[(size_t)round * ps] = (char)(round + 20);
+		setenv("CKPT_FAULT", faults[round], 1);
+		uint64_t id = 0;
+		int rc = ckpt_commit(c, &id);
+		unsetenv("CKPT_FAULT");
+		if (!has_sync) {
+			CHECK_RC(rc);
+			CHECK(id == ++want);
+			continue;
+		}
+		if (rc != codes[round])
+			child_die("%s: commit returned %s (%s)", faults[round], ckpt_err_name(rc),
+				  ckpt_last_error());
+		size_t n;
+		CHECK_RC(ckpt_chain_verify(dir, &n));
+		if (n != 1)
+			child_die("%s: %zu snapshots after a failed commit", faults[round], n);
+		for (int r = 0; r <= round; r++)
+			if (!in_dirty_set(c, m + (size_t)r * ps))
+				child_die("%s: the page written in round %d left the dirty set",
+					  faults[round], r);
+	}
+	uint64_t id;
+	CHECK_RC(ckpt_commit(c, &id));
+	CHECK(id == want + 1);
+	/* Everything written during the failed rounds is in the last snapshot. */
+	ckpt_chain *ch;
+	CHECK_RC(ckpt_chain_open(&ch, dir));
+	for (int round = 0; round < 3; round++) {
+		char b;
+		CHECK_RC(ckpt_chain_read(ch, id, (uintptr_t)m + (size_t)round * ps, &b, 1));
+		CHECK(b == round + 20);
+	}
+	ckpt_chain_close(ch);
+	ckpt_close(c);
+}
+
+Test(snap, a_capture_that_cannot_read_the_written_pages_fails_and_loses_nothing)
+{
+	in_child(sync_failures, "failed syncs");
+}
+
 /* ---- a corrupt file is refused, memory untouched ---------------------------------------- */
 
 static void corrupt(const char *dir)
