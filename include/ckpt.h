@@ -414,7 +414,13 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out);
  * Returns 0, or CKPT_EINVAL (no directory), CKPT_ESTATE (not tracking),
  * CKPT_ENOSPC, CKPT_EIO, CKPT_EDQUOT, CKPT_EFBIG... (the write failed: the
  * chain is as it was and the dirty set is kept for the next commit),
- * CKPT_ENOMEM.  A positive CKPT_RESUMED is returned in a process resumed from
+ * CKPT_ENOMEM, or the error of the uffd back-end's reading of the pages
+ * written (PAGEMAP_SCAN), with the same guarantee: the chain as it was and
+ * nothing written lost (the region it failed in counts as written whole).
+ * Compression and the background write run on threads of ckpt's own that
+ * glibc does not know: they leave nothing in the program's memory, and a
+ * snapshot holds the program's state alone.  A positive CKPT_RESUMED is
+ * returned in a process resumed from
  * the snapshot this call wrote (see CKPT_F_RESUME), with *id its id.  A
  * commit of a CKPT_F_RESUME handle first flushes every stdio stream (what a
  * stream holds is written once, not again by the resumed run) and records
