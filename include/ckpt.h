@@ -420,8 +420,8 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out);
  * Compression and the background write run on threads of ckpt's own that
  * glibc does not know: they leave nothing in the program's memory, and a
  * snapshot holds the program's state alone.  A positive CKPT_RESUMED is
- * returned in a process resumed from
- * the snapshot this call wrote (see CKPT_F_RESUME), with *id its id.  A
+ * returned in a process resumed from the snapshot this call wrote (see
+ * CKPT_F_RESUME), with *id its id.  A
  * commit of a CKPT_F_RESUME handle first flushes every stdio stream (what a
  * stream holds is written once, not again by the resumed run) and records
  * the process (registers, stack, descriptors...) in the snapshot; one taken
