@@ -872,6 +872,42 @@ Test(snap, a_block_larger_than_a_reader_buffer_is_refused_by_a_restore)
 	in_child(oversized, "oversized block");
 }
 
+/* A snapshot file read whole, to be changed and written back with every
+ * hash agreeing again (file_store), as a writer would have made it. */
+struct snapfile {
+	int fd;
+	size_t len;
+	unsigned char *b;
+	struct ckpt__fhdr h;
+};
+
+static void file_load(const char *path, struct snapfile *sf)
+{
+	sf->fd = open(path, O_RDWR);
+	CHECK(sf->fd >= 0);
+	struct stat sb;
+	CHECK(fstat(sf->fd, &sb) == 0);
+	sf->len = (size_t)sb.st_size;
+	sf->b = malloc(sf->len);
+	CHECK(sf->b && pread(sf->fd, sf->b, sf->len, 0) == (ssize_t)sf->len);
+	memcpy(&sf->h, sf->b, sizeof sf->h);
+}
+
+/* The header's and the footer's hashes made again, the file written back. */
+static void file_store(struct snapfile *sf)
+{
+	sf->h.hash = ckpt__xxh64(&sf->h, offsetof(struct ckpt__fhdr, hash), 0);
+	memcpy(sf->b, &sf->h, sizeof sf->h);
+	struct ckpt__ffooter f;
+	memcpy(&f, sf->b + sf->len - sizeof f, sizeof f);
+	f.header_hash = sf->h.hash;
+	f.hash = ckpt__xxh64(&f, offsetof(struct ckpt__ffooter, hash), 0);
+	memcpy(sf->b + sf->len - sizeof f, &f, sizeof f);
+	CHECK(pwrite(sf->fd, sf->b, sf->len, 0) == (ssize_t)sf->len);
+	close(sf->fd);
+	free(sf->b);
+}
+
 /* ---- a block that passes its hash but not decompression ---------------------------------- */
 
 /* Garbles the middle of the last zstd block of a snapshot file and makes
@@ -880,16 +916,10 @@ Test(snap, a_block_larger_than_a_reader_buffer_is_refused_by_a_restore)
  * block's index. */
 static uint32_t garble_last_zstd_block(const char *path)
 {
-	int fd = open(path, O_RDWR);
-	CHECK(fd >= 0);
-	struct stat sb;
-	CHECK(fstat(fd, &sb) == 0);
-	size_t len = (size_t)sb.st_size;
-	unsigned char *b = malloc(len);
-	CHECK(b && pread(fd, b, len, 0) == (ssize_t)len);
-	struct ckpt__fhdr h;
-	memcpy(&h, b, sizeof h);
-	struct ckpt__fsect *bs = &h.sect[CKPT__SEC_BLOCKS];
+	struct snapfile sf;
+	file_load(path, &sf);
+	unsigned char *b = sf.b;
+	struct ckpt__fsect *bs = &sf.h.sect[CKPT__SEC_BLOCKS];
 	size_t nb = (size_t)(bs->size / sizeof(struct ckpt__fblock));
 	/* The table is not aligned in the file: entries are copied. */
 	struct ckpt__fblock blk;
@@ -907,16 +937,7 @@ static uint32_t garble_last_zstd_block(const char *path)
 	blk.hash = ckpt__xxh64(frame, blk.csize, 0);
 	memcpy(b + bs->offset + which * sizeof blk, &blk, sizeof blk);
 	bs->hash = ckpt__xxh64(b + bs->offset, bs->size, 0);
-	h.hash = ckpt__xxh64(&h, offsetof(struct ckpt__fhdr, hash), 0);
-	memcpy(b, &h, sizeof h);
-	struct ckpt__ffooter f;
-	memcpy(&f, b + len - sizeof f, sizeof f);
-	f.header_hash = h.hash;
-	f.hash = ckpt__xxh64(&f, offsetof(struct ckpt__ffooter, hash), 0);
-	memcpy(b + len - sizeof f, &f, sizeof f);
-	CHECK(pwrite(fd, b, len, 0) == (ssize_t)len);
-	close(fd);
-	free(b);
+	file_store(&sf);
 	return which;
 }
 
@@ -1235,30 +1256,13 @@ Test(snap, kill_9_during_commits_leaves_a_sound_chain, .timeout = 60)
  * if another build of the program had written it. */
 static void forge_build_id(const char *path)
 {
-	int fd = open(path, O_RDWR);
-	CHECK(fd >= 0);
-	struct stat sb;
-	CHECK(fstat(fd, &sb) == 0);
-	size_t len = (size_t)sb.st_size;
-	unsigned char *b = malloc(len);
-	CHECK(b && pread(fd, b, len, 0) == (ssize_t)len);
-	struct ckpt__fhdr h;
-	memcpy(&h, b, sizeof h);
-	CHECK(h.bid_len > 0);
-	unsigned char *bid = b + h.sect[CKPT__SEC_STRINGS].offset + h.bid_off;
-	bid[0] ^= 0xff;
-	h.sect[CKPT__SEC_STRINGS].hash = ckpt__xxh64(b + h.sect[CKPT__SEC_STRINGS].offset,
-						     h.sect[CKPT__SEC_STRINGS].size, 0);
-	h.hash = ckpt__xxh64(&h, offsetof(struct ckpt__fhdr, hash), 0);
-	memcpy(b, &h, sizeof h);
-	struct ckpt__ffooter f;
-	memcpy(&f, b + len - sizeof f, sizeof f);
-	f.header_hash = h.hash;
-	f.hash = ckpt__xxh64(&f, offsetof(struct ckpt__ffooter, hash), 0);
-	memcpy(b + len - sizeof f, &f, sizeof f);
-	CHECK(pwrite(fd, b, len, 0) == (ssize_t)len);
-	close(fd);
-	free(b);
+	struct snapfile sf;
+	file_load(path, &sf);
+	CHECK(sf.h.bid_len > 0);
+	struct ckpt__fsect *ss = &sf.h.sect[CKPT__SEC_STRINGS];
+	sf.b[ss->offset + sf.h.bid_off] ^= 0xff;
+	ss->hash = ckpt__xxh64(sf.b + ss->offset, ss->size, 0);
+	file_store(&sf);
 }
 
 static void other_exe(const char *dir)
