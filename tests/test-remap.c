@@ -155,6 +155,16 @@ static int stamped(const unsigned char *m, size_t page, unsigned version)
 	return 1;
 }
 
+/* Rolls back to snapshot 1 and checks pages [0, n) of m are as its commit
+ * stamped them. */
+static void restored_to_1(ckpt_t *c, const unsigned char *m, size_t n)
+{
+	CHECK_RC(ckpt_restore(c, 1));
+	for (size_t i = 0; i < n; i++)
+		if (!stamped(m, i, 1))
+			child_die("page %zu is not as committed in snapshot 1", i);
+}
+
 Test(remap, pages_written_then_made_read_only_are_reported)
 {
 	/* A JIT writes code, then flips it to read+execute (or data to
@@ -268,10 +278,7 @@ static void jit(const char *dir)
 	CHECK(perms_are(m + 7 * ps, "r--p"));
 
 	/* Back to 1: read-only pages rewritten, still read-only after. */
-	CHECK_RC(ckpt_restore(c, 1));
-	for (size_t i = 0; i < JIT_PAGES; i++)
-		if (!stamped(m, i, 1))
-			child_die("page %zu is not as committed in snapshot 1", i);
+	restored_to_1(c, m, JIT_PAGES);
 	CHECK(perms_are(m + 2 * ps, "r-xp"));
 	CHECK(perms_are(m + 5 * ps, "r-xp"));
 	CHECK(perms_are(m + 7 * ps, "r--p"));
@@ -329,10 +336,7 @@ static void unmapped_part(const char *dir)
 			child_die("page %zu is not as committed in snapshot 2", i);
 	CHECK(perms_are(m + 2 * ps, ""));
 	/* Back to 1: they come back, as they were. */
-	CHECK_RC(ckpt_restore(c, 1));
-	for (size_t i = 0; i < JIT_PAGES; i++)
-		if (!stamped(m, i, 1))
-			child_die("page %zu is not as committed in snapshot 1", i);
+	restored_to_1(c, m, JIT_PAGES);
 	ckpt_close(c);
 }
 
@@ -365,10 +369,7 @@ static void moved_out(const char *dir)
 	CHECK(m[0] == 0 && m[ps] == 0);
 	CHECK(dirty_in(c, m, JIT_PAGES) == JIT_PAGES);
 	CHECK(dirty_in(c, q, JIT_PAGES) == JIT_PAGES);
-	CHECK_RC(ckpt_restore(c, 1));
-	for (size_t i = 0; i < JIT_PAGES; i++)
-		if (!stamped(m, i, 1))
-			child_die("page %zu is not as committed in snapshot 1", i);
+	restored_to_1(c, m, JIT_PAGES);
 	CHECK(perms_are(q, ""));
 
 	/* Shrunk in place after a write: the rest stays tracked. */
@@ -415,10 +416,7 @@ static void moved_out_aligned(const char *dir)
 	size_t d = dirty_in(c, m, n);
 	if (d != n)
 		child_die("%zu of %zu pages emptied by mremap reported", d, n);
-	CHECK_RC(ckpt_restore(c, 1));
-	for (size_t i = 0; i < n; i++)
-		if (!stamped(m, i, 1))
-			child_die("page %zu is not as committed in snapshot 1", i);
+	restored_to_1(c, m, n);
 	ckpt_close(c);
 }
 
