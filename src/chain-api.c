@@ -307,7 +307,49 @@ struct diffrun {
 	uintptr_t lo, hi;
 	uintptr_t map; /* start of the mapping the run is in: runs never span two */
 	char name[4096];
+	size_t ps;
+	int (*fn)(const ckpt_page_run *run, void *arg);
+	void *arg;
 };
+
+/* Adds [p, p + len), which differs and lies in mapping m of snapshot ns,
+ * to the run being built; hands the run to fn when it cannot grow. */
+static int diff_add(struct diffrun *run, const struct ckpt__snap *ns, const struct ckpt__fmap *m,
+		    uintptr_t p, uintptr_t len)
+{
+	char name[4096];
+	ckpt__snap_str(ns, m ? m->name_off : 0, m ? m->name_len : 0, name, sizeof name);
+	uintptr_t mstart = m ? m->start : 0;
+	if (run->hi == p && run->lo < run->hi && run->map == mstart && !strcmp(run->name, name)) {
+		run->hi = p + len;
+		return 0;
+	}
+	int rc = 0;
+	if (run->lo < run->hi) {
+		ckpt_page_run pr = {run->lo, (run->hi - run->lo) / run->ps, run->name};
+		rc = run->fn(&pr, run->arg);
+	}
+	run->lo = p;
+	run->hi = p + len;
+	run->map = mstart;
+	memcpy(run->name, name, sizeof name);
+	return rc;
+}
+
+/* [lo, hi), in the mappings of ns and not in the other snapshot's: it
+ * differs whole, without a page read, one stretch per mapping. */
+static int diff_one_side(struct diffrun *run, const struct ckpt__snap *ns, uintptr_t lo,
+			 uintptr_t hi)
+{
+	int rc = 0;
+	for (size_t i = 0; i < ns->nmaps && !rc; i++) {
+		const struct ckpt__fmap *m = &ns->maps[i];
+		uintptr_t s = m->start > lo ? m->start : lo, e = m->end < hi ? m->end : hi;
+		if (s < e)
+			rc = diff_add(run, ns, m, s, e - s);
+	}
+	return rc;
+}
 
 CKPT_API int ckpt_chain_diff(ckpt_chain *ch, uint64_t a, uint64_t b,
 			     int (*fn)(const ckpt_page_run *run, void *arg), void *arg)
@@ -323,8 +365,10 @@ CKPT_API int ckpt_chain_diff(ckpt_chain *ch, uint64_t a, uint64_t b,
 	uint64_t lo = sa->h.id < sb->h.id ? sa->h.id : sb->h.id;
 	uint64_t hi = sa->h.id < sb->h.id ? sb->h.id : sa->h.id;
 	/* Candidates: every page a snapshot after the older one stored, and
-	 * every page of a mapping that is not in both. */
-	struct ckpt__rset cand = {0}, ma = {0}, mb = {0};
+	 * every page of a mapping born since; then the pages in the mappings
+	 * of only one of the two (onlya, onlyb), which differ whole: range
+	 * arithmetic, never a walk page by page, whatever a mapping's size. */
+	struct ckpt__rset cand = {0}, onlya = {0}, onlyb = {0};
 	int rc = 0;
 	for (uint64_t j = lo + 1; j <= hi && !rc; j++) {
 		const struct ckpt__snap *s = ckpt__chain_find(&ch->c, j);
@@ -336,18 +380,17 @@ CKPT_API int ckpt_chain_diff(ckpt_chain *ch, uint64_t a, uint64_t b,
 				rc = ckpt__rset_add(&cand, s->maps[i].start, s->maps[i].end);
 	}
 	for (size_t i = 0; i < sa->nmaps && !rc; i++)
-		rc = ckpt__rset_add(&ma, sa->maps[i].start, sa->maps[i].end);
+		rc = ckpt__rset_add(&onlya, sa->maps[i].start, sa->maps[i].end);
 	for (size_t i = 0; i < sb->nmaps && !rc; i++)
-		rc = ckpt__rset_add(&mb, sb->maps[i].start, sb->maps[i].end);
-	/* Symmetric difference of the two tables. */
-	for (size_t i = 0; i < ma.n && !rc; i++)
-		for (uintptr_t p = ma.r[i].lo; p < ma.r[i].hi && !rc; p += sa->h.page_size)
-			if (!ckpt__rset_covers(&mb, p, p + 1))
-				rc = ckpt__rset_add(&cand, p, p + sa->h.page_size);
-	for (size_t i = 0; i < mb.n && !rc; i++)
-		for (uintptr_t p = mb.r[i].lo; p < mb.r[i].hi && !rc; p += sb->h.page_size)
-			if (!ckpt__rset_covers(&ma, p, p + 1))
-				rc = ckpt__rset_add(&cand, p, p + sb->h.page_size);
+		rc = ckpt__rset_add(&onlyb, sb->maps[i].start, sb->maps[i].end);
+	for (size_t i = 0; i < sb->nmaps && !rc; i++)
+		rc = ckpt__rset_del(&onlya, sb->maps[i].start, sb->maps[i].end);
+	for (size_t i = 0; i < sa->nmaps && !rc; i++)
+		rc = ckpt__rset_del(&onlyb, sa->maps[i].start, sa->maps[i].end);
+	for (size_t i = 0; i < onlya.n && !rc; i++)
+		rc = ckpt__rset_del(&cand, onlya.r[i].lo, onlya.r[i].hi);
+	for (size_t i = 0; i < onlyb.n && !rc; i++)
+		rc = ckpt__rset_del(&cand, onlyb.r[i].lo, onlyb.r[i].hi);
 	size_t ps = sa->h.page_size;
 	char *pa = ckpt__mem_alloc(2 * ps), *pb = pa ? pa + ps : NULL;
 	struct diffrun *run = ckpt__mem_alloc(sizeof *run);
@@ -355,37 +398,44 @@ CKPT_API int ckpt_chain_diff(ckpt_chain *ch, uint64_t a, uint64_t b,
 		rc = CKPT_ENOMEM;
 	if (rc == CKPT_ENOMEM)
 		rc = ckpt__fail(rc, "ckpt_chain_diff: out of memory");
-	if (run)
+	if (run) {
 		run->lo = run->hi = 0;
-	for (size_t i = 0; i < cand.n && !rc; i++)
-		for (uintptr_t p = cand.r[i].lo; p < cand.r[i].hi && !rc; p += ps) {
+		run->ps = ps;
+		run->fn = fn;
+		run->arg = arg;
+	}
+	/* The three sets are disjoint: merged in address order. */
+	size_t ic = 0, ia = 0, ib = 0;
+	while (!rc) {
+		uintptr_t nc = ic < cand.n ? cand.r[ic].lo : UINTPTR_MAX;
+		uintptr_t na = ia < onlya.n ? onlya.r[ia].lo : UINTPTR_MAX;
+		uintptr_t nb = ib < onlyb.n ? onlyb.r[ib].lo : UINTPTR_MAX;
+		if (nc == UINTPTR_MAX && na == UINTPTR_MAX && nb == UINTPTR_MAX)
+			break;
+		if (na < nc && na < nb) {
+			rc = diff_one_side(run, sa, onlya.r[ia].lo, onlya.r[ia].hi);
+			ia++;
+			continue;
+		}
+		if (nb < nc) {
+			rc = diff_one_side(run, sb, onlyb.r[ib].lo, onlyb.r[ib].hi);
+			ib++;
+			continue;
+		}
+		for (uintptr_t p = cand.r[ic].lo; p < cand.r[ic].hi && !rc; p += ps) {
 			int ra = page_at(ch, sa->h.id, p, pa);
 			int rb = ra < 0 ? 0 : page_at(ch, sb->h.id, p, pb);
 			if (ra < 0 || rb < 0) {
 				rc = ra < 0 ? ra : rb;
 				break;
 			}
-			int differs = ra != rb || (ra == 0 && memcmp(pa, pb, ps) != 0);
-			if (!differs)
+			if (ra == rb && (ra != 0 || memcmp(pa, pb, ps) == 0))
 				continue;
 			const struct ckpt__snap *ns = rb == 0 ? sb : sa;
-			const struct ckpt__fmap *m = ckpt__snap_map_at(ns, p);
-			char name[4096];
-			ckpt__snap_str(ns, m ? m->name_off : 0, m ? m->name_len : 0, name, sizeof name);
-			uintptr_t mstart = m ? m->start : 0;
-			if (run->hi == p && run->map == mstart && !strcmp(run->name, name)) {
-				run->hi = p + ps;
-				continue;
-			}
-			if (run->lo < run->hi) {
-				ckpt_page_run pr = {run->lo, (run->hi - run->lo) / ps, run->name};
-				rc = fn(&pr, arg);
-			}
-			run->lo = p;
-			run->hi = p + ps;
-			run->map = mstart;
-			memcpy(run->name, name, sizeof name);
+			rc = diff_add(run, ns, ckpt__snap_map_at(ns, p), p, ps);
 		}
+		ic++;
+	}
 	if (!rc && run && run->lo < run->hi) {
 		ckpt_page_run pr = {run->lo, (run->hi - run->lo) / ps, run->name};
 		rc = fn(&pr, arg);
@@ -395,8 +445,8 @@ CKPT_API int ckpt_chain_diff(ckpt_chain *ch, uint64_t a, uint64_t b,
 	if (run)
 		ckpt__mem_free(run, sizeof *run);
 	ckpt__rset_free(&cand);
-	ckpt__rset_free(&ma);
-	ckpt__rset_free(&mb);
+	ckpt__rset_free(&onlya);
+	ckpt__rset_free(&onlyb);
 	return rc;
 }
 
