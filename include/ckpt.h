@@ -424,8 +424,16 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out);
  * CKPT_F_RESUME), with *id its id.  A
  * commit of a CKPT_F_RESUME handle first flushes every stdio stream (what a
  * stream holds is written once, not again by the resumed run) and records
- * the process (registers, stack, descriptors...) in the snapshot; one taken
- * while other threads of the program run is marked not resumable.
+ * the process (registers, stack, descriptors...) in the snapshot.  If the
+ * program has other threads, it stops them with SIGRTMAX, which ckpt then
+ * reserves, records each one (registers, FPU state, signal mask, stack...;
+ * see ckpt_chain_threads) and lets them go once the memory is captured;
+ * a system call one was blocked in is made again.  Such a snapshot is
+ * marked not resumable: resuming more than one thread is not implemented
+ * yet.  It may be called from any thread.  CKPT_EBUSY: a thread did not
+ * stop within 1 s (it blocks SIGRTMAX), or the program has a handler of
+ * its own for SIGRTMAX; the error names it and the chain is as it was
+ * (doc/RESUME.md).
  *
  * With CKPT_F_ASYNC the call captures the dirty set, copies the pages to
  * store into the staging area, re-arms tracking and returns; compression,
