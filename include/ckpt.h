@@ -573,6 +573,31 @@ typedef struct ckpt_launch_info {
  * CKPT_ECORRUPT, CKPT_ENOMEM. */
 CKPT_API int ckpt_chain_launch(ckpt_chain *ch, uint64_t id, ckpt_launch_info *out);
 
+/* A thread of the program as a resumable commit recorded it. */
+#define CKPT_THREAD_COMMITTER 0x1u /* the thread that called ckpt_commit */
+
+typedef struct ckpt_thread_info {
+	int tid;               /* its thread id at the commit */
+	unsigned flags;        /* CKPT_THREAD_* */
+	const char *name;      /* as prctl(PR_GET_NAME); valid during the call */
+	long syscall;          /* the system call it makes (again) when it goes on:
+	                        * one it was blocked in, restarted; -1 if none */
+	uintptr_t sp, ip;      /* stack pointer and next instruction */
+	uintptr_t stack_lo, stack_hi; /* its stack (the mapping holding sp if ckpt
+	                        * did not see the thread start) */
+	uintptr_t fs_base;     /* the thread pointer */
+	uint64_t sigmask;      /* blocked signals (bit n-1 for signal n) */
+	size_t fpu_bytes;      /* size of the recorded FPU/SSE/AVX state */
+	uint64_t reserved[4];
+} ckpt_thread_info;
+
+/* Calls fn for each thread snapshot id recorded, the committing thread
+ * first; stops at the first non-zero return and returns it.  0, fn's value,
+ * CKPT_ENOENT (no such snapshot, or written without CKPT_F_RESUME, or by a
+ * version of ckpt that recorded no threads), CKPT_ECORRUPT. */
+CKPT_API int ckpt_chain_threads(ckpt_chain *ch, uint64_t id,
+				int (*fn)(const ckpt_thread_info *t, void *arg), void *arg);
+
 /* Calls fn for each mapping of snapshot id, in address order; stops at the
  * first non-zero return and returns it.  0, fn's value or CKPT_ENOENT. */
 CKPT_API int ckpt_chain_mappings(ckpt_chain *ch, uint64_t id,
