@@ -9,7 +9,13 @@
  *                 when MemAvailable holds 2.5 times it);
  *   2. chain      a 256 MiB heap, its base followed by 1, 10 and 100
  *                 increments, each written after 1% of the heap's pages
- *                 (chosen at random) were written.
+ *                 (chosen at random) were written;
+ *   3. threads    the pause of a resumable commit (CKPT_F_RESUME |
+ *                 CKPT_F_ASYNC, 16 MiB heap, 1% of it written before each)
+ *                 in a program with 1, 4, 16 and 64 threads, the others
+ *                 idle in pthread_cond_wait: what stopping and recording
+ *                 them adds.  Best and median of THREAD_COMMITS commits,
+ *                 each after ckpt_wait (the previous write is done).
  * The heap holds a smooth field of floats plus a little noise, so that it
  * compresses as simulation data does, not as zeros.
  *
@@ -43,8 +49,9 @@
  * pays for the disk, at the disk's speed.  Chains are written under /tmp,
  * fsynced by every commit, and removed after each measurement.
  *
- * Usage: resume [--quick]   (or CKPT_BENCH_QUICK=1)
- * --quick measures 16 and 64 MiB heaps and a 16 MiB heap's chains.
+ * Usage: resume [--quick] [--threads]   (or CKPT_BENCH_QUICK=1)
+ * --quick measures 16 and 64 MiB heaps and a 16 MiB heap's chains;
+ * --threads measures the threads (3.) alone.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -55,6 +62,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -67,6 +75,7 @@
 #include <unistd.h>
 
 #define REPS	  3
+#define THREAD_COMMITS 40
 #define DIRTY_PCT 1.0
 #define MIB	  ((size_t)1 << 20)
 #define GIB	  ((size_t)1 << 30)
@@ -205,6 +214,76 @@ static int child_bare(const char *dir)
 	return 0;
 }
 
+static pthread_mutex_t idle_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t idle_cv = PTHREAD_COND_INITIALIZER;
+static int idle_done;
+
+static void *idle_thread(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&idle_mu);
+	while (!idle_done)
+		pthread_cond_wait(&idle_cv, &idle_mu);
+	pthread_mutex_unlock(&idle_mu);
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* --child threads DIR N: resumable commits with N threads; writes "BEST
+ * MEDIAN" (ns) to DIR/pause. */
+static int child_threads(const char *dir, unsigned nthreads)
+{
+	ckpt_t *c;
+	int rc = ckpt_open(&c, dir, &(ckpt_options){.flags = CKPT_F_RESUME | CKPT_F_ASYNC});
+	if (rc < 0)
+		die_ckpt("ckpt_open", rc);
+	size_t bytes = 16 * MIB, npages = bytes / pagesz;
+	char *heap = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (heap == MAP_FAILED)
+		die("mmap", strerror(errno));
+	fill_field(heap, bytes);
+	pthread_t *th = calloc(nthreads, sizeof *th);
+	for (unsigned i = 1; i < nthreads; i++)
+		if (pthread_create(&th[i], NULL, idle_thread, NULL))
+			die("pthread_create", "failed");
+	if ((rc = ckpt_begin(c)) < 0 || (rc = ckpt_commit(c, NULL)) < 0 ||
+	    (rc = ckpt_wait(c, NULL)) < 0)
+		die_ckpt("the base", rc);
+	uint64_t seed = 0x9e3779b97f4a7c15u, t[THREAD_COMMITS];
+	for (int k = 0; k < THREAD_COMMITS; k++) {
+		for (size_t i = 0; i < npages / 100; i++)
+			heap[(xorshift64(&seed) % npages) * pagesz] ^= 1;
+		uint64_t t0 = now_ns();
+		if ((rc = ckpt_commit(c, NULL)) < 0)
+			die_ckpt("ckpt_commit", rc);
+		t[k] = now_ns() - t0;
+		if ((rc = ckpt_wait(c, NULL)) < 0)
+			die_ckpt("ckpt_wait", rc);
+	}
+	pthread_mutex_lock(&idle_mu);
+	idle_done = 1;
+	pthread_cond_broadcast(&idle_cv);
+	pthread_mutex_unlock(&idle_mu);
+	for (unsigned i = 1; i < nthreads; i++)
+		pthread_join(th[i], NULL);
+	qsort(t, THREAD_COMMITS, sizeof t[0], cmp_u64);
+	ckpt_close(c);
+	char path[256];
+	snprintf(path, sizeof path, "%s/pause", dir);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		die(path, strerror(errno));
+	fprintf(f, "%llu %llu\n", (unsigned long long)t[0],
+		(unsigned long long)t[THREAD_COMMITS / 2]);
+	fclose(f);
+	return 0;
+}
+
 /* ---- the parent ------------------------------------------------------------------------ */
 
 /* Runs this program with `args` (NULL-terminated) and returns the time from
@@ -328,6 +407,24 @@ static void measure_bare(void)
 	remove_dir(dir);
 }
 
+/* Best and median pause of a resumable commit with n threads. */
+static void measure_threads(unsigned n, uint64_t *best, uint64_t *median)
+{
+	char *dir = make_dir(), num[16], path[128];
+	snprintf(num, sizeof num, "%u", n);
+	const char *args[] = {self_name, "--child", "threads", dir, num, NULL};
+	run_child(args, NULL);
+	snprintf(path, sizeof path, "%s/pause", dir);
+	FILE *f = fopen(path, "r");
+	unsigned long long b = 0, m = 0;
+	if (!f || fscanf(f, "%llu %llu", &b, &m) != 2)
+		die("threads", "the child wrote no result");
+	fclose(f);
+	*best = b;
+	*median = m;
+	remove_dir(dir);
+}
+
 static void measure(struct row *o, size_t heap, unsigned increments)
 {
 	char *dir = make_dir(), bytes[32], incr[16];
@@ -403,19 +500,24 @@ int main(int argc, char **argv)
 					  (unsigned)strtoul(argv[5], NULL, 10));
 		if (argc == 4 && !strcmp(argv[2], "resume"))
 			return child_resume(argv[3]);
+		if (argc == 5 && !strcmp(argv[2], "threads"))
+			return child_threads(argv[3], (unsigned)strtoul(argv[4], NULL, 10));
 		if (argc == 4 && !strcmp(argv[2], "bare"))
 			return child_bare(argv[3]);
 		die(argv[2], "unknown child mode");
 	}
 	const char *env = getenv("CKPT_BENCH_QUICK");
-	int quick = env && *env && strcmp(env, "0");
+	int quick = env && *env && strcmp(env, "0"), threads_only = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {
 			quick = 1;
+		} else if (!strcmp(argv[i], "--threads")) {
+			threads_only = 1;
 		} else {
 			fprintf(stderr,
-				"usage: %s [--quick]   (or CKPT_BENCH_QUICK=1)\n"
-				"--quick measures small heaps only, for a fast run\n",
+				"usage: %s [--quick] [--threads]   (or CKPT_BENCH_QUICK=1)\n"
+				"--quick measures small heaps only, for a fast run\n"
+				"--threads measures the commit pause against threads only\n",
 				argv[0]);
 			return strcmp(argv[i], "--help") ? 2 : 0;
 		}
@@ -432,6 +534,8 @@ int main(int argc, char **argv)
 	       pagesz, sysconf(_SC_NPROCESSORS_ONLN), REPS, quick ? ", QUICK run" : "");
 	printf("times from the spawn of the resuming process; chains under /tmp, in the page"
 	       " cache\n\n");
+	if (threads_only)
+		goto threads;
 	measure_bare();
 	printf("re-exec: ckpt_open(CKPT_F_RESUME) on an empty directory, spawn to return:"
 	       " %.1f ms\n\n",
@@ -464,6 +568,23 @@ int main(int argc, char **argv)
 		measure(&o, chain_heap, chains[i]);
 		print_row(label, &o);
 	}
+threads:
+	printf("\n3. Pause of a resumable commit (CKPT_F_ASYNC, 16 MiB heap, 1%% written) against"
+	       " the program's threads, best and median of %d\n",
+	       THREAD_COMMITS);
+	printf("%9s  %9s  %9s  %12s\n", "threads", "best ms", "median ms", "median +ms");
+	static const unsigned nthreads[] = {1, 4, 16, 64};
+	uint64_t base_med = 0;
+	for (size_t i = 0; i < sizeof nthreads / sizeof nthreads[0]; i++) {
+		uint64_t best, med;
+		measure_threads(nthreads[i], &best, &med);
+		if (i == 0)
+			base_med = med;
+		printf("%9u  %9.3f  %9.3f  %+12.3f\n", nthreads[i], ms(best), ms(med),
+		       ms(med) - ms(base_med));
+	}
+	if (threads_only)
+		return 0;
 	printf("\n(resume: spawn to CKPT_RESUMED, the re-exec included; exit: spawn to the"
 	       " child reaped;\n read: read(2) of the chain's files by the parent;"
 	       " GB/s: heap / (resume - re-exec);\n make: the run that wrote the chain,"

@@ -424,8 +424,16 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out);
  * CKPT_F_RESUME), with *id its id.  A
  * commit of a CKPT_F_RESUME handle first flushes every stdio stream (what a
  * stream holds is written once, not again by the resumed run) and records
- * the process (registers, stack, descriptors...) in the snapshot; one taken
- * while other threads of the program run is marked not resumable.
+ * the process (registers, stack, descriptors...) in the snapshot.  If the
+ * program has other threads, it stops them with SIGRTMAX, which ckpt then
+ * reserves, records each one (registers, FPU state, signal mask, stack...;
+ * see ckpt_chain_threads) and lets them go once the memory is captured;
+ * a system call one was blocked in is made again.  Such a snapshot is
+ * marked not resumable: resuming more than one thread is not implemented
+ * yet.  It may be called from any thread.  CKPT_EBUSY: a thread did not
+ * stop within 1 s (it blocks SIGRTMAX), or the program has a handler of
+ * its own for SIGRTMAX; the error names it and the chain is as it was
+ * (doc/RESUME.md).
  *
  * With CKPT_F_ASYNC the call captures the dirty set, copies the pages to
  * store into the staging area, re-arms tracking and returns; compression,
@@ -564,6 +572,31 @@ typedef struct ckpt_launch_info {
  * 0, or CKPT_ENOENT (no such snapshot, or written without CKPT_F_RESUME),
  * CKPT_ECORRUPT, CKPT_ENOMEM. */
 CKPT_API int ckpt_chain_launch(ckpt_chain *ch, uint64_t id, ckpt_launch_info *out);
+
+/* A thread of the program as a resumable commit recorded it. */
+#define CKPT_THREAD_COMMITTER 0x1u /* the thread that called ckpt_commit */
+
+typedef struct ckpt_thread_info {
+	int tid;               /* its thread id at the commit */
+	unsigned flags;        /* CKPT_THREAD_* */
+	const char *name;      /* as prctl(PR_GET_NAME); valid during the call */
+	long syscall;          /* the system call it makes (again) when it goes on:
+	                        * one it was blocked in, restarted; -1 if none */
+	uintptr_t sp, ip;      /* stack pointer and next instruction */
+	uintptr_t stack_lo, stack_hi; /* its stack (the mapping holding sp if ckpt
+	                        * did not see the thread start) */
+	uintptr_t fs_base;     /* the thread pointer */
+	uint64_t sigmask;      /* blocked signals (bit n-1 for signal n) */
+	size_t fpu_bytes;      /* size of the recorded FPU/SSE/AVX state */
+	uint64_t reserved[4];
+} ckpt_thread_info;
+
+/* Calls fn for each thread snapshot id recorded, the committing thread
+ * first; stops at the first non-zero return and returns it.  0, fn's value,
+ * CKPT_ENOENT (no such snapshot, or written without CKPT_F_RESUME, or by a
+ * version of ckpt that recorded no threads), CKPT_ECORRUPT. */
+CKPT_API int ckpt_chain_threads(ckpt_chain *ch, uint64_t id,
+				int (*fn)(const ckpt_thread_info *t, void *arg), void *arg);
 
 /* Calls fn for each mapping of snapshot id, in address order; stops at the
  * first non-zero return and returns it.  0, fn's value or CKPT_ENOENT. */

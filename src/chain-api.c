@@ -197,6 +197,68 @@ CKPT_API int ckpt_chain_launch(ckpt_chain *ch, uint64_t id, ckpt_launch_info *ou
 	return rc;
 }
 
+struct thread_walk {
+	int (*fn)(const ckpt_thread_info *t, void *arg);
+	void *arg;
+	uint64_t rsp, rip; /* the committing thread's, from the CTX entry */
+	unsigned n;
+};
+
+static int thread_entry(uint32_t type, const unsigned char *p, size_t len, void *arg)
+{
+	struct thread_walk *tw = arg;
+	if (type == CKPT__PE_CTX && len == sizeof(struct ckpt__pctx)) {
+		struct ckpt__pctx ctx;
+		memcpy(&ctx, p, sizeof ctx);
+		tw->rsp = ctx.rsp;
+		tw->rip = ctx.rip;
+	}
+	if (type != CKPT__PE_THREAD)
+		return 0;
+	struct ckpt__pthread r;
+	if (len < sizeof r)
+		return ckpt__fail(CKPT_ECORRUPT, "a thread record of %zu bytes", len);
+	memcpy(&r, p, sizeof r);
+	if (len - sizeof r != r.xsave_len)
+		return ckpt__fail(CKPT_ECORRUPT, "a thread record's FPU state is %zu bytes, not %u",
+				  len - sizeof r, r.xsave_len);
+	char name[sizeof r.name + 1];
+	memcpy(name, r.name, sizeof r.name);
+	name[sizeof r.name] = '\0';
+	int self = (r.flags & CKPT__PT_SELF) != 0;
+	ckpt_thread_info t = {
+		.tid = r.tid, .flags = self ? CKPT_THREAD_COMMITTER : 0, .name = name,
+		.syscall = (long)r.syscall_nr,
+		.sp = self ? tw->rsp : r.gregs[CKPT__PT_RSP],
+		.ip = self ? tw->rip : r.gregs[CKPT__PT_RIP],
+		.stack_lo = r.stack_lo, .stack_hi = r.stack_hi, .fs_base = r.fs_base,
+		.sigmask = r.sigmask, .fpu_bytes = r.xsave_len,
+	};
+	tw->n++;
+	return tw->fn(&t, tw->arg);
+}
+
+CKPT_API int ckpt_chain_threads(ckpt_chain *ch, uint64_t id,
+				int (*fn)(const ckpt_thread_info *t, void *arg), void *arg)
+{
+	ckpt__clear_error();
+	if (!fn)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_chain_threads: fn is NULL");
+	const struct ckpt__snap *s = find(ch, id, "ckpt_chain_threads");
+	if (!s)
+		return ch ? CKPT_ENOENT : CKPT_EINVAL;
+	if (!s->proc)
+		return ckpt__fail(CKPT_ENOENT, "%s holds no process record (not written with "
+					       "CKPT_F_RESUME)",
+				  s->name);
+	struct thread_walk tw = {fn, arg, 0, 0, 0};
+	int rc = ckpt__proc_walk(s->proc, s->proc_size, thread_entry, &tw);
+	if (!rc && !tw.n)
+		return ckpt__fail(CKPT_ENOENT, "%s records no threads (written by an older ckpt)",
+				  s->name);
+	return rc;
+}
+
 static unsigned map_flags(const struct ckpt__fmap *m)
 {
 	return ((m->flags & CKPT__MF_SHARED) ? CKPT_MAP_SHARED : 0) |

@@ -15,6 +15,7 @@
 #include "restore.h"
 #include "resume.h"
 #include "state.h"
+#include "threadrec.h"
 #include "track.h"
 
 #include <stdio.h>
@@ -453,9 +454,21 @@ static __attribute__((noinline)) int commit_resumable(struct ckpt *c, uint64_t *
 		return ckpt__fail(rc == CKPT_ENOMEM ? rc : CKPT_EIO,
 				  "ckpt_commit: cannot record the process: %s", ckpt_last_error());
 	}
+	/* The other threads are stopped once the process record is made (it
+	 * takes locks a stopped thread may hold) and go on when the pages are
+	 * captured: the async staging copy, or the whole write. */
+	rc = ckpt__threads_stop();
+	if (!rc && (rc = ckpt__threads_record(&b, c->ctx.rsp)) != 0)
+		rc = ckpt__fail(rc, "ckpt_commit: cannot record the threads");
+	if (rc) {
+		ckpt__threads_go();
+		ckpt__pbuf_free(&b);
+		return rc;
+	}
 	c->w->proc = b.p;
 	c->w->proc_size = b.n;
 	rc = c->as ? ckpt__async_commit(c->as, c->w, id) : ckpt__commit(c->w, id);
+	ckpt__threads_go();
 	c->w->proc = NULL;
 	c->w->proc_size = 0;
 	if (c->as)

@@ -33,6 +33,7 @@ enum {
 	CKPT__PE_ENV,      /* /proc/self/environ */
 	CKPT__PE_BRK,      /* u64 start, u64 end of the brk heap */
 	CKPT__PE_EXCL,     /* u64 lo, u64 hi: a ckpt_exclude range of the handle */
+	CKPT__PE_THREAD,   /* struct ckpt__pthread, then its xsave area */
 	CKPT__PE_MAX
 };
 
@@ -74,6 +75,39 @@ struct ckpt__plib {
 	uint64_t base;
 	uint32_t name_len, bid_len;
 };
+
+/* A thread of the program at the commit (x86-64).  The committing thread's
+ * has CKPT__PT_SELF and no registers (they are the CTX entry's); another's
+ * holds what the kernel saved when ckpt's stop signal interrupted it:
+ * gregs in ucontext order (REG_R8 ... REG_CR2), the signal mask of the
+ * interrupted code, and `xsave_len` bytes of the FPU/SSE/AVX state
+ * (fxsave layout followed by the xsave header and components) after the
+ * struct.  syscall_nr is the system call the thread issues (again) when it
+ * goes on, -1 if it was not at one: a call interrupted with SA_RESTART is
+ * rewound by the kernel to its `syscall` instruction, with the number (or
+ * restart_syscall's) in rax. */
+#define CKPT__PT_SELF 1u
+#define CKPT__PT_RSP 15 /* REG_RSP, REG_RIP: indexes in gregs */
+#define CKPT__PT_RIP 16
+#define CKPT__PT_XSAVE 2u /* the xsave area has an xsave header (not fxsave only) */
+#define CKPT__PT_REWOUND 4u /* a call the kernel ended with EINTR, rewound by ckpt */
+
+struct ckpt__pthread {
+	int32_t tid;
+	uint32_t flags;    /* CKPT__PT_* */
+	int64_t syscall_nr;
+	uint64_t gregs[23];
+	uint64_t sigmask;
+	uint64_t fs_base;
+	uint64_t ss_sp, ss_size; /* the alternate signal stack */
+	uint32_t ss_flags, xsave_len;
+	uint64_t robust_head, robust_len;
+	uint64_t rseq_area;
+	uint32_t rseq_len, pad;
+	uint64_t stack_lo, stack_hi;
+	char name[16];
+};
+_Static_assert(sizeof(struct ckpt__pthread) == 304, "THREAD entry layout (doc/FORMAT.md)");
 
 /* A growing record. */
 struct ckpt__pbuf {

@@ -851,7 +851,8 @@ int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 				s->name);
 	else if (s->h.flags & CKPT__SF_NOT_RESUMABLE)
 		rc = ckpt__fail(CKPT_ENOTSUP, "ckpt_open: %s was written while the program ran %u "
-					      "threads; only single-threaded snapshots can be resumed",
+					      "threads; they are recorded, but resuming more than one "
+					      "thread is not implemented yet",
 				s->name, s->h.nthreads);
 	if (!rc && (s->h.bid_len != w->build_id_len ||
 		    memcmp(s->strings + s->h.bid_off, w->build_id, w->build_id_len))) {

@@ -292,21 +292,39 @@ CKPT__EXPORT int sigaltstack(const stack_t *ss, stack_t *old)
 	return rc;
 }
 
+/* A hold may nest in the thread that holds: a resumable commit holds
+ * while it stops the other threads (threadrec.c), and its capture holds
+ * again.  Only the holder reads or writes these, but it reads hold_owner
+ * before it knows it is the holder. */
+static int hold_owner, hold_depth;
+
 void ckpt__threads_hold(void)
 {
 	if (ckpt__threads_init() != 0)
 		return;
+	int me = (int)ckpt__raw_gettid();
+	if (__atomic_load_n(&hold_owner, __ATOMIC_RELAXED) == me) {
+		hold_depth++;
+		return;
+	}
 	pthread_mutex_lock(&R->lock);
 	R->holding = 1;
 	while (R->creating > 0)
 		pthread_cond_wait(&R->cond, &R->lock);
 	pthread_mutex_unlock(&R->lock);
+	__atomic_store_n(&hold_owner, me, __ATOMIC_RELAXED);
+	hold_depth = 1;
 }
 
 void ckpt__threads_release(void)
 {
 	if (!R)
 		return;
+	if (__atomic_load_n(&hold_owner, __ATOMIC_RELAXED) == (int)ckpt__raw_gettid()) {
+		if (--hold_depth > 0)
+			return;
+		__atomic_store_n(&hold_owner, 0, __ATOMIC_RELAXED);
+	}
 	pthread_mutex_lock(&R->lock);
 	R->holding = 0;
 	pthread_cond_broadcast(&R->cond);
@@ -482,6 +500,42 @@ static unsigned foreach_task(void (*fn)(pid_t, void *), void *arg)
 	ckpt__dir_foreach((int)fd, task_entry, &tw);
 	ckpt__raw_close((int)fd);
 	return tw.n;
+}
+
+void ckpt__threads_each(void (*fn)(pid_t, void *), void *arg)
+{
+	foreach_task(fn, arg);
+}
+
+int ckpt__threads_stack_of(pid_t tid, uintptr_t *lo, uintptr_t *hi)
+{
+	if (!R)
+		return 0;
+	/* Read without the lock: the callers run while every other thread of
+	 * the program is stopped, one of them perhaps inside it. */
+	const struct ckpt__thread *f = NULL;
+	if (__atomic_load_n(&R->main.state, __ATOMIC_ACQUIRE) == T_LIVE && R->main.tid == tid)
+		f = &R->main;
+	for (struct chunk *c = R->chunks; c && !f; c = c->next)
+		for (int i = 0; i < CHUNK_ENTRIES && !f; i++)
+			if (__atomic_load_n(&c->e[i].state, __ATOMIC_ACQUIRE) == T_LIVE &&
+			    c->e[i].tid == tid)
+				f = &c->e[i];
+	if (!f || f->stack_lo >= f->stack_hi)
+		return 0;
+	*lo = f->stack_lo;
+	*hi = f->stack_hi;
+	return 1;
+}
+
+int ckpt__threads_lock_taken(void)
+{
+	if (!R)
+		return 0;
+	if (pthread_mutex_trylock(&R->lock) != 0)
+		return 1;
+	pthread_mutex_unlock(&R->lock);
+	return 0;
 }
 
 uintptr_t ckpt__threads_main_tp(void)

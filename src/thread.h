@@ -37,6 +37,17 @@ CKPT__HIDDEN unsigned ckpt__threads_unknown(const struct ckpt__maps *m,
  * or 0 if it is not alive. */
 CKPT__HIDDEN uintptr_t ckpt__threads_main_tp(void);
 
+/* Calls fn(tid, arg) for every thread of the process (/proc/self/task). */
+CKPT__HIDDEN void ckpt__threads_each(void (*fn)(pid_t, void *), void *arg);
+
+/* The stack of live thread tid as the registry knows it: 1 and [*lo, *hi),
+ * or 0 if it does not.  Takes no lock (for use while threads are stopped). */
+CKPT__HIDDEN int ckpt__threads_stack_of(pid_t tid, uintptr_t *lo, uintptr_t *hi);
+
+/* Whether another thread holds the registry's lock (a stopped thread may:
+ * then the caller must not take it). */
+CKPT__HIDDEN int ckpt__threads_lock_taken(void);
+
 /* Number of threads the process has (from /proc/self/task). */
 CKPT__HIDDEN unsigned ckpt__threads_count(void);
 

@@ -562,6 +562,46 @@ static void show_summary(const ckpt_snapshot_info *si)
 	printf("bytes       %s raw, %s stored (%s)\n", raw, stored, ratio);
 }
 
+static int show_thread(const ckpt_thread_info *t, void *arg)
+{
+	struct show_state *st = arg;
+	if (st->json) {
+		printf("%s{\"tid\":%d,\"committer\":%s,\"name\":", st->first ? "" : ",", t->tid,
+		       (t->flags & CKPT_THREAD_COMMITTER) ? "true" : "false");
+		json_str(stdout, t->name);
+		printf(",\"syscall\":%ld,\"sp\":\"0x%" PRIxPTR "\",\"ip\":\"0x%" PRIxPTR
+		       "\",\"stack\":[\"0x%" PRIxPTR "\",\"0x%" PRIxPTR "\"],\"fs_base\":\"0x%" PRIxPTR
+		       "\",\"fpu_bytes\":%zu}",
+		       t->syscall, t->sp, t->ip, t->stack_lo, t->stack_hi, t->fs_base, t->fpu_bytes);
+	} else {
+		char sc[32];
+		if (t->flags & CKPT_THREAD_COMMITTER)
+			snprintf(sc, sizeof sc, "committing");
+		else if (t->syscall >= 0)
+			snprintf(sc, sizeof sc, "syscall %ld", t->syscall);
+		else
+			snprintf(sc, sizeof sc, "running");
+		printf("  %-8d  %-16s  %-14s  0x%012" PRIxPTR "-0x%012" PRIxPTR "  0x%012" PRIxPTR
+		       "\n",
+		       t->tid, t->name, sc, t->stack_lo, t->stack_hi, t->sp);
+	}
+	st->first = 0;
+	return 0;
+}
+
+/* The threads section of show, if the snapshot records threads. */
+static int show_threads(ckpt_chain *ch, uint64_t id, struct show_state *st)
+{
+	if (!st->json)
+		printf("\nthreads:\n  %-8s  %-16s  %-14s  %-29s  %s\n", "TID", "NAME", "STATE",
+		       "STACK", "SP");
+	st->first = 1;
+	int rc = ckpt_chain_threads(ch, id, show_thread, st);
+	if (!st->json && rc == CKPT_ENOENT)
+		printf("  (not recorded)\n");
+	return rc == CKPT_ENOENT ? 0 : rc;
+}
+
 static int cmd_show(const struct args *a)
 {
 	const char *dir = a->pos[0];
@@ -588,9 +628,14 @@ static int cmd_show(const struct args *a)
 		printf(",\"mappings\":[");
 	} else {
 		show_summary(&si);
+	}
+	if (!a->json && (rc = show_threads(ch, id, &st)) != 0) {
+		status = lib_failure(a->cmd, rc);
+		goto out;
+	}
+	if (!a->json)
 		printf("\nmappings:\n  %-29s  %-3s  %-18s  %6s  %s\n", "START-END", "PROT", "FLAGS",
 		       "BORN", "NAME");
-	}
 	rc = ckpt_chain_mappings(ch, id, show_mapping, &st);
 	if (rc) {
 		status = lib_failure(a->cmd, rc);
@@ -606,8 +651,15 @@ static int cmd_show(const struct args *a)
 		status = lib_failure(a->cmd, rc);
 		goto out;
 	}
-	if (a->json)
+	if (a->json) {
+		printf("],\"thread_records\":[");
+		rc = show_threads(ch, id, &st);
+		if (rc) {
+			status = lib_failure(a->cmd, rc);
+			goto out;
+		}
 		printf("]}\n");
+	}
 out:
 	ckpt_chain_close(ch);
 	return status;

@@ -1,0 +1,34 @@
+/*
+ * threadrec.h - the program's other threads at a resumable commit: stopped
+ * at a consistent point, recorded, let go.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The committing thread sends CKPT__STOP_SIG (SIGRTMAX) with tgkill to every
+ * thread of /proc/self/task that is neither itself nor one of ckpt's own.
+ * The handler copies what the kernel saved in its signal frame (registers,
+ * the xsave area, the signal mask) and what only the thread itself can ask
+ * (fs base, alternate stack, robust list, rseq area, name) into a slot of
+ * ckpt's memory, and parks on a futex until released.  Threads blocked in a
+ * system call are interrupted; SA_RESTART makes them retry it on release.
+ */
+#ifndef CKPT_THREADREC_H
+#define CKPT_THREADREC_H
+
+#include "proc.h"
+
+/* How long a thread has to answer before the commit fails. */
+#define CKPT__STOP_TIMEOUT_NS 1000000000ull
+
+/* Stops every other thread of the program (ckpt__threads_hold first, so
+ * that none is being created).  0, or CKPT_EBUSY (a thread did not answer
+ * within the bound, or the program has a handler of its own for the
+ * signal; the error names it), CKPT_ENOMEM.  On failure nothing is held and
+ * no thread is parked. */
+CKPT__HIDDEN int ckpt__threads_stop(void);
+/* Adds one CKPT__PE_THREAD entry per program thread, the caller's first
+ * (its registers are the CTX entry's); `sp` is the caller's stack pointer. */
+CKPT__HIDDEN int ckpt__threads_record(struct ckpt__pbuf *b, uint64_t sp);
+/* Lets the stopped threads go on and ends the hold. */
+CKPT__HIDDEN void ckpt__threads_go(void);
+
+#endif /* CKPT_THREADREC_H */
