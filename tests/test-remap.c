@@ -155,6 +155,7 @@ static int stamped(const unsigned char *m, size_t page, unsigned version)
 	return 1;
 }
 
+
 /* Rolls back to snapshot 1 and checks pages [0, n) of m are as its commit
  * stamped them. */
 static void restored_to_1(ckpt_t *c, const unsigned char *m, size_t n)
@@ -241,15 +242,24 @@ static int perms_are(const void *p, const char *want)
 
 #define JIT_PAGES 8
 
-static void jit(const char *dir)
+/* A chain in dir, tracking begun, and JIT_PAGES pages stamped with version
+ * 1 and committed as snapshot 1. */
+static unsigned char *committed_at_1(const char *dir, ckpt_t **c)
 {
-	size_t ps = pagesz();
-	ckpt_t *c = open_chain(dir);
+	*c = open_chain(dir);
 	unsigned char *m = map_anon(JIT_PAGES, 0);
 	for (size_t i = 0; i < JIT_PAGES; i++)
 		stamp(m, i, 1);
-	CHECK_RC(ckpt_begin(c));
-	CHECK_RC(ckpt_commit(c, NULL)); /* 1: every page at version 1 */
+	CHECK_RC(ckpt_begin(*c));
+	CHECK_RC(ckpt_commit(*c, NULL));
+	return m;
+}
+
+static void jit(const char *dir)
+{
+	size_t ps = pagesz();
+	ckpt_t *c;
+	unsigned char *m = committed_at_1(dir, &c);
 	CHECK(dirty_in(c, m, JIT_PAGES) == 0);
 
 	/* Code emitted into pages 2..5, then made executable; page 7 is data
@@ -312,12 +322,8 @@ Test(remap, pages_made_read_only_are_committed_and_restored, .timeout = 60)
 static void unmapped_part(const char *dir)
 {
 	size_t ps = pagesz();
-	ckpt_t *c = open_chain(dir);
-	unsigned char *m = map_anon(JIT_PAGES, 0);
-	for (size_t i = 0; i < JIT_PAGES; i++)
-		stamp(m, i, 1);
-	CHECK_RC(ckpt_begin(c));
-	CHECK_RC(ckpt_commit(c, NULL));
+	ckpt_t *c;
+	unsigned char *m = committed_at_1(dir, &c);
 	for (size_t i = 0; i < JIT_PAGES; i++)
 		stamp(m, i, 2);
 	/* Written, then partly unmapped: the rest stays tracked and written;
@@ -352,12 +358,8 @@ Test(remap, pages_written_then_partly_unmapped, .timeout = 60)
 static void moved_out(const char *dir)
 {
 	size_t ps = pagesz();
-	ckpt_t *c = open_chain(dir);
-	unsigned char *m = map_anon(JIT_PAGES, 0);
-	for (size_t i = 0; i < JIT_PAGES; i++)
-		stamp(m, i, 1);
-	CHECK_RC(ckpt_begin(c));
-	CHECK_RC(ckpt_commit(c, NULL));
+	ckpt_t *c;
+	unsigned char *m = committed_at_1(dir, &c);
 	stamp(m, 1, 2);
 	/* MREMAP_DONTUNMAP moves the pages and leaves the old range mapped
 	 * and empty: every page of it changed, written or not. */
