@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/personality.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -248,4 +250,23 @@ char *safe_area(ckpt_t *c, size_t bytes)
 	CHECK(p != MAP_FAILED);
 	CHECK_RC(ckpt_exclude(c, p, bytes));
 	return p;
+}
+
+ckpt_t *resumable_handle(const char *dir, unsigned flags)
+{
+	CHECK(personality((unsigned long)personality(0xffffffff) | ADDR_NO_RANDOMIZE) >= 0);
+	ckpt_t *c;
+	ckpt_options o;
+	ckpt_options_init(&o);
+	o.flags = CKPT_F_RESUME | flags;
+	int rc = ckpt_open(&c, dir, &o);
+	if (rc == CKPT_ENOTSUP && strstr(ckpt_last_error(), "AddressSanitizer")) {
+		struct stat sb;
+		char snap[512];
+		snprintf(snap, sizeof snap, "%s/snap-00000001.ckpt", dir);
+		CHECK(stat(snap, &sb) != 0);
+		return NULL;
+	}
+	CHECK_RC(rc);
+	return c;
 }

@@ -75,6 +75,12 @@ __attribute__((format(printf, 1, 2), noreturn)) void child_die(const char *fmt, 
 			child_die("%s:%d: %s: %s (%s)", __FILE__, __LINE__, #call,         \
 				  ckpt_strerror(rc_), ckpt_last_error());                  \
 	} while (0)
+/* A CKPT_F_RESUME handle (with `flags` too) on the chain in dir, opened
+ * with address randomisation off so that ckpt_open does not execute the
+ * test again; not tracking yet.  NULL in a sanitizer build, where such a
+ * handle is refused, after checking the refusal left no chain behind. */
+ckpt_t *resumable_handle(const char *dir, unsigned flags);
+
 /* Runs fn(dir) in a child, dir a chain directory in a fresh temporary one
  * (removed afterwards); the test fails with the child's message. */
 void in_child(void (*fn)(const char *dir), const char *what);

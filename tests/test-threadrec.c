@@ -28,24 +28,9 @@
  * checking that refusal. */
 static ckpt_t *open_resumable_with(const char *dir, unsigned flags)
 {
-	/* Randomisation off already: ckpt_open would otherwise execute the
-	 * test again. */
-	CHECK(personality((unsigned long)personality(0xffffffff) | ADDR_NO_RANDOMIZE) >= 0);
-	ckpt_t *c;
-	ckpt_options o;
-	ckpt_options_init(&o);
-	o.flags = CKPT_F_RESUME | flags;
-	int rc = ckpt_open(&c, dir, &o);
-	if (rc == CKPT_ENOTSUP && strstr(ckpt_last_error(), "AddressSanitizer")) {
-		/* The refusal leaves no chain behind. */
-		struct stat sb;
-		char snap[512];
-		snprintf(snap, sizeof snap, "%s/snap-00000001.ckpt", dir);
-		CHECK(stat(snap, &sb) != 0);
-		return NULL;
-	}
-	CHECK_RC(rc);
-	CHECK_RC(ckpt_begin(c));
+	ckpt_t *c = resumable_handle(dir, flags);
+	if (c)
+		CHECK_RC(ckpt_begin(c));
 	return c;
 }
 
