@@ -366,8 +366,7 @@ int ckpt__commit_prepare(struct ckpt__chainw *w, struct ckpt__pending *pd, unsig
 	}
 	pd->wp = (struct ckpt__wplan){
 		.id = id, .parent = w->latest,
-		.flags = (w->latest ? 0 : CKPT__SF_BASE) |
-			 (cap->nthreads > 1 ? CKPT__SF_NOT_RESUMABLE : 0),
+		.flags = w->latest ? 0 : CKPT__SF_BASE,
 		.page_size = (uint32_t)ckpt__pagesize, .nthreads = cap->nthreads,
 		.exe = w->exe, .build_id = w->build_id, .build_id_len = w->build_id_len,
 		.maps = pl->maps, .nmaps = pl->nmaps, .runs = pl->runs, .nruns = pl->nruns,

@@ -35,6 +35,16 @@ union ckpt__state_page ckpt__state_page __attribute__((aligned(4096)));
 
 #define POOL_BYTES ((size_t)256 << 20)
 
+/* Where ckpt's mappings go in a process without address randomisation (a
+ * resumable one): a band of the address space of their own, far below
+ * where the kernel places the program's mappings (top down from under
+ * the stack) and below the executable and its heap.  Otherwise they would
+ * take, in a resumed process, addresses the program's thread stacks had,
+ * which the resume must map again.  0: wherever the kernel chooses. */
+#define BAND_START ((uintptr_t)0x200000000000)
+#define BAND_END ((uintptr_t)0x300000000000)
+static uintptr_t band_next;
+
 __attribute__((constructor(101))) static void mem_init(void)
 {
 	long ps = sysconf(_SC_PAGESIZE);
@@ -42,10 +52,26 @@ __attribute__((constructor(101))) static void mem_init(void)
 		ckpt__pagesize = (size_t)ps;
 		ckpt__pageshift = (unsigned)__builtin_ctzl((unsigned long)ps);
 	}
+	long pers = ckpt__sys3(SYS_personality, 0xffffffff, 0, 0);
+	if (pers >= 0 && (pers & 0x0040000 /* ADDR_NO_RANDOMIZE */))
+		band_next = BAND_START;
 }
+
 
 static void *raw_map(size_t size, int extra)
 {
+	uintptr_t at = 0;
+	if (__atomic_load_n(&band_next, __ATOMIC_RELAXED))
+		at = __atomic_fetch_add(&band_next, ckpt__page_up(size) + ckpt__pagesize,
+					__ATOMIC_RELAXED);
+	if (at && at + size <= BAND_END) {
+		long r = ckpt__sys6(SYS_mmap, (long)at, (long)size, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | extra, -1, 0);
+		if (r == (long)at)
+			return (void *)r;
+		if (r >= 0 || r <= -4096)
+			ckpt__sys3(SYS_munmap, r, (long)size, 0); /* an old kernel's hint */
+	}
 	long r = ckpt__sys6(SYS_mmap, 0, (long)size, PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
 	if (r < 0 && r > -4096)

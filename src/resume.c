@@ -52,6 +52,7 @@
 #include "maps.h"
 #include "mem.h"
 #include "rangeset.h"
+#include "rethread.h"
 #include "track.h"
 
 #include <errno.h>
@@ -292,6 +293,11 @@ struct rvma {
 	char *path;
 };
 
+struct tmem {
+	uint64_t lo, hi;
+	unsigned char *bytes;
+};
+
 struct ckpt__resume {
 	uint64_t id;
 	const struct ckpt__snap *snap;
@@ -325,6 +331,11 @@ struct ckpt__resume {
 	struct ckpt__rset excl; /* the handle's ckpt_exclude ranges */
 	struct ckpt__rset made; /* mapped by precreate */
 	uintptr_t brk_was;      /* the break before precreate moved it, or 0 */
+	struct ckpt__rthreads thr; /* the program's threads (THREAD entries) */
+	struct tmem *tmem;         /* their memory outside tracked mappings */
+	size_t ntmem, tmem_cap;
+	uintptr_t main_fs;         /* the main thread's thread pointer */
+	uintptr_t main_stack_hi;   /* and the end of its stack */
 };
 
 static char *dupn(const unsigned char *p, size_t n)
@@ -512,6 +523,25 @@ static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
 			return CKPT_ENOMEM;
 		break;
 	}
+	case CKPT__PE_THREAD:
+		return ckpt__rthreads_add(&r->thr, p, len);
+	case CKPT__PE_TMEM: {
+		uint64_t v[2];
+		if (len < sizeof v)
+			return CKPT_ECORRUPT;
+		memcpy(v, p, sizeof v);
+		if (v[1] <= v[0] || v[1] - v[0] != len - sizeof v)
+			return CKPT_ECORRUPT;
+		if (ckpt__mem_grow((void **)&r->tmem, &r->tmem_cap, r->ntmem + 1, sizeof *r->tmem))
+			return CKPT_ENOMEM;
+		/* Copied: the record goes with the chain reader. */
+		unsigned char *b = ckpt__mem_alloc(v[1] - v[0]);
+		if (!b)
+			return CKPT_ENOMEM;
+		memcpy(b, p + sizeof v, v[1] - v[0]);
+		r->tmem[r->ntmem++] = (struct tmem){v[0], v[1], b};
+		break;
+	}
 	default:
 		break; /* ARGV, ENV (for `ckpt resume`), later additions */
 	}
@@ -536,6 +566,10 @@ static void rfree(struct ckpt__resume *r)
 	for (size_t i = 0; i < r->nvmas; i++)
 		ckpt__mem_free(r->vmas[i].path, strlen(r->vmas[i].path) + 1);
 	ckpt__mem_array_free((void **)&r->vmas, &r->vmas_cap, sizeof *r->vmas);
+	ckpt__rthreads_free(&r->thr);
+	for (size_t i = 0; i < r->ntmem; i++)
+		ckpt__mem_free(r->tmem[i].bytes, r->tmem[i].hi - r->tmem[i].lo);
+	ckpt__mem_array_free((void **)&r->tmem, &r->tmem_cap, sizeof *r->tmem);
 	if (r->tcb)
 		ckpt__mem_free(r->tcb, r->tcb_len);
 	if (r->stack_mem)
@@ -549,6 +583,7 @@ void ckpt__resume_free(struct ckpt__resume *r)
 		return;
 	/* A resume given up before it began: the process as it was. */
 	if (!r->started) {
+		ckpt__rthreads_cancel(&r->thr);
 		for (size_t i = 0; i < r->made.n; i++) {
 			ckpt__sys3(SYS_munmap, (long)r->made.r[i].lo,
 				   (long)(r->made.r[i].hi - r->made.r[i].lo), 0);
@@ -593,14 +628,14 @@ static int check_layout(struct ckpt__resume *r, const struct ckpt__snap *s, uint
 		rc = ckpt__fail(CKPT_EFOREIGN, "%s: the ckpt handle was at %#lx, here %#lx: "
 					       "libckpt is not where it was",
 				name, (unsigned long)r->ctx.handle, (unsigned long)handle);
-	else if (r->ctx.fs_base != fs_base())
+	else if (r->main_fs != fs_base())
 		rc = ckpt__fail(CKPT_EFOREIGN, "%s: the thread pointer was %#lx, here %#lx: the "
 					       "address layout differs",
-				name, (unsigned long)r->ctx.fs_base, (unsigned long)fs_base());
-	else if (r->stack_hi != top)
+				name, (unsigned long)r->main_fs, (unsigned long)fs_base());
+	else if (r->main_stack_hi != top)
 		rc = ckpt__fail(CKPT_EFOREIGN, "%s: the stack ended at %#lx, here at %#lx: the "
 					       "address layout differs",
-				name, (unsigned long)r->stack_hi, (unsigned long)top);
+				name, (unsigned long)r->main_stack_hi, (unsigned long)top);
 	else if (r->brk_start && r->brk_start != ckpt__start_brk())
 		rc = ckpt__fail(CKPT_EFOREIGN, "%s: the heap started at %#lx, here at %#lx: the "
 					       "address layout differs",
@@ -645,8 +680,8 @@ static int load_tcb(struct ckpt__resume *r, struct ckpt__chain *c, const struct 
 				  s->name);
 	r->tcb_lo = tm->start + tm->keep_off;
 	r->tcb_len = tm->keep_len;
-	uint64_t at = r->ctx.fs_base - r->tcb_lo;
-	if (r->ctx.fs_base < r->tcb_lo || at > r->tcb_len ||
+	uint64_t at = r->main_fs - r->tcb_lo;
+	if (r->main_fs < r->tcb_lo || at > r->tcb_len ||
 	    r->tcb_len - at < (uint64_t)r->ctx.tid_off + 4 ||
 	    r->tcb_len - at < (uint64_t)r->ctx.list_off + 16)
 		return ckpt__fail(CKPT_ECORRUPT, "%s: the thread descriptor is not where the "
@@ -665,6 +700,61 @@ static int load_tcb(struct ckpt__resume *r, struct ckpt__chain *c, const struct 
 	if (page)
 		ckpt__mem_free(page, ps);
 	return rc;
+}
+
+/* The threads of the record: which one was the main thread (its thread
+ * pointer is in the main thread's descriptor, the TLS mapping's keep
+ * range), and where its thread pointer and stack were. */
+static int threads_of(struct ckpt__resume *r, const struct ckpt__snap *s)
+{
+	r->main_fs = r->ctx.fs_base;
+	r->main_stack_hi = r->stack_hi;
+	if (s->h.nthreads > 1 && r->thr.n < 2)
+		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: %s was written while the program ran %u "
+						"threads, without a record of them",
+				  s->name, s->h.nthreads);
+	if (r->thr.n < 2)
+		return 0;
+	uintptr_t lo = 0, hi = 0;
+	for (size_t i = 0; i < s->nmaps; i++)
+		if (s->maps[i].kind == CKPT__MK_TLS && s->maps[i].keep_len) {
+			lo = s->maps[i].start + s->maps[i].keep_off;
+			hi = lo + s->maps[i].keep_len;
+		}
+	char why[256];
+	int rc = ckpt__rthreads_check(&r->thr, lo, hi, why, sizeof why);
+	if (rc)
+		return ckpt__fail(rc, "ckpt_open: %s: %s", s->name, why);
+	const struct ckpt__pthread *m = &r->thr.t[r->thr.main].rec;
+	r->main_fs = m->fs_base;
+	if (r->thr.main != r->thr.self)
+		r->main_stack_hi = m->stack_hi;
+	r->thr.ctx = &r->ctx;
+	r->thr.tid_off = r->ctx.tid_off;
+	return 0;
+}
+
+/* The stacks the resume brings back are the threads', not memory to
+ * track: each recreated thread's, and each stack glibc kept for reuse (a
+ * TLS block of memory no recorded thread's stack holds). */
+static int adopt_stacks(struct ckpt__resume *r)
+{
+	if (r->thr.n < 2)
+		return 0;
+	int rc = ckpt__rthreads_adopt(&r->thr);
+	for (size_t i = 0; !rc && i < r->ntmem; i++) {
+		uint64_t lo = r->tmem[i].lo;
+		int live = 0;
+		for (size_t k = 0; k < r->thr.n && !live; k++)
+			live = lo >= r->thr.t[k].rec.stack_lo && lo < r->thr.t[k].rec.stack_hi;
+		for (size_t k = 0; !live && k < r->nvmas; k++)
+			if (lo >= r->vmas[k].v.start && lo < r->vmas[k].v.end) {
+				rc = ckpt__rthreads_adopt_cached(&r->thr, r->vmas[k].v.start,
+								 r->vmas[k].v.end, lo);
+				break;
+			}
+	}
+	return rc ? ckpt__fail(rc, "ckpt_open: out of memory") : 0;
 }
 
 static int recorded_fd(const struct ckpt__resume *r, int fd)
@@ -766,6 +856,49 @@ static int precreate(struct ckpt__resume *r)
 		if (fd >= 0)
 			close(fd);
 	}
+	/* With threads: their stacks and guard pages (anonymous private
+	 * mappings of the record, not snapshot memory) must be where they
+	 * were before ckpt allocates more. */
+	for (size_t i = 0; !rc && r->thr.n > 1 && i < r->nvmas; i++) {
+		const struct rvma *o = &r->vmas[i];
+		if (o->path[0] || (o->v.perms & CKPT__PV_SHARED))
+			continue;
+		ckpt__rset_clear(&gap);
+		rc = ckpt__rset_add(&gap, o->v.start, o->v.end) ? CKPT_ENOMEM : 0;
+		for (size_t j = 0; !rc && j < m.n; j++)
+			ckpt__rset_del(&gap, m.v[j].start, m.v[j].end);
+		int prot = ((o->v.perms & CKPT__PV_R) ? PROT_READ : 0) |
+			   ((o->v.perms & CKPT__PV_W) ? PROT_WRITE : 0) |
+			   ((o->v.perms & CKPT__PV_X) ? PROT_EXEC : 0);
+		for (size_t j = 0; !rc && j < gap.n; j++) {
+			uintptr_t lo = gap.r[j].lo, hi = gap.r[j].hi;
+			long p = ckpt__sys6(SYS_mmap, (long)lo, (long)(hi - lo), prot,
+					    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+						    MAP_FIXED_NOREPLACE,
+					    -1, 0);
+			if (p == (long)lo && ckpt__rset_add(&r->made, lo, hi))
+				rc = CKPT_ENOMEM;
+		}
+	}
+	/* Every thread's stack must be there now (ckpt's own memory may be
+	 * in the way, which nothing here can move). */
+	for (size_t i = 0; !rc && r->thr.n > 1 && i < r->thr.n; i++) {
+		const struct ckpt__pthread *t = &r->thr.t[i].rec;
+		if ((long)i == r->thr.main)
+			continue;
+		ckpt__maps_free(&m);
+		rc = ckpt__maps_read(&m);
+		for (uintptr_t a = t->stack_lo; !rc && a < t->stack_hi;) {
+			long k = ckpt__maps_find(&m, a);
+			if (k < 0 || ckpt__mem_is_own(m.v[k].start, m.v[k].end))
+				rc = ckpt__fail(CKPT_EBUSY, "ckpt_open: the stack of thread %d (%s) at "
+							    "%#lx cannot be mapped again: %s",
+						t->tid, t->name, (unsigned long)t->stack_lo,
+						k < 0 ? "not recorded" : "ckpt's memory is there");
+			else
+				a = m.v[k].end;
+		}
+	}
 	ckpt__rset_free(&gap);
 	ckpt__maps_free(&m);
 	return rc;
@@ -851,8 +984,8 @@ int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 				s->name);
 	else if (s->h.flags & CKPT__SF_NOT_RESUMABLE)
 		rc = ckpt__fail(CKPT_ENOTSUP, "ckpt_open: %s was written while the program ran %u "
-					      "threads; they are recorded, but resuming more than one "
-					      "thread is not implemented yet",
+					      "threads, by a version of ckpt that could not resume "
+					      "them",
 				s->name, s->h.nthreads);
 	if (!rc && (s->h.bid_len != w->build_id_len ||
 		    memcmp(s->strings + s->h.bid_off, w->build_id, w->build_id_len))) {
@@ -888,6 +1021,8 @@ int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 					s->name, wc.nlibs, nlibs);
 	}
 	if (!rc)
+		rc = threads_of(r, s);
+	if (!rc)
 		rc = check_layout(r, s, handle);
 	if (!rc)
 		rc = load_tcb(r, c, s);
@@ -895,6 +1030,8 @@ int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 		rc = reserve_fds(r);
 	if (!rc)
 		rc = precreate(r);
+	if (!rc)
+		rc = adopt_stacks(r);
 	if (!rc && !(r->stack_mem = ckpt__mem_alloc(RESUME_STACK)))
 		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
 	if (!rc)
@@ -1067,6 +1204,10 @@ int ckpt__resume_before(void *arg)
 	if (!rc && r->have_cwd && (cwd = open(r->cwd, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
 		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot enter %s: %s", r->cwd,
 				strerror(errno));
+	/* The other threads, parked until memory is back: the last thing
+	 * that may fail (a limit on threads) before the process changes. */
+	if (!rc && r->thr.n > 1)
+		rc = ckpt__rthreads_spawn(&r->thr);
 	if (rc) {
 		close_all(fd, nfd);
 		ckpt__mem_free(fd, (nfd ? nfd : 1) * sizeof *fd);
@@ -1130,17 +1271,29 @@ int ckpt__resume_before(void *arg)
 #if CKPT__CAN_RESUME
 /* Runs on ckpt's own stack.  The stack canary lives in the thread
  * descriptor this rewrites: nothing here returns. */
+/* Writes [lo, hi) back; a stack mapping grows down to its old lowest page
+ * on demand. */
+__attribute__((no_stack_protector)) static void put_back(uintptr_t lo, uintptr_t hi,
+							 const void *bytes)
+{
+	size_t ps = ckpt__pagesize;
+	for (uintptr_t a = ckpt__page_down(hi - 1); a >= ckpt__page_down(lo); a -= ps)
+		*(volatile char *)a = *(volatile char *)a;
+	memcpy((void *)lo, bytes, hi - lo);
+}
+
 __attribute__((noreturn, noinline, no_stack_protector)) static void finish(void *arg)
 {
 	struct ckpt__resume *r = arg;
-	size_t ps = ckpt__pagesize;
-	/* The stack grows down to its old lowest page on demand. */
-	for (uintptr_t a = ckpt__page_down(r->stack_hi - 1); a >= ckpt__page_down(r->stack_lo);
-	     a -= ps)
-		*(volatile char *)a = 0;
-	memcpy((void *)r->stack_lo, r->stack, r->stack_hi - r->stack_lo);
+	put_back(r->stack_lo, r->stack_hi, r->stack);
+	for (size_t i = 0; i < r->ntmem; i++)
+		put_back(r->tmem[i].lo, r->tmem[i].hi, r->tmem[i].bytes);
 	/* glibc's descriptor as it was, but for what is this thread's. */
 	memcpy((void *)r->tcb_lo, r->tcb, r->tcb_len);
+	/* With threads, glibc's lists name exactly the recorded ones: each
+	 * is created again and given its id. */
+	if (r->thr.n > 1)
+		ckpt__rthreads_go(&r->thr);
 	*(int32_t *)(r->ctx.fs_base + r->ctx.tid_off) = (int32_t)ckpt__raw_gettid();
 	uintptr_t node = r->ctx.fs_base + r->ctx.list_off;
 	uintptr_t head = *(uintptr_t *)node;

@@ -43,7 +43,10 @@
 #include <sys/uio.h>
 #include <time.h>
 
-enum { T_FREE, T_STARTING, T_LIVE, T_EXITED };
+/* T_RESUMING: a stack a resume is bringing back (a thread it recreates, or
+ * a stack glibc keeps for reuse); excluded like a live thread's until the
+ * resume settles it (ckpt__threads_adopted). */
+enum { T_FREE, T_STARTING, T_LIVE, T_EXITED, T_RESUMING };
 
 struct ckpt__thread {
 	int state; /* T_*, atomic */
@@ -387,7 +390,7 @@ int ckpt__threads_ranges(const struct ckpt__maps *m, struct ckpt__rset *stacks,
 				e->state = T_FREE;
 				continue;
 			}
-			if (st != T_LIVE && st != T_EXITED)
+			if (st != T_LIVE && st != T_EXITED && st != T_RESUMING)
 				continue;
 			if (e->stack_lo < e->stack_hi)
 				rc |= ckpt__rset_add(stacks, e->stack_lo, e->stack_hi);
@@ -599,4 +602,60 @@ unsigned ckpt__threads_unknown(const struct ckpt__maps *m, const struct ckpt__rs
 		}
 	}
 	return u.count;
+}
+
+void ckpt__threads_cached_each(void (*fn)(uintptr_t tp, uintptr_t lo, uintptr_t hi, void *arg),
+			       void *arg)
+{
+	if (!R)
+		return;
+	/* Without the lock, as ckpt__threads_stack_of. */
+	for (struct chunk *c = R->chunks; c; c = c->next)
+		for (int i = 0; i < CHUNK_ENTRIES; i++) {
+			const struct ckpt__thread *e = &c->e[i];
+			if (__atomic_load_n(&e->state, __ATOMIC_ACQUIRE) == T_EXITED &&
+			    e->stack_lo < e->stack_hi && e->tp >= e->stack_lo &&
+			    e->tp < e->stack_hi && stack_still_cached(e))
+				fn(e->tp, e->stack_lo, e->stack_hi, arg);
+		}
+}
+
+void *ckpt__threads_adopt(uintptr_t lo, uintptr_t hi, uintptr_t tp)
+{
+	if (ckpt__threads_init() != 0)
+		return NULL;
+	pthread_mutex_lock(&R->lock);
+	struct ckpt__thread *e = entry_alloc();
+	if (e) {
+		e->stack_lo = lo;
+		e->stack_hi = hi;
+		e->tp = tp;
+		__atomic_store_n(&e->state, T_RESUMING, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&R->lock);
+	return e;
+}
+
+void ckpt__threads_adopt_undo(void *entry)
+{
+	struct ckpt__thread *e = entry;
+	if (e)
+		__atomic_store_n(&e->state, T_FREE, __ATOMIC_RELEASE);
+}
+
+void ckpt__threads_adopted(void *entry, pid_t tid)
+{
+	struct ckpt__thread *e = entry;
+	if (!e)
+		return;
+	e->tid = tid;
+	__atomic_store_n(&e->state, tid ? T_LIVE : T_EXITED, __ATOMIC_RELEASE);
+}
+
+void ckpt__threads_adopted_self(void *entry)
+{
+	/* The thread's TLS block and descriptor are the killed process's:
+	 * they name its registry entry, which is gone. */
+	self_entry = entry;
+	pthread_setspecific(R->key, entry);
 }

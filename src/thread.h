@@ -51,4 +51,22 @@ CKPT__HIDDEN int ckpt__threads_lock_taken(void);
 /* Number of threads the process has (from /proc/self/task). */
 CKPT__HIDDEN unsigned ckpt__threads_count(void);
 
+/* The stacks of dead threads that glibc keeps for reuse (its descriptor
+ * still at the top): fn(tp, lo, hi) for each.  No lock, as
+ * ckpt__threads_stack_of. */
+CKPT__HIDDEN void ckpt__threads_cached_each(void (*fn)(uintptr_t tp, uintptr_t lo, uintptr_t hi,
+						       void *arg),
+					    void *arg);
+
+/* At a resume: a stack [lo, hi) with its descriptor at tp that the resume
+ * brings back, excluded from tracking from now on.  Returns the entry
+ * (NULL: out of memory); ckpt__threads_adopt_undo forgets it again;
+ * ckpt__threads_adopted settles it as the live thread tid (0: a stack glibc
+ * keeps for reuse); ckpt__threads_adopted_self, run by that thread once its
+ * thread pointer is back, points its TLS at the entry. */
+CKPT__HIDDEN void *ckpt__threads_adopt(uintptr_t lo, uintptr_t hi, uintptr_t tp);
+CKPT__HIDDEN void ckpt__threads_adopt_undo(void *entry);
+CKPT__HIDDEN void ckpt__threads_adopted(void *entry, pid_t tid);
+CKPT__HIDDEN void ckpt__threads_adopted_self(void *entry);
+
 #endif /* CKPT_THREAD_H */

@@ -470,6 +470,18 @@ static int stop_all(void)
 	}
 }
 
+static void add_tmem(struct ckpt__pbuf *b, uintptr_t lo, uintptr_t hi)
+{
+	uint64_t range[2] = {lo, hi};
+	ckpt__pbuf_add(b, CKPT__PE_TMEM, range, sizeof range, (const void *)lo, hi - lo);
+}
+
+static void add_cached(uintptr_t tp, uintptr_t lo, uintptr_t hi, void *arg)
+{
+	(void)lo;
+	add_tmem(arg, tp & ~(uintptr_t)15, hi);
+}
+
 int ckpt__threads_record(struct ckpt__pbuf *b, uint64_t sp)
 {
 	struct ckpt__maps m = {0};
@@ -534,8 +546,17 @@ int ckpt__threads_record(struct ckpt__pbuf *b, uint64_t sp)
 		r->stack_lo = lo;
 		r->stack_hi = hi;
 		ckpt__pbuf_add(b, CKPT__PE_THREAD, r, sizeof *r, xs, xs ? r->xsave_len : 0);
+		/* Its stack from below the red zone up (with the TLS block and
+		 * glibc's descriptor at the top of a thread's stack): thread
+		 * stacks are not tracked memory.  The caller's is the STACK
+		 * entry. */
+		if (i > 0 && hi > lo)
+			add_tmem(b, rsp - 128 > lo ? (rsp - 128) & ~(uintptr_t)15 : lo, hi);
 	}
 	ckpt__maps_free(&m);
+	/* Stacks glibc keeps for new threads: their descriptors (list nodes
+	 * and sizes glibc reads when it hands one out). */
+	ckpt__threads_cached_each(add_cached, b);
 	return b->err ? CKPT_ENOMEM : 0;
 }
 
@@ -551,6 +572,18 @@ void ckpt__threads_go(void)
 int ckpt__threads_stop(void)
 {
 	return 0;
+}
+
+static void add_tmem(struct ckpt__pbuf *b, uintptr_t lo, uintptr_t hi)
+{
+	uint64_t range[2] = {lo, hi};
+	ckpt__pbuf_add(b, CKPT__PE_TMEM, range, sizeof range, (const void *)lo, hi - lo);
+}
+
+static void add_cached(uintptr_t tp, uintptr_t lo, uintptr_t hi, void *arg)
+{
+	(void)lo;
+	add_tmem(arg, tp & ~(uintptr_t)15, hi);
 }
 
 int ckpt__threads_record(struct ckpt__pbuf *b, uint64_t sp)
