@@ -428,9 +428,9 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out);
  * program has other threads, it stops them with SIGRTMAX, which ckpt then
  * reserves, records each one (registers, FPU state, signal mask, stack...;
  * see ckpt_chain_threads) and lets them go once the memory is captured;
- * a system call one was blocked in is made again.  Such a snapshot is
- * marked not resumable: resuming more than one thread is not implemented
- * yet.  It may be called from any thread.  CKPT_EBUSY: a thread did not
+ * a system call one was blocked in is made again.  A resume creates every
+ * recorded thread again (doc/RESUME.md).  It may be called from any
+ * thread.  CKPT_EBUSY: a thread did not
  * stop within 1 s (it blocks SIGRTMAX), or the program has a handler of
  * its own for SIGRTMAX; the error names it and the chain is as it was
  * (doc/RESUME.md).
@@ -498,8 +498,8 @@ typedef struct ckpt_snapshot_info {
 	uint64_t id, parent;   /* parent is 0 for a base */
 	uint64_t time_ns;      /* CLOCK_REALTIME of the commit */
 	int base;              /* 1: a full snapshot */
-	int resumable;         /* 1: written by a CKPT_F_RESUME handle while the
-	                        * program had one thread */
+	int resumable;         /* 1: written by a CKPT_F_RESUME handle (with its
+	                        * threads recorded, when it had several) */
 	unsigned page_size;
 	unsigned threads;      /* threads of the process at the commit */
 	size_t mappings, runs, blocks;

@@ -220,7 +220,7 @@ static void four_threads(const char *dir)
 	read_threads(dir, id, &s, &si);
 	/* The program's five threads and nothing else (no compression worker). */
 	CHECK(si.threads == 5, "header: %u threads", si.threads);
-	CHECK(!si.resumable);
+	CHECK(si.resumable);
 	if (s.n != 5)
 		child_die("%d thread records, not 5", s.n);
 	CHECK(s.t[0].tid == gettid_() && (s.t[0].flags & CKPT_THREAD_COMMITTER));
