@@ -882,12 +882,14 @@ static int precreate(struct ckpt__resume *r)
 	}
 	/* Every thread's stack must be there now (ckpt's own memory may be
 	 * in the way, which nothing here can move). */
+	if (!rc && r->thr.n > 1) {
+		ckpt__maps_free(&m);
+		rc = ckpt__maps_read(&m);
+	}
 	for (size_t i = 0; !rc && r->thr.n > 1 && i < r->thr.n; i++) {
 		const struct ckpt__pthread *t = &r->thr.t[i].rec;
 		if ((long)i == r->thr.main)
 			continue;
-		ckpt__maps_free(&m);
-		rc = ckpt__maps_read(&m);
 		for (uintptr_t a = t->stack_lo; !rc && a < t->stack_hi;) {
 			long k = ckpt__maps_find(&m, a);
 			if (k < 0 || ckpt__mem_is_own(m.v[k].start, m.v[k].end))
