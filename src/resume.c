@@ -741,12 +741,28 @@ static int adopt_stacks(struct ckpt__resume *r)
 {
 	if (r->thr.n < 2)
 		return 0;
+	/* A thread's stack is the anonymous mapping holding its descriptor
+	 * (glibc puts it at the top), whatever stack it was running on. */
+	for (size_t k = 0; k < r->thr.n; k++) {
+		struct ckpt__rthr *t = &r->thr.t[k];
+		for (size_t j = 0; j < r->nvmas; j++) {
+			const struct rvma *o = &r->vmas[j];
+			if (!o->path[0] && !(o->v.perms & CKPT__PV_SHARED) &&
+			    t->rec.fs_base >= o->v.start && t->rec.fs_base < o->v.end) {
+				t->reg_lo = o->v.start;
+				t->reg_hi = o->v.end;
+			}
+		}
+	}
 	int rc = ckpt__rthreads_adopt(&r->thr);
 	for (size_t i = 0; !rc && i < r->ntmem; i++) {
 		uint64_t lo = r->tmem[i].lo;
 		int live = 0;
-		for (size_t k = 0; k < r->thr.n && !live; k++)
-			live = lo >= r->thr.t[k].rec.stack_lo && lo < r->thr.t[k].rec.stack_hi;
+		for (size_t k = 0; k < r->thr.n && !live; k++) {
+			const struct ckpt__rthr *t = &r->thr.t[k];
+			live = (lo >= t->rec.stack_lo && lo < t->rec.stack_hi) ||
+			       (lo >= t->reg_lo && lo < t->reg_hi);
+		}
 		for (size_t k = 0; !live && k < r->nvmas; k++)
 			if (lo >= r->vmas[k].v.start && lo < r->vmas[k].v.end) {
 				rc = ckpt__rthreads_adopt_cached(&r->thr, r->vmas[k].v.start,

@@ -180,7 +180,9 @@ int ckpt__rthreads_adopt(struct ckpt__rthreads *g)
 		struct ckpt__rthr *t = &g->t[i];
 		if ((long)i == g->main)
 			continue;
-		if (!(t->reg = ckpt__threads_adopt(t->rec.stack_lo, t->rec.stack_hi, t->rec.fs_base)))
+		uintptr_t lo = t->reg_hi ? t->reg_lo : t->rec.stack_lo;
+		uintptr_t hi = t->reg_hi ? t->reg_hi : t->rec.stack_hi;
+		if (!(t->reg = ckpt__threads_adopt(lo, hi, t->rec.fs_base)))
 			return CKPT_ENOMEM;
 	}
 	return 0;

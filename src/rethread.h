@@ -26,6 +26,7 @@ struct ckpt__rthr {
 	unsigned char *xsave; /* rec.xsave_len bytes, and room for the end marker */
 	size_t xsave_cap;
 	void *reg;            /* its entry in ckpt's thread registry */
+	uintptr_t reg_lo, reg_hi; /* the stack it has there (0: rec's) */
 	int new_tid;          /* its id in this process */
 	int ctid;             /* the kernel's word: set at clone, cleared at exit */
 	struct ckpt__rthreads *g;

@@ -519,7 +519,13 @@ int ckpt__threads_record(struct ckpt__pbuf *b, uint64_t sp)
 				     ST(S.round, S_PARKED))
 			continue;
 		uintptr_t lo, hi, rsp = i == 0 ? sp : r->gregs[REG_RSP];
-		int known = ckpt__threads_stack_of(r->tid, &lo, &hi) && rsp >= lo && rsp < hi;
+		int reg = ckpt__threads_stack_of(r->tid, &lo, &hi);
+		int known = reg && rsp >= lo && rsp < hi;
+		/* Running elsewhere (a signal handler on its alternate stack, a
+		 * coroutine): its own stack is saved whole, its frames below
+		 * are live too. */
+		if (reg && !known)
+			add_tmem(b, lo, hi);
 		/* Else the mapping holding sp (the main thread's, a thread ckpt
 		 * did not see start).  The main thread's stack mapping only
 		 * grows down: while sp is in the one seen last, it is that. */
