@@ -739,7 +739,7 @@ static int threads_of(struct ckpt__resume *r, const struct ckpt__snap *s)
  * TLS block of memory no recorded thread's stack holds). */
 static int adopt_stacks(struct ckpt__resume *r)
 {
-	if (r->thr.n < 2)
+	if (r->thr.n < 2 && !r->ntmem)
 		return 0;
 	/* A thread's stack is the anonymous mapping holding its descriptor
 	 * (glibc puts it at the top), whatever stack it was running on. */
@@ -754,7 +754,7 @@ static int adopt_stacks(struct ckpt__resume *r)
 			}
 		}
 	}
-	int rc = ckpt__rthreads_adopt(&r->thr);
+	int rc = r->thr.n > 1 ? ckpt__rthreads_adopt(&r->thr) : 0;
 	for (size_t i = 0; !rc && i < r->ntmem; i++) {
 		uint64_t lo = r->tmem[i].lo;
 		int live = 0;
@@ -875,7 +875,7 @@ static int precreate(struct ckpt__resume *r)
 	/* With threads: their stacks and guard pages (anonymous private
 	 * mappings of the record, not snapshot memory) must be where they
 	 * were before ckpt allocates more. */
-	for (size_t i = 0; !rc && r->thr.n > 1 && i < r->nvmas; i++) {
+	for (size_t i = 0; !rc && (r->thr.n > 1 || r->ntmem) && i < r->nvmas; i++) {
 		const struct rvma *o = &r->vmas[i];
 		if (o->path[0] || (o->v.perms & CKPT__PV_SHARED))
 			continue;
@@ -1312,6 +1312,7 @@ __attribute__((noreturn, noinline, no_stack_protector)) static void finish(void 
 	 * is created again and given its id. */
 	if (r->thr.n > 1)
 		ckpt__rthreads_go(&r->thr);
+	ckpt__rthreads_settle_cached(&r->thr);
 	*(int32_t *)(r->ctx.fs_base + r->ctx.tid_off) = (int32_t)ckpt__raw_gettid();
 	uintptr_t node = r->ctx.fs_base + r->ctx.list_off;
 	uintptr_t head = *(uintptr_t *)node;

@@ -78,6 +78,12 @@ static long sys(long n, long a, long b, long c)
 	return ckpt__sys6(n, a, b, c, 0, 0, 0);
 }
 
+void ckpt__rthreads_settle_cached(struct ckpt__rthreads *g)
+{
+	for (size_t i = 0; i < g->ncached; i++)
+		ckpt__threads_adopted(g->cached[i], 0);
+}
+
 int ckpt__rthreads_add(struct ckpt__rthreads *g, const unsigned char *p, size_t len)
 {
 	struct ckpt__pthread rec;
@@ -386,8 +392,7 @@ void ckpt__rthreads_go(struct ckpt__rthreads *g)
 	for (size_t i = 0; i < g->n; i++)
 		if ((long)i != g->main)
 			ckpt__threads_adopted(g->t[i].reg, g->t[i].new_tid);
-	for (size_t i = 0; i < g->ncached; i++)
-		ckpt__threads_adopted(g->cached[i], 0);
+	ckpt__rthreads_settle_cached(g);
 	__atomic_store_n(&g->go, GO_RUN, __ATOMIC_RELEASE);
 	ckpt__futex_wake(&g->go, INT_MAX);
 	/* The main thread's part, on this (the new main) thread. */

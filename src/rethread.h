@@ -75,6 +75,10 @@ CKPT__HIDDEN void ckpt__rthreads_cancel(struct ckpt__rthreads *g);
  * on; the calling (main) thread too.  Runs on a stack of ckpt's own. */
 CKPT__HIDDEN void ckpt__rthreads_go(struct ckpt__rthreads *g) __attribute__((noreturn));
 
+/* The reusable stacks adopted are glibc's cache again (one thread or
+ * many; ckpt__rthreads_go does it itself). */
+CKPT__HIDDEN void ckpt__rthreads_settle_cached(struct ckpt__rthreads *g);
+
 CKPT__HIDDEN void ckpt__rthreads_free(struct ckpt__rthreads *g);
 
 #endif /* CKPT_RETHREAD_H */
