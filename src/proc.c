@@ -203,13 +203,24 @@ static int add_fd(const char *name, unsigned type, void *arg)
 	if (*end || end == name || fd < 3 || fd == w->dfd || listed(w->own, fd))
 		return 0;
 	struct stat st;
-	if (fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode))
-		return 0; /* sockets, pipes, devices: not restored */
+	if (fstat((int)fd, &st) != 0)
+		return 0;
 	char link[64];
 	snprintf(link, sizeof link, "/proc/self/fd/%ld", fd);
 	ssize_t len = readlink(link, w->path, PATH_MAX - 1);
 	if (len <= 0)
 		return 0;
+	if (!S_ISREG(st.st_mode)) {
+		/* Sockets, pipes, devices: not restored, but their numbers are
+		 * the program's (it may close them), never ckpt's; ckpt's own
+		 * userfaultfd is not one of them. */
+		static const char uffd[] = "anon_inode:[userfaultfd]";
+		if ((size_t)len == sizeof uffd - 1 && !memcmp(w->path, uffd, sizeof uffd - 1))
+			return 0;
+		int32_t num[2] = {(int32_t)fd, fcntl((int)fd, F_GETFD)};
+		ckpt__pbuf_add(w->b, CKPT__PE_FDNUM, num, sizeof num, NULL, 0);
+		return 0;
+	}
 	/* /proc files name this process: not a program's file. */
 	if (len >= 6 && !memcmp(w->path, "/proc/", 6))
 		return 0;

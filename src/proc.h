@@ -34,6 +34,8 @@ enum {
 	CKPT__PE_BRK,      /* u64 start, u64 end of the brk heap */
 	CKPT__PE_EXCL,     /* u64 lo, u64 hi: a ckpt_exclude range of the handle */
 	CKPT__PE_THREAD,   /* struct ckpt__pthread, then its xsave area */
+	CKPT__PE_FDNUM,    /* i32 fd, i32 fd flags: a descriptor that is not a regular
+			    * file (not restored; its number kept from ckpt's) */
 	CKPT__PE_TMEM,     /* u64 lo, u64 hi, the bytes of [lo, hi): a thread's memory
 			    * outside tracked mappings (its live stack, TLS block and
 			    * descriptor; a reusable stack's descriptor) */

@@ -332,6 +332,8 @@ struct ckpt__resume {
 	struct ckpt__rset made; /* mapped by precreate */
 	uintptr_t brk_was;      /* the break before precreate moved it, or 0 */
 	struct ckpt__rthreads thr; /* the program's threads (THREAD entries) */
+	int32_t (*fdnum)[2];       /* descriptors not restored: number, flags */
+	size_t nfdnum, fdnum_cap;
 	struct tmem *tmem;         /* their memory outside tracked mappings */
 	size_t ntmem, tmem_cap;
 	uintptr_t main_fs;         /* the main thread's thread pointer */
@@ -525,6 +527,17 @@ static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
 	}
 	case CKPT__PE_THREAD:
 		return ckpt__rthreads_add(&r->thr, p, len);
+	case CKPT__PE_FDNUM:
+		if (len != sizeof r->fdnum[0])
+			return CKPT_ECORRUPT;
+		if (ckpt__mem_grow((void **)&r->fdnum, &r->fdnum_cap, r->nfdnum + 1,
+				   sizeof *r->fdnum))
+			return CKPT_ENOMEM;
+		memcpy(r->fdnum[r->nfdnum], p, len);
+		if (r->fdnum[r->nfdnum][0] < 3)
+			return CKPT_ECORRUPT;
+		r->nfdnum++;
+		break;
 	case CKPT__PE_TMEM: {
 		uint64_t v[2];
 		if (len < sizeof v)
@@ -567,6 +580,7 @@ static void rfree(struct ckpt__resume *r)
 		ckpt__mem_free(r->vmas[i].path, strlen(r->vmas[i].path) + 1);
 	ckpt__mem_array_free((void **)&r->vmas, &r->vmas_cap, sizeof *r->vmas);
 	ckpt__rthreads_free(&r->thr);
+	ckpt__mem_array_free((void **)&r->fdnum, &r->fdnum_cap, sizeof *r->fdnum);
 	for (size_t i = 0; i < r->ntmem; i++)
 		ckpt__mem_free(r->tmem[i].bytes, r->tmem[i].hi - r->tmem[i].lo);
 	ckpt__mem_array_free((void **)&r->tmem, &r->tmem_cap, sizeof *r->tmem);
@@ -778,6 +792,29 @@ static int recorded_fd(const struct ckpt__resume *r, int fd)
 	for (size_t i = 0; i < r->nfds; i++)
 		if (r->fds[i].f.fd == fd)
 			return 1;
+	for (size_t i = 0; i < r->nfdnum; i++)
+		if (r->fdnum[i][0] == fd)
+			return 1;
+	return 0;
+}
+
+/* /dev/null at `num` (flags: FD_CLOEXEC or 0), unless it is open. */
+static int hold_fd(int num, int fdflags)
+{
+	if (fcntl(num, F_GETFD) >= 0)
+		return 0; /* the new process's own */
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd < 0 || (fd != num && dup3(fd, num, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return ckpt__fail(ckpt__from_errno(e), "ckpt_open: cannot hold descriptor %d: %s",
+				  num, strerror(e));
+	}
+	if (fd != num)
+		close(fd);
+	else if (!(fdflags & FD_CLOEXEC))
+		fcntl(num, F_SETFD, 0);
 	return 0;
 }
 
@@ -803,22 +840,23 @@ static int reserve_fds(struct ckpt__resume *r)
 	for (size_t i = 0; i < r->nfds; i++)
 		if (r->fds[i].f.fd >= above)
 			above = r->fds[i].f.fd + 1;
+	for (size_t i = 0; i < r->nfdnum; i++)
+		if (r->fdnum[i][0] >= above)
+			above = r->fdnum[i][0] + 1;
 	int rc = move_fd(r, &r->w->dirfd, above);
 	if (!rc)
 		rc = move_fd(r, &r->w->lockfd, above);
 	if (!rc)
 		rc = move_fd(r, &r->w->rd.dirfd, above);
-	for (size_t i = 0; !rc && i < r->nfds; i++) {
-		if (fcntl(r->fds[i].f.fd, F_GETFD) >= 0)
-			continue; /* the new process's own: replaced later */
-		int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || (fd != r->fds[i].f.fd && dup3(fd, r->fds[i].f.fd, O_CLOEXEC) < 0))
-			rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot hold descriptor %d: "
-								 "%s",
-					r->fds[i].f.fd, strerror(errno));
-		if (fd >= 0 && fd != r->fds[i].f.fd)
-			close(fd);
-	}
+	for (size_t k = 0; !rc && r->w->rd_open && k < r->w->rd.n; k++)
+		rc = move_fd(r, &r->w->rd.snaps[k].fd, above);
+	/* A file's number until the file is opened there; the others' for
+	 * good: the program may close what it had there, which must not be
+	 * a descriptor of ckpt's (reading it gives end of file). */
+	for (size_t i = 0; !rc && i < r->nfds; i++)
+		rc = hold_fd(r->fds[i].f.fd, FD_CLOEXEC);
+	for (size_t i = 0; !rc && i < r->nfdnum; i++)
+		rc = hold_fd(r->fdnum[i][0], r->fdnum[i][1]);
 	return rc;
 }
 

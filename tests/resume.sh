@@ -387,10 +387,12 @@ cases() {
 
 	# f: a second thread.
 	n=$be-f
-	run "$n.1" "$n" 1 --threads --kill-at 1
+	run ref4 ref4 4 --threads
+	[ "$rc" -eq 0 ] || fail "ref4 (--threads) exited $rc: $(cat "$scratch/ref4.stderr")"
+	run "$n.1" "$n" 4 --threads --kill-at 1
 	[ "$rc" -eq 137 ] || fail "$n.1 (--threads --kill-at 1) exited $rc: $(cat "$scratch/$n.1.stderr")"
-	run "$n.2" "$n" 1 --threads
-	resumed_ok "$n.2" "$n" 1 "$n.1"
+	run "$n.2" "$n" 4 --threads
+	resumed_ok "$n.2" "$n" 4 "$n.1"
 	say "  f: a snapshot with two threads resumed (the second one joined at the end)"
 
 	# h: the command-line tool, from another directory.
