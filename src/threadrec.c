@@ -357,12 +357,20 @@ static int wait_parked(uint64_t deadline)
 					continue;
 				char name[32];
 				name_of(tid, name, sizeof name);
+				long nr;
+				uintptr_t pc;
+				blocked_call(tid, &nr, &pc);
+				const char *why = blocks(tid, S.sig) ? ": it blocks the signal"
+						  : nr == SYS_vfork || nr == SYS_clone || nr == SYS_clone3
+							  ? ": it waits in vfork for its child to "
+							    "execute a program or exit"
+							  : "";
 				return ckpt__fail(
 					CKPT_EBUSY,
 					"ckpt_commit: thread %d (%s) did not stop within %llu ms%s; a "
 					"resumable commit stops every thread with signal %d (SIGRTMAX)",
 					tid, name, (unsigned long long)(CKPT__STOP_TIMEOUT_NS / 1000000),
-					blocks(tid, S.sig) ? ": it blocks the signal" : "", S.sig);
+					why, S.sig);
 			}
 			continue;
 		}

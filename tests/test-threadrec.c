@@ -20,6 +20,7 @@
 #include <sys/personality.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -426,6 +427,56 @@ static void signal_blocked(const char *dir)
 Test(threadrec, thread_blocking_every_signal_fails_the_commit, .timeout = 30)
 {
 	in_child(signal_blocked, "a thread with every signal blocked");
+}
+
+/* ---- a thread waiting in vfork ------------------------------------------------------------ */
+
+static int vfork_tid;
+
+static void *in_vfork(void *arg)
+{
+	(void)arg;
+	__atomic_store_n(&vfork_tid, gettid_(), __ATOMIC_RELEASE);
+	/* The parent thread waits, unstoppable, until the child ends. */
+	pid_t p = vfork();
+	if (p == 0) {
+		struct timespec ts = {2, 0};
+		syscall(SYS_nanosleep, &ts, NULL);
+		_exit(0);
+	}
+	int st;
+	waitpid(p, &st, 0);
+	return NULL;
+}
+
+static void vfork_waits(const char *dir)
+{
+	ckpt_t *c = open_resumable(dir);
+	if (!c)
+		return;
+	uint64_t id;
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, in_vfork, NULL) == 0);
+	while (!__atomic_load_n(&vfork_tid, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	usleep(100000);
+	int rc = ckpt_commit(c, &id);
+	CHECK(rc == CKPT_EBUSY, "commit: %s", ckpt_strerror(rc));
+	char want[64];
+	snprintf(want, sizeof want, "thread %d (", vfork_tid);
+	const char *msg = ckpt_last_error();
+	if (!strstr(msg, want) || !strstr(msg, "vfork"))
+		child_die("the error does not say the thread waits in vfork: %s", msg);
+	CHECK(pthread_join(t, NULL) == 0);
+	/* Once the child is gone, the thread stops like any other. */
+	CHECK_RC(ckpt_commit(c, &id));
+	CHECK(id == 1);
+	ckpt_close(c);
+}
+
+Test(threadrec, thread_in_vfork_is_named, .timeout = 30)
+{
+	in_child(vfork_waits, "a thread waiting in vfork");
 }
 
 /* ---- the program's own handler for the signal ---------------------------------------------- */
