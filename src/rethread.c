@@ -91,7 +91,7 @@ int ckpt__rthreads_add(struct ckpt__rthreads *g, const unsigned char *p, size_t 
 		return CKPT_ECORRUPT;
 	memcpy(&rec, p, sizeof rec);
 	if (rec.xsave_len != len - sizeof rec || rec.xsave_len > XSAVE_MAX || rec.tid <= 0 ||
-	    !rec.fs_base || ((rec.flags & CKPT__PT_XSAVE) && rec.xsave_len < 512 + 64) ||
+	    ((rec.flags & CKPT__PT_XSAVE) && rec.xsave_len < 512 + 64) ||
 	    (rec.xsave_len && rec.xsave_len < 512))
 		return CKPT_ECORRUPT;
 	if (ckpt__mem_grow((void **)&g->t, &g->cap, g->n + 1, sizeof *g->t))
@@ -152,6 +152,19 @@ int ckpt__rthreads_check(struct ckpt__rthreads *g, uintptr_t tcb_lo, uintptr_t t
 		     r->gregs[CKPT__PT_RSP] > r->stack_hi))
 			goto corrupt;
 	}
+	/* A thread made with a raw clone has no descriptor of glibc's: none
+	 * to give it again. */
+	for (size_t i = 0; i < g->n; i++)
+		for (size_t k = 0; k < g->n; k++) {
+			const struct ckpt__pthread *r = &g->t[i].rec;
+			if (r->fs_base && (k == i || r->fs_base != g->t[k].rec.fs_base))
+				continue;
+			snprintf(why, whysz,
+				 "thread %d (%s) had %s thread pointer (made with clone, not "
+				 "pthread_create): it cannot be created again",
+				 r->tid, r->name, r->fs_base ? "another thread's" : "no");
+			return CKPT_ENOTSUP;
+		}
 	if (g->self < 0 || g->main < 0) {
 		snprintf(why, whysz, "the record names no %s thread",
 			 g->self < 0 ? "committing" : "main");
