@@ -204,7 +204,8 @@ static int add_fd(const char *name, unsigned type, void *arg)
 		return 0;
 	struct stat st;
 	if (fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode))
-		return 0; /* sockets, pipes, devices: not restored */
+		return 0; /* the program's own pipes are pipes.c's; sockets,
+			   * devices, other pipes: not restored */
 	char link[64];
 	snprintf(link, sizeof link, "/proc/self/fd/%ld", fd);
 	ssize_t len = readlink(link, w->path, PATH_MAX - 1);

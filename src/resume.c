@@ -51,6 +51,7 @@
 #include "inject.h"
 #include "maps.h"
 #include "mem.h"
+#include "pipes.h"
 #include "rangeset.h"
 #include "track.h"
 
@@ -314,6 +315,7 @@ struct ckpt__resume {
 	size_t nfds, fds_cap;
 	struct rvma *vmas;
 	size_t nvmas, vmas_cap;
+	struct ckpt__rpipes pipes; /* the program's own pipes */
 	/* glibc's thread descriptor as the snapshot has it. */
 	uintptr_t tcb_lo;
 	unsigned char *tcb;
@@ -512,6 +514,12 @@ static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
 			return CKPT_ENOMEM;
 		break;
 	}
+	case CKPT__PE_PIPE: {
+		int rc = ckpt__pipes_take(&r->pipes, p, len);
+		if (rc)
+			return rc;
+		break;
+	}
 	default:
 		break; /* ARGV, ENV (for `ckpt resume`), later additions */
 	}
@@ -536,6 +544,7 @@ static void rfree(struct ckpt__resume *r)
 	for (size_t i = 0; i < r->nvmas; i++)
 		ckpt__mem_free(r->vmas[i].path, strlen(r->vmas[i].path) + 1);
 	ckpt__mem_array_free((void **)&r->vmas, &r->vmas_cap, sizeof *r->vmas);
+	ckpt__pipes_free(&r->pipes);
 	if (r->tcb)
 		ckpt__mem_free(r->tcb, r->tcb_len);
 	if (r->stack_mem)
@@ -672,7 +681,7 @@ static int recorded_fd(const struct ckpt__resume *r, int fd)
 	for (size_t i = 0; i < r->nfds; i++)
 		if (r->fds[i].f.fd == fd)
 			return 1;
-	return 0;
+	return ckpt__pipes_has_fd(&r->pipes, fd);
 }
 
 /* Moves a descriptor of ckpt's out of the numbers the program had open. */
@@ -688,31 +697,46 @@ static int move_fd(const struct ckpt__resume *r, int *fd, int above)
 	return 0;
 }
 
-/* The program's descriptor numbers are kept free for it: ckpt's are moved
- * above them, and /dev/null holds each free one until the file is opened
- * there (or tracking, which opens a userfaultfd, would take it). */
+/* /dev/null at descriptor n, unless the new process has it open. */
+static int hold_fd(int n)
+{
+	if (fcntl(n, F_GETFD) >= 0)
+		return 0; /* the new process's own: replaced later */
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC), rc = 0;
+	if (fd < 0 || (fd != n && dup3(fd, n, O_CLOEXEC) < 0))
+		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot hold descriptor %d: %s", n,
+				strerror(errno));
+	if (fd >= 0 && fd != n)
+		close(fd);
+	return rc;
+}
+
+/* The program's descriptor numbers (its files' and its pipes') are kept
+ * free for it: ckpt's are moved above them, the chain reader's snapshot
+ * files included (closed when the resumed program runs, they would take
+ * its descriptors with them), and /dev/null holds each free one until the
+ * file or pipe is put there (or tracking, which opens a userfaultfd, would
+ * take it). */
 static int reserve_fds(struct ckpt__resume *r)
 {
 	int above = 3;
 	for (size_t i = 0; i < r->nfds; i++)
 		if (r->fds[i].f.fd >= above)
 			above = r->fds[i].f.fd + 1;
+	for (size_t i = 0; i < r->pipes.nnums; i++)
+		if (r->pipes.nums[i] >= above)
+			above = r->pipes.nums[i] + 1;
 	int rc = move_fd(r, &r->w->dirfd, above);
 	if (!rc)
 		rc = move_fd(r, &r->w->lockfd, above);
 	if (!rc)
 		rc = move_fd(r, &r->w->rd.dirfd, above);
-	for (size_t i = 0; !rc && i < r->nfds; i++) {
-		if (fcntl(r->fds[i].f.fd, F_GETFD) >= 0)
-			continue; /* the new process's own: replaced later */
-		int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || (fd != r->fds[i].f.fd && dup3(fd, r->fds[i].f.fd, O_CLOEXEC) < 0))
-			rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot hold descriptor %d: "
-								 "%s",
-					r->fds[i].f.fd, strerror(errno));
-		if (fd >= 0 && fd != r->fds[i].f.fd)
-			close(fd);
-	}
+	for (size_t i = 0; !rc && r->w->rd_open && i < r->w->rd.n; i++)
+		rc = move_fd(r, &r->w->rd.snaps[i].fd, above);
+	for (size_t i = 0; !rc && i < r->nfds; i++)
+		rc = hold_fd(r->fds[i].f.fd);
+	for (size_t i = 0; !rc && i < r->pipes.nnums; i++)
+		rc = hold_fd(r->pipes.nums[i]);
 	return rc;
 }
 
@@ -1067,7 +1091,12 @@ int ckpt__resume_before(void *arg)
 	if (!rc && r->have_cwd && (cwd = open(r->cwd, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
 		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot enter %s: %s", r->cwd,
 				strerror(errno));
+	/* The program's pipes, made and filled at numbers of ckpt's. */
+	if (!rc)
+		rc = ckpt__pipes_make(&r->pipes);
 	if (rc) {
+		if (cwd >= 0)
+			close(cwd);
 		close_all(fd, nfd);
 		ckpt__mem_free(fd, (nfd ? nfd : 1) * sizeof *fd);
 		return rc;
@@ -1094,6 +1123,8 @@ int ckpt__resume_before(void *arg)
 		rc = place_fd(&r->fds[i], fd[i]);
 		fd[i] = -1;
 	}
+	if (!rc)
+		rc = ckpt__pipes_place(&r->pipes);
 	if (!rc && cwd >= 0 && fchdir(cwd) != 0)
 		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot enter %s: %s", r->cwd,
 				strerror(errno));
