@@ -11,6 +11,7 @@
 #include "commit.h"
 #include "error.h"
 #include "mem.h"
+#include "pipes.h"
 #include "rangeset.h"
 #include "restore.h"
 #include "resume.h"
@@ -460,6 +461,10 @@ static __attribute__((noinline)) int commit_resumable(struct ckpt *c, uint64_t *
 	rc = ckpt__threads_stop();
 	if (!rc && (rc = ckpt__threads_record(&b, c->ctx.rsp)) != 0)
 		rc = ckpt__fail(rc, "ckpt_commit: cannot record the threads");
+	/* The content of the program's pipes, which its threads may write:
+	 * read while they are stopped.  ckpt holds no pipe of its own. */
+	if (!rc)
+		rc = ckpt__pipes_record(&b, NULL);
 	if (rc) {
 		ckpt__threads_go();
 		ckpt__pbuf_free(&b);

@@ -5,7 +5,8 @@
  *
  * CKPT_FAULT="op:N[=ERRNO],..." makes the Nth call of kind op fail with ERRNO
  * (default EIO); op is write, fsync, rename or open (the snapshot writer;
- * open also counts a resume's reopening of the program's files), map (a
+ * open also counts a resume's reopening of the program's files, then its
+ * making of each of the program's pipes), map (a
  * mapping a restore recreates), or sync (a capture reading the back-end's
  * record of the pages written in one region: uffd's PAGEMAP_SCAN walk; the
  * mprotect back-end keeps no such record, its faults mark the bitmap).

@@ -211,8 +211,9 @@ static int add_fd(const char *name, unsigned type, void *arg)
 	if (len <= 0)
 		return 0;
 	if (!S_ISREG(st.st_mode)) {
-		/* Sockets, pipes, devices: not restored, but their numbers are
-		 * the program's (it may close them), never ckpt's; ckpt's own
+		/* Sockets, pipes, devices: not restored (the program's own
+		 * pipes are pipes.c's), but their numbers are the program's (it
+		 * may close them), never ckpt's; ckpt's own
 		 * userfaultfd is not one of them. */
 		static const char uffd[] = "anon_inode:[userfaultfd]";
 		if ((size_t)len == sizeof uffd - 1 && !memcmp(w->path, uffd, sizeof uffd - 1))

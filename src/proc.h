@@ -39,6 +39,7 @@ enum {
 	CKPT__PE_TMEM,     /* u64 lo, u64 hi, the bytes of [lo, hi): a thread's memory
 			    * outside tracked mappings (its live stack, TLS block and
 			    * descriptor; a reusable stack's descriptor) */
+	CKPT__PE_PIPE,     /* struct ckpt__ppipe, its descriptors, its content */
 	CKPT__PE_MAX
 };
 
@@ -113,6 +114,32 @@ struct ckpt__pthread {
 	char name[16];
 };
 _Static_assert(sizeof(struct ckpt__pthread) == 304, "THREAD entry layout (doc/FORMAT.md)");
+
+/* A pipe both of whose ends the program held (pipes.h): this header,
+ * `nfds` struct ckpt__ppipe_fd, then the `len` bytes it held (at most
+ * `capacity`, F_GETPIPE_SZ).  `ino` is its inode at the commit
+ * (pipe:[ino] in /proc), for messages only. */
+struct ckpt__ppipe {
+	uint64_t ino;
+	uint32_t capacity, nfds;
+	uint32_t len, pad;
+};
+_Static_assert(sizeof(struct ckpt__ppipe) == 24, "PIPE entry layout (doc/FORMAT.md)");
+
+#define CKPT__PP_READ 0u
+#define CKPT__PP_WRITE 1u
+
+/* One descriptor of a recorded pipe: its number, which end, and `share`,
+ * the index (in its entry) of the first descriptor that has the same open
+ * file description (its own index if none before it: dup'd descriptors
+ * share one, a descriptor opened again through /proc has its own); the
+ * status flags (F_GETFL) belong to that description. */
+struct ckpt__ppipe_fd {
+	int32_t fd;
+	uint16_t end, share;
+	int32_t flags, fdflags;
+};
+_Static_assert(sizeof(struct ckpt__ppipe_fd) == 16, "PIPE entry layout (doc/FORMAT.md)");
 
 /* A growing record. */
 struct ckpt__pbuf {

@@ -51,6 +51,7 @@
 #include "inject.h"
 #include "maps.h"
 #include "mem.h"
+#include "pipes.h"
 #include "rangeset.h"
 #include "rethread.h"
 #include "track.h"
@@ -320,6 +321,7 @@ struct ckpt__resume {
 	size_t nfds, fds_cap;
 	struct rvma *vmas;
 	size_t nvmas, vmas_cap;
+	struct ckpt__rpipes pipes; /* the program's own pipes */
 	/* glibc's thread descriptor as the snapshot has it. */
 	uintptr_t tcb_lo;
 	unsigned char *tcb;
@@ -555,6 +557,12 @@ static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
 		r->tmem[r->ntmem++] = (struct tmem){v[0], v[1], b};
 		break;
 	}
+	case CKPT__PE_PIPE: {
+		int rc = ckpt__pipes_take(&r->pipes, p, len);
+		if (rc)
+			return rc;
+		break;
+	}
 	default:
 		break; /* ARGV, ENV (for `ckpt resume`), later additions */
 	}
@@ -584,6 +592,7 @@ static void rfree(struct ckpt__resume *r)
 	for (size_t i = 0; i < r->ntmem; i++)
 		ckpt__mem_free(r->tmem[i].bytes, r->tmem[i].hi - r->tmem[i].lo);
 	ckpt__mem_array_free((void **)&r->tmem, &r->tmem_cap, sizeof *r->tmem);
+	ckpt__pipes_free(&r->pipes);
 	if (r->tcb)
 		ckpt__mem_free(r->tcb, r->tcb_len);
 	if (r->stack_mem)
@@ -795,7 +804,7 @@ static int recorded_fd(const struct ckpt__resume *r, int fd)
 	for (size_t i = 0; i < r->nfdnum; i++)
 		if (r->fdnum[i][0] == fd)
 			return 1;
-	return 0;
+	return ckpt__pipes_has_fd(&r->pipes, fd);
 }
 
 /* /dev/null at `num` (flags: FD_CLOEXEC or 0), unless it is open. */
@@ -831,9 +840,13 @@ static int move_fd(const struct ckpt__resume *r, int *fd, int above)
 	return 0;
 }
 
-/* The program's descriptor numbers are kept free for it: ckpt's are moved
- * above them, and /dev/null holds each free one until the file is opened
- * there (or tracking, which opens a userfaultfd, would take it). */
+/* /dev/null at descriptor n, unless the new process has it open. */
+/* The program's descriptor numbers (its files' and its pipes') are kept
+ * free for it: ckpt's are moved above them, the chain reader's snapshot
+ * files included (closed when the resumed program runs, they would take
+ * its descriptors with them), and /dev/null holds each free one until the
+ * file or pipe is put there (or tracking, which opens a userfaultfd, would
+ * take it). */
 static int reserve_fds(struct ckpt__resume *r)
 {
 	int above = 3;
@@ -843,6 +856,9 @@ static int reserve_fds(struct ckpt__resume *r)
 	for (size_t i = 0; i < r->nfdnum; i++)
 		if (r->fdnum[i][0] >= above)
 			above = r->fdnum[i][0] + 1;
+	for (size_t i = 0; i < r->pipes.nnums; i++)
+		if (r->pipes.nums[i] >= above)
+			above = r->pipes.nums[i] + 1;
 	int rc = move_fd(r, &r->w->dirfd, above);
 	if (!rc)
 		rc = move_fd(r, &r->w->lockfd, above);
@@ -857,6 +873,8 @@ static int reserve_fds(struct ckpt__resume *r)
 		rc = hold_fd(r->fds[i].f.fd, FD_CLOEXEC);
 	for (size_t i = 0; !rc && i < r->nfdnum; i++)
 		rc = hold_fd(r->fdnum[i][0], r->fdnum[i][1]);
+	for (size_t i = 0; !rc && i < r->pipes.nnums; i++)
+		rc = hold_fd(r->pipes.nums[i], FD_CLOEXEC);
 	return rc;
 }
 
@@ -1260,11 +1278,16 @@ int ckpt__resume_before(void *arg)
 	if (!rc && r->have_cwd && (cwd = open(r->cwd, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
 		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot enter %s: %s", r->cwd,
 				strerror(errno));
+	/* The program's pipes, made and filled at numbers of ckpt's. */
+	if (!rc)
+		rc = ckpt__pipes_make(&r->pipes);
 	/* The other threads, parked until memory is back: the last thing
 	 * that may fail (a limit on threads) before the process changes. */
 	if (!rc && r->thr.n > 1)
 		rc = ckpt__rthreads_spawn(&r->thr);
 	if (rc) {
+		if (cwd >= 0)
+			close(cwd);
 		close_all(fd, nfd);
 		ckpt__mem_free(fd, (nfd ? nfd : 1) * sizeof *fd);
 		return rc;
@@ -1291,6 +1314,8 @@ int ckpt__resume_before(void *arg)
 		rc = place_fd(&r->fds[i], fd[i]);
 		fd[i] = -1;
 	}
+	if (!rc)
+		rc = ckpt__pipes_place(&r->pipes);
 	if (!rc && cwd >= 0 && fchdir(cwd) != 0)
 		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_open: cannot enter %s: %s", r->cwd,
 				strerror(errno));

@@ -6,7 +6,7 @@
  *
  * Usage: resume-prog --dir DIR --out FILE [--seed S] [--steps N] [--every K]
  *                    [--sleep-us U] [--threads] [--async] [--kill-at ID]
- *                    [--sparse-mib M] [--restore-at ID] [--pthread-exit]
+ *                    [--sparse-mib M] [--restore-at ID] [--pthread-exit] [--pipe]
  *
  * Its state is spread over every kind of memory a resume restores: a
  * static array in .bss, variables in .data, a large malloc block (an mmap
@@ -46,6 +46,21 @@
  * ("glibc counts N threads", where it can be read) and the checksum with
  * stdout left unflushed: glibc ends the process with exit(0), which
  * flushes it, only when it counts no other thread.
+ * --pipe makes three pipes before the loop, all its own: one of 128 KiB
+ * whose read end is also at a second number (close-on-exec, the first
+ * not) and whose write end is non-blocking; one whose write end it closed
+ * after writing a line into it; one whose read end it closed (SIGPIPE
+ * ignored).  Before each commit it writes a line and 70000 bytes (more
+ * than a pipe holds by default), both made from the step and the running
+ * hash, into the first; after the commit returns (0 or CKPT_RESUMED) it
+ * checks the three pipes' descriptors (same pipe, flags, descriptor
+ * flags, capacity, the two read numbers sharing one open file
+ * description), then reads the bytes back, half through each read number,
+ * and compares them.  At the end it reads the second pipe's line, then
+ * end of file, and writes to the third: EPIPE.  Any difference is printed
+ * ("resume-prog: pipe: ...") and exits 1; at the end it prints "pipe:
+ * checked after N commits".  The pipes change neither the checksum nor
+ * FILE.
  * --kill-at ID sends the process SIGKILL right after the commit that wrote
  * snapshot ID returns 0, a deterministic kill; it happens once per FILE
  * (the marker FILE.killed-ID, made first, keeps a process resumed from an
@@ -63,13 +78,17 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/kcmp.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef VARIANT
@@ -236,6 +255,155 @@ static void *waiter(void *arg)
 	return NULL;
 }
 
+/* --pipe: the program's own pipes. */
+#define PIPE_CAP (128u << 10)
+#define PIPE_BLOB 70000u
+#define EOF_LINE "the writer said this, then closed its end\n"
+static int pipe_r, pipe_r2, pipe_w; /* the 128 KiB pipe */
+static int eof_r;                   /* its writer closed */
+static int broken_w;                /* its reader closed */
+static long pipe_checks;
+
+static void pipe_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void pipe_fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "resume-prog: pipe: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, " (step %ld)\n", step_no);
+	va_end(ap);
+	exit(1);
+}
+
+static void pipes_make(void)
+{
+	int p[2], q[2], x[2];
+	if (pipe(p) || pipe(q) || pipe(x))
+		fail("pipe");
+	pipe_r = p[0];
+	pipe_w = p[1];
+	eof_r = q[0];
+	broken_w = x[1];
+	if (fcntl(pipe_w, F_SETPIPE_SZ, (int)PIPE_CAP) < (int)PIPE_CAP ||
+	    fcntl(pipe_w, F_SETFL, O_NONBLOCK) || (pipe_r2 = fcntl(pipe_r, F_DUPFD_CLOEXEC, 0)) < 0)
+		fail("setting up the pipe");
+	if (write(q[1], EOF_LINE, strlen(EOF_LINE)) != (ssize_t)strlen(EOF_LINE) || close(q[1]) ||
+	    close(x[0]) || signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		fail("setting up the closed pipes");
+}
+
+/* The bytes written before the commit of `step`: a line, then PIPE_BLOB
+ * bytes from a generator seeded by it, made and compared a chunk at a
+ * time (big buffers would make every commit store more pages than a run
+ * without --pipe, which resume.sh compares with). */
+static int pipe_line(char *buf, long step, uint64_t running)
+{
+	return snprintf(buf, 64, "step %ld %016llx\n", step, (unsigned long long)running);
+}
+
+static void pipe_gen(uint64_t *x, unsigned char *buf, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		*x = *x * 6364136223846793005u + 1442695040888963407u;
+		buf[i] = (unsigned char)(*x >> 56);
+	}
+}
+
+static void pipe_fill(long step, uint64_t running)
+{
+	char line[64];
+	unsigned char chunk[4096];
+	int n = pipe_line(line, step, running);
+	if (write(pipe_w, line, (size_t)n) != n)
+		fail("writing into the pipe");
+	uint64_t x = running ^ (uint64_t)step;
+	for (size_t off = 0; off < PIPE_BLOB; off += sizeof chunk) {
+		size_t k = PIPE_BLOB - off < sizeof chunk ? PIPE_BLOB - off : sizeof chunk;
+		pipe_gen(&x, chunk, k);
+		if (write(pipe_w, chunk, k) != (ssize_t)k)
+			fail("writing into the pipe");
+	}
+}
+
+/* The descriptor's flags, as a word: access mode and O_NONBLOCK,
+ * close-on-exec in bit 30. */
+static long fd_flags(int fd)
+{
+	int fl = fcntl(fd, F_GETFL), fdf = fcntl(fd, F_GETFD);
+	if (fl < 0 || fdf < 0)
+		pipe_fail("descriptor %d is not open: %s", fd, strerror(errno));
+	return (fl & (O_ACCMODE | O_NONBLOCK)) | ((fdf & FD_CLOEXEC) ? 1l << 30 : 0);
+}
+
+static void pipe_is(int fd, long want, ino_t ino)
+{
+	struct stat st;
+	if (fstat(fd, &st) || !S_ISFIFO(st.st_mode))
+		pipe_fail("descriptor %d is not a pipe", fd);
+	if (ino && st.st_ino != ino)
+		pipe_fail("descriptor %d is another pipe than descriptor %d", fd, pipe_r);
+	if (fd_flags(fd) != want)
+		pipe_fail("descriptor %d has flags %#lx, not %#lx", fd, fd_flags(fd), want);
+}
+
+static void pipe_check(long step, uint64_t running)
+{
+	struct stat st;
+	if (fstat(pipe_r, &st))
+		pipe_fail("descriptor %d: %s", pipe_r, strerror(errno));
+	pipe_is(pipe_r, O_RDONLY, st.st_ino);
+	pipe_is(pipe_r2, O_RDONLY | (1l << 30), st.st_ino);
+	pipe_is(pipe_w, O_WRONLY | O_NONBLOCK, st.st_ino);
+	pipe_is(eof_r, O_RDONLY, 0);
+	pipe_is(broken_w, O_WRONLY, 0);
+	if (fcntl(pipe_r, F_GETPIPE_SZ) != (int)PIPE_CAP)
+		pipe_fail("capacity %d, not %u", fcntl(pipe_r, F_GETPIPE_SZ), PIPE_CAP);
+	long pid = getpid(), same = syscall(SYS_kcmp, pid, pid, KCMP_FILE, pipe_r, pipe_r2);
+	if (same > 0)
+		pipe_fail("descriptors %d and %d do not share a description", pipe_r, pipe_r2);
+	int held = -1, eof_held = -1;
+	char line[64], got_line[64];
+	int n = pipe_line(line, step, running);
+	if (ioctl(pipe_r, FIONREAD, &held) || held != n + (int)PIPE_BLOB)
+		pipe_fail("the pipe holds %d bytes, not %u", held, n + PIPE_BLOB);
+	if (ioctl(eof_r, FIONREAD, &eof_held) || eof_held != (int)strlen(EOF_LINE))
+		pipe_fail("the closed pipe holds %d bytes, not %zu", eof_held, strlen(EOF_LINE));
+	if (read(pipe_r, got_line, (size_t)n) != n || memcmp(got_line, line, (size_t)n))
+		pipe_fail("the line read back is not \"%.*s\"", n - 1, line);
+	/* The blob, its first half through one read number, the rest
+	 * through the other. */
+	uint64_t x = running ^ (uint64_t)step;
+	unsigned char want[4096], got[4096];
+	for (size_t off = 0; off < PIPE_BLOB;) {
+		size_t k = PIPE_BLOB - off < sizeof want ? PIPE_BLOB - off : sizeof want;
+		if (off < PIPE_BLOB / 2 && off + k > PIPE_BLOB / 2)
+			k = PIPE_BLOB / 2 - off;
+		int fd = off < PIPE_BLOB / 2 ? pipe_r : pipe_r2;
+		pipe_gen(&x, want, k);
+		if (read(fd, got, k) != (ssize_t)k)
+			fail("reading the pipe back");
+		if (memcmp(got, want, k))
+			pipe_fail("the bytes %zu to %zu read back through %d differ", off, off + k, fd);
+		off += k;
+	}
+	pipe_checks++;
+}
+
+static void pipe_end(void)
+{
+	char buf[128];
+	ssize_t n = read(eof_r, buf, sizeof buf);
+	if (n != (ssize_t)strlen(EOF_LINE) || memcmp(buf, EOF_LINE, (size_t)n))
+		pipe_fail("the closed pipe read %zd bytes, not %zu", n, strlen(EOF_LINE));
+	if ((n = read(eof_r, buf, sizeof buf)) != 0)
+		pipe_fail("the closed pipe read %zd (%s), not end of file", n, strerror(errno));
+	errno = 0;
+	if (write(broken_w, "x", 1) != -1 || errno != EPIPE)
+		pipe_fail("a write with no reader: %s, not EPIPE", strerror(errno));
+	fprintf(stderr, "pipe: checked after %ld commits\n", pipe_checks);
+}
+
 /* SIGKILL after the commit of snapshot `id`, once per output file. */
 static void kill_once(const char *out, uint64_t id)
 {
@@ -255,7 +423,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: resume-prog --dir DIR --out FILE [--seed S] [--steps N] "
 			"[--every K] [--sleep-us U] [--threads] [--async] [--kill-at ID] "
-			"[--sparse-mib M] [--restore-at ID] [--pthread-exit]\n(%s)\n",
+			"[--sparse-mib M] [--restore-at ID] [--pthread-exit] [--pipe]\n(%s)\n",
 		variant_note);
 	exit(2);
 }
@@ -283,7 +451,7 @@ int main(int argc, char **argv)
 	const char *dir = NULL, *out_path = NULL;
 	long seed = 1, steps = 100, every = 10, sleep_us = 2000, kill_at = 0, sparse_mib = 0;
 	long restore_at = 0;
-	int threads = 0, end_by_pthread_exit = 0;
+	int threads = 0, end_by_pthread_exit = 0, pipes = 0;
 	unsigned flags = CKPT_F_RESUME;
 
 	for (int i = 1; i < argc; i++) {
@@ -294,6 +462,8 @@ int main(int argc, char **argv)
 			flags |= CKPT_F_ASYNC;
 		else if (!strcmp(a, "--pthread-exit"))
 			end_by_pthread_exit = 1;
+		else if (!strcmp(a, "--pipe"))
+			pipes = 1;
 		else if (i + 1 >= argc)
 			usage();
 		else if (!strcmp(a, "--dir"))
@@ -349,6 +519,8 @@ int main(int argc, char **argv)
 	FILE *out = fopen(out_path, "w");
 	if (!out)
 		fail(out_path);
+	if (pipes)
+		pipes_make();
 	pthread_t th;
 	if (threads) {
 		if (pipe(waiter_pipe) || pthread_create(&th, NULL, waiter, NULL))
@@ -378,8 +550,12 @@ int main(int argc, char **argv)
 		if (step_no % every || step_no == steps)
 			continue;
 		uint64_t id = 0;
+		if (pipes)
+			pipe_fill(step_no, running);
 		rc = ckpt_commit(c, &id);
 		check(rc, "ckpt_commit");
+		if (pipes)
+			pipe_check(step_no, running);
 		long off = ftell(out);
 		ckpt_stats st;
 		check(ckpt_stats_get(c, &st), "ckpt_stats_get");
@@ -396,6 +572,8 @@ int main(int argc, char **argv)
 	}
 	if (fclose(out))
 		fail(out_path);
+	if (pipes)
+		pipe_end();
 	if (threads) {
 		close(waiter_pipe[1]);
 		pthread_join(th, NULL);

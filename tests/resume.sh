@@ -45,6 +45,16 @@
 #      (CKPT_EACCES, naming it) and left as they were
 #   q  a program that ends main with pthread_exit, killed and resumed:
 #      exits 0 with its output flushed, glibc counting one thread
+#   r  a program with pipes of its own (--pipe: one holding 70 KB at each
+#      commit, its read end at two numbers, its write end non-blocking;
+#      one whose writer closed; one whose reader closed), killed right
+#      after a commit: a resume whose making of a pipe fails is refused
+#      (exit 3, naming the pipe) with nothing changed; then resumed, the
+#      program finds every pipe at its numbers with its flags, capacity
+#      and content, then end of file, then EPIPE (it checks that itself
+#      and fails loudly), ends as the reference, and holds as many
+#      descriptors as an uninterrupted run with pipes; and the same with
+#      commits written in the background
 #   j  all of the above under CKPT_BACKEND=mprotect and =uffd (uffd skipped,
 #      with the reason, where the kernel lacks it), and a chain written
 #      under one back-end resumed under the other.
@@ -322,6 +332,58 @@ cases() {
 			fail "$n.2: $(grep '^glibc counts' "$scratch/$n.2.stderr") after the resume"
 	fi
 	say "  q: pthread_exit from main after a resume flushes and exits 0"
+
+	# r: the program's own pipes.  EXTRA passes --pipe to every run (and
+	# leaves the descriptor count to the check here: the references
+	# have no pipes).
+	n=$be-r
+	EXTRA=--pipe
+	run "$n.ref" "$n.ref" 2
+	[ "$rc" -eq 0 ] || fail "$n.ref (--pipe) exited $rc: $(cat "$scratch/$n.ref.stderr")"
+	same_as_ref "$n.ref" "$n.ref" 2
+	grep -q '^pipe: checked after 9 commits$' "$scratch/$n.ref.stderr" ||
+		fail "$n.ref did not check its pipes: $(cat "$scratch/$n.ref.stderr")"
+	run "$n.1" "$n" 2 --kill-at 3
+	[ "$rc" -eq 137 ] || fail "$n.1 (--pipe --kill-at 3) exited $rc: $(cat "$scratch/$n.1.stderr")"
+	cp "$scratch/$n.out" "$scratch/$n.out.before"
+	# The files the program had open are opened again first (the output
+	# file, and whatever regular file it inherited), then the pipes:
+	# the Nth open fails, N from 2 up, until a refusal names a pipe.
+	k=2
+	while :; do
+		CKPT_FAULT=open:$k=ENOMEM
+		export CKPT_FAULT
+		run "$n.2" "$n" 2
+		unset CKPT_FAULT
+		msg=$(refused "$n.2" CKPT_ENOMEM) || exit 1
+		cmp -s "$scratch/$n.out" "$scratch/$n.out.before" ||
+			fail "$n.2: the output file changed though the resume was refused ($msg)"
+		printf '%s\n' "$msg" | grep -q 'pipe:\[[0-9]*\]' && break
+		printf '%s\n' "$msg" | grep -q 'cannot reopen' ||
+			fail "$n.2: the refusal names neither a file nor a pipe: $msg"
+		k=$((k + 1))
+		[ $k -le 8 ] || fail "$n.2: no refusal named a pipe up to open:8: $msg"
+	done
+	run "$n.3" "$n" 2
+	resumed_ok "$n.3" "$n" 2
+	[ "$id" -eq 3 ] || fail "$n.3 resumed snapshot $id, not 3"
+	grep -q '^pipe: checked after 9 commits$' "$scratch/$n.3.stderr" ||
+		fail "$n.3 did not check its pipes: $(cat "$scratch/$n.3.stderr")"
+	bad=$(sed -En 's/^(commit|resumed) ([0-9]+) .* fds ([0-9]+)\/.*/\2 \3/p' \
+		"$scratch/$n.ref.stderr" "$scratch/$n.3.stderr" |
+		awk '!($1 in n) { n[$1] = $2; next }
+		     n[$1] != $2 { print "snapshot " $1 ": " $2 " open, uninterrupted " n[$1] }')
+	[ -z "$bad" ] || fail "$n.3: descriptors: $bad"
+	n=$be-ra
+	EXTRA="--pipe --async"
+	run "$n.1" "$n" 2 --kill-at 5
+	[ "$rc" -eq 137 ] || fail "$n.1 (--pipe --async --kill-at 5) exited $rc: $(cat "$scratch/$n.1.stderr")"
+	run "$n.2" "$n" 2
+	resumed_ok "$n.2" "$n" 2
+	grep -q '^pipe: checked after 9 commits$' "$scratch/$n.2.stderr" ||
+		fail "$n.2 did not check its pipes: $(cat "$scratch/$n.2.stderr")"
+	EXTRA=
+	say "  r: pipes of the program's own made again, content and flags; refused unchanged when one cannot be ($msg)"
 
 	# k: commits written in the background (CKPT_F_ASYNC), killed, resumed.
 	n=$be-k
