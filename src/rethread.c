@@ -31,6 +31,7 @@
 #include "rethread.h"
 #include "error.h"
 #include "futex.h"
+#include "held.h"
 #include "mem.h"
 #include "thread.h"
 
@@ -63,12 +64,6 @@
 #define UC_STRICT_RESTORE_SS 0x4
 
 enum { GO_WAIT, GO_RUN, GO_ABORT };
-
-/* held.c: the owners of locks a thread holds (weak until it is built in). */
-CKPT__HIDDEN unsigned ckpt__held_fix(uintptr_t tp, int32_t old_tid, int32_t new_tid)
-	__attribute__((weak));
-CKPT__HIDDEN unsigned ckpt__held_fix_robust(uintptr_t head, int32_t old_tid, int32_t new_tid)
-	__attribute__((weak));
 
 /* ckpt__ctx_jump of resume.c: loads the committing thread's registers. */
 CKPT__HIDDEN void ckpt__ctx_jump(const struct ckpt__pctx *ctx, int value) __attribute__((noreturn));
@@ -388,9 +383,8 @@ __attribute__((no_stack_protector)) static void fix_owners(struct ckpt__rthreads
 			const struct ckpt__rthr *t = &g->t[i];
 			int32_t from = pass ? TID_MARK(i) : t->rec.tid;
 			int32_t to = pass ? t->new_tid : TID_MARK(i);
-			if (ckpt__held_fix)
-				ckpt__held_fix(t->rec.fs_base, from, to);
-			if (t->rec.robust_head && ckpt__held_fix_robust)
+			ckpt__held_fix(t->rec.fs_base, from, to);
+			if (t->rec.robust_head)
 				ckpt__held_fix_robust(t->rec.robust_head, from, to);
 		}
 }
