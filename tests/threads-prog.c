@@ -535,6 +535,48 @@ static void *worker(void *arg)
 	return (void *)(intptr_t)(w + 100);
 }
 
+/* After the commit of step s (--blocked): the mutexes the main thread held
+ * across it are still its own.  A second lock of the error-checking one
+ * fails with EDEADLK at once (glibc compares the owner it recorded with
+ * the caller's thread id; one it does not take for its own would wait
+ * here for ever, so the lock gives up after 2 s), each unlock of what it
+ * holds returns 0 and one more EPERM.  A failure names the owner glibc
+ * recorded and the thread's id. */
+static void release_mutexes(long s, pthread_mutex_t *rec, pthread_mutex_t *errchk)
+{
+	check_identity("the main thread", main_thread, 999, &main_slot);
+	struct timespec limit;
+	clock_gettime(CLOCK_REALTIME, &limit);
+	limit.tv_sec += 2;
+	int rc = pthread_mutex_timedlock(errchk, &limit);
+	if (rc != EDEADLK)
+		die("step %ld: relocking the error-checking mutex: %s, not EDEADLK (owner %d, "
+		    "the main thread's id %d)",
+		    s, rc == ETIMEDOUT ? "still locked after 2 s" : rc ? strerror(rc) : "0",
+		    errchk->__data.__owner, gettid());
+	rc = pthread_mutex_unlock(errchk);
+	if (rc)
+		die("step %ld: unlocking the error-checking mutex: %s (owner %d, the main "
+		    "thread's id %d)",
+		    s, strerror(rc), errchk->__data.__owner, gettid());
+	rc = pthread_mutex_unlock(errchk);
+	if (rc != EPERM)
+		die("step %ld: unlocking the error-checking mutex twice: %s, not EPERM", s,
+		    rc ? strerror(rc) : "0");
+	for (int i = 0; i < 2; i++) {
+		int owner = rec->__data.__owner;
+		rc = pthread_mutex_unlock(rec);
+		if (rc)
+			die("step %ld: unlock %d of the recursive mutex: %s (owner %d, the main "
+			    "thread's id %d)",
+			    s, i + 1, strerror(rc), owner, gettid());
+	}
+	rc = pthread_mutex_unlock(rec);
+	if (rc != EPERM)
+		die("step %ld: a third unlock of the recursive mutex: %s, not EPERM", s,
+		    rc ? strerror(rc) : "0");
+}
+
 /* ---- main --------------------------------------------------------------------- */
 static void usage(void)
 {
@@ -693,32 +735,8 @@ int main(int argc, char **argv)
 			(unsigned long long)bits(acc.max));
 		if (due && !opt_from_worker)
 			commit_point(s, 0);
-		if (due && opt_blocked) {
-			/* The mutexes the main thread held across the commit are
-			 * still its own. */
-			check_identity("the main thread", main_thread, 999, &main_slot);
-			rc = pthread_mutex_lock(&errchk);
-			if (rc != EDEADLK)
-				die("step %ld: locking the error-checking mutex its holder holds: "
-				    "%s,"
-				    " not EDEADLK",
-				    s, rc ? strerror(rc) : "0");
-			check_pthread(pthread_mutex_unlock(&errchk),
-				      "unlocking the error-checking mutex");
-			rc = pthread_mutex_unlock(&errchk);
-			if (rc != EPERM)
-				die("step %ld: unlocking the error-checking mutex twice: %s, not "
-				    "EPERM",
-				    s, rc ? strerror(rc) : "0");
-			check_pthread(pthread_mutex_unlock(&rec), "unlocking the recursive mutex");
-			check_pthread(pthread_mutex_unlock(&rec),
-				      "unlocking the recursive mutex again");
-			rc = pthread_mutex_unlock(&rec);
-			if (rc != EPERM)
-				die("step %ld: a third unlock of the recursive mutex: %s, not "
-				    "EPERM",
-				    s, rc ? strerror(rc) : "0");
-		}
+		if (due && opt_blocked)
+			release_mutexes(s, &rec, &errchk);
 		if (s == kill_step)
 			die_now(s);
 	}
