@@ -21,16 +21,15 @@
 #   c  the same with --commit-from-worker: worker 0 commits between two
 #      barriers, the other workers waiting at the barrier and the main
 #      thread on its condition variable
-#   d  --blocked, committed by the main thread and by worker 0: at every
-#      commit threads are blocked in pthread_cond_wait, sem_wait and a 2 s
-#      nanosleep (each returns 0, not EINTR); the main thread holds a
-#      recursive and an error-checking mutex across the commit and unlocks
-#      them after it (0; EDEADLK and EPERM where due); a thread created
-#      after the commit is joined; pthread_kill reaches a worker's handler;
-#      pthread_self, __thread variables and pthread_getspecific values are
-#      unchanged.  With RESUME_PIPES=yes in the environment also a thread
-#      blocked in read() on a pipe (pipes are not recreated at a resume
-#      yet: see doc/RESUME.md, "Not restored").
+#   d  --blocked --pipe, committed by the main thread and by worker 0: at
+#      every commit threads are blocked in pthread_cond_wait, sem_wait,
+#      read() on a pipe of the program's (a resume makes it again; the byte
+#      written at the end is read) and a 2 s nanosleep (each returns 0, not
+#      EINTR); the main thread holds a recursive and an error-checking
+#      mutex across the commit and unlocks them after it (0; EDEADLK and
+#      EPERM where due); a thread created after the commit is joined;
+#      pthread_kill reaches a worker's handler; pthread_self, __thread
+#      variables and pthread_getspecific values are unchanged.
 #   e  omp-prog with OMP_NUM_THREADS=1, 2 and 4: the reference, then killed
 #      twice and resumed twice: identical, and every region after a resume
 #      has the team the run had before it ("team after resume T")
@@ -64,10 +63,6 @@ done
 STEPS=60
 EVERY=10
 SEEDS="1 2 3"
-PIPE=
-case ${RESUME_PIPES:-no} in
-yes) PIPE=--pipe ;;
-esac
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-resume-threads.XXXXXX") || fail "mktemp -d"
 trap 'rm -rf "$scratch"' EXIT
@@ -237,25 +232,22 @@ $(cat "$scratch/ref$seed-0.sums")"
 	done
 
 	say "  d: threads blocked at every commit (pthread_cond_wait, sem_wait," \
-		"nanosleep${PIPE:+, read on a pipe}), mutexes held across it, a thread" \
-		"created and joined after it, pthread_kill, TLS and pthread_self checked:"
+		"nanosleep, read on a pipe), mutexes held across it, a thread created" \
+		"and joined after it, pthread_kill, TLS and pthread_self checked:"
 	for from in "" --commit-from-worker; do
 		n=$be-d${from:+w}
 		# The reference, for its stdout: the same as without --blocked.
-		run "$n.ref" "$n.ref" "$tprog" --seed 2 --threads 4 --blocked $PIPE $from
+		run "$n.ref" "$n.ref" "$tprog" --seed 2 --threads 4 --blocked --pipe $from
 		ran_ok "$n.ref"
 		cmp -s "$scratch/$n.ref.out" "$scratch/ref2-4.out" ||
 			fail "$n.ref: --blocked changed the output file"
-		kill_twice "$n" "$n.ref" "$tprog" --seed 2 --threads 4 --blocked $PIPE $from
+		kill_twice "$n" "$n.ref" "$tprog" --seed 2 --threads 4 --blocked --pipe $from
 		for k in 2 3; do
 			grep -q '^blocked: .* returned 0, threads joined$' "$scratch/$n.$k.stderr" ||
 				fail "$n.$k: no report of the blocked threads: $(cat "$scratch/$n.$k.stderr")"
 		done
 		say "    ($(grep '^blocked: ' "$scratch/$n.3.stderr"))"
 	done
-	[ -n "$PIPE" ] ||
-		say "  d: not checked: a thread blocked in read() on a pipe (RESUME_PIPES=yes" \
-			"checks it)"
 
 	if [ ! -x "$oprog" ]; then
 		say "  e: not checked: configure found no OpenMP, omp-prog was not built"
