@@ -21,6 +21,12 @@ if ldd "$build/samples/.libs/heat" "$build/samples/heat" 2>/dev/null | grep -q l
 	printf '%s\n' "$out" | grep -q AddressSanitizer ||
 		fail "refused without naming AddressSanitizer: $out"
 	echo "heat-demo.sh: sanitizer build: resuming is refused as documented: $out"
+	# The worker threads, without ckpt, under the sanitizers: the same
+	# checksum as one thread.
+	one=$("$build/samples/heat" -0 -q -n 256 -s 40 -t 1 2>&1) || fail "heat -t 1: $one"
+	four=$("$build/samples/heat" -0 -q -n 256 -s 40 -t 4 2>&1) || fail "heat -t 4: $four"
+	[ "$one" = "$four" ] || fail "heat -0: 4 threads end with '$four', one with '$one'"
+	echo "heat-demo.sh: sanitizer build: heat -0 -t 4 ends as -t 1 ($four)"
 	exit 0
 fi
 one=$("$build/samples/heat" -0 -q -n 1024 -s 1500 -t 1 2>&1) || fail "heat -t 1: $one"
