@@ -19,9 +19,9 @@
  *
  * Usage: heat [-n N] [-s STEPS] [-k K] [-t T] [-d DIR] [-q] [-0 | --no-ckpt]
  *   -n N       cells on a side (default 6144: two grids of 288 MiB)
- *   -t T       worker threads (default 1: the main thread computes alone)
  *   -s STEPS   time steps (default 80)
  *   -k K       commit every K steps (default 20)
+ *   -t T       worker threads (default 1: the main thread computes alone)
  *   -d DIR     the snapshot chain (default heat.ckpt)
  *   -q         no progress lines
  *   -0, --no-ckpt  run without ckpt, for a reference checksum
