@@ -17,10 +17,11 @@
  * files included, and the commit that wrote the snapshot returns a second
  * time, with CKPT_RESUMED.
  *
- * Usage: heat [-n N] [-s STEPS] [-k K] [-d DIR] [-q] [-0 | --no-ckpt]
+ * Usage: heat [-n N] [-s STEPS] [-k K] [-t T] [-d DIR] [-q] [-0 | --no-ckpt]
  *   -n N       cells on a side (default 6144: two grids of 288 MiB)
  *   -s STEPS   time steps (default 80)
  *   -k K       commit every K steps (default 20)
+ *   -t T       worker threads (default 1: the main thread computes alone)
  *   -d DIR     the snapshot chain (default heat.ckpt)
  *   -q         no progress lines
  *   -0, --no-ckpt  run without ckpt, for a reference checksum
@@ -28,9 +29,18 @@
  * a hash of the final grid's bytes.  A finished run leaves its chain
  * behind: run it again and it resumes at its last commit and finishes
  * again; remove DIR to start from step 0.
+ *
+ * With -t T, T threads share each step, each computing a band of whole
+ * rows; the main thread waits for them, then sets the fixed cells, swaps
+ * the grids and commits while they wait for the next step.  Every cell is
+ * computed by the same expression whatever thread computes it, and nothing
+ * is summed across threads, so the checksum is the same for every T.  The
+ * threads are part of what a resume brings back: a resumed run goes on
+ * with its T threads, each where it waited.
  */
 #include <ckpt.h>
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +63,26 @@ static struct {
 	double *cur, *next; /* the grid at step `step`, and the one being written */
 	long step;
 } sim;
+
+/*
+ * The worker threads (-t T, T > 1).  The main thread starts step number
+ * `generation` with a broadcast on `go`; each worker computes its band and
+ * counts itself in `done`, and the last one signals `finished`.  A worker
+ * counts itself and goes back to waiting in one hold of the lock, so once
+ * the main thread sees every worker counted, all of them are waiting: the
+ * commit that follows finds them still.
+ */
+static struct {
+	long threads;
+	pthread_t *ids;
+	pthread_mutex_t lock;
+	pthread_cond_t go, finished;
+	long generation, done;
+	int quit; /* set with the last generation: the workers return */
+} pool = {.threads = 1,
+	  .lock = PTHREAD_MUTEX_INITIALIZER,
+	  .go = PTHREAD_COND_INITIALIZER,
+	  .finished = PTHREAD_COND_INITIALIZER};
 
 static double seconds(void)
 {
@@ -88,18 +118,67 @@ static void initialise(double *g)
 	boundary(g);
 }
 
+/* Rows [lo, hi) of sim.next from sim.cur (inner cells only). */
+static void rows(size_t lo, size_t hi)
+{
+	size_t n = sim.n;
+	const double *u = sim.cur;
+	double *v = sim.next;
+	for (size_t y = lo; y < hi; y++) {
+		const double *up = u + (y - 1) * n, *row = u + y * n, *down = u + (y + 1) * n;
+		double *out = v + y * n;
+		for (size_t x = 1; x < n - 1; x++)
+			out[x] = row[x] + ALPHA * (up[x] + down[x] + row[x - 1] + row[x + 1] -
+						   4.0 * row[x]);
+	}
+}
+
+/* The inner rows of worker w's band out of pool.threads. */
+static void band(long w, size_t *lo, size_t *hi)
+{
+	size_t inner = sim.n - 2, t = (size_t)pool.threads;
+	*lo = 1 + inner * (size_t)w / t;
+	*hi = 1 + inner * (size_t)(w + 1) / t;
+}
+
+static void *worker(void *arg)
+{
+	long w = (long)(intptr_t)arg, seen = 0;
+	size_t lo, hi;
+	band(w, &lo, &hi);
+	pthread_mutex_lock(&pool.lock);
+	for (;;) {
+		while (pool.generation == seen)
+			pthread_cond_wait(&pool.go, &pool.lock);
+		seen = pool.generation;
+		if (pool.quit)
+			break;
+		pthread_mutex_unlock(&pool.lock);
+		rows(lo, hi);
+		pthread_mutex_lock(&pool.lock);
+		if (++pool.done == pool.threads)
+			pthread_cond_signal(&pool.finished);
+	}
+	pthread_mutex_unlock(&pool.lock);
+	return NULL;
+}
+
 /* One time step: sim.next from sim.cur, then the swap. */
 static void step(void)
 {
 	size_t n = sim.n;
 	const double *u = sim.cur;
 	double *v = sim.next;
-	for (size_t y = 1; y < n - 1; y++) {
-		const double *up = u + (y - 1) * n, *row = u + y * n, *down = u + (y + 1) * n;
-		double *out = v + y * n;
-		for (size_t x = 1; x < n - 1; x++)
-			out[x] = row[x] + ALPHA * (up[x] + down[x] + row[x - 1] + row[x + 1] -
-						   4.0 * row[x]);
+	if (pool.threads == 1) {
+		rows(1, n - 1);
+	} else {
+		pthread_mutex_lock(&pool.lock);
+		pool.done = 0;
+		pool.generation++;
+		pthread_cond_broadcast(&pool.go);
+		while (pool.done < pool.threads)
+			pthread_cond_wait(&pool.finished, &pool.lock);
+		pthread_mutex_unlock(&pool.lock);
 	}
 	/* The rows and columns not computed keep their fixed values. */
 	memcpy(v, u, n * sizeof *v);
@@ -130,7 +209,8 @@ static uint64_t checksum(const double *g, size_t cells)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: heat [-n N] [-s STEPS] [-k K] [-d DIR] [-q] [-0 | --no-ckpt]\n");
+	fprintf(stderr,
+		"usage: heat [-n N] [-s STEPS] [-k K] [-t T] [-d DIR] [-q] [-0 | --no-ckpt]\n");
 	exit(2);
 }
 
@@ -172,12 +252,14 @@ int main(int argc, char **argv)
 			steps = number(argv[++i]);
 		else if (i + 1 < argc && !strcmp(a, "-k"))
 			every = number(argv[++i]);
+		else if (i + 1 < argc && !strcmp(a, "-t"))
+			pool.threads = number(argv[++i]);
 		else if (i + 1 < argc && !strcmp(a, "-d"))
 			dir = argv[++i];
 		else
 			usage();
 	}
-	if (n < 64)
+	if (n < 64 || pool.threads > n - 2 || pool.threads > 1024)
 		usage();
 
 	/*
@@ -201,6 +283,23 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	initialise(sim.cur); /* step() writes every cell of the other one */
+
+	/* The workers wait for their first step from the start; a resumed
+	 * run finds them as they were at its commit. */
+	if (pool.threads > 1) {
+		pool.ids = calloc((size_t)pool.threads, sizeof *pool.ids);
+		if (!pool.ids) {
+			fprintf(stderr, "heat: out of memory\n");
+			return 1;
+		}
+		for (long w = 0; w < pool.threads; w++) {
+			int e = pthread_create(&pool.ids[w], NULL, worker, (void *)(intptr_t)w);
+			if (e) {
+				fprintf(stderr, "heat: starting thread %ld: %s\n", w, strerror(e));
+				return 1;
+			}
+		}
+	}
 
 	/* From here on ckpt sees every page the program writes. */
 	if (use_ckpt)
@@ -229,6 +328,16 @@ int main(int argc, char **argv)
 				(unsigned long long)id);
 			start = seconds(); /* times from here on are this process' */
 		}
+	}
+	if (pool.threads > 1) {
+		pthread_mutex_lock(&pool.lock);
+		pool.quit = 1;
+		pool.generation++;
+		pthread_cond_broadcast(&pool.go);
+		pthread_mutex_unlock(&pool.lock);
+		for (long w = 0; w < pool.threads; w++)
+			pthread_join(pool.ids[w], NULL);
+		free(pool.ids);
 	}
 	if (use_ckpt)
 		ckpt_close(c);
