@@ -944,8 +944,12 @@ static int precreate(struct ckpt__resume *r)
 			   ((o->v.perms & CKPT__PV_X) ? PROT_EXEC : 0);
 		for (size_t j = 0; !rc && j < gap.n; j++) {
 			uintptr_t lo = gap.r[j].lo, hi = gap.r[j].hi;
+			/* As glibc maps a thread stack (MAP_STACK, accounted):
+			 * with MAP_NORESERVE it would merge with a malloc arena
+			 * next to it (which glibc maps so), and the stack would
+			 * no longer be a mapping of its own. */
 			long p = ckpt__sys6(SYS_mmap, (long)lo, (long)(hi - lo), prot,
-					    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+					    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK |
 						    MAP_FIXED_NOREPLACE,
 					    -1, 0);
 			if (p == (long)lo && ckpt__rset_add(&r->made, lo, hi))
