@@ -106,11 +106,14 @@ static int resume_chain(struct ckpt *c, const char *dir)
 		 * set again. */
 		ckpt__rset_clear(&c->excl);
 		rc = ckpt__resume_excluded(r, &c->excl);
+		struct ckpt__rset fresh = {0};
+		if (!rc && ckpt__resume_fresh(r, &fresh))
+			rc = ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
 		if (!rc)
 			rc = ckpt_begin(c);
 		if (!rc) {
 			rc = ckpt__restore_ex(c->w, ckpt__resume_id(r), 0, 1, ckpt__resume_before, r,
-					      &c->restored);
+					      &fresh, &c->restored);
 			if (!rc) {
 				ckpt__track_adopt();
 				ckpt__resume_finish(r);
@@ -123,6 +126,7 @@ static int resume_chain(struct ckpt *c, const char *dir)
 				_exit(127);
 			}
 		}
+		ckpt__rset_free(&fresh);
 		/* ckpt_end clears the message: keep it. */
 		char why[512];
 		snprintf(why, sizeof why, "%s", ckpt_last_error());

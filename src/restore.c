@@ -43,6 +43,7 @@
 #include "restore.h"
 #include "bitmap.h"
 #include "error.h"
+#include "fill.h"
 #include "inject.h"
 #include "mem.h"
 #include "shadow.h"
@@ -84,6 +85,8 @@ struct rctx {
 	struct ckpt__rset unmap;    /* mapped now, absent from snapshot k */
 	struct ckpt__rset recreate; /* in snapshot k, not mapped now */
 	struct ckpt__rset spans;    /* made writable for the copy */
+	struct ckpt__rset fresh;    /* of cand, in memory make_room mapped */
+	struct ckpt__rset rest;     /* cand less fresh: written in phase 3 */
 	struct vblock *vb;
 	size_t nvb, vb_cap;
 	size_t staged;              /* bytes of decompressed blocks kept */
@@ -92,6 +95,7 @@ struct rctx {
 	size_t nmade;               /* recreate ranges mapped so far */
 	uintptr_t brk_k;            /* the break as of snapshot k, or 0 */
 	uintptr_t brk_cur;          /* the break when the restore began */
+	uint64_t fresh_pages;       /* pages of fresh */
 	int brk_raised;             /* phase 1 raised it to brk_k */
 	struct zrun {               /* pages to discard, gathered */
 		uintptr_t lo, hi;
@@ -202,6 +206,8 @@ static void rctx_free(struct rctx *r)
 	ckpt__rset_free(&r->unmap);
 	ckpt__rset_free(&r->recreate);
 	ckpt__rset_free(&r->spans);
+	ckpt__rset_free(&r->fresh);
+	ckpt__rset_free(&r->rest);
 }
 
 static int add(struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
@@ -326,8 +332,8 @@ static int load_blocks(struct rctx *r, int use_shadow)
 	const struct ckpt__snap *k = r->target;
 	size_t ps = ckpt__pagesize;
 	int rc = 0;
-	for (size_t i = 0; !rc && i < r->cand.n; i++)
-		for (uintptr_t a = r->cand.r[i].lo; !rc && a < r->cand.r[i].hi; a += ps) {
+	for (size_t i = 0; !rc && i < r->rest.n; i++)
+		for (uintptr_t a = r->rest.r[i].lo; !rc && a < r->rest.r[i].hi; a += ps) {
 			if (use_shadow && ckpt__shadow_get(a))
 				continue;
 			struct ckpt__source src;
@@ -518,8 +524,8 @@ struct pends {
 static int pends_alloc(struct pends *pd, const struct rctx *r)
 {
 	size_t n = 0;
-	for (size_t i = 0; i < r->cand.n; i++)
-		n += (r->cand.r[i].hi - r->cand.r[i].lo) >> ckpt__pageshift;
+	for (size_t i = 0; i < r->rest.n; i++)
+		n += (r->rest.r[i].hi - r->rest.r[i].lo) >> ckpt__pageshift;
 	if (ckpt__mem_grow((void **)&pd->p, &pd->cap, n ? n : 1, sizeof *pd->p))
 		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
 	pd->sorted = ckpt__mem_alloc(pd->cap * sizeof *pd->sorted);
@@ -703,16 +709,16 @@ static int flush_span(struct rctx *r, uintptr_t lo, uintptr_t hi)
 	return 0;
 }
 
-static int open_spans(struct rctx *r)
+static int open_spans(struct rctx *r, const struct ckpt__rset *set)
 {
 	const struct ckpt__rtab *t = T->tab;
 	long est = __atomic_load_n(&T->vma_est, __ATOMIC_RELAXED);
 	long budget = __atomic_load_n(&T->vma_budget, __ATOMIC_RELAXED);
-	int whole = budget && est + 2 * (long)r->cand.n + 64 > budget;
+	int whole = budget && est + 2 * (long)set->n + 64 > budget;
 	const struct ckpt__region *srg = NULL;
 	uintptr_t slo = 0, shi = 0;
-	for (size_t i = 0; i < r->cand.n; i++) {
-		uintptr_t at = r->cand.r[i].lo, hi = r->cand.r[i].hi;
+	for (size_t i = 0; i < set->n; i++) {
+		uintptr_t at = set->r[i].lo, hi = set->r[i].hi;
 		while (at < hi) {
 			/* The piece of the range in one region, or between two. */
 			size_t j = ckpt__rtab_lower(t, at);
@@ -736,6 +742,73 @@ static int open_spans(struct rctx *r)
 	return flush_span(r, slo, shi);
 }
 
+/* ---- phase 2 for fresh memory ----------------------------------------------------------- */
+
+/* out = a ∩ b. */
+static int intersect(const struct ckpt__rset *a, const struct ckpt__rset *b, struct ckpt__rset *out)
+{
+	for (size_t i = 0; i < b->n; i++)
+		for (size_t j = ckpt__rset_lower(a, b->r[i].lo); j < a->n && a->r[j].lo < b->r[i].hi;
+		     j++) {
+			uintptr_t lo = a->r[j].lo > b->r[i].lo ? a->r[j].lo : b->r[i].lo;
+			uintptr_t hi = a->r[j].hi < b->r[i].hi ? a->r[j].hi : b->r[i].hi;
+			if (lo < hi && add(out, lo, hi))
+				return CKPT_ENOMEM;
+		}
+	return 0;
+}
+
+/* Splits the pages to write into fresh (in what make_room or the caller
+ * mapped for this restore: no staging needed, a failure unmaps it) and
+ * rest, and fills the fresh ones from the chain now, on `threads` threads.
+ * Not with the shadow: its copies, not the files, hold those pages. */
+static int fill_fresh(struct rctx *r, int use_shadow, const struct ckpt__rset *made_before,
+		      unsigned threads)
+{
+	struct ckpt__rset made = {0};
+	int rc = 0;
+	if (!use_shadow && !ckpt__shadow_on()) {
+		for (size_t i = 0; !rc && made_before && i < made_before->n; i++)
+			rc = add(&made, made_before->r[i].lo, made_before->r[i].hi);
+		for (size_t i = 0; !rc && i < r->nmade; i++)
+			rc = add(&made, r->recreate.r[i].lo, r->recreate.r[i].hi);
+		if (!rc && r->brk_raised)
+			rc = add(&made, r->brk_cur, r->brk_k);
+		/* Not the TLS block written around glibc's descriptor. */
+		for (size_t i = 0; !rc && i < r->target->nmaps; i++) {
+			const struct ckpt__fmap *fm = &r->target->maps[i];
+			if (fm->kind == CKPT__MK_TLS && fm->keep_len &&
+			    ckpt__rset_del(&made, fm->start, fm->end))
+				rc = CKPT_ENOMEM;
+		}
+	}
+	if (!rc)
+		rc = intersect(&r->cand, &made, &r->fresh);
+	if (!rc && ckpt__rset_copy(&r->rest, &r->cand))
+		rc = CKPT_ENOMEM;
+	for (size_t i = 0; !rc && i < r->fresh.n; i++) {
+		if (ckpt__rset_del(&r->rest, r->fresh.r[i].lo, r->fresh.r[i].hi))
+			rc = CKPT_ENOMEM;
+		r->fresh_pages += (r->fresh.r[i].hi - r->fresh.r[i].lo) >> ckpt__pageshift;
+	}
+	ckpt__rset_free(&made);
+	if (rc)
+		return ckpt__fail(rc, "ckpt_restore: out of memory planning");
+	if (!r->fresh.n)
+		return 0;
+	/* Writable for the copy (the tracker armed what the caller made). */
+	rc = open_spans(r, &r->fresh);
+	if (rc)
+		return rc;
+	struct ckpt__fill f;
+	rc = ckpt__fill_plan(&f, r->c, r->k, &r->fresh);
+	if (!rc)
+		rc = ckpt__fill_run(&f, threads);
+	r->blocks_read += f.ntask;
+	ckpt__fill_free(&f);
+	return rc;
+}
+
 /* Phase 3, with everything read, verified and mapped: from here on the
  * restore goes through. */
 static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch)
@@ -752,9 +825,9 @@ static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch
 			   (long)(r->unmap.r[i].hi - r->unmap.r[i].lo), 0);
 		ckpt__track_unmapped_locked(r->unmap.r[i].lo, r->unmap.r[i].hi);
 	}
-	int rc = open_spans(r);
-	for (size_t i = 0; !rc && i < r->cand.n; i++) {
-		uintptr_t lo = r->cand.r[i].lo, hi = r->cand.r[i].hi;
+	int rc = open_spans(r, &r->rest);
+	for (size_t i = 0; !rc && i < r->rest.n; i++) {
+		uintptr_t lo = r->rest.r[i].lo, hi = r->rest.r[i].hi;
 		/* With the shadow on, the clean pages about to change are the
 		 * newest snapshot's: their copies make a later rollback to it
 		 * cheap. */
@@ -763,6 +836,7 @@ static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch
 		for (uintptr_t a = lo; !rc && a < hi; a += ps)
 			rc = write_page(r, a, scratch, use_shadow, pd);
 	}
+	r->pages += r->fresh_pages;
 	zrun_flush(r);
 	if (!rc)
 		rc = flush_pends(r, pd);
@@ -772,11 +846,12 @@ static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch
 int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shadow,
 		  struct ckpt__restore_stats *st)
 {
-	return ckpt__restore_ex(w, id, use_shadow, 0, NULL, NULL, st);
+	return ckpt__restore_ex(w, id, use_shadow, 0, NULL, NULL, NULL, st);
 }
 
 int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int all,
-		     int (*before)(void *arg), void *arg, struct ckpt__restore_stats *st)
+		     int (*before)(void *arg), void *arg, const struct ckpt__rset *made,
+		     struct ckpt__restore_stats *st)
 {
 	uint64_t t0 = ckpt__now_ns();
 	memset(st, 0, sizeof *st);
@@ -817,6 +892,8 @@ int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int al
 		rc = ckpt__fail(rc, "ckpt_restore: out of memory planning");
 	if (!rc)
 		rc = make_room(&r);
+	if (!rc && (rc = fill_fresh(&r, use_shadow, made, w->threads)) != 0)
+		unmake_room(&r);
 	if (!rc)
 		rc = load_blocks(&r, use_shadow);
 	/* What applying needs, allocated before the point of no return. */

@@ -6,6 +6,7 @@
 #define CKPT_RESTORE_H
 
 #include "commit.h"
+#include "rangeset.h"
 
 struct ckpt__restore_stats {
 	uint64_t pages;     /* pages rewritten */
@@ -22,14 +23,18 @@ struct ckpt__restore_stats {
 CKPT__HIDDEN int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shadow,
 			       struct ckpt__restore_stats *st);
 
-/* The same, with two more choices: `all` rewrites every page of the
- * snapshot (a resume: nothing is known of the memory now), and `before`,
+/* The same, with three more choices: `all` rewrites every page of the
+ * snapshot (a resume: nothing is known of the memory now); `before`,
  * when not NULL, runs once everything is verified and the mappings to
  * recreate are made, before memory the program has mapped changes; its
- * failure is the restore's (the mappings made are removed again).  Zero
- * pages of anonymous private memory are discarded, not written. */
+ * failure is the restore's (the mappings made are removed again); and
+ * `made`, when not NULL, names memory the caller mapped for this restore,
+ * fresh (zeros, or a file's pages), which it removes itself if the restore
+ * fails: its pages are written as soon as their blocks are checked, in
+ * parallel, with nothing staged.  Zero pages of anonymous private memory
+ * are discarded, not written. */
 CKPT__HIDDEN int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int all,
 				  int (*before)(void *arg), void *arg,
-				  struct ckpt__restore_stats *st);
+				  const struct ckpt__rset *made, struct ckpt__restore_stats *st);
 
 #endif /* CKPT_RESTORE_H */

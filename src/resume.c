@@ -577,6 +577,16 @@ int ckpt__resume_excluded(const struct ckpt__resume *r, struct ckpt__rset *out)
 	return 0;
 }
 
+int ckpt__resume_fresh(const struct ckpt__resume *r, struct ckpt__rset *out)
+{
+	for (size_t i = 0; i < r->made.n; i++)
+		if (ckpt__rset_add(out, r->made.r[i].lo, r->made.r[i].hi))
+			return CKPT_ENOMEM;
+	if (r->brk_was && ckpt__rset_add(out, r->brk_was, r->brk_end))
+		return CKPT_ENOMEM;
+	return 0;
+}
+
 static void rfree(struct ckpt__resume *r)
 {
 	ckpt__rset_free(&r->excl);

@@ -45,6 +45,9 @@ struct ckpt__rset;
 /* Adds the handle's ckpt_exclude ranges at the commit to `out`: 0 or
  * CKPT_ENOMEM. */
 CKPT__HIDDEN int ckpt__resume_excluded(const struct ckpt__resume *r, struct ckpt__rset *out);
+/* Adds to out the memory the resume mapped for the snapshot's (fresh:
+ * removed again if the resume is given up).  0 or CKPT_ENOMEM. */
+CKPT__HIDDEN int ckpt__resume_fresh(const struct ckpt__resume *r, struct ckpt__rset *out);
 /* The steps before memory changes (descriptors, directory, umask, signal
  * dispositions, read-only mappings, damaged snapshots set aside); for
  * ckpt__restore_ex's `before`. */

@@ -1,0 +1,342 @@
+/*
+ * fill.c - filling fresh memory from a chain, block by block, on every core.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Planning gives every page of the fresh ranges a code, newest snapshot
+ * first: a page set by a newer snapshot is not looked at again, and a
+ * snapshot older than the mapping's birth gives it nothing.  Then a counting
+ * sort on the block groups the data pages into one task per block.
+ *
+ * Running hands the tasks out through one atomic counter.  A task reads its
+ * block once (pread, so that a file changing or shrinking underneath is an
+ * error, not a signal), checks its hash and that it is one zstd frame with a
+ * content checksum, and decompresses it: straight to its place when the
+ * task wants every page of the block at consecutive addresses (the usual
+ * case for a base), into the thread's buffer otherwise, to copy the pages
+ * wanted.  Each page is written once.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "fill.h"
+#include "error.h"
+#include "mem.h"
+#include "own-thread.h"
+#include "zmem.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_THREADS 64
+
+/* Linux 5.14; Debian 12's headers have it, older ones may not. */
+#define MADV_POPULATE_WRITE_ 23
+
+/* Codes of the plan, one per page: 0 nothing found yet, ZERO or FILE (a
+ * run says so: the fresh page holds it already), or a data page:
+ * ((global block + 1) << 8) | page in the block. */
+enum { C_NONE = 0, C_ZERO = 1, C_FILE = 2, C_DATA = 256 };
+
+void ckpt__fill_free(struct ckpt__fill *f)
+{
+	ckpt__mem_array_free((void **)&f->task, &f->task_cap, sizeof *f->task);
+	ckpt__mem_array_free((void **)&f->page, &f->page_cap, sizeof *f->page);
+	ckpt__mem_array_free((void **)&f->pop, &f->pop_cap, sizeof *f->pop);
+	memset(f, 0, sizeof *f);
+}
+
+/* Gives the pages of [lo, hi) (inside fresh range i, whose first page is
+ * number base) that have no code yet the code run r of snapshot number j
+ * (global block numbers from gb) gives them. */
+static int mark(uint64_t *code, size_t base, uintptr_t rlo, const struct ckpt__snap *s,
+		const struct ckpt__frun *r, uint64_t gb, uintptr_t lo, uintptr_t hi, size_t *unset)
+{
+	size_t ps = ckpt__pagesize;
+	for (uintptr_t a = lo; a < hi; a += ps) {
+		uint64_t *c = &code[base + ((a - rlo) >> ckpt__pageshift)];
+		if (*c != C_NONE)
+			continue;
+		if (r->kind == CKPT__RK_ZERO) {
+			*c = C_ZERO;
+		} else if (r->kind == CKPT__RK_FILE) {
+			*c = C_FILE;
+		} else {
+			uint64_t pg = r->block_page + ((a - r->start) >> ckpt__pageshift);
+			if (r->block >= s->nblocks || pg >= CKPT__BLOCK_PAGES)
+				return ckpt__fail(CKPT_ECORRUPT, "%s: the run at %#lx points past its block",
+						  s->name, (unsigned long)r->start);
+			*c = ((gb + r->block + 1) << 8) | pg;
+		}
+		(*unset)--;
+	}
+	return 0;
+}
+
+/* Pages made present in one call, by one thread. */
+#define POP_CHUNK ((uintptr_t)2 << 20)
+
+/* A run of data pages to make present before the copies (a fault per page
+ * costs more); single pages are left to their fault. */
+static int pop_add(struct ckpt__fill *f, uintptr_t lo, uintptr_t hi)
+{
+	if (hi - lo < 2 * ckpt__pagesize)
+		return 0;
+	if (ckpt__mem_grow((void **)&f->pop, &f->pop_cap, f->npop + 1, sizeof *f->pop))
+		return CKPT_ENOMEM;
+	f->pop[f->npop++] = (struct ckpt__range){lo, hi};
+	return 0;
+}
+
+int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
+		    const struct ckpt__rset *fresh)
+{
+	memset(f, 0, sizeof *f);
+	const struct ckpt__snap *top = ckpt__chain_find(c, id);
+	if (!top || !fresh->n)
+		return 0;
+	size_t nsnap = (size_t)(top - c->snaps) + 1, ps = ckpt__pagesize;
+	size_t *base = ckpt__mem_alloc((fresh->n + 1) * sizeof *base);
+	uint64_t *gbase = ckpt__mem_alloc((nsnap + 1) * sizeof *gbase);
+	uint64_t *code = NULL;
+	uint32_t *count = NULL;
+	int rc = base && gbase ? 0 : CKPT_ENOMEM;
+	size_t npages = 0;
+	for (size_t i = 0; !rc && i < fresh->n; i++) {
+		base[i] = npages;
+		npages += (fresh->r[i].hi - fresh->r[i].lo) >> ckpt__pageshift;
+	}
+	for (size_t j = 0; !rc && j < nsnap; j++)
+		gbase[j + 1] = gbase[j] + c->snaps[j].nblocks;
+	if (!rc && !(code = ckpt__mem_alloc(npages * sizeof *code)))
+		rc = CKPT_ENOMEM;
+	/* Newest first; stops when every page has its code. */
+	size_t unset = npages;
+	for (size_t j = nsnap; !rc && unset && j-- > 0;) {
+		const struct ckpt__snap *s = &c->snaps[j];
+		if (s->h.page_size != ps) {
+			rc = ckpt__fail(CKPT_EFOREIGN, "%s: page size %u in a chain of %zu", s->name,
+					s->h.page_size, ps);
+			break;
+		}
+		for (size_t k = 0; !rc && k < s->nruns; k++) {
+			const struct ckpt__frun *r = &s->runs[k];
+			uintptr_t rlo = r->start, rhi = rlo + ((uintptr_t)r->npages << ckpt__pageshift);
+			for (size_t i = ckpt__rset_lower(fresh, rlo);
+			     !rc && i < fresh->n && fresh->r[i].lo < rhi; i++) {
+				uintptr_t lo = rlo > fresh->r[i].lo ? rlo : fresh->r[i].lo;
+				uintptr_t hi = rhi < fresh->r[i].hi ? rhi : fresh->r[i].hi;
+				while (!rc && lo < hi) {
+					/* Only from snapshots that had the mapping. */
+					const struct ckpt__fmap *m = ckpt__snap_map_at(top, lo);
+					uintptr_t e = m && m->end < hi ? m->end : hi;
+					if (m && s->h.id >= m->born)
+						rc = mark(code, base[i], fresh->r[i].lo, s, r, gbase[j], lo,
+							  e, &unset);
+					lo = m ? e : lo + ps;
+				}
+			}
+		}
+	}
+	/* The data pages, grouped by block (a counting sort keeps each
+	 * block's pages in address order). */
+	uint64_t nblocks = gbase ? gbase[nsnap] : 0;
+	if (!rc && !(count = ckpt__mem_alloc((nblocks + 1) * sizeof *count)))
+		rc = CKPT_ENOMEM;
+	size_t ndata = 0;
+	for (size_t p = 0; !rc && p < npages; p++) {
+		if (code[p] >= C_DATA) {
+			count[(code[p] >> 8)]++;
+			ndata++;
+		} else if (code[p] != C_NONE) {
+			f->other_pages++;
+		}
+	}
+	size_t ntask = 0;
+	for (uint64_t b = 1; !rc && b <= nblocks; b++)
+		ntask += count[b] != 0;
+	if (!rc && (ckpt__mem_grow((void **)&f->page, &f->page_cap, ndata ? ndata : 1,
+				   sizeof *f->page) ||
+		    ckpt__mem_grow((void **)&f->task, &f->task_cap, ntask ? ntask : 1,
+				   sizeof *f->task)))
+		rc = CKPT_ENOMEM;
+	if (!rc) {
+		/* count[b] becomes where block b's pages start; one task each. */
+		size_t at = 0, j = 0;
+		for (uint64_t b = 1; b <= nblocks; b++) {
+			if (!count[b])
+				continue;
+			while (gbase[j + 1] < b)
+				j++;
+			f->task[f->ntask++] = (struct ckpt__fill_task){
+				.snap = &c->snaps[j],
+				.block = (uint32_t)(b - 1 - gbase[j]),
+				.n = count[b],
+				.first = at,
+			};
+			size_t n = count[b];
+			count[b] = (uint32_t)f->ntask - 1;
+			at += n;
+		}
+		uintptr_t plo = 0, phi = 0;
+		for (size_t i = 0; !rc && i < fresh->n; i++)
+			for (uintptr_t a = fresh->r[i].lo; !rc && a < fresh->r[i].hi; a += ps) {
+				uint64_t cd = code[base[i] + ((a - fresh->r[i].lo) >> ckpt__pageshift)];
+				if (cd < C_DATA)
+					continue;
+				if (a != phi || phi - plo >= POP_CHUNK) {
+					rc = pop_add(f, plo, phi);
+					plo = a;
+				}
+				phi = a + ps;
+				struct ckpt__fill_task *t = &f->task[count[cd >> 8]];
+				f->page[t->first + t->set++] = (struct ckpt__fill_page){
+					.addr = a, .page = (uint32_t)(cd & 0xff)};
+			}
+		if (!rc)
+			rc = pop_add(f, plo, phi);
+		f->npage = ndata;
+		f->data_pages = ndata;
+	}
+	if (rc == CKPT_ENOMEM)
+		rc = ckpt__fail(CKPT_ENOMEM, "out of memory planning a restore of %zu pages", npages);
+	if (count)
+		ckpt__mem_free(count, (nblocks + 1) * sizeof *count);
+	if (code)
+		ckpt__mem_free(code, npages * sizeof *code);
+	if (gbase)
+		ckpt__mem_free(gbase, (nsnap + 1) * sizeof *gbase);
+	if (base)
+		ckpt__mem_free(base, (fresh->n + 1) * sizeof *base);
+	return rc;
+}
+
+/* ---- running ------------------------------------------------------------------------------ */
+
+struct run {
+	struct ckpt__fill *f;
+	size_t next_pop; /* the next run to make present */
+	size_t next;     /* the next task to take */
+	int err;         /* the first failure */
+	ckpt__spin lock; /* over msg */
+	char msg[256];
+};
+
+struct worker {
+	struct run *run;
+	ZSTD_DCtx *dctx;
+	void *raw, *stored; /* a block each */
+};
+
+/* Block t of its snapshot into place. */
+static int do_task(struct worker *w, const struct ckpt__fill_task *t)
+{
+	const struct ckpt__fill_page *pg = &w->run->f->page[t->first];
+	const struct ckpt__snap *s = t->snap;
+	size_t ps = ckpt__pagesize;
+	if (t->block >= s->nblocks)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: no block %u", s->name, t->block);
+	const struct ckpt__fblock *fb = &s->blocks[t->block];
+	uint32_t npages = fb->rsize / (uint32_t)ps;
+	if (fb->rsize % ps || npages > CKPT__BLOCK_PAGES)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes of pages", s->name, t->block,
+				  fb->rsize);
+	/* Every page of the block, in order, at consecutive addresses. */
+	int direct = t->n == npages;
+	for (uint32_t i = 0; i < t->n; i++) {
+		if (pg[i].page >= npages)
+			return ckpt__fail(CKPT_ECORRUPT, "%s: block %u holds %u pages, not %u",
+					  s->name, t->block, npages, pg[i].page + 1);
+		if (pg[i].page != i || pg[i].addr != pg[0].addr + i * ps)
+			direct = 0;
+	}
+	void *out = direct ? (void *)pg[0].addr : w->raw;
+	int rc = ckpt__snap_block(s, w->dctx, t->block, out, w->stored);
+	if (!rc && fb->codec == CKPT__CODEC_ZSTD) {
+		ZSTD_frameHeader zh;
+		if (ZSTD_getFrameHeader(&zh, w->stored, fb->csize) != 0 || !zh.checksumFlag)
+			rc = ckpt__fail(CKPT_ECORRUPT, "%s: block %u: the frame has no content checksum",
+					s->name, t->block);
+	}
+	if (!rc && !direct)
+		for (uint32_t i = 0; i < t->n; i++)
+			memcpy((void *)pg[i].addr, (const char *)w->raw + (size_t)pg[i].page * ps, ps);
+	return rc;
+}
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	struct run *r = w->run;
+	/* First every run of pages to write made present, all threads at
+	 * it; a thread that finds none left goes on to the blocks. */
+	for (;;) {
+		size_t i = __atomic_fetch_add(&r->next_pop, 1, __ATOMIC_RELAXED);
+		if (i >= r->f->npop)
+			break;
+		const struct ckpt__range *p = &r->f->pop[i];
+		ckpt__sys3(SYS_madvise, (long)p->lo, (long)(p->hi - p->lo), MADV_POPULATE_WRITE_);
+	}
+	for (;;) {
+		if (__atomic_load_n(&r->err, __ATOMIC_RELAXED))
+			break;
+		size_t i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
+		if (i >= r->f->ntask)
+			break;
+		int rc = do_task(w, &r->f->task[i]);
+		if (rc) {
+			ckpt__spin_lock(&r->lock);
+			if (!r->err) {
+				r->err = rc;
+				snprintf(r->msg, sizeof r->msg, "%s", ckpt_last_error());
+			}
+			ckpt__spin_unlock(&r->lock);
+			break;
+		}
+	}
+	return NULL;
+}
+
+int ckpt__fill_run(struct ckpt__fill *f, unsigned threads)
+{
+	if (!f->ntask)
+		return 0;
+	if (threads < 1)
+		threads = 1;
+	if (threads > MAX_THREADS)
+		threads = MAX_THREADS;
+	if (threads > f->ntask)
+		threads = (unsigned)f->ntask;
+	size_t blk = (size_t)CKPT__BLOCK_PAGES * ckpt__pagesize;
+	struct run r = {.f = f};
+	struct worker w[MAX_THREADS];
+	struct ckpt__own_thread th[MAX_THREADS];
+	unsigned n = 0, started = 0;
+	int rc = 0;
+	for (; n < threads; n++) {
+		w[n] = (struct worker){.run = &r, .dctx = ckpt__zstd_dctx(),
+				       .raw = ckpt__mem_alloc(blk), .stored = ckpt__mem_alloc(blk)};
+		if (!w[n].dctx || !w[n].raw || !w[n].stored) {
+			n++;
+			rc = ckpt__fail(CKPT_ENOMEM, "out of memory for restoring");
+			break;
+		}
+	}
+	/* Workers 1..n-1 on threads of ckpt's own, worker 0 here. */
+	while (!rc && started + 1 < n && ckpt__thread_spawn(&th[started], work, &w[started + 1]) == 0)
+		started++;
+	if (!rc)
+		work(&w[0]);
+	for (unsigned i = 0; i < started; i++)
+		ckpt__thread_join(&th[i]);
+	if (!rc && r.err)
+		rc = ckpt__fail(r.err, "%s", r.msg);
+	for (unsigned i = 0; i < n; i++) {
+		if (w[i].dctx)
+			ZSTD_freeDCtx(w[i].dctx);
+		if (w[i].raw)
+			ckpt__mem_free(w[i].raw, blk);
+		if (w[i].stored)
+			ckpt__mem_free(w[i].stored, blk);
+	}
+	return rc;
+}

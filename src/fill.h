@@ -1,0 +1,64 @@
+/*
+ * fill.h - filling fresh memory from a chain, block by block, on every core.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * A restore (and a resume, which is a restore of everything) writes most of
+ * its pages into mappings it has just made: memory the program has not
+ * seen, which a failure simply unmaps.  There nothing has to be staged: each
+ * block the pages need is read once, checked and decompressed straight to
+ * its place (or, when only some of its pages are wanted, into a buffer they
+ * are copied from), by as many threads of ckpt's own as asked.  Which
+ * snapshot each page comes from is worked out once for all pages, newest
+ * snapshot first, in time that follows the runs of the chain rather than
+ * pages times snapshots.
+ */
+#ifndef CKPT_FILL_H
+#define CKPT_FILL_H
+
+#include "rangeset.h"
+#include "snap-read.h"
+
+/* The pages of one block to write. */
+struct ckpt__fill_task {
+	const struct ckpt__snap *snap;
+	uint32_t block;
+	uint32_t n;     /* pages */
+	uint32_t set;   /* pages placed so far, while planning */
+	size_t first;   /* the first in ckpt__fill.page */
+};
+
+struct ckpt__fill_page {
+	uintptr_t addr;
+	uint32_t page;  /* in the block */
+	uint32_t pad;
+};
+
+struct ckpt__fill {
+	struct ckpt__fill_task *task;
+	size_t ntask, task_cap;
+	struct ckpt__fill_page *page; /* grouped by task, ascending addresses */
+	size_t npage, page_cap;
+	struct ckpt__range *pop;      /* runs of data pages, to make present first */
+	size_t npop, pop_cap;
+	uint64_t data_pages;          /* pages with data, in page */
+	uint64_t other_pages;         /* pages that read as zero or as their file */
+};
+
+/* Works out, for every page of `fresh` (page-aligned ranges inside mappings
+ * of snapshot `id` of chain c, holding what a new mapping holds: zeros, or
+ * its file), which block of which snapshot holds its content as of `id`.
+ * Pages with no data stay as they are.  0, CKPT_ENOMEM or CKPT_ECORRUPT
+ * (a run pointing outside its block), with the message set.  f is freed
+ * with ckpt__fill_free either way. */
+CKPT__HIDDEN int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
+				 const struct ckpt__rset *fresh);
+
+/* Reads, checks and decompresses every block of the plan into place, on
+ * `threads` threads (the caller's among them; fewer if ckpt cannot make
+ * them).  The first failure stops the others and is returned with its
+ * message; the memory is then partly written and the caller unmaps it. */
+CKPT__HIDDEN int ckpt__fill_run(struct ckpt__fill *f, unsigned threads);
+
+CKPT__HIDDEN void ckpt__fill_free(struct ckpt__fill *f);
+
+#endif /* CKPT_FILL_H */
