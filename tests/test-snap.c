@@ -1047,6 +1047,166 @@ Test(snap, a_mapping_that_cannot_be_recreated_leaves_memory_as_it_was, .timeout 
 	in_child(map_fails, "mmap fails");
 }
 
+/* ---- memory a restore maps again, filled straight from the blocks ---------------------- */
+
+/* Page i: noise (a raw block) in stretches of five, compressible between. */
+static void fill_mixed(char *page, size_t i, uint64_t *seed)
+{
+	size_t ps = pagesz();
+	if ((i / 5) % 2) {
+		for (size_t k = 0; k < ps; k += 8) {
+			uint64_t v = rnd(seed);
+			memcpy(page + k, &v, 8);
+		}
+	} else {
+		fill_compressible(page, ps, rnd(seed));
+	}
+}
+
+#define LC_PAGES 200
+#define LC_COMMITS 30
+
+/* A mapping unmapped (whole, or its middle) and restored from a chain of
+ * thirty: each page comes from the newest snapshot that has it, whether
+ * its block is wanted whole (decompressed in place) or in part. */
+static void long_chain_refill(const char *dir)
+{
+	size_t ps = pagesz(), one = LC_PAGES * ps;
+	ckpt_t *c = open_chain(dir, 0);
+	char *m = map_anon(LC_PAGES, 0);
+	char *copies = safe_area(c, one * (LC_COMMITS + 1));
+	uint64_t seed = 0x9e3779b97f4a7c15u;
+	for (size_t i = 0; i < LC_PAGES; i++)
+		fill_mixed(m + i * ps, i, &seed);
+	CHECK_RC(ckpt_begin(c));
+	for (int id = 1; id <= LC_COMMITS; id++) {
+		for (int w = 0; id > 1 && w < 6; w++) {
+			size_t page = rnd(&seed) % LC_PAGES;
+			if (w == 5)
+				memset(m + page * ps, 0, ps);
+			else
+				fill_mixed(m + page * ps, rnd(&seed), &seed);
+		}
+		uint64_t got;
+		CHECK_RC(ckpt_commit(c, &got));
+		CHECK(got == (uint64_t)id);
+		memcpy(copies + (size_t)id * one, m, one);
+	}
+	static const int ids[] = {LC_COMMITS, 1, 17, LC_COMMITS, 2};
+	for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+		if (k % 2 == 0)
+			CHECK(munmap(m, one) == 0);
+		else
+			CHECK(munmap(m + 50 * ps, 100 * ps) == 0);
+		CHECK_RC(ckpt_restore(c, (uint64_t)ids[k]));
+		const char *want = copies + (size_t)ids[k] * one;
+		for (size_t i = 0; i < LC_PAGES; i++)
+			if (memcmp(m + i * ps, want + i * ps, ps) != 0)
+				child_die("page %zu differs after unmapping %s and restoring %d", i,
+					  k % 2 ? "the middle" : "all", ids[k]);
+	}
+	ckpt_close(c);
+}
+
+Test(snap, a_mapping_restored_from_a_long_chain_gets_each_page_from_its_newest_snapshot,
+     .timeout = 120)
+{
+	in_child(long_chain_refill, "long chain refill");
+}
+
+/* Garbles every block of the snapshot at path stored with `codec`: zstd
+ * frames with their hash made right again (decompression must catch them),
+ * raw blocks as they are (their hash must).  Returns how many. */
+static int garble_blocks(const char *path, uint32_t codec)
+{
+	struct snapfile sf;
+	file_load(path, &sf);
+	unsigned char *b = sf.b;
+	struct ckpt__fsect *bs = &sf.h.sect[CKPT__SEC_BLOCKS];
+	size_t nb = (size_t)(bs->size / sizeof(struct ckpt__fblock));
+	int n = 0;
+	for (size_t i = 0; i < nb; i++) {
+		struct ckpt__fblock blk;
+		memcpy(&blk, b + bs->offset + i * sizeof blk, sizeof blk);
+		if (blk.codec != codec)
+			continue;
+		b[blk.offset + blk.csize / 2] ^= 0x5a;
+		b[blk.offset + blk.csize / 2 + 1] ^= 0xa5;
+		if (blk.codec == CKPT__CODEC_ZSTD)
+			blk.hash = ckpt__xxh64(b + blk.offset, blk.csize, 0);
+		memcpy(b + bs->offset + i * sizeof blk, &blk, sizeof blk);
+		n++;
+	}
+	bs->hash = ckpt__xxh64(b + bs->offset, bs->size, 0);
+	file_store(&sf);
+	return n;
+}
+
+static char probe[4096] __attribute__((aligned(4096)));
+
+/* The codec of the blocks refill_damaged garbles. */
+static uint32_t damaged_codec;
+
+/* A restore that must map a mapping again from damaged blocks is refused:
+ * the mapping is not left behind, nothing else changed, and the snapshot
+ * before still restores. */
+static void refill_damaged(const char *dir)
+{
+	size_t ps = pagesz(), n = 384;
+	ckpt_t *c = open_chain(dir, 0);
+	char *m = map_anon(n, 0);
+	char *copy = safe_area(c, n * ps);
+	uint64_t seed = 77;
+	/* Noise first (raw blocks), then compressible pages (zstd). */
+	for (size_t i = 0; i < n; i++)
+		fill_mixed(m + i * ps, i < n / 2 ? 5 : 0, &seed);
+	memcpy(copy, m, n * ps);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	for (size_t i = 0; i < n; i++)
+		fill_mixed(m + i * ps, i < n / 2 ? 5 : 0, &seed);
+	CHECK_RC(ckpt_commit(c, NULL));
+	char path[512];
+	snprintf(path, sizeof path, "%s/snap-00000002.ckpt", dir);
+	const char *what = damaged_codec == CKPT__CODEC_RAW ? "raw" : "zstd";
+	if (garble_blocks(path, damaged_codec) == 0)
+		child_die("snapshot 2 has no %s block", what);
+	CHECK(munmap(m, n * ps) == 0);
+	probe[0] = 9;
+	int rc = ckpt_restore(c, CKPT_LATEST);
+	if (rc != CKPT_ECORRUPT)
+		child_die("restore from damaged %s blocks returned %s (%s)", what, ckpt_err_name(rc),
+			  ckpt_last_error());
+	if (!strstr(ckpt_last_error(), "snap-00000002.ckpt"))
+		child_die("the error does not name the file: %s", ckpt_last_error());
+	/* Raw blocks have their hash only; zstd frames their checksum. */
+	if ((damaged_codec == CKPT__CODEC_RAW) != (strstr(ckpt_last_error(), "hash") != NULL))
+		child_die("a damaged %s block refused for another reason: %s", what,
+			  ckpt_last_error());
+	char perms[8];
+	if (strcmp(perms_of(m, perms), ""))
+		child_die("the refused restore left the mapping behind (%s)", perms);
+	CHECK(probe[0] == 9);
+	CHECK_RC(ckpt_restore(c, 1));
+	CHECK(memcmp(m, copy, n * ps) == 0);
+	CHECK(probe[0] == 0);
+	ckpt_close(c);
+}
+
+Test(snap, a_mapping_refilled_from_damaged_raw_blocks_is_refused_and_not_left_behind,
+     .timeout = 60)
+{
+	damaged_codec = CKPT__CODEC_RAW;
+	in_child(refill_damaged, "damaged raw refill");
+}
+
+Test(snap, a_mapping_refilled_from_damaged_zstd_blocks_is_refused_and_not_left_behind,
+     .timeout = 60)
+{
+	damaged_codec = CKPT__CODEC_ZSTD;
+	in_child(refill_damaged, "damaged zstd refill");
+}
+
 /* ---- the process record holds the program's files, not ckpt's ------------------------ */
 
 /* The paths of the descriptors the process record of snapshot file `path`
