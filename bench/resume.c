@@ -2,11 +2,12 @@
  * bench/resume.c - what resuming a killed program costs.
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Two measurements, in one run:
- *   1. heap size  a chain of one base snapshot of a program whose heap (one
- *                 anonymous mapping) is 64 MiB, 256 MiB, 1 GiB and 4 GiB,
- *                 as far as the memory of the machine allows (a size runs
- *                 when MemAvailable holds 2.5 times it);
+ * Three measurements, in one run:
+ *   1. heap size  the chain of a program whose heap (one anonymous mapping)
+ *                 is 64 MiB, 256 MiB, 1 GiB and 4 GiB, as far as the memory
+ *                 of the machine allows (a size runs when MemAvailable holds
+ *                 2.5 times it): its base and one increment after 5% of its
+ *                 pages were written (the rate of bench/pause's field);
  *   2. chain      a 256 MiB heap, its base followed by 1, 10 and 100
  *                 increments, each written after 1% of the heap's pages
  *                 (chosen at random) were written;
@@ -46,7 +47,19 @@
  *               the parent: the bytes a resume must at least read.  The
  *               files are in the page cache (they were just written and
  *               resumed from), as they are for the resume.
- * and the ratios resume/read and restore rate = heap / (resume - re-exec).
+ *   floor       what any resume of these files must do, by the parent:
+ *               read(2) every file whole, then decompress every block
+ *               (zstd frames; raw blocks copied) on every CPU into a new
+ *               mapping the size of the heap (its pages made as they are
+ *               written, as a resume's are).  The block table is found as
+ *               doc/FORMAT.md describes it.
+ *   run         spawn to the moment the resumed child has read every page
+ *               of its heap once: with a lazy resume, what the program
+ *               waited for in all.
+ * and the ratios resume/floor, resume/read and restore rate = heap /
+ * (resume - re-exec).  With CKPT_F_LAZY (where the library has it) each
+ * heap is resumed a second time lazily: its resume and run are printed
+ * beside the eager ones.
  * Nothing is dropped from the page cache: a resume after a reboot also
  * pays for the disk, at the disk's speed.  Chains are written under /tmp,
  * fsynced by every commit, and removed after each measurement.
@@ -75,10 +88,12 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #define REPS	  3
 #define THREAD_COMMITS 40
-#define DIRTY_PCT 1.0
+#define DIRTY_PCT 1.0	/* before each increment of the chains (2.) */
+#define STEP_PCT 5.0	/* before the increment of 1. */
 #define MIB	  ((size_t)1 << 20)
 #define GIB	  ((size_t)1 << 30)
 
@@ -158,8 +173,34 @@ static void resumed_now(void)
 	_exit(0);
 }
 
-/* --child make DIR BYTES INCREMENTS: the chain a killed program leaves. */
-static int child_make(const char *dir, size_t bytes, unsigned increments)
+/* The same, then reads every page of the heap once and reports that
+ * instant too: the run a lazy resume is for. */
+static void resumed_run(const char *heap, size_t bytes)
+{
+	uint64_t t = now_ns(), sum = 0;
+	for (size_t off = 0; off < bytes; off += pagesz)
+		sum += *(const volatile uint64_t *)(heap + off + (off / pagesz % 64) * 8);
+	uint64_t u = now_ns();
+	dprintf(STDOUT_FILENO, "resumed %llu run %llu sum %llu\n", (unsigned long long)t,
+		(unsigned long long)u, (unsigned long long)sum);
+	_exit(0);
+}
+
+/* CKPT_F_RESUME, and CKPT_F_LAZY when the child was asked for it and the
+ * library has it. */
+static unsigned resume_flags(int lazy)
+{
+#ifdef CKPT_F_LAZY
+	return CKPT_F_RESUME | (lazy ? CKPT_F_LAZY : 0u);
+#else
+	(void)lazy;
+	return CKPT_F_RESUME;
+#endif
+}
+
+/* --child make DIR BYTES INCREMENTS PCT: the chain a killed program
+ * leaves, PCT% of its pages written before each increment. */
+static int child_make(const char *dir, size_t bytes, unsigned increments, double pct)
 {
 	ckpt_t *c;
 	int rc = ckpt_open(&c, dir, &(ckpt_options){.flags = CKPT_F_RESUME});
@@ -173,14 +214,14 @@ static int child_make(const char *dir, size_t bytes, unsigned increments)
 	fill_field(heap, bytes);
 	if ((rc = ckpt_begin(c)) < 0)
 		die_ckpt("ckpt_begin", rc);
-	size_t npages = bytes / pagesz, dirty = (size_t)((double)npages * DIRTY_PCT / 100.0);
+	size_t npages = bytes / pagesz, dirty = (size_t)((double)npages * pct / 100.0);
 	uint64_t seed = 0x9e3779b97f4a7c15u;
 	for (unsigned i = 0;; i++) {
 		/* The chain's last commit returns a second time in the
 		 * resuming child: the instant to measure. */
 		rc = ckpt_commit(c, NULL);
 		if (rc == CKPT_RESUMED)
-			resumed_now();
+			resumed_run(heap, bytes);
 		if (rc < 0)
 			die_ckpt("ckpt_commit", rc);
 		if (i == increments)
@@ -194,11 +235,12 @@ static int child_make(const char *dir, size_t bytes, unsigned increments)
 	_exit(0);
 }
 
-/* --child resume DIR: resumes the chain (never returns when it works). */
-static int child_resume(const char *dir)
+/* --child resume DIR [lazy]: resumes the chain (never returns when it
+ * works). */
+static int child_resume(const char *dir, int lazy)
 {
 	ckpt_t *c;
-	int rc = ckpt_open(&c, dir, &(ckpt_options){.flags = CKPT_F_RESUME});
+	int rc = ckpt_open(&c, dir, &(ckpt_options){.flags = resume_flags(lazy)});
 	if (rc < 0)
 		die_ckpt("ckpt_open", rc);
 	die(dir, "ckpt_open returned: no chain to resume");
@@ -289,8 +331,9 @@ static int child_threads(const char *dir, unsigned nthreads)
 
 /* Runs this program with `args` (NULL-terminated) and returns the time from
  * just before the spawn to the instant the child printed ("resumed T"),
- * or 0 if it printed nothing; *exit_ns gets the time to its reaping. */
-static uint64_t run_child(const char *const *args, uint64_t *exit_ns)
+ * or 0 if it printed nothing; *exit_ns gets the time to its reaping, and
+ * *run_ns (when not NULL) to the instant it had read its heap ("run U"). */
+static uint64_t run_child3(const char *const *args, uint64_t *exit_ns, uint64_t *run_ns)
 {
 	int fd[2];
 	if (pipe2(fd, O_CLOEXEC))
@@ -326,10 +369,18 @@ static uint64_t run_child(const char *const *args, uint64_t *exit_ns)
 		*exit_ns = now_ns() - t0;
 	if (!WIFEXITED(status) || WEXITSTATUS(status))
 		die(args[2], "the child failed");
-	unsigned long long t;
-	if (sscanf(buf, "resumed %llu", &t) != 1)
+	unsigned long long t, u = 0;
+	int got_fields = sscanf(buf, "resumed %llu run %llu", &t, &u);
+	if (got_fields < 1)
 		return 0;
+	if (run_ns)
+		*run_ns = got_fields == 2 && u > t0 ? u - t0 : 0;
 	return t > t0 ? t - t0 : 1;
+}
+
+static uint64_t run_child(const char *const *args, uint64_t *exit_ns)
+{
+	return run_child3(args, exit_ns, NULL);
 }
 
 static char *make_dir(void)
@@ -389,8 +440,138 @@ struct row {
 	uint64_t resume;  /* best of REPS */
 	uint64_t exit;	  /* best of REPS */
 	uint64_t read;	  /* best of REPS */
+	uint64_t run;	  /* best of REPS */
+	uint64_t floor;	  /* best of REPS */
+	uint64_t lazy;	  /* best of REPS, 0 without CKPT_F_LAZY */
+	uint64_t lazy_run;
 	uint64_t make;	  /* the --child make run, once */
 };
+
+/* ---- the floor: read(2) and decompression on every CPU, nothing else ------------------- */
+
+struct fblock {
+	const unsigned char *src;
+	uint32_t csize, rsize, codec;
+	size_t dst; /* offset in the buffer */
+};
+
+struct floor_job {
+	struct fblock *b;
+	size_t n, next;
+	char *buf;
+	pthread_mutex_t mu;
+	int bad;
+};
+
+static uint64_t le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void *floor_worker(void *arg)
+{
+	struct floor_job *j = arg;
+	ZSTD_DCtx *d = ZSTD_createDCtx();
+	for (;;) {
+		pthread_mutex_lock(&j->mu);
+		size_t i = j->next++;
+		pthread_mutex_unlock(&j->mu);
+		if (i >= j->n)
+			break;
+		const struct fblock *b = &j->b[i];
+		if (b->codec == 1) {
+			size_t got = ZSTD_decompressDCtx(d, j->buf + b->dst, b->rsize, b->src, b->csize);
+			if (ZSTD_isError(got) || got != b->rsize)
+				j->bad = 1;
+		} else {
+			memcpy(j->buf + b->dst, b->src, b->rsize);
+		}
+	}
+	ZSTD_freeDCtx(d);
+	return NULL;
+}
+
+/* Reads every snapshot of dir whole and decompresses all its blocks on
+ * every CPU into a new mapping of `heap` bytes (blocks laid one after the
+ * other, wrapping); returns the time. */
+static uint64_t floor_dir(const char *dir, size_t heap)
+{
+	size_t room = heap + (size_t)64 * pagesz;
+	char *buf = mmap(NULL, room, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED)
+		die("mmap", strerror(errno));
+	madvise(buf, room, MADV_NOHUGEPAGE);
+	struct floor_job j = {.buf = buf, .mu = PTHREAD_MUTEX_INITIALIZER};
+	size_t cap = 0, at = 0, nfiles = 0;
+	unsigned char *files[1024];
+	uint64_t t0 = now_ns();
+	DIR *d = opendir(dir);
+	if (!d)
+		die(dir, strerror(errno));
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, "snap-", 5) || nfiles == 1024)
+			continue;
+		int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st))
+			die(e->d_name, strerror(errno));
+		unsigned char *f = malloc((size_t)st.st_size);
+		size_t got = 0;
+		ssize_t n;
+		while (f && got < (size_t)st.st_size &&
+		       (n = read(fd, f + got, (size_t)st.st_size - got)) > 0)
+			got += (size_t)n;
+		close(fd);
+		if (!f || got != (size_t)st.st_size || got < 256)
+			die(e->d_name, "cannot read it whole");
+		files[nfiles++] = f;
+		/* The block table: section 3 of the header (offset 64 + 3 * 24),
+		 * 32 bytes an entry (doc/FORMAT.md). */
+		uint64_t toff = le64(f + 136), tsize = le64(f + 144);
+		if (toff > got || tsize > got - toff)
+			die(e->d_name, "no block table");
+		for (uint64_t k = 0; k + 32 <= tsize; k += 32) {
+			const unsigned char *t = f + toff + k;
+			uint64_t off = le64(t);
+			uint32_t csize = (uint32_t)le64(t + 8), rsize = (uint32_t)(le64(t + 8) >> 32),
+				 codec = (uint32_t)le64(t + 16);
+			if (off > got || csize > got - off || rsize > 64 * pagesz)
+				die(e->d_name, "a block outside the file");
+			if (j.n == cap) {
+				cap = cap ? 2 * cap : 4096;
+				j.b = realloc(j.b, cap * sizeof *j.b);
+				if (!j.b)
+					die("realloc", strerror(errno));
+			}
+			if (at + rsize > room)
+				at = 0;
+			j.b[j.n++] = (struct fblock){f + off, csize, rsize, codec, at};
+			at += rsize;
+		}
+	}
+	closedir(d);
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	pthread_t th[64];
+	int nth = ncpu > 64 ? 64 : ncpu > 0 ? (int)ncpu : 1;
+	for (int i = 1; i < nth; i++)
+		if (pthread_create(&th[i], NULL, floor_worker, &j))
+			die("pthread_create", "failed");
+	floor_worker(&j);
+	for (int i = 1; i < nth; i++)
+		pthread_join(th[i], NULL);
+	uint64_t t = now_ns() - t0;
+	if (j.bad)
+		die(dir, "a block did not decompress");
+	for (size_t i = 0; i < nfiles; i++)
+		free(files[i]);
+	free(j.b);
+	munmap(buf, room);
+	return t;
+}
 
 static uint64_t bare_ns; /* the re-exec floor, best of REPS */
 
@@ -436,45 +617,68 @@ static void measure_threads(unsigned n, uint64_t *best, uint64_t *median, uint64
 	remove_dir(dir);
 }
 
-static void measure(struct row *o, size_t heap, unsigned increments)
+static void best(uint64_t *b, uint64_t t)
 {
-	char *dir = make_dir(), bytes[32], incr[16];
+	if (t && (!*b || t < *b))
+		*b = t;
+}
+
+static void measure(struct row *o, size_t heap, unsigned increments, double pct)
+{
+	char *dir = make_dir(), bytes[32], incr[16], pcts[16];
 	snprintf(bytes, sizeof bytes, "%zu", heap);
 	snprintf(incr, sizeof incr, "%u", increments);
-	const char *make[] = {self_name, "--child", "make", dir, bytes, incr, NULL};
+	snprintf(pcts, sizeof pcts, "%g", pct);
+	const char *make[] = {self_name, "--child", "make", dir, bytes, incr, pcts, NULL};
 	const char *res[] = {self_name, "--child", "resume", dir, NULL};
+	const char *lazy[] = {self_name, "--child", "resume", dir, "lazy", NULL};
 	*o = (struct row){.heap = heap, .increments = increments};
 	uint64_t t0 = now_ns();
 	if (run_child(make, NULL))
 		die("make", "the chain was resumed instead of written");
 	o->make = now_ns() - t0;
 	for (int r = 0; r < REPS; r++) {
-		uint64_t ex, t = run_child(res, &ex), rd = read_dir(dir, &o->files);
+		uint64_t ex, run, t = run_child3(res, &ex, &run), rd = read_dir(dir, &o->files);
 		if (!t)
 			die("resume", "the child did not report a resume");
-		if (!o->resume || t < o->resume)
-			o->resume = t;
-		if (!o->exit || ex < o->exit)
-			o->exit = ex;
-		if (!o->read || rd < o->read)
-			o->read = rd;
+		best(&o->resume, t);
+		best(&o->exit, ex);
+		best(&o->run, run);
+		best(&o->read, rd);
+		best(&o->floor, floor_dir(dir, heap));
+#ifdef CKPT_F_LAZY
+		t = run_child3(lazy, &ex, &run);
+		if (!t)
+			die("resume", "the lazy child did not report a resume");
+		best(&o->lazy, t);
+		best(&o->lazy_run, run);
+#else
+		(void)lazy;
+#endif
 	}
 	remove_dir(dir);
 }
 
 static void print_header(const char *first)
 {
-	printf("%9s  %6s  %9s  %9s  %9s  %8s  %9s  %8s  %8s\n", first, "snaps", "files MiB",
-	       "resume ms", "exit ms", "read ms", "resume/rd", "GB/s", "make s");
+	printf("%10s %5s %9s %9s %8s %8s %8s %8s %8s %6s %8s %8s %8s %6s\n", first, "snaps",
+	       "files MiB", "resume ms", "run ms", "exit ms", "read ms", "floor ms", "res/flr",
+	       "GB/s", "lazy ms", "lazy run", "make s", "vs 1st");
 }
 
-static void print_row(const char *first, const struct row *o)
+static void print_row(const char *first, const struct row *o, const struct row *first_row)
 {
 	uint64_t net = o->resume > bare_ns ? o->resume - bare_ns : 1;
-	printf("%9s  %6u  %9.1f  %9.1f  %9.1f  %8.2f  %9.1f  %8.2f  %8.1f\n", first,
-	       o->increments + 1, in_mib(o->files), ms(o->resume), ms(o->exit), ms(o->read),
-	       (double)o->resume / (double)(o->read ? o->read : 1), (double)o->heap / (double)net,
-	       (double)o->make / 1e9);
+	char lz[16] = "-", lzr[16] = "-";
+	if (o->lazy) {
+		snprintf(lz, sizeof lz, "%.1f", ms(o->lazy));
+		snprintf(lzr, sizeof lzr, "%.1f", ms(o->lazy_run));
+	}
+	printf("%10s %5u %9.1f %9.1f %8.1f %8.1f %8.1f %8.1f %8.2f %6.2f %8s %8s %8.1f %6.2f\n",
+	       first, o->increments + 1, in_mib(o->files), ms(o->resume), ms(o->run), ms(o->exit),
+	       ms(o->read), ms(o->floor), (double)o->resume / (double)(o->floor ? o->floor : 1),
+	       (double)o->heap / (double)net, lz, lzr, (double)o->make / 1e9,
+	       (double)o->resume / (double)(first_row->resume ? first_row->resume : 1));
 	fflush(stdout);
 }
 
@@ -506,11 +710,11 @@ int main(int argc, char **argv)
 	 * doing anything else. */
 	if (argc >= 4 && !strcmp(argv[1], "--child")) {
 		self_name = "resume (child)";
-		if (argc == 6 && !strcmp(argv[2], "make"))
+		if (argc == 7 && !strcmp(argv[2], "make"))
 			return child_make(argv[3], strtoull(argv[4], NULL, 10),
-					  (unsigned)strtoul(argv[5], NULL, 10));
-		if (argc == 4 && !strcmp(argv[2], "resume"))
-			return child_resume(argv[3]);
+					  (unsigned)strtoul(argv[5], NULL, 10), strtod(argv[6], NULL));
+		if ((argc == 4 || argc == 5) && !strcmp(argv[2], "resume"))
+			return child_resume(argv[3], argc == 5 && !strcmp(argv[4], "lazy"));
 		if (argc == 5 && !strcmp(argv[2], "threads"))
 			return child_threads(argv[3], (unsigned)strtoul(argv[4], NULL, 10));
 		if (argc == 4 && !strcmp(argv[2], "bare"))
@@ -552,8 +756,11 @@ int main(int argc, char **argv)
 	       " %.1f ms\n\n",
 	       ms(bare_ns));
 
-	printf("1. Resume of a base snapshot against heap size\n");
+	printf("1. Resume against heap size: a base and one increment after %.0f%% of the pages"
+	       " were written\n",
+	       STEP_PCT);
 	print_header("heap");
+	struct row first_size = {0};
 	for (size_t i = 0; i < nsizes; i++) {
 		char label[32];
 		size_str(sizes[i], label, sizeof label);
@@ -563,8 +770,10 @@ int main(int argc, char **argv)
 			continue;
 		}
 		struct row o;
-		measure(&o, sizes[i], 0);
-		print_row(label, &o);
+		measure(&o, sizes[i], 1, STEP_PCT);
+		if (!first_size.resume)
+			first_size = o;
+		print_row(label, &o, &first_size);
 	}
 	char hsz[32];
 	size_str(chain_heap, hsz, sizeof hsz);
@@ -572,12 +781,15 @@ int main(int argc, char **argv)
 	       " before each increment)\n",
 	       hsz, DIRTY_PCT);
 	print_header("increments");
+	struct row first_chain = {0};
 	for (size_t i = 0; i < sizeof chains / sizeof chains[0]; i++) {
 		char label[16];
 		struct row o;
 		snprintf(label, sizeof label, "%u", chains[i]);
-		measure(&o, chain_heap, chains[i]);
-		print_row(label, &o);
+		measure(&o, chain_heap, chains[i], DIRTY_PCT);
+		if (!first_chain.resume)
+			first_chain = o;
+		print_row(label, &o, &first_chain);
 	}
 threads:
 	printf("\n3. Pause of a resumable commit (CKPT_F_ASYNC, 16 MiB heap, 1%% written) against"
@@ -602,9 +814,12 @@ threads:
 	}
 	if (threads_only)
 		return 0;
-	printf("\n(resume: spawn to CKPT_RESUMED, the re-exec included; exit: spawn to the"
-	       " child reaped;\n read: read(2) of the chain's files by the parent;"
-	       " GB/s: heap / (resume - re-exec);\n make: the run that wrote the chain,"
-	       " filling and committing)\n");
+	printf("\n(resume: spawn to CKPT_RESUMED, the re-exec included; run: spawn to the"
+	       " resumed child\n having read every page of its heap; exit: spawn to the child"
+	       " reaped;\n read: read(2) of the chain's files by the parent; floor: read(2) of"
+	       " them whole plus\n decompressing every block on every CPU into a new buffer the"
+	       " heap's size; res/flr: resume/floor;\n GB/s: heap / (resume - re-exec); lazy,"
+	       " lazy run: the same with CKPT_F_LAZY; make: the run\n that wrote the chain,"
+	       " filling and committing; vs 1st: resume against the table's first row)\n");
 	return 0;
 }
