@@ -14,8 +14,11 @@
  *    raised, before anything large is allocated (an allocation of ckpt's
  *    could otherwise take their place).  That changes nothing the program
  *    has mapped, and is undone on any failure before phase 3.
- * 2. Reading: every block the pages need is read, its hash checked, and
- *    decompressed in full (zstd checks the frame's content checksum), so a
+ * 2. Reading.  Pages in memory phase 1 (or the caller, a resume) mapped
+ *    are fresh: the program has not seen them and a failure unmaps them,
+ *    so they are filled now, straight from the blocks, on every core
+ *    (fill.c).  For the others every block the pages need is read, its
+ *    hash checked, and decompressed in full (zstd checks the frame's content checksum), so a
  *    block that passes its hash but not decompression (a damaged frame, a
  *    wrong size) is refused here.  Decompressed blocks are kept, up to
  *    STAGE_LIMIT bytes in all; past that a block is decompressed once to
