@@ -24,8 +24,13 @@
 #include "own-thread.h"
 #include "zmem.h"
 
+#include "xxhash.h"
+
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #define MAX_THREADS 64
 
@@ -227,6 +232,61 @@ struct worker {
 	void *raw, *stored; /* a block each */
 };
 
+#ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
+#define HASH_OK(computed, stored) ((void)(computed), (void)(stored), 1)
+#else
+#define HASH_OK(computed, stored) ((computed) == (stored))
+#endif
+
+/* A raw block of which only some pages are wanted: one preadv puts each
+ * wanted page in its place and the others in the thread's buffer, and the
+ * hash is taken over the pieces in the block's order (each page read and
+ * written once).  1 when it cannot (a page wanted twice, a short read):
+ * the caller reads the block whole. */
+static int raw_scatter(struct worker *w, const struct ckpt__fill_task *t,
+		       const struct ckpt__fblock *fb, uint32_t npages)
+{
+	const struct ckpt__fill_page *pg = &w->run->f->page[t->first];
+	const struct ckpt__snap *s = t->snap;
+	size_t ps = ckpt__pagesize;
+	uintptr_t at[CKPT__BLOCK_PAGES] = {0};
+	struct iovec iov[CKPT__BLOCK_PAGES];
+	for (uint32_t i = 0; i < t->n; i++) {
+		if (at[pg[i].page])
+			return 1;
+		at[pg[i].page] = pg[i].addr;
+	}
+	int n = 0;
+	for (uint32_t p = 0; p < npages; p++) {
+		char *dst = at[p] ? (char *)at[p] : (char *)w->raw + (size_t)p * ps;
+		if (n && (char *)iov[n - 1].iov_base + iov[n - 1].iov_len == dst)
+			iov[n - 1].iov_len += ps;
+		else
+			iov[n++] = (struct iovec){dst, ps};
+	}
+	if (fb->offset > s->size || fb->csize > s->size - fb->offset)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: read past the end of the file", s->name);
+	if (s->mem) {
+		const unsigned char *from = s->mem + fb->offset;
+		for (int i = 0; i < n; i++) {
+			memcpy(iov[i].iov_base, from, iov[i].iov_len);
+			from += iov[i].iov_len;
+		}
+	} else {
+		ssize_t got;
+		do
+			got = preadv(s->fd, iov, n, (off_t)fb->offset);
+		while (got < 0 && errno == EINTR);
+		if (got < 0)
+			return ckpt__fail(ckpt__from_errno(errno), "%s: %s", s->name, strerror(errno));
+		if ((size_t)got != fb->csize)
+			return 1;
+	}
+	if (!HASH_OK(ckpt__xxh64_pieces(iov, n, 0), fb->hash))
+		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: hash mismatch", s->name, t->block);
+	return 0;
+}
+
 /* Block t of its snapshot into place. */
 static int do_task(struct worker *w, const struct ckpt__fill_task *t)
 {
@@ -248,6 +308,11 @@ static int do_task(struct worker *w, const struct ckpt__fill_task *t)
 					  s->name, t->block, npages, pg[i].page + 1);
 		if (pg[i].page != i || pg[i].addr != pg[0].addr + i * ps)
 			direct = 0;
+	}
+	if (!direct && fb->codec == CKPT__CODEC_RAW && fb->csize == fb->rsize) {
+		int rc = raw_scatter(w, t, fb, npages);
+		if (rc <= 0)
+			return rc;
 	}
 	void *out = direct ? (void *)pg[0].addr : w->raw;
 	int rc = ckpt__snap_block(s, w->dctx, t->block, out, w->stored);

@@ -11,4 +11,9 @@
  * same results as xxhsum -H1 for seed 0). */
 CKPT__HIDDEN uint64_t ckpt__xxh64(const void *p, size_t len, uint64_t seed);
 
+struct iovec;
+/* The same over the concatenation of n pieces, each a multiple of 32
+ * bytes long (pages): what one call over them laid end to end gives. */
+CKPT__HIDDEN uint64_t ckpt__xxh64_pieces(const struct iovec *iov, int n, uint64_t seed);
+
 #endif /* CKPT_XXHASH_H */

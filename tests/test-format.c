@@ -7,6 +7,7 @@
 #include "ckpt.h"
 #include "error.h"
 #include "snap-read.h"
+#include "xxhash.h"
 
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define BASE_ADDR 0x7f0000000000ull
@@ -429,4 +431,38 @@ Test(format, a_snapshot_of_another_page_size_added_to_an_open_chain_is_not_read)
 	cr_expect_eq(rc, CKPT_EFOREIGN, "%s (%s)", ckpt_err_name(rc), ckpt_last_error());
 	cr_expect(strstr(ckpt_last_error(), "page size 16384"), "says: %s", ckpt_last_error());
 	ckpt__chain_close(&c);
+}
+
+/* ---- the hash ---------------------------------------------------------------------------- */
+
+Test(format, xxh64_gives_the_published_values)
+{
+	/* From the reference implementation's test vectors. */
+	cr_expect_eq(ckpt__xxh64("", 0, 0), 0xEF46DB3751D8E999ull);
+	cr_expect_eq(ckpt__xxh64("abc", 3, 0), 0x44BC2CF5AD770999ull);
+}
+
+Test(format, xxh64_over_pieces_equals_xxh64_over_them_laid_end_to_end)
+{
+	static unsigned char buf[64 * 1024];
+	uint64_t s = 0x9e3779b97f4a7c15ull;
+	for (size_t i = 0; i < sizeof buf; i++) {
+		s ^= s << 13;
+		s ^= s >> 7;
+		s ^= s << 17;
+		buf[i] = (unsigned char)s;
+	}
+	/* Pieces of 32 bytes to 16 KiB, cut at many places. */
+	for (size_t cut = 32; cut < sizeof buf; cut += 4096 + 96) {
+		struct iovec iov[3] = {{buf, cut}, {buf + cut, 32}, {buf + cut + 32, 0}};
+		size_t total = cut + 32;
+		if (total + 4096 <= sizeof buf) {
+			iov[2].iov_len = 4096;
+			total += 4096;
+		}
+		cr_expect_eq(ckpt__xxh64_pieces(iov, 3, 7), ckpt__xxh64(buf, total, 7), "cut at %zu",
+			     cut);
+	}
+	struct iovec none = {buf, 0};
+	cr_expect_eq(ckpt__xxh64_pieces(&none, 1, 0), ckpt__xxh64("", 0, 0));
 }
