@@ -47,6 +47,9 @@ void ckpt__fill_free(struct ckpt__fill *f)
 	ckpt__mem_array_free((void **)&f->task, &f->task_cap, sizeof *f->task);
 	ckpt__mem_array_free((void **)&f->page, &f->page_cap, sizeof *f->page);
 	ckpt__mem_array_free((void **)&f->pop, &f->pop_cap, sizeof *f->pop);
+	ckpt__rset_free(&f->data);
+	if (f->arena)
+		ckpt__mem_free(f->arena, f->arena_size);
 	memset(f, 0, sizeof *f);
 }
 
@@ -89,6 +92,19 @@ static int pop_add(struct ckpt__fill *f, uintptr_t lo, uintptr_t hi)
 	if (ckpt__mem_grow((void **)&f->pop, &f->pop_cap, f->npop + 1, sizeof *f->pop))
 		return CKPT_ENOMEM;
 	f->pop[f->npop++] = (struct ckpt__range){lo, hi};
+	return 0;
+}
+
+/* Appends the page at a to the set (pages come in ascending order). */
+static int data_add(struct ckpt__rset *d, uintptr_t a)
+{
+	if (d->n && d->r[d->n - 1].hi == a) {
+		d->r[d->n - 1].hi = a + ckpt__pagesize;
+		return 0;
+	}
+	if (ckpt__mem_grow((void **)&d->r, &d->cap, d->n + 1, sizeof *d->r))
+		return CKPT_ENOMEM;
+	d->r[d->n++] = (struct ckpt__range){a, a + ckpt__pagesize};
 	return 0;
 }
 
@@ -193,6 +209,8 @@ int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
 					plo = a;
 				}
 				phi = a + ps;
+				if (!rc)
+					rc = data_add(&f->data, a);
 				struct ckpt__fill_task *t = &f->task[count[cd >> 8]];
 				f->page[t->first + t->set++] = (struct ckpt__fill_page){
 					.addr = a, .page = (uint32_t)(cd & 0xff)};
@@ -217,8 +235,15 @@ int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
 
 /* ---- running ------------------------------------------------------------------------------ */
 
+enum mode {
+	M_FILL,  /* blocks read and written to the pages' places */
+	M_STAGE, /* blocks read and checked, kept in the arena */
+	M_APPLY, /* from the arena to the pages' places */
+};
+
 struct run {
 	struct ckpt__fill *f;
+	enum mode mode;
 	size_t next_pop; /* the next run to make present */
 	size_t next;     /* the next task to take */
 	int err;         /* the first failure */
@@ -238,8 +263,17 @@ struct worker {
 #define HASH_OK(computed, stored) ((computed) == (stored))
 #endif
 
+/* Where page i of task t goes: its place, or its slot in the arena when
+ * staging pages. */
+static inline char *dst(const struct run *r, const struct ckpt__fill_task *t, uint32_t i)
+{
+	if (r->mode == M_STAGE)
+		return r->f->arena + (t->first + i) * ckpt__pagesize;
+	return (char *)r->f->page[t->first + i].addr;
+}
+
 /* A raw block of which only some pages are wanted: one preadv puts each
- * wanted page in its place and the others in the thread's buffer, and the
+ * wanted page where it goes and the others in the thread's buffer, and the
  * hash is taken over the pieces in the block's order (each page read and
  * written once).  1 when it cannot (a page wanted twice, a short read):
  * the caller reads the block whole. */
@@ -249,20 +283,20 @@ static int raw_scatter(struct worker *w, const struct ckpt__fill_task *t,
 	const struct ckpt__fill_page *pg = &w->run->f->page[t->first];
 	const struct ckpt__snap *s = t->snap;
 	size_t ps = ckpt__pagesize;
-	uintptr_t at[CKPT__BLOCK_PAGES] = {0};
+	char *at[CKPT__BLOCK_PAGES] = {0};
 	struct iovec iov[CKPT__BLOCK_PAGES];
 	for (uint32_t i = 0; i < t->n; i++) {
 		if (at[pg[i].page])
 			return 1;
-		at[pg[i].page] = pg[i].addr;
+		at[pg[i].page] = dst(w->run, t, i);
 	}
 	int n = 0;
 	for (uint32_t p = 0; p < npages; p++) {
-		char *dst = at[p] ? (char *)at[p] : (char *)w->raw + (size_t)p * ps;
-		if (n && (char *)iov[n - 1].iov_base + iov[n - 1].iov_len == dst)
+		char *d = at[p] ? at[p] : (char *)w->raw + (size_t)p * ps;
+		if (n && (char *)iov[n - 1].iov_base + iov[n - 1].iov_len == d)
 			iov[n - 1].iov_len += ps;
 		else
-			iov[n++] = (struct iovec){dst, ps};
+			iov[n++] = (struct iovec){d, ps};
 	}
 	if (fb->offset > s->size || fb->csize > s->size - fb->offset)
 		return ckpt__fail(CKPT_ECORRUPT, "%s: read past the end of the file", s->name);
@@ -287,8 +321,18 @@ static int raw_scatter(struct worker *w, const struct ckpt__fill_task *t,
 	return 0;
 }
 
-/* Block t of its snapshot into place. */
-static int do_task(struct worker *w, const struct ckpt__fill_task *t)
+static int no_checksum(const struct ckpt__snap *s, uint32_t b, const void *stored, uint32_t csize)
+{
+	ZSTD_frameHeader zh;
+	if (ZSTD_getFrameHeader(&zh, stored, csize) != 0 || !zh.checksumFlag)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: the frame has no content checksum",
+				  s->name, b);
+	return 0;
+}
+
+/* Block t of its snapshot where its pages go (M_FILL, M_STAGE), or its
+ * stored bytes into the arena, checked (M_STAGE without arena_pages). */
+static int do_read(struct worker *w, const struct ckpt__fill_task *t)
 {
 	const struct ckpt__fill_page *pg = &w->run->f->page[t->first];
 	const struct ckpt__snap *s = t->snap;
@@ -297,44 +341,82 @@ static int do_task(struct worker *w, const struct ckpt__fill_task *t)
 		return ckpt__fail(CKPT_ECORRUPT, "%s: no block %u", s->name, t->block);
 	const struct ckpt__fblock *fb = &s->blocks[t->block];
 	uint32_t npages = fb->rsize / (uint32_t)ps;
-	if (fb->rsize % ps || npages > CKPT__BLOCK_PAGES)
-		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes of pages", s->name, t->block,
-				  fb->rsize);
-	/* Every page of the block, in order, at consecutive addresses. */
-	int direct = t->n == npages;
-	for (uint32_t i = 0; i < t->n; i++) {
+	if (fb->rsize % ps || npages > CKPT__BLOCK_PAGES || fb->csize > fb->rsize ||
+	    (fb->codec == CKPT__CODEC_RAW && fb->csize != fb->rsize))
+		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes stored for %u of pages",
+				  s->name, t->block, fb->csize, fb->rsize);
+	for (uint32_t i = 0; i < t->n; i++)
 		if (pg[i].page >= npages)
 			return ckpt__fail(CKPT_ECORRUPT, "%s: block %u holds %u pages, not %u",
 					  s->name, t->block, npages, pg[i].page + 1);
-		if (pg[i].page != i || pg[i].addr != pg[0].addr + i * ps)
-			direct = 0;
+	if (w->run->mode == M_STAGE && !w->run->f->arena_pages) {
+		char *kept = w->run->f->arena + t->kept;
+		int rc = ckpt__snap_block_stored(s, t->block, kept);
+		if (rc || fb->codec != CKPT__CODEC_ZSTD)
+			return rc;
+		if ((rc = no_checksum(s, t->block, kept, fb->csize)) != 0)
+			return rc;
+		size_t got = ZSTD_decompressDCtx(w->dctx, w->raw, fb->rsize, kept, fb->csize);
+		if (ZSTD_isError(got) || got != fb->rsize)
+			return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %s", s->name, t->block,
+					  ZSTD_isError(got) ? ZSTD_getErrorName(got)
+							    : "wrong size when decompressed");
+		return 0;
 	}
+	/* Every page of the block, in order, to consecutive addresses. */
+	int direct = t->n == npages;
+	for (uint32_t i = 0; direct && i < t->n; i++)
+		if (pg[i].page != i || dst(w->run, t, i) != dst(w->run, t, 0) + i * ps)
+			direct = 0;
 	if (!direct && fb->codec == CKPT__CODEC_RAW && fb->csize == fb->rsize) {
 		int rc = raw_scatter(w, t, fb, npages);
 		if (rc <= 0)
 			return rc;
 	}
-	void *out = direct ? (void *)pg[0].addr : w->raw;
+	void *out = direct ? dst(w->run, t, 0) : w->raw;
 	int rc = ckpt__snap_block(s, w->dctx, t->block, out, w->stored);
-	if (!rc && fb->codec == CKPT__CODEC_ZSTD) {
-		ZSTD_frameHeader zh;
-		if (ZSTD_getFrameHeader(&zh, w->stored, fb->csize) != 0 || !zh.checksumFlag)
-			rc = ckpt__fail(CKPT_ECORRUPT, "%s: block %u: the frame has no content checksum",
-					s->name, t->block);
-	}
-	if (!rc && !direct)
-		for (uint32_t i = 0; i < t->n; i++)
-			memcpy((void *)pg[i].addr, (const char *)w->raw + (size_t)pg[i].page * ps, ps);
+	if (!rc && fb->codec == CKPT__CODEC_ZSTD)
+		rc = no_checksum(s, t->block, w->stored, fb->csize);
+	for (uint32_t i = 0; !rc && !direct && i < t->n; i++)
+		ckpt__copy_words(dst(w->run, t, i), (const char *)w->raw + (size_t)pg[i].page * ps,
+				 ps);
 	return rc;
+}
+
+/* Task t's pages from the arena to their places (M_APPLY). */
+static int do_apply(struct worker *w, const struct ckpt__fill_task *t)
+{
+	const struct ckpt__fill *f = w->run->f;
+	const struct ckpt__fill_page *pg = &f->page[t->first];
+	size_t ps = ckpt__pagesize;
+	if (f->arena_pages) {
+		for (uint32_t i = 0; i < t->n; i++)
+			ckpt__copy_words((void *)pg[i].addr, f->arena + (t->first + i) * ps, ps);
+		return 0;
+	}
+	const struct ckpt__fblock *fb = &t->snap->blocks[t->block];
+	const char *from = f->arena + t->kept;
+	if (fb->codec == CKPT__CODEC_ZSTD) {
+		size_t got = ZSTD_decompressDCtx(w->dctx, w->raw, fb->rsize, from, fb->csize);
+		if (ZSTD_isError(got) || got != fb->rsize)
+			return ckpt__fail(CKPT_EINTERNAL, "ckpt_restore: %s: block %u, verified, failed "
+							  "to decompress again",
+					  t->snap->name, t->block);
+		from = w->raw;
+	}
+	for (uint32_t i = 0; i < t->n; i++)
+		ckpt__copy_words((void *)pg[i].addr, from + (size_t)pg[i].page * ps, ps);
+	return 0;
 }
 
 static void *work(void *arg)
 {
 	struct worker *w = arg;
 	struct run *r = w->run;
-	/* First every run of pages to write made present, all threads at
-	 * it; a thread that finds none left goes on to the blocks. */
-	for (;;) {
+	/* Fresh memory: every run of pages to write made present first, all
+	 * threads at it; a thread that finds none left goes on to the
+	 * blocks. */
+	while (r->mode == M_FILL) {
 		size_t i = __atomic_fetch_add(&r->next_pop, 1, __ATOMIC_RELAXED);
 		if (i >= r->f->npop)
 			break;
@@ -347,7 +429,8 @@ static void *work(void *arg)
 		size_t i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
 		if (i >= r->f->ntask)
 			break;
-		int rc = do_task(w, &r->f->task[i]);
+		const struct ckpt__fill_task *t = &r->f->task[i];
+		int rc = r->mode == M_APPLY ? do_apply(w, t) : do_read(w, t);
 		if (rc) {
 			ckpt__spin_lock(&r->lock);
 			if (!r->err) {
@@ -361,7 +444,7 @@ static void *work(void *arg)
 	return NULL;
 }
 
-int ckpt__fill_run(struct ckpt__fill *f, unsigned threads)
+static int run(struct ckpt__fill *f, enum mode mode, unsigned threads)
 {
 	if (!f->ntask)
 		return 0;
@@ -372,7 +455,7 @@ int ckpt__fill_run(struct ckpt__fill *f, unsigned threads)
 	if (threads > f->ntask)
 		threads = (unsigned)f->ntask;
 	size_t blk = (size_t)CKPT__BLOCK_PAGES * ckpt__pagesize;
-	struct run r = {.f = f};
+	struct run r = {.f = f, .mode = mode};
 	struct worker w[MAX_THREADS];
 	struct ckpt__own_thread th[MAX_THREADS];
 	unsigned n = 0, started = 0;
@@ -404,4 +487,45 @@ int ckpt__fill_run(struct ckpt__fill *f, unsigned threads)
 			ckpt__mem_free(w[i].stored, blk);
 	}
 	return rc;
+}
+
+int ckpt__fill_run(struct ckpt__fill *f, unsigned threads)
+{
+	return run(f, M_FILL, threads);
+}
+
+int ckpt__fill_stage(struct ckpt__fill *f, unsigned threads, size_t limit)
+{
+	if (!f->ntask)
+		return 0;
+	size_t ps = ckpt__pagesize, bytes = f->npage * ps;
+	f->arena_pages = bytes <= limit;
+	if (!f->arena_pages) {
+		/* The blocks as stored, one after the other. */
+		bytes = 0;
+		for (size_t i = 0; i < f->ntask; i++) {
+			struct ckpt__fill_task *t = &f->task[i];
+			if (t->block >= t->snap->nblocks)
+				return ckpt__fail(CKPT_ECORRUPT, "%s: no block %u", t->snap->name,
+						  t->block);
+			uint32_t cs = t->snap->blocks[t->block].csize;
+			if (cs > CKPT__BLOCK_PAGES * ps)
+				return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes stored",
+						  t->snap->name, t->block, cs);
+			t->kept = bytes;
+			bytes += (cs + 7) & ~(size_t)7;
+		}
+	}
+	f->arena_size = bytes ? bytes : 1;
+	if (!(f->arena = ckpt__mem_alloc(f->arena_size))) {
+		f->arena_size = 0;
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory for %zu bytes of blocks",
+				  bytes);
+	}
+	return run(f, M_STAGE, threads);
+}
+
+int ckpt__fill_apply(struct ckpt__fill *f, unsigned threads)
+{
+	return run(f, M_APPLY, threads);
 }

@@ -25,6 +25,7 @@ struct ckpt__fill_task {
 	uint32_t n;     /* pages */
 	uint32_t set;   /* pages placed so far, while planning */
 	size_t first;   /* the first in ckpt__fill.page */
+	size_t kept;    /* staged: where its bytes are in ckpt__fill.arena */
 };
 
 struct ckpt__fill_page {
@@ -40,6 +41,10 @@ struct ckpt__fill {
 	size_t npage, page_cap;
 	struct ckpt__range *pop;      /* runs of data pages, to make present first */
 	size_t npop, pop_cap;
+	struct ckpt__rset data;       /* the data pages */
+	char *arena;                  /* staged: pages or blocks as stored */
+	size_t arena_size;
+	int arena_pages;              /* the arena holds the pages, decompressed */
 	uint64_t data_pages;          /* pages with data, in page */
 	uint64_t other_pages;         /* pages that read as zero or as their file */
 };
@@ -58,6 +63,18 @@ CKPT__HIDDEN int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, ui
  * them).  The first failure stops the others and is returned with its
  * message; the memory is then partly written and the caller unmaps it. */
 CKPT__HIDDEN int ckpt__fill_run(struct ckpt__fill *f, unsigned threads);
+
+/* For memory the program has mapped, in two steps around the point of no
+ * return.  ckpt__fill_stage reads and checks every block (decompressing
+ * it) on `threads` threads, and keeps what the writes need in ckpt's
+ * memory: the pages themselves when they take at most `limit` bytes, the
+ * blocks as stored otherwise (decompressed again when written).  Nothing
+ * of the program's changes.  0, or the first failure with its message.
+ * ckpt__fill_apply then writes the pages, on `threads` threads: the pages
+ * must be writable.  It fails only if a block checked before no longer
+ * decompresses (CKPT_EINTERNAL: memory gone bad). */
+CKPT__HIDDEN int ckpt__fill_stage(struct ckpt__fill *f, unsigned threads, size_t limit);
+CKPT__HIDDEN int ckpt__fill_apply(struct ckpt__fill *f, unsigned threads);
 
 CKPT__HIDDEN void ckpt__fill_free(struct ckpt__fill *f);
 

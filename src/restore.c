@@ -90,6 +90,8 @@ struct rctx {
 	struct ckpt__rset spans;    /* made writable for the copy */
 	struct ckpt__rset fresh;    /* of cand, in memory make_room mapped */
 	struct ckpt__rset rest;     /* cand less fresh: written in phase 3 */
+	struct ckpt__fill sf;       /* rest's data pages, staged in phase 2 */
+	struct ckpt__rset unstaged; /* rest less those: written page by page */
 	struct vblock *vb;
 	size_t nvb, vb_cap;
 	size_t staged;              /* bytes of decompressed blocks kept */
@@ -211,6 +213,8 @@ static void rctx_free(struct rctx *r)
 	ckpt__rset_free(&r->spans);
 	ckpt__rset_free(&r->fresh);
 	ckpt__rset_free(&r->rest);
+	ckpt__fill_free(&r->sf);
+	ckpt__rset_free(&r->unstaged);
 }
 
 static int add(struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
@@ -335,8 +339,8 @@ static int load_blocks(struct rctx *r, int use_shadow)
 	const struct ckpt__snap *k = r->target;
 	size_t ps = ckpt__pagesize;
 	int rc = 0;
-	for (size_t i = 0; !rc && i < r->rest.n; i++)
-		for (uintptr_t a = r->rest.r[i].lo; !rc && a < r->rest.r[i].hi; a += ps) {
+	for (size_t i = 0; !rc && i < r->unstaged.n; i++)
+		for (uintptr_t a = r->unstaged.r[i].lo; !rc && a < r->unstaged.r[i].hi; a += ps) {
 			if (use_shadow && ckpt__shadow_get(a))
 				continue;
 			struct ckpt__source src;
@@ -527,8 +531,8 @@ struct pends {
 static int pends_alloc(struct pends *pd, const struct rctx *r)
 {
 	size_t n = 0;
-	for (size_t i = 0; i < r->rest.n; i++)
-		n += (r->rest.r[i].hi - r->rest.r[i].lo) >> ckpt__pageshift;
+	for (size_t i = 0; i < r->unstaged.n; i++)
+		n += (r->unstaged.r[i].hi - r->unstaged.r[i].lo) >> ckpt__pageshift;
 	if (ckpt__mem_grow((void **)&pd->p, &pd->cap, n ? n : 1, sizeof *pd->p))
 		return ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory");
 	pd->sorted = ckpt__mem_alloc(pd->cap * sizeof *pd->sorted);
@@ -812,9 +816,61 @@ static int fill_fresh(struct rctx *r, int use_shadow, const struct ckpt__rset *m
 	return rc;
 }
 
+/* out = a less b (both sorted and disjoint), in one pass. */
+static int subtract(const struct ckpt__rset *a, const struct ckpt__rset *b, struct ckpt__rset *out)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < a->n; i++) {
+		uintptr_t lo = a->r[i].lo, hi = a->r[i].hi;
+		while (j < b->n && b->r[j].hi <= lo)
+			j++;
+		for (size_t k = j; lo < hi && k < b->n && b->r[k].lo < hi; k++) {
+			if (b->r[k].lo > lo && add(out, lo, b->r[k].lo))
+				return CKPT_ENOMEM;
+			if (b->r[k].hi > lo)
+				lo = b->r[k].hi;
+		}
+		if (lo < hi && add(out, lo, hi))
+			return CKPT_ENOMEM;
+	}
+	return 0;
+}
+
+/* The data pages of rest (memory the program has mapped): their blocks
+ * read, checked and kept on `threads` threads now, written in phase 3
+ * (fill.c).  Not with the shadow (its copies hold pages), nor the TLS
+ * block written around glibc's descriptor.  What is left (pages that read
+ * as zero or as their file, the TLS block) is written page by page. */
+static int stage_rest(struct rctx *r, int use_shadow, unsigned threads)
+{
+	struct ckpt__rset in = {0};
+	int rc = 0;
+	if (!use_shadow && r->rest.n) {
+		rc = ckpt__rset_copy(&in, &r->rest) ? CKPT_ENOMEM : 0;
+		for (size_t i = 0; !rc && i < r->target->nmaps; i++) {
+			const struct ckpt__fmap *fm = &r->target->maps[i];
+			if (fm->kind == CKPT__MK_TLS && fm->keep_len &&
+			    ckpt__rset_del(&in, fm->start, fm->end))
+				rc = CKPT_ENOMEM;
+		}
+		if (rc)
+			rc = ckpt__fail(rc, "ckpt_restore: out of memory planning");
+		if (!rc)
+			rc = ckpt__fill_plan(&r->sf, r->c, r->k, &in);
+		if (!rc)
+			rc = ckpt__fill_stage(&r->sf, threads, STAGE_LIMIT);
+		r->blocks_read += r->sf.ntask;
+	}
+	if (!rc && subtract(&r->rest, &r->sf.data, &r->unstaged))
+		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_restore: out of memory planning");
+	ckpt__rset_free(&in);
+	return rc;
+}
+
 /* Phase 3, with everything read, verified and mapped: from here on the
  * restore goes through. */
-static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch)
+static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch,
+		 unsigned threads)
 {
 	size_t ps = ckpt__pagesize;
 	uintptr_t brk_k = r->brk_k, cur = r->brk_cur;
@@ -829,17 +885,16 @@ static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch
 		ckpt__track_unmapped_locked(r->unmap.r[i].lo, r->unmap.r[i].hi);
 	}
 	int rc = open_spans(r, &r->rest);
-	for (size_t i = 0; !rc && i < r->rest.n; i++) {
-		uintptr_t lo = r->rest.r[i].lo, hi = r->rest.r[i].hi;
-		/* With the shadow on, the clean pages about to change are the
-		 * newest snapshot's: their copies make a later rollback to it
-		 * cheap. */
-		if (ckpt__shadow_on())
-			ckpt__shadow_save(lo, hi);
-		for (uintptr_t a = lo; !rc && a < hi; a += ps)
+	/* With the shadow on, the clean pages about to change are the newest
+	 * snapshot's: their copies make a later rollback to it cheap. */
+	for (size_t i = 0; !rc && ckpt__shadow_on() && i < r->rest.n; i++)
+		ckpt__shadow_save(r->rest.r[i].lo, r->rest.r[i].hi);
+	for (size_t i = 0; !rc && i < r->unstaged.n; i++)
+		for (uintptr_t a = r->unstaged.r[i].lo; !rc && a < r->unstaged.r[i].hi; a += ps)
 			rc = write_page(r, a, scratch, use_shadow, pd);
-	}
-	r->pages += r->fresh_pages;
+	if (!rc)
+		rc = ckpt__fill_apply(&r->sf, threads);
+	r->pages += r->fresh_pages + r->sf.npage;
 	zrun_flush(r);
 	if (!rc)
 		rc = flush_pends(r, pd);
@@ -898,6 +953,8 @@ int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int al
 	if (!rc && (rc = fill_fresh(&r, use_shadow, made, w->threads)) != 0)
 		unmake_room(&r);
 	if (!rc)
+		rc = stage_rest(&r, use_shadow, w->threads);
+	if (!rc)
 		rc = load_blocks(&r, use_shadow);
 	/* What applying needs, allocated before the point of no return. */
 	struct pends pd = {0};
@@ -912,7 +969,7 @@ int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int al
 		unmake_room(&r);
 	uint64_t t1 = ckpt__now_ns();
 	if (!rc)
-		rc = apply(&r, use_shadow, &pd, scratch);
+		rc = apply(&r, use_shadow, &pd, scratch, w->threads);
 	pends_free(&pd, &r);
 	if (scratch)
 		ckpt__mem_free(scratch, ckpt__pagesize);
