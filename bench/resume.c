@@ -10,7 +10,9 @@
  *                 pages were written (the rate of bench/pause's field);
  *   2. chain      a 256 MiB heap, its base followed by 1, 10 and 100
  *                 increments, each written after 1% of the heap's pages
- *                 (chosen at random) were written;
+ *                 (chosen at random) were written; the three chains are
+ *                 written first and resumed in turn, so that the noise of
+ *                 a shared machine falls on all three alike;
  *   3. threads    the pause of a resumable commit (CKPT_F_RESUME |
  *                 CKPT_F_ASYNC, 16 MiB heap, 1% of it written before each)
  *                 in a program with 1, 4, 16 and 64 threads, the others
@@ -623,40 +625,72 @@ static void best(uint64_t *b, uint64_t t)
 		*b = t;
 }
 
-static void measure(struct row *o, size_t heap, unsigned increments, double pct)
+/* Writes the chain of row o (its heap and increments) into a new
+ * directory, returned. */
+static char *make_chain(struct row *o, double pct)
 {
-	char *dir = make_dir(), bytes[32], incr[16], pcts[16];
-	snprintf(bytes, sizeof bytes, "%zu", heap);
-	snprintf(incr, sizeof incr, "%u", increments);
+	char *dir = strdup(make_dir()), bytes[32], incr[16], pcts[16];
+	if (!dir)
+		die("strdup", strerror(errno));
+	snprintf(bytes, sizeof bytes, "%zu", o->heap);
+	snprintf(incr, sizeof incr, "%u", o->increments);
 	snprintf(pcts, sizeof pcts, "%g", pct);
 	const char *make[] = {self_name, "--child", "make", dir, bytes, incr, pcts, NULL};
-	const char *res[] = {self_name, "--child", "resume", dir, NULL};
-	const char *lazy[] = {self_name, "--child", "resume", dir, "lazy", NULL};
-	*o = (struct row){.heap = heap, .increments = increments};
 	uint64_t t0 = now_ns();
 	if (run_child(make, NULL))
 		die("make", "the chain was resumed instead of written");
 	o->make = now_ns() - t0;
-	for (int r = 0; r < REPS; r++) {
-		uint64_t ex, run, t = run_child3(res, &ex, &run), rd = read_dir(dir, &o->files);
-		if (!t)
-			die("resume", "the child did not report a resume");
-		best(&o->resume, t);
-		best(&o->exit, ex);
-		best(&o->run, run);
-		best(&o->read, rd);
-		best(&o->floor, floor_dir(dir, heap));
+	return dir;
+}
+
+/* One round of measurements of the chain in dir into o. */
+static void measure_once(struct row *o, const char *dir)
+{
+	const char *res[] = {self_name, "--child", "resume", dir, NULL};
+	const char *lazy[] = {self_name, "--child", "resume", dir, "lazy", NULL};
+	uint64_t ex, run, t = run_child3(res, &ex, &run), rd = read_dir(dir, &o->files);
+	if (!t)
+		die("resume", "the child did not report a resume");
+	best(&o->resume, t);
+	best(&o->exit, ex);
+	best(&o->run, run);
+	best(&o->read, rd);
+	best(&o->floor, floor_dir(dir, o->heap));
 #ifdef CKPT_F_LAZY
-		t = run_child3(lazy, &ex, &run);
-		if (!t)
-			die("resume", "the lazy child did not report a resume");
-		best(&o->lazy, t);
-		best(&o->lazy_run, run);
+	t = run_child3(lazy, &ex, &run);
+	if (!t)
+		die("resume", "the lazy child did not report a resume");
+	best(&o->lazy, t);
+	best(&o->lazy_run, run);
 #else
-		(void)lazy;
+	(void)lazy;
 #endif
-	}
+}
+
+static void measure(struct row *o, size_t heap, unsigned increments, double pct)
+{
+	*o = (struct row){.heap = heap, .increments = increments};
+	char *dir = make_chain(o, pct);
+	for (int r = 0; r < REPS; r++)
+		measure_once(o, dir);
 	remove_dir(dir);
+	free(dir);
+}
+
+/* The same for n chains side by side: all written first, then measured in
+ * turn, REPS rounds, so that the machine's noise falls on all alike. */
+static void measure_side_by_side(struct row *o, size_t n, double pct)
+{
+	char *dir[8];
+	for (size_t i = 0; i < n && i < 8; i++)
+		dir[i] = make_chain(&o[i], pct);
+	for (int r = 0; r < REPS; r++)
+		for (size_t i = 0; i < n && i < 8; i++)
+			measure_once(&o[i], dir[i]);
+	for (size_t i = 0; i < n && i < 8; i++) {
+		remove_dir(dir[i]);
+		free(dir[i]);
+	}
 }
 
 static void print_header(const char *first)
@@ -781,15 +815,15 @@ int main(int argc, char **argv)
 	       " before each increment)\n",
 	       hsz, DIRTY_PCT);
 	print_header("increments");
-	struct row first_chain = {0};
-	for (size_t i = 0; i < sizeof chains / sizeof chains[0]; i++) {
+	struct row crow[sizeof chains / sizeof chains[0]];
+	size_t nchains = sizeof chains / sizeof chains[0];
+	for (size_t i = 0; i < nchains; i++)
+		crow[i] = (struct row){.heap = chain_heap, .increments = chains[i]};
+	measure_side_by_side(crow, nchains, DIRTY_PCT);
+	for (size_t i = 0; i < nchains; i++) {
 		char label[16];
-		struct row o;
 		snprintf(label, sizeof label, "%u", chains[i]);
-		measure(&o, chain_heap, chains[i], DIRTY_PCT);
-		if (!first_chain.resume)
-			first_chain = o;
-		print_row(label, &o, &first_chain);
+		print_row(label, &crow[i], &crow[0]);
 	}
 threads:
 	printf("\n3. Pause of a resumable commit (CKPT_F_ASYNC, 16 MiB heap, 1%% written) against"
