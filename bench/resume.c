@@ -66,9 +66,9 @@
  * pays for the disk, at the disk's speed.  Chains are written under /tmp,
  * fsynced by every commit, and removed after each measurement.
  *
- * Usage: resume [--quick] [--threads]   (or CKPT_BENCH_QUICK=1)
+ * Usage: resume [--quick] [--threads] [--chains]   (or CKPT_BENCH_QUICK=1)
  * --quick measures 16 and 64 MiB heaps and a 16 MiB heap's chains;
- * --threads measures the threads (3.) alone.
+ * --threads measures the threads (3.) alone, --chains the chains (2.).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -756,17 +756,20 @@ int main(int argc, char **argv)
 		die(argv[2], "unknown child mode");
 	}
 	const char *env = getenv("CKPT_BENCH_QUICK");
-	int quick = env && *env && strcmp(env, "0"), threads_only = 0;
+	int quick = env && *env && strcmp(env, "0"), threads_only = 0, chains_only = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {
 			quick = 1;
 		} else if (!strcmp(argv[i], "--threads")) {
 			threads_only = 1;
+		} else if (!strcmp(argv[i], "--chains")) {
+			chains_only = 1;
 		} else {
 			fprintf(stderr,
-				"usage: %s [--quick] [--threads]   (or CKPT_BENCH_QUICK=1)\n"
+				"usage: %s [--quick] [--threads] [--chains]   (or CKPT_BENCH_QUICK=1)\n"
 				"--quick measures small heaps only, for a fast run\n"
-				"--threads measures the commit pause against threads only\n",
+				"--threads measures the commit pause against threads only\n"
+				"--chains measures the resume against chain length only\n",
 				argv[0]);
 			return strcmp(argv[i], "--help") ? 2 : 0;
 		}
@@ -790,6 +793,8 @@ int main(int argc, char **argv)
 	       " %.1f ms\n\n",
 	       ms(bare_ns));
 
+	if (chains_only)
+		goto chains;
 	printf("1. Resume against heap size: a base and one increment after %.0f%% of the pages"
 	       " were written\n",
 	       STEP_PCT);
@@ -809,6 +814,7 @@ int main(int argc, char **argv)
 			first_size = o;
 		print_row(label, &o, &first_size);
 	}
+chains:;
 	char hsz[32];
 	size_str(chain_heap, hsz, sizeof hsz);
 	printf("\n2. Resume of a %s heap against chain length (%.0f%% of the pages written"
@@ -825,6 +831,8 @@ int main(int argc, char **argv)
 		snprintf(label, sizeof label, "%u", chains[i]);
 		print_row(label, &crow[i], &crow[0]);
 	}
+	if (chains_only)
+		return 0;
 threads:
 	printf("\n3. Pause of a resumable commit (CKPT_F_ASYNC, 16 MiB heap, 1%% written) against"
 	       " the program's threads, best and median of %d\n",
