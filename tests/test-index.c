@@ -92,6 +92,7 @@ static unsigned char *write_base(int flat, size_t *len)
 	cr_assert_geq(fd, 0);
 	struct ckpt__wplan p = {
 		.id = 1, .flags = CKPT__SF_BASE, .page_size = PS, .nthreads = 1, .exe = "/bin/x",
+		.build_id = "test-index-build-id0", .build_id_len = 20,
 		.maps = maps, .nmaps = 2, .runs = runs, .nruns = plan_runs, .level = 3, .threads = 1,
 		.time_ns = 1, .flat_index = flat,
 	};
