@@ -16,9 +16,13 @@
  *                 of at least 0.8, on every line.
  *   2. restore    the field is rolled back from the snapshot files: to the
  *                 base across an increment, and to the newest snapshot.
- *   3. sparse     the base snapshot of a 16 GiB mapping of which 256 MiB
- *                 were touched: it must cost what 256 MiB cost, not what
- *                 16 GiB would.
+ *   3. sparse     the base snapshot of a 16 GiB mapping (MAP_NORESERVE)
+ *                 of which every 64th page was written, 256 MiB in all,
+ *                 against the base of the same pages with the same content
+ *                 written densely in a 256 MiB mapping: it must cost what
+ *                 the pages cost, not what 16 GiB would.  The bars are at
+ *                 most 1.5 times the dense base's time and 2 times its
+ *                 bytes.
  *   4. reset      a 64 MiB region is committed once, then 16 random pages
  *                 are written and rolled back with ckpt_restore(CKPT_LATEST)
  *                 in a loop, as a fuzzer resets its target: with
@@ -46,8 +50,10 @@
  * and whatever must survive a restore lives on the calling thread's stack,
  * which a restore leaves alone.
  *
- * Usage: commit [--quick]   (or CKPT_BENCH_QUICK=1)
- * --quick shrinks every size about 8 times and shortens the reset loops.
+ * Usage: commit [--quick] [--only commit|restore|sparse|reset]...
+ * --quick (or CKPT_BENCH_QUICK=1) shrinks every size about 8 times and
+ * shortens the reset loops; --only runs the measurements named (the
+ * summary then has only their lines).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -76,6 +82,8 @@
 #define RESET_PAGES 16
 #define BAR_ZSTD    0.80
 #define BAR_RESETS  10000.0
+#define BAR_SPARSE_TIME	 1.5
+#define BAR_SPARSE_BYTES 2.0
 #define MIB	    ((size_t)1 << 20)
 #define GIB	    ((size_t)1 << 30)
 
@@ -87,9 +95,9 @@ static const double dirty_pct[] = {0.1, 1, 10, 100};
 /* The sizes of one run; --quick divides them. */
 struct sizes {
 	size_t field;	     /* the float field of measurements 1 and 2 */
-	size_t sparse;	     /* the sparse mapping of measurement 3 */
-	size_t sparse_chunk; /* touched at the start of every stride */
-	size_t sparse_stride;
+	size_t sparse;	      /* the sparse mapping of measurement 3 */
+	size_t sparse_chunk;  /* written at the start of every stride (one page) */
+	size_t sparse_stride; /* (64 pages) */
 	size_t reset_region;  /* the region of the reset loop */
 	double reset_secs;    /* time spent in the loop with CKPT_F_SHADOW */
 	double reset_secs_ns; /* and without */
@@ -704,17 +712,141 @@ static void print_restore_row(const char *to, const char *dirtied, const struct 
 
 /* ---- 3. sparse --------------------------------------------------------------------------- */
 
+/*
+ * The base of a large sparse mapping against the same pages written densely.
+ * The sparse mapping (MAP_NORESERVE) has sz.sparse_chunk bytes written at the
+ * start of every sz.sparse_stride; the dense one holds the same chunks, with
+ * the same content, one after the other.  Nothing else differs: what the
+ * sparse base costs beyond the dense one is what the untouched address space
+ * costs.  Two contents: whole pages of the float field, and pages that hold
+ * a 64-byte record each (zeros after it), which compress so well that what
+ * a snapshot spends per page besides the data shows.
+ */
+enum { SPARSE_FIELD, SPARSE_RECORDS, SPARSE_NCONTENT };
+static const char *const sparse_content[SPARSE_NCONTENT] = {"field", "64 B records"};
+
+struct sparse_arg {
+	int dense;
+	int content;
+};
+
+#define RECORD_BYTES 64
+
 static void run_sparse(const void *arg, void *out)
 {
-	(void)arg;
+	const struct sparse_arg *a = arg;
 	struct commit_fig *f = out;
-	char *p = map_anon(sz.sparse, MAP_NORESERVE);
-	for (size_t off = 0; off + sz.sparse_chunk <= sz.sparse; off += sz.sparse_stride)
-		fill_field(p + off, sz.sparse_chunk, off / pagesz);
+	size_t chunks = sz.sparse / sz.sparse_stride;
+	size_t step = a->dense ? sz.sparse_chunk : sz.sparse_stride;
+	char *p = map_anon(a->dense ? chunks * sz.sparse_chunk : sz.sparse,
+			   a->dense ? 0 : MAP_NORESERVE);
+	char *page = map_anon(pagesz, 0);
+	for (size_t k = 0; k < chunks; k++) {
+		size_t row = k * sz.sparse_stride / pagesz;
+		if (a->content == SPARSE_FIELD) {
+			fill_field(p + k * step, sz.sparse_chunk, row);
+			continue;
+		}
+		for (size_t off = 0; off < sz.sparse_chunk; off += pagesz) {
+			fill_field(page, pagesz, row + off / pagesz);
+			memcpy(p + k * step + off, page, RECORD_BYTES);
+		}
+	}
 	ckpt_t *c = open_chain(chain_dir, 0);
+	/* The scratch page is the benchmark's, not the program's state. */
+	int rc = ckpt_exclude(c, page, pagesz);
+	if (rc)
+		die_ckpt("ckpt_exclude", rc);
 	begin(c);
 	commit(c, f);
 	end_close(c);
+}
+
+static double sparse_time_ratio(const struct commit_fig f[2])
+{
+	return (double)f[0].wall_ns / (double)f[1].wall_ns;
+}
+
+static double sparse_bytes_ratio(const struct commit_fig f[2])
+{
+	return (double)f[0].s.commit_file_bytes / (double)f[1].s.commit_file_bytes;
+}
+
+static int sparse_above(const struct commit_fig f[2])
+{
+	return sparse_time_ratio(f) > BAR_SPARSE_TIME || sparse_bytes_ratio(f) > BAR_SPARSE_BYTES;
+}
+
+static void print_sparse_row(const char *label, const struct commit_fig *f)
+{
+	const ckpt_stats *s = &f->s;
+	printf("%-28s  %8llu  %8.0f  %8.1f  %8.1f  %8.1f  %8.1f  %8.1f  %8.1f  %10.2f  %8.2f\n",
+	       label, (unsigned long long)s->commit_pages,
+	       in_mib((uint64_t)s->tracked_pages * pagesz), ms(f->wall_ns), ms(s->commit_pause_ns),
+	       ms(s->commit_capture_ns), ms(s->commit_compress_ns), ms(s->commit_write_ns),
+	       ms(s->commit_sync_ns), in_mib(s->commit_stored_bytes),
+	       in_mib(s->commit_file_bytes));
+}
+
+/* Measurement 3: for each content, the sparse base and the dense one, REPS
+ * times each in turn, the quickest of each kept.  have[k]: content k ran. */
+static void sparse_section(const char *ssz, const char *tsz,
+			   struct commit_fig out[SPARSE_NCONTENT][2], int have[SPARSE_NCONTENT])
+{
+	printf("3. Base snapshot of a sparse %s mapping (MAP_NORESERVE), every %zuth page written"
+	       " (%s), against the same pages written densely (times in ms, best of %d)\n",
+	       ssz, sz.sparse_stride / pagesz, tsz, REPS);
+	printf("%-28s  %8s  %8s  %8s  %8s  %8s  %8s  %8s  %8s  %10s  %8s\n", "content, mapping",
+	       "pages", "tracked", "commit", "pause", "capture", "compress", "write", "sync",
+	       "stored MiB", "file MiB");
+	for (int k = 0; k < SPARSE_NCONTENT; k++) {
+		int got[2] = {0, 0};
+		have[k] = 1;
+		for (int rep = 0; rep < REPS && have[k]; rep++)
+			for (int dense = 0; dense < 2 && have[k]; dense++) {
+				struct sparse_arg a = {dense, k};
+				struct commit_fig f;
+				if (isolated(run_sparse, &a, &f, sizeof f, dense ? "dense" : "sparse")) {
+					have[k] = 0;
+					break;
+				}
+				if (!got[dense] || f.wall_ns < out[k][dense].wall_ns)
+					out[k][dense] = f;
+				got[dense] = 1;
+			}
+		if (!have[k])
+			continue;
+		char label[64];
+		snprintf(label, sizeof label, "%s, sparse %s", sparse_content[k], ssz);
+		print_sparse_row(label, &out[k][0]);
+		snprintf(label, sizeof label, "%s, dense %s", sparse_content[k], tsz);
+		print_sparse_row(label, &out[k][1]);
+		printf("%-28s  sparse/dense: commit time %.2f (bar <= %.1f), file bytes %.2f"
+		       " (bar <= %.1f)%s\n",
+		       "", sparse_time_ratio(out[k]), BAR_SPARSE_TIME, sparse_bytes_ratio(out[k]),
+		       BAR_SPARSE_BYTES, sparse_above(out[k]) ? "  ABOVE THE BAR" : "");
+		fflush(stdout);
+	}
+	printf("(tracked: MiB the tracker covers, the process's other memory included; commit: as"
+	       " the caller sees it)\n\n");
+}
+
+static void print_sparse_bars(const struct commit_fig f[SPARSE_NCONTENT][2],
+			      const int have[SPARSE_NCONTENT])
+{
+	printf("sparse base against dense (bars: time <= %.1f, bytes <= %.1f):", BAR_SPARSE_TIME,
+	       BAR_SPARSE_BYTES);
+	int above = 0;
+	for (int k = 0; k < SPARSE_NCONTENT; k++) {
+		if (!have[k]) {
+			printf("  %s FAILED", sparse_content[k]);
+			continue;
+		}
+		printf("  %s %.2f, %.2f", sparse_content[k], sparse_time_ratio(f[k]),
+		       sparse_bytes_ratio(f[k]));
+		above |= sparse_above(f[k]);
+	}
+	printf("%s\n", above ? "  ABOVE THE BAR" : "");
 }
 
 /* ---- 4. reset ---------------------------------------------------------------------------- */
@@ -832,21 +964,43 @@ static const char *fs_name(const char *path)
 	}
 }
 
-static int quick_from(int argc, char **argv)
+enum { SEC_COMMIT = 1, SEC_RESTORE = 2, SEC_SPARSE = 4, SEC_RESET = 8, SEC_ALL = 15 };
+
+static void usage(const char *argv0, int status)
 {
+	fprintf(stderr,
+		"usage: %s [--quick] [--only commit|restore|sparse|reset]...   (or "
+		"CKPT_BENCH_QUICK=1)\n"
+		"--quick shrinks every size about 8 times for a fast run;\n"
+		"--only runs the measurements named (every one by default)\n",
+		argv0);
+	exit(status);
+}
+
+/* Whether the run is a quick one; *sections gets the measurements to run. */
+static int options(int argc, char **argv, unsigned *sections)
+{
+	static const char *const names[] = {"commit", "restore", "sparse", "reset"};
 	const char *env = getenv("CKPT_BENCH_QUICK");
 	int quick = env && *env && strcmp(env, "0");
+	*sections = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {
 			quick = 1;
+		} else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+			unsigned k = 0;
+			while (k < 4 && strcmp(argv[i + 1], names[k]))
+				k++;
+			if (k == 4)
+				usage(argv[0], 2);
+			*sections |= 1u << k;
+			i++;
 		} else {
-			fprintf(stderr,
-				"usage: %s [--quick]   (or CKPT_BENCH_QUICK=1)\n"
-				"--quick shrinks every size about 8 times for a fast run\n",
-				argv[0]);
-			exit(strcmp(argv[i], "--help") ? 2 : 0);
+			usage(argv[0], strcmp(argv[i], "--help") ? 2 : 0);
 		}
 	}
+	if (!*sections)
+		*sections = SEC_ALL;
 	return quick;
 }
 
@@ -860,7 +1014,8 @@ static void size_str(size_t bytes, char *buf, size_t len)
 
 int main(int argc, char **argv)
 {
-	int quick = quick_from(argc, argv), failed = 0;
+	unsigned sections;
+	int quick = options(argc, argv, &sections), failed = 0;
 	pagesz = (size_t)sysconf(_SC_PAGESIZE);
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	if (ncpu < 1)
@@ -869,8 +1024,8 @@ int main(int argc, char **argv)
 	sz = (struct sizes){
 	    .field = GIB,
 	    .sparse = 16 * GIB,
-	    .sparse_chunk = MIB,
-	    .sparse_stride = 64 * MIB,
+	    .sparse_chunk = pagesz,
+	    .sparse_stride = 64 * pagesz,
 	    .reset_region = 64 * MIB,
 	    .reset_secs = 2.0,
 	    .reset_secs_ns = 0.5,
@@ -898,162 +1053,157 @@ int main(int argc, char **argv)
 	else
 		printf("zstd CLI: missing from PATH, its columns are skipped\n\n");
 
-	printf("1. Commit of a %s float field, pages written at random between commits"
-	       " (times in ms)\n",
-	       fsz);
-	printf("%7s  %8s  %8s  %8s  %8s  %8s  %8s  %8s  %8s  %8s  %8s\n", "dirty", "pages",
-	       "stored", "commit", "pause", "capture", "compress", "write", "sync", "memcpy",
-	       zstd_path[0] ? "zstd CLI" : "");
 	struct pct_result res[NPCT];
-	int have[NPCT];
-	for (size_t i = 0; i < NPCT; i++) {
-		char label[16], what[32];
-		pct_label(dirty_pct[i], label, sizeof label);
-		snprintf(what, sizeof what, "%7s", label);
-		have[i] = !isolated(run_commit, &dirty_pct[i], &res[i], sizeof res[i], what);
-		if (!have[i]) {
+	int have[NPCT] = {0};
+	if (sections & SEC_COMMIT) {
+		printf("1. Commit of a %s float field, pages written at random between commits"
+		       " (times in ms)\n",
+		       fsz);
+		printf("%7s  %8s  %8s  %8s  %8s  %8s  %8s  %8s  %8s  %8s  %8s\n", "dirty", "pages",
+		       "stored", "commit", "pause", "capture", "compress", "write", "sync", "memcpy",
+		       zstd_path[0] ? "zstd CLI" : "");
+		for (size_t i = 0; i < NPCT; i++) {
+			char label[16], what[32];
+			pct_label(dirty_pct[i], label, sizeof label);
+			snprintf(what, sizeof what, "%7s", label);
+			have[i] = !isolated(run_commit, &dirty_pct[i], &res[i], sizeof res[i], what);
+			if (!have[i]) {
+				failed = 1;
+				continue;
+			}
+			print_commit_row(label, res[i].pages, &res[i].incr, &res[i]);
+			if (res[i].fallbacks)
+				printf("warning: %llu VMA-limit fallbacks in one epoch\n",
+				       (unsigned long long)res[i].fallbacks);
+			if (res[i].incr.s.commit_pages < res[i].pages)
+				printf("warning: %zu pages written, %llu stored\n", res[i].pages,
+				       (unsigned long long)res[i].incr.s.commit_pages);
+			fflush(stdout);
+		}
+		/* Every base did the same work: the best of them. */
+		const struct commit_fig *base = NULL;
+		for (size_t i = 0; i < NPCT; i++)
+			if (have[i] && (!base || res[i].base.s.commit_pause_ns < base->s.commit_pause_ns))
+				base = &res[i].base;
+		if (base)
+			print_commit_row("base", sz.field / pagesz, base, NULL);
+
+		printf("\n%7s  %9s  %10s  %9s  %8s  %8s  %11s  %9s  %9s  %9s\n", "dirty", "raw MiB",
+		       "stored MiB", "file MiB", "ckpt c/r", "zstd c/r", "memcpy MB/s", "ckpt MB/s",
+		       "zstd MB/s", "ckpt/zstd");
+		for (size_t i = 0; i < NPCT; i++) {
+			char label[16];
+			if (have[i])
+				print_rate_row(pct_label(res[i].pct, label, sizeof label), &res[i].incr.s,
+					       &res[i]);
+		}
+		if (base)
+			print_rate_row("base", &base->s, NULL);
+		printf("(c/r: compressed/raw bytes; MB/s = 10^6 B/s; ckpt: raw bytes / commit pause; zstd:"
+		       " input / process wall time; below: under the bar of %.2f)\n\n",
+		       BAR_ZSTD);
+
+	}
+
+	if (sections & SEC_RESTORE) {
+		printf("2. Restore of the %s field from the snapshot files (no CKPT_F_SHADOW)\n", fsz);
+		printf("%-14s  %-26s  %8s  %9s  %9s  %7s\n", "to", "written since the newest", "pages",
+		       "wall ms", "ckpt ms", "GB/s");
+		struct restore_out ro;
+		if (!isolated(run_restore, NULL, &ro, sizeof ro, "restore")) {
+			char what[32];
+			print_restore_row("id 1 (base)", "10% (+10% in increment 2)", &ro.base);
+			snprintf(what, sizeof what, "1%% (best of %d)", REPS);
+			print_restore_row("CKPT_LATEST", what, &ro.latest);
+			printf("(pages: ckpt_stats restore_pages; GB/s = restore_pages x page / "
+			       "restore_ns)\n");
+			printf("memory after every restore %s the snapshot\n",
+			       ro.ok ? "equals" : "DIFFERS FROM");
+			failed |= !ro.ok;
+		} else {
 			failed = 1;
-			continue;
 		}
-		print_commit_row(label, res[i].pages, &res[i].incr, &res[i]);
-		if (res[i].fallbacks)
-			printf("warning: %llu VMA-limit fallbacks in one epoch\n",
-			       (unsigned long long)res[i].fallbacks);
-		if (res[i].incr.s.commit_pages < res[i].pages)
-			printf("warning: %zu pages written, %llu stored\n", res[i].pages,
-			       (unsigned long long)res[i].incr.s.commit_pages);
-		fflush(stdout);
-	}
-	/* Every base did the same work: the best of them. */
-	const struct commit_fig *base = NULL;
-	for (size_t i = 0; i < NPCT; i++)
-		if (have[i] && (!base || res[i].base.s.commit_pause_ns < base->s.commit_pause_ns))
-			base = &res[i].base;
-	if (base)
-		print_commit_row("base", sz.field / pagesz, base, NULL);
+		printf("\n");
 
-	printf("\n%7s  %9s  %10s  %9s  %8s  %8s  %11s  %9s  %9s  %9s\n", "dirty", "raw MiB",
-	       "stored MiB", "file MiB", "ckpt c/r", "zstd c/r", "memcpy MB/s", "ckpt MB/s",
-	       "zstd MB/s", "ckpt/zstd");
-	for (size_t i = 0; i < NPCT; i++) {
-		char label[16];
-		if (have[i])
-			print_rate_row(pct_label(res[i].pct, label, sizeof label), &res[i].incr.s,
-				       &res[i]);
 	}
-	if (base)
-		print_rate_row("base", &base->s, NULL);
-	printf("(c/r: compressed/raw bytes; MB/s = 10^6 B/s; ckpt: raw bytes / commit pause; zstd:"
-	       " input / process wall time; below: under the bar of %.2f)\n\n",
-	       BAR_ZSTD);
 
-	printf("2. Restore of the %s field from the snapshot files (no CKPT_F_SHADOW)\n", fsz);
-	printf("%-14s  %-26s  %8s  %9s  %9s  %7s\n", "to", "written since the newest", "pages",
-	       "wall ms", "ckpt ms", "GB/s");
-	struct restore_out ro;
-	if (!isolated(run_restore, NULL, &ro, sizeof ro, "restore")) {
-		char what[32];
-		print_restore_row("id 1 (base)", "10% (+10% in increment 2)", &ro.base);
-		snprintf(what, sizeof what, "1%% (best of %d)", REPS);
-		print_restore_row("CKPT_LATEST", what, &ro.latest);
-		printf("(pages: ckpt_stats restore_pages; GB/s = restore_pages x page / "
-		       "restore_ns)\n");
-		printf("memory after every restore %s the snapshot\n",
-		       ro.ok ? "equals" : "DIFFERS FROM");
-		failed |= !ro.ok;
-	} else {
-		failed = 1;
+	struct commit_fig spf[SPARSE_NCONTENT][2]; /* sparse, dense */
+	int have_sp[SPARSE_NCONTENT] = {0};
+	if (sections & SEC_SPARSE) {
+		sparse_section(ssz, tsz, spf, have_sp);
+		for (int k = 0; k < SPARSE_NCONTENT; k++)
+			failed |= !have_sp[k];
 	}
-	printf("\n");
 
-	printf("3. Base snapshot of a sparse %s mapping (MAP_NORESERVE), %s touched"
-	       " (1 MiB every 64 MiB)\n",
-	       ssz, tsz);
-	struct commit_fig sp;
-	if (!isolated(run_sparse, NULL, &sp, sizeof sp, "sparse")) {
-		const ckpt_stats *s = &sp.s;
-		printf("tracked %.0f MiB; commit %.1f ms (pause %.1f: capture %.1f, compress %.1f,"
-		       " write %.1f, sync %.1f)\n",
-		       in_mib((uint64_t)s->tracked_pages * pagesz), ms(sp.wall_ns),
-		       ms(s->commit_pause_ns), ms(s->commit_capture_ns), ms(s->commit_compress_ns),
-		       ms(s->commit_write_ns), ms(s->commit_sync_ns));
-		printf("stored %.1f MiB of %.1f MiB raw; file %.1f MiB = %.3f x the %s touched\n",
-		       in_mib(s->commit_stored_bytes), in_mib(s->commit_raw_bytes),
-		       in_mib(s->commit_file_bytes), (double)s->commit_file_bytes / (double)touched,
-		       tsz);
-		if (have[NPCT - 1]) {
-			/* What the touched bytes cost at the rate of a dense commit. */
-			double rate = ckpt_rate(&res[NPCT - 1].incr.s);
-			double expect = (double)touched / rate / 1e3;
-			printf("the %s at the 100%% line's rate (%.0f MB/s) would take %.1f ms:"
-			       " pause/that = %.2f\n",
-			       tsz, rate, expect, ms(s->commit_pause_ns) / expect);
-		}
-	} else {
-		failed = 1;
-	}
-	printf("\n");
-
-	printf("4. Reset loop on a %s heap region: %d random pages written (a byte each),"
-	       " then ckpt_restore(CKPT_LATEST)\n",
-	       rsz, RESET_PAGES);
-	printf("%-16s  %9s  %7s  %10s  %9s  %13s  %6s\n", "mode", "resets", "seconds", "resets/s",
-	       "us/reset", "restore_pages", "checks");
-	static const unsigned modes[] = {CKPT_F_SHADOW, 0};
-	static const char *const mode_name[] = {"CKPT_F_SHADOW", "from the file"};
 	struct reset_fig rs[2];
-	int have_rs[2];
-	for (int m = 0; m < 2; m++) {
-		have_rs[m] = !isolated(run_reset, &modes[m], &rs[m], sizeof rs[m], mode_name[m]);
-		if (have_rs[m])
-			print_reset_row(mode_name[m], &rs[m]);
-		else
-			failed = 1;
-	}
-	printf("(seconds: spent writing and restoring; restore_pages: as ckpt_stats reports for"
-	       " the last reset; checks: memory equal to the commit)\n\n");
+	int have_rs[2] = {0};
+	if (sections & SEC_RESET) {
+		printf("4. Reset loop on a %s heap region: %d random pages written (a byte each),"
+		       " then ckpt_restore(CKPT_LATEST)\n",
+		       rsz, RESET_PAGES);
+		printf("%-16s  %9s  %7s  %10s  %9s  %13s  %6s\n", "mode", "resets", "seconds", "resets/s",
+		       "us/reset", "restore_pages", "checks");
+		static const unsigned modes[] = {CKPT_F_SHADOW, 0};
+		static const char *const mode_name[] = {"CKPT_F_SHADOW", "from the file"};
+		for (int m = 0; m < 2; m++) {
+			have_rs[m] = !isolated(run_reset, &modes[m], &rs[m], sizeof rs[m], mode_name[m]);
+			if (have_rs[m])
+				print_reset_row(mode_name[m], &rs[m]);
+			else
+				failed = 1;
+		}
+		printf("(seconds: spent writing and restoring; restore_pages: as ckpt_stats reports for"
+		       " the last reset; checks: memory equal to the commit)\n\n");
 
-	int below = 0;
-	printf("commit throughput ckpt/zstd CLI (bar >= %.2f):", BAR_ZSTD);
-	for (size_t i = 0; i < NPCT; i++) {
-		char label[16];
-		pct_label(dirty_pct[i], label, sizeof label);
-		if (!have[i])
-			printf("  %s FAILED", label);
-		else if (!res[i].zstd_ns)
-			printf("  %s -", label);
-		else
-			printf("  %s %.2f", label, ckpt_rate(&res[i].incr.s) / zstd_rate(&res[i]));
-		below |= have[i] && res[i].zstd_ns &&
-			 ckpt_rate(&res[i].incr.s) / zstd_rate(&res[i]) < BAR_ZSTD;
 	}
-	printf("%s\n", !zstd_path[0] ? "  (not measured: zstd CLI missing)"
-		       : below	     ? "  BELOW THE BAR"
-				     : "");
-	if (zstd_path[0]) {
-		/* The CLI above writes to /dev/null; a commit writes a file and
-		 * syncs it.  The same comparison with the CLI doing that too. */
-		int below_f = 0;
-		printf("the same, zstd CLI writing a file it then fsyncs:");
+
+	if (sections & SEC_COMMIT) {
+		int below = 0;
+		printf("commit throughput ckpt/zstd CLI (bar >= %.2f):", BAR_ZSTD);
 		for (size_t i = 0; i < NPCT; i++) {
 			char label[16];
 			pct_label(dirty_pct[i], label, sizeof label);
-			if (!have[i] || !res[i].zstd_file_ns) {
+			if (!have[i])
+				printf("  %s FAILED", label);
+			else if (!res[i].zstd_ns)
 				printf("  %s -", label);
-				continue;
-			}
-			double q = ckpt_rate(&res[i].incr.s) /
-				   mb_per_s(res[i].zstd_in, res[i].zstd_file_ns);
-			printf("  %s %.2f", label, q);
-			below_f |= q < BAR_ZSTD;
+			else
+				printf("  %s %.2f", label, ckpt_rate(&res[i].incr.s) / zstd_rate(&res[i]));
+			below |= have[i] && res[i].zstd_ns &&
+				 ckpt_rate(&res[i].incr.s) / zstd_rate(&res[i]) < BAR_ZSTD;
 		}
-		printf("%s\n", below_f ? "  BELOW THE BAR" : "");
+		printf("%s\n", !zstd_path[0] ? "  (not measured: zstd CLI missing)"
+			       : below	     ? "  BELOW THE BAR"
+					     : "");
+		if (zstd_path[0]) {
+			/* The CLI above writes to /dev/null; a commit writes a file and
+			 * syncs it.  The same comparison with the CLI doing that too. */
+			int below_f = 0;
+			printf("the same, zstd CLI writing a file it then fsyncs:");
+			for (size_t i = 0; i < NPCT; i++) {
+				char label[16];
+				pct_label(dirty_pct[i], label, sizeof label);
+				if (!have[i] || !res[i].zstd_file_ns) {
+					printf("  %s -", label);
+					continue;
+				}
+				double q = ckpt_rate(&res[i].incr.s) /
+					   mb_per_s(res[i].zstd_in, res[i].zstd_file_ns);
+				printf("  %s %.2f", label, q);
+				below_f |= q < BAR_ZSTD;
+			}
+			printf("%s\n", below_f ? "  BELOW THE BAR" : "");
+		}
 	}
-	if (have_rs[0])
-		printf("resets/s with CKPT_F_SHADOW (%d pages, %s): %.0f (bar >= %.0f)%s\n",
-		       RESET_PAGES, rsz, resets_per_s(&rs[0]), BAR_RESETS,
-		       resets_per_s(&rs[0]) >= BAR_RESETS ? "" : "  BELOW THE BAR");
-	else
-		printf("resets/s with CKPT_F_SHADOW: FAILED\n");
+	if (sections & SEC_SPARSE)
+		print_sparse_bars(spf, have_sp);
+	if (sections & SEC_RESET) {
+		if (have_rs[0])
+			printf("resets/s with CKPT_F_SHADOW (%d pages, %s): %.0f (bar >= %.0f)%s\n",
+			       RESET_PAGES, rsz, resets_per_s(&rs[0]), BAR_RESETS,
+			       resets_per_s(&rs[0]) >= BAR_RESETS ? "" : "  BELOW THE BAR");
+		else
+			printf("resets/s with CKPT_F_SHADOW: FAILED\n");
+	}
 	return failed;
 }

@@ -33,7 +33,8 @@
 /* Header flags. */
 #define CKPT__SF_BASE 0x1u          /* a full snapshot: no parent */
 #define CKPT__SF_NOT_RESUMABLE 0x2u /* the process had other threads */
-#define CKPT__SF_KNOWN (CKPT__SF_BASE | CKPT__SF_NOT_RESUMABLE)
+#define CKPT__SF_PACKED_INDEX 0x4u  /* the index is packed (below), not struct ckpt__frun */
+#define CKPT__SF_KNOWN (CKPT__SF_BASE | CKPT__SF_NOT_RESUMABLE | CKPT__SF_PACKED_INDEX)
 
 /* Sections.  The header's `sect` holds the first four; PROC (the process
  * record a resume needs: registers, stack, descriptors... see proc.h) has
@@ -106,6 +107,22 @@ struct ckpt__frun {
 	uint32_t block;      /* DATA: the block holding every page of the run */
 	uint32_t block_page; /* DATA: the run's first page in that block */
 };
+
+/*
+ * The packed index (header flag CKPT__SF_PACKED_INDEX): the same runs, in
+ * the same order, each as two unsigned LEB128 numbers:
+ *   (gap << 2) | kind   gap: pages from the end of the previous run (from
+ *                       address 0 for the first) to the start of this one
+ *   npages - 1
+ * A DATA run's block and first page in it are not stored: DATA runs take
+ * the pages of the blocks in order, the first from page 0 of block 0, each
+ * from where the one before it ended, moving on to the next block once a
+ * block's pages are used up; no run crosses the end of a block, and the
+ * runs use up every page of every block.  Runs are ordered and disjoint by
+ * construction.  Readers expand it to struct ckpt__frun entries.
+ */
+#define CKPT__PACKED_KIND_BITS 2
+#define CKPT__VARINT_MAX 10 /* bytes of a LEB128 uint64_t */
 
 /* Block codecs. */
 enum { CKPT__CODEC_RAW = 0, CKPT__CODEC_ZSTD = 1 };

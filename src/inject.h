@@ -9,7 +9,10 @@
  * making of each of the program's pipes), map (a
  * mapping a restore recreates), or sync (a capture reading the back-end's
  * record of the pages written in one region: uffd's PAGEMAP_SCAN walk; the
- * mprotect back-end keeps no such record, its faults mark the bitmap).
+ * mprotect back-end keeps no such record, its faults mark the bitmap), or
+ * swaps (a capture asking whether a swap device came or went while it told
+ * userfaultfd's markers from pages with mincore: the Nth asking answers
+ * yes, whatever ERRNO, and the capture scans again; see capture.c).
  * Calls are counted from 1 since the variable took its current value.
  * Tests use it to prove a failed commit leaves the chain intact and loses
  * nothing, and a failed restore or resume the process.
@@ -26,6 +29,7 @@ enum {
 	CKPT__IO_OPEN,
 	CKPT__IO_MAP,
 	CKPT__IO_SYNC,
+	CKPT__IO_SWAPS,
 	CKPT__IO_KINDS
 };
 

@@ -194,11 +194,103 @@ static int check_blocks(struct ckpt__snap *s)
 	return 0;
 }
 
+/* ---- the packed index (format.h, doc/FORMAT.md) ------------------------------ */
+
+/* Reads the LEB128 number at p[*at], of at most CKPT__VARINT_MAX bytes and
+ * 64 bits, before `len`.  0, or -1 if it is cut short or too long. */
+static int get_varint(const unsigned char *p, size_t len, size_t *at, uint64_t *v)
+{
+	uint64_t x = 0;
+	for (unsigned i = 0; i < CKPT__VARINT_MAX && *at < len; i++) {
+		unsigned char b = p[(*at)++];
+		if (i == CKPT__VARINT_MAX - 1 && b > 1)
+			return -1; /* past 64 bits */
+		x |= (uint64_t)(b & 0x7f) << (7 * i);
+		if (!(b & 0x80)) {
+			*v = x;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/*
+ * Expands the packed index held in s->runs (the section's bytes) into
+ * struct ckpt__frun entries of an allocation of their own: counted first,
+ * so that what is allocated is bounded by the limits before anything is.
+ * Each entry is checked as it is read (kind, range, its place in the
+ * blocks); check_runs then checks the result as any index.
+ */
+static int unpack_index(struct ckpt__snap *s)
+{
+	const char *n = s->name;
+	const unsigned char *p = (const unsigned char *)s->runs;
+	size_t len = s->h.sect[CKPT__SEC_INDEX].size, count = 0;
+	uint64_t v;
+	for (size_t at = 0; at < len; count++) {
+		if (get_varint(p, len, &at, &v) || get_varint(p, len, &at, &v))
+			return BAD("%s: index: run %zu is cut short or holds a number past 64 bits",
+				   n, count);
+		if (count >= CKPT__MAX_RUNS)
+			return BAD("%s: index: more than %u runs", n, CKPT__MAX_RUNS);
+	}
+	s->runs_alloc_size = (count ? count : 1) * sizeof *s->runs;
+	struct ckpt__frun *r = ckpt__mem_alloc(s->runs_alloc_size);
+	if (!r)
+		return ckpt__fail(CKPT_ENOMEM, "%s: out of memory for %zu runs", n, count);
+	s->runs_alloc = r;
+	uint64_t ps = s->h.page_size, end = 0, used = 0;
+	size_t b = 0, at = 0;
+	for (size_t i = 0; i < count; i++) {
+		uint64_t g, np;
+		get_varint(p, len, &at, &g);
+		get_varint(p, len, &at, &np);
+		uint64_t gap = g >> CKPT__PACKED_KIND_BITS;
+		unsigned kind = (unsigned)(g & ((1u << CKPT__PACKED_KIND_BITS) - 1));
+		if (kind < CKPT__RK_DATA || kind > CKPT__RK_FILE)
+			return BAD("%s: run %zu: unknown kind %u", n, i, kind);
+		if (np >= UINT32_MAX)
+			return BAD("%s: run %zu: %llu pages", n, i, (unsigned long long)np + 1);
+		if (gap > (UINT64_MAX - end) / ps || np + 1 > (UINT64_MAX - end - gap * ps) / ps)
+			return BAD("%s: run %zu: past the end of the address space", n, i);
+		memset(&r[i], 0, sizeof r[i]);
+		r[i].start = end + gap * ps;
+		r[i].npages = (uint32_t)(np + 1);
+		r[i].kind = (uint8_t)kind;
+		end = r[i].start + (np + 1) * ps;
+		if (kind != CKPT__RK_DATA)
+			continue;
+		if (b < s->nblocks && used == s->blocks[b].rsize / ps) {
+			b++;
+			used = 0;
+		}
+		if (b >= s->nblocks)
+			return BAD("%s: run %zu: %u pages of data past the last block", n, i,
+				   r[i].npages);
+		if (used + r[i].npages > s->blocks[b].rsize / ps)
+			return BAD("%s: run %zu: pages %llu+%u outside block %zu", n, i,
+				   (unsigned long long)used, r[i].npages, b);
+		r[i].block = (uint32_t)b;
+		r[i].block_page = (uint32_t)used;
+		used += r[i].npages;
+	}
+	if (s->nblocks && (b != s->nblocks - 1 || used != s->blocks[b].rsize / ps))
+		return BAD("%s: index: the runs end in block %zu, page %llu, before the end of the "
+			   "data (%zu blocks)",
+			   n, b, (unsigned long long)used, s->nblocks);
+	s->runs = r;
+	s->nruns = count;
+	return 0;
+}
+
 static void snap_free(struct ckpt__snap *s)
 {
 	if (s->alloc)
 		ckpt__mem_free(s->alloc, s->alloc_size);
 	s->alloc = NULL;
+	if (s->runs_alloc)
+		ckpt__mem_free(s->runs_alloc, s->runs_alloc_size);
+	s->runs_alloc = NULL;
 }
 
 static int load(struct ckpt__snap *s)
@@ -226,11 +318,16 @@ static int load(struct ckpt__snap *s)
 
 	/* The sections: inside the file, clear of each other and of the
 	 * blocks, whole entries, under the limits. */
-	static const size_t esize[CKPT__NSECT_ALL] = {1, sizeof(struct ckpt__fmap),
-						  sizeof(struct ckpt__frun),
-						  sizeof(struct ckpt__fblock), 1};
-	static const uint64_t emax[CKPT__NSECT_ALL] = {CKPT__MAX_STRINGS, CKPT__MAX_MAPS,
-						   CKPT__MAX_RUNS, CKPT__MAX_RUNS, CKPT__MAX_PROC};
+	/* A packed index is bytes, bounded as the flat one (its runs are
+	 * counted when it is expanded). */
+	int packed = (s->h.flags & CKPT__SF_PACKED_INDEX) != 0;
+	const size_t esize[CKPT__NSECT_ALL] = {1, sizeof(struct ckpt__fmap),
+					       packed ? 1 : sizeof(struct ckpt__frun),
+					       sizeof(struct ckpt__fblock), 1};
+	const uint64_t emax[CKPT__NSECT_ALL] = {
+		CKPT__MAX_STRINGS, CKPT__MAX_MAPS,
+		packed ? (uint64_t)CKPT__MAX_RUNS * sizeof(struct ckpt__frun) : CKPT__MAX_RUNS,
+		CKPT__MAX_RUNS, CKPT__MAX_PROC};
 	static const char *const sname[CKPT__NSECT_ALL] = {"strings", "mappings", "index", "blocks",
 						       "process"};
 	if (!region_ok(s, s->h.data_offset, s->h.data_size))
@@ -284,7 +381,8 @@ static int load(struct ckpt__snap *s)
 	if ((uint64_t)s->h.exe_off + s->h.exe_len > strsz ||
 	    (uint64_t)s->h.bid_off + s->h.bid_len > strsz)
 		return BAD("%s: executable or build-id outside the strings", n);
-	if ((rc = check_maps(s)) || (rc = check_blocks(s)) || (rc = check_runs(s)))
+	if ((rc = check_maps(s)) || (rc = check_blocks(s)) || (packed && (rc = unpack_index(s))) ||
+	    (rc = check_runs(s)))
 		return rc;
 	return 0;
 }

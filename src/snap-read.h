@@ -24,6 +24,8 @@ struct ckpt__snap {
 	size_t proc_size;
 	void *alloc;                /* one allocation holding the arrays above */
 	size_t alloc_size;
+	void *runs_alloc;           /* the runs expanded from a packed index, or NULL */
+	size_t runs_alloc_size;
 };
 
 /* Opens and verifies the metadata of `name` in the directory dirfd (every

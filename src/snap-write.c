@@ -194,6 +194,63 @@ static int build_index(const struct ckpt__wplan *p, struct wctx *w, struct index
 	return 0;
 }
 
+/* The packed index (format.h): bytes appended as LEB128 numbers. */
+struct packed {
+	unsigned char *b;
+	size_t n, cap;
+};
+
+static int put_varint(struct packed *pk, uint64_t v)
+{
+	if (ckpt__mem_grow((void **)&pk->b, &pk->cap, pk->n + CKPT__VARINT_MAX, 1))
+		return CKPT_ENOMEM;
+	do {
+		unsigned char byte = v & 0x7f;
+		v >>= 7;
+		pk->b[pk->n++] = byte | (v ? 0x80 : 0);
+	} while (v);
+	return 0;
+}
+
+/*
+ * Packs the runs of x.  The blocks hold the DATA pages in index order, so a
+ * DATA run's block and first page follow from the runs before it; this
+ * checks they do.  0, 1 if the runs do not follow that order (then the flat
+ * index is written), or CKPT_ENOMEM.
+ */
+static int pack_index(const struct index *x, const struct wctx *w, size_t ps, struct packed *pk)
+{
+	uint64_t end = 0; /* of the previous run */
+	size_t b = 0;     /* the block the next DATA page is in */
+	uint64_t used = 0; /* its pages used so far */
+	for (size_t i = 0; i < x->n; i++) {
+		const struct ckpt__frun *r = &x->r[i];
+		if (r->kind == CKPT__RK_DATA) {
+			if (b < w->nblocks && used == w->blocks[b].rsize / ps) {
+				b++;
+				used = 0;
+			}
+			if (b >= w->nblocks || r->block != b || r->block_page != used ||
+			    used + r->npages > w->blocks[b].rsize / ps)
+				return 1;
+			used += r->npages;
+		}
+		if (r->start < end || (r->start - end) % ps)
+			return 1;
+		uint64_t gap = (r->start - end) / ps;
+		if (gap >> (64 - CKPT__PACKED_KIND_BITS))
+			return 1;
+		if (put_varint(pk, gap << CKPT__PACKED_KIND_BITS | r->kind) ||
+		    put_varint(pk, r->npages - 1u))
+			return CKPT_ENOMEM;
+		end = r->start + (uint64_t)r->npages * ps;
+	}
+	/* Every page of every block. */
+	if (w->nblocks && (b != w->nblocks - 1 || used != w->blocks[b].rsize / ps))
+		return 1;
+	return 0;
+}
+
 int ckpt__snap_write(int dirfd, const struct ckpt__wplan *p, struct ckpt__wresult *res)
 {
 	memset(res, 0, sizeof *res);
@@ -202,6 +259,8 @@ int ckpt__snap_write(int dirfd, const struct ckpt__wplan *p, struct ckpt__wresul
 	snprintf(name, sizeof name, CKPT__SNAP_FMT, (unsigned long long)p->id);
 	struct wctx w = {.fd = -1, .tmpname = tmpname};
 	struct index x = {0};
+	struct packed pk = {0};
+	int packed = 0;
 	struct strings st = {0};
 	uintptr_t *pages = NULL;
 	size_t pages_cap = 0, npages = 0, jobs_bytes = 0;
@@ -246,6 +305,13 @@ int ckpt__snap_write(int dirfd, const struct ckpt__wplan *p, struct ckpt__wresul
 	h.data_size = w.off - h.data_offset;
 	if (!rc)
 		rc = build_index(p, &w, &x);
+	if (!rc && !p->flat_index) {
+		rc = pack_index(&x, &w, p->page_size, &pk);
+		if (rc == CKPT_ENOMEM)
+			rc = ckpt__fail(rc, "out of memory indexing a snapshot");
+		packed = rc == 0;
+		rc = rc == 1 ? 0 : rc;
+	}
 
 	/* Strings and the mapping table. */
 	fmaps_bytes = (p->nmaps ? p->nmaps : 1) * sizeof *fmaps;
@@ -276,9 +342,11 @@ int ckpt__snap_write(int dirfd, const struct ckpt__wplan *p, struct ckpt__wresul
 		    str_add(&st, p->build_id, p->build_id_len, &h.bid_off, &h.bid_len)))
 		rc = ckpt__fail(CKPT_ENOMEM, "out of memory writing a snapshot");
 
-	const void *sect_data[CKPT__NSECT_ALL] = {st.s, fmaps, x.r, w.blocks, p->proc};
-	size_t sect_size[CKPT__NSECT_ALL] = {st.n, p->nmaps * sizeof *fmaps, x.n * sizeof *x.r,
-					 w.nblocks * sizeof *w.blocks, p->proc_size};
+	const void *sect_data[CKPT__NSECT_ALL] = {st.s, fmaps, packed ? (const void *)pk.b : x.r,
+						  w.blocks, p->proc};
+	size_t sect_size[CKPT__NSECT_ALL] = {st.n, p->nmaps * sizeof *fmaps,
+					     packed ? pk.n : x.n * sizeof *x.r,
+					     w.nblocks * sizeof *w.blocks, p->proc_size};
 	for (int i = 0; i < CKPT__NSECT_ALL && !rc; i++) {
 		if (i == CKPT__SEC_PROC && !sect_size[i])
 			continue; /* absent: all zero */
@@ -294,7 +362,7 @@ int ckpt__snap_write(int dirfd, const struct ckpt__wplan *p, struct ckpt__wresul
 		memcpy(h.magic, CKPT__MAGIC, 8);
 		h.version = CKPT__FORMAT_VERSION;
 		h.header_size = sizeof h;
-		h.flags = p->flags;
+		h.flags = (p->flags & ~CKPT__SF_PACKED_INDEX) | (packed ? CKPT__SF_PACKED_INDEX : 0);
 		h.page_size = p->page_size;
 		h.nthreads = p->nthreads;
 		memcpy(h.chain_id, p->chain_id, 16);
@@ -359,6 +427,7 @@ int ckpt__snap_write(int dirfd, const struct ckpt__wplan *p, struct ckpt__wresul
 	}
 	ckpt__mem_array_free((void **)&pages, &pages_cap, sizeof *pages);
 	ckpt__mem_array_free((void **)&x.r, &x.cap, sizeof *x.r);
+	ckpt__mem_array_free((void **)&pk.b, &pk.cap, 1);
 	ckpt__mem_array_free((void **)&st.s, &st.cap, 1);
 	ckpt__mem_array_free((void **)&w.blocks, &w.blocks_cap, sizeof *w.blocks);
 	if (w.jobs)

@@ -46,6 +46,8 @@ struct ckpt__wplan {
 	uint64_t time_ns; /* 0: now */
 	const void *proc; /* the process record (proc.h), or NULL */
 	size_t proc_size;
+	int flat_index;   /* write the index as struct ckpt__frun entries, not packed
+			     (what readers without CKPT__SF_PACKED_INDEX read) */
 };
 
 struct ckpt__wresult {

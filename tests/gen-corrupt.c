@@ -11,7 +11,10 @@
  * refuses the file.  The output is deterministic: fixed chain id, times,
  * build-id and contents.  The files are kept in the repository; this
  * program documents how they were made and remakes them if the format
- * changes (make corrupt-files).
+ * changes (make corrupt-files).  They hold the flat index (24 bytes a run,
+ * as every file did before the packed one): the damage below edits its
+ * entries, and test-format proves a reader still reads such files;
+ * tests/test-index.c covers the packed index.
  *
  *     gen-corrupt --oversize-block FILE
  *
@@ -174,7 +177,7 @@ static void write_snap(int dirfd, uint64_t id, const uint8_t chain[16], const ch
 	struct ckpt__wplan p = {
 		.id = id, .parent = id - 1, .flags = id == 1 ? CKPT__SF_BASE : 0, .page_size = PS,
 		.nthreads = 1, .exe = "/usr/bin/ckpt-golden", .build_id = bid, .build_id_len = 20,
-		.maps = maps, .nmaps = 2, .runs = runs, .nruns = n, .level = 3, .threads = 1,
+		.maps = maps, .nmaps = 2, .runs = runs, .nruns = n, .level = 3, .threads = 1, .flat_index = 1,
 		.time_ns = 1795000000000000000ull + id,
 	};
 	memcpy(p.chain_id, chain, 16);
@@ -203,7 +206,7 @@ static void write_full(int dirfd, uint64_t id, const uint8_t chain[16], const ch
 	struct ckpt__wplan p = {.id = id, .parent = id - 1, .flags = id == 1 ? CKPT__SF_BASE : 0,
 				.page_size = PS, .nthreads = 1, .exe = "/usr/bin/ckpt-golden",
 				.build_id = bid, .build_id_len = 20, .maps = &m, .nmaps = 1,
-				.runs = &r, .nruns = 1, .level = 3, .threads = 1,
+				.runs = &r, .nruns = 1, .level = 3, .threads = 1, .flat_index = 1,
 				.time_ns = 1795000000000000000ull + id};
 	memcpy(p.chain_id, chain, 16);
 	struct ckpt__wresult res;
@@ -337,7 +340,7 @@ int main(int argc, char **argv)
 		struct ckpt__wplan p = {.id = 2, .parent = 1, .page_size = 16384, .nthreads = 1,
 					.exe = "/usr/bin/ckpt-golden", .build_id = bid,
 					.build_id_len = 20, .maps = &m, .nmaps = 1, .runs = &r,
-					.nruns = 1, .level = 3, .threads = 1,
+					.nruns = 1, .level = 3, .threads = 1, .flat_index = 1,
 					.time_ns = 1795000000000000002ull};
 		memcpy(p.chain_id, chain, 16);
 		struct ckpt__wresult res;
