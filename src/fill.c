@@ -340,3 +340,32 @@ int ckpt__fill_run(struct ckpt__fill *f, unsigned threads)
 	}
 	return rc;
 }
+
+/* ---- loading one block, for a filler of its own ------------------------------------------ */
+
+int ckpt__fill_load(const struct ckpt__fill *f, const struct ckpt__fill_task *t, ZSTD_DCtx *dctx,
+		    void *raw, void *stored)
+{
+	const struct ckpt__fill_page *pg = &f->page[t->first];
+	const struct ckpt__snap *s = t->snap;
+	size_t ps = ckpt__pagesize;
+	if (t->block >= s->nblocks)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: no block %u", s->name, t->block);
+	const struct ckpt__fblock *fb = &s->blocks[t->block];
+	uint32_t npages = fb->rsize / (uint32_t)ps;
+	if (fb->rsize % ps || npages > CKPT__BLOCK_PAGES)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes of pages", s->name, t->block,
+				  fb->rsize);
+	for (uint32_t i = 0; i < t->n; i++)
+		if (pg[i].page >= npages)
+			return ckpt__fail(CKPT_ECORRUPT, "%s: block %u holds %u pages, not %u",
+					  s->name, t->block, npages, pg[i].page + 1);
+	int rc = ckpt__snap_block(s, dctx, t->block, raw, stored);
+	if (!rc && fb->codec == CKPT__CODEC_ZSTD) {
+		ZSTD_frameHeader zh;
+		if (ZSTD_getFrameHeader(&zh, stored, fb->csize) != 0 || !zh.checksumFlag)
+			rc = ckpt__fail(CKPT_ECORRUPT, "%s: block %u: the frame has no content checksum",
+					s->name, t->block);
+	}
+	return rc;
+}

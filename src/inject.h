@@ -9,7 +9,9 @@
  * making of each of the program's pipes), map (a
  * mapping a restore recreates), or sync (a capture reading the back-end's
  * record of the pages written in one region: uffd's PAGEMAP_SCAN walk; the
- * mprotect back-end keeps no such record, its faults mark the bitmap).
+ * mprotect back-end keeps no such record, its faults mark the bitmap), or
+ * uffd (the userfaultfd a lazy resume needs, CKPT_F_LAZY: the resume then
+ * fills the memory before the program goes on, as where none can be had).
  * Calls are counted from 1 since the variable took its current value.
  * Tests use it to prove a failed commit leaves the chain intact and loses
  * nothing, and a failed restore or resume the process.
@@ -26,6 +28,7 @@ enum {
 	CKPT__IO_OPEN,
 	CKPT__IO_MAP,
 	CKPT__IO_SYNC,
+	CKPT__IO_UFFD,
 	CKPT__IO_KINDS
 };
 
