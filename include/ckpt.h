@@ -471,7 +471,8 @@ CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id);
 
 /*
  * Blocks until every commit made so far on the handle is durable (written,
- * fsynced, renamed, the directory fsynced) and stores the newest durable
+ * fsynced, renamed, the directory fsynced), and until the fill of a lazy
+ * resume (CKPT_F_LAZY) has ended, and stores the newest durable
  * snapshot's id in *id (0 if none; id may be NULL).  Without CKPT_F_ASYNC
  * every commit is durable when ckpt_commit returns, and this returns at
  * once.  Returns 0, CKPT_EINVAL (c NULL), or the error of a background

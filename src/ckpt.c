@@ -384,6 +384,7 @@ CKPT_API int ckpt_end(ckpt_t *c)
 	if (c->as)
 		ckpt__async_release(c->as, c->w);
 	int rc = ckpt__track_end(&c->frozen);
+	ckpt__lazy_stop();
 	/* After the final collection, which counts what the kernel recorded. */
 	ckpt__track_counters(&c->cnt);
 	c->state = H_ENDED;
@@ -394,7 +395,7 @@ CKPT_API void ckpt_close(ckpt_t *c)
 {
 	if (!c)
 		return;
-	ckpt__lazy_finish();
+	ckpt__lazy_stop();
 	if (c->state == H_TRACKING)
 		ckpt_end(c);
 	if (c->as) {
@@ -504,6 +505,10 @@ static __attribute__((noinline)) int commit_resumable(struct ckpt *c, uint64_t *
 	 * takes locks a stopped thread may hold) and go on when the pages are
 	 * captured: the async staging copy, or the whole write. */
 	rc = ckpt__threads_stop();
+	/* With the threads stopped: a lazy resume's registration back to the
+	 * tracker's own, what was written since in the dirty set. */
+	if (!rc)
+		ckpt__lazy_handover();
 	if (!rc && (rc = ckpt__threads_record(&b, c->ctx.rsp)) != 0)
 		rc = ckpt__fail(rc, "ckpt_commit: cannot record the threads");
 	/* The content of the program's pipes, which its threads may write:
@@ -559,6 +564,7 @@ CKPT_API int ckpt_wait(ckpt_t *c, uint64_t *id)
 	ckpt__clear_error();
 	if (!c)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_wait: handle is NULL");
+	ckpt__lazy_finish();
 	int rc = 0;
 	if (c->as) {
 		ckpt__async_settle(c->as, c->w);
@@ -581,6 +587,7 @@ CKPT_API int ckpt_restore(ckpt_t *c, uint64_t id)
 	if (id == 0)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_restore: snapshot ids start at 1");
 	settle(c);
-	ckpt__lazy_finish();
+	/* Other threads are quiescent (see ckpt.h). */
+	ckpt__lazy_handover();
 	return ckpt__restore(c->w, id, (c->opt.flags & CKPT_F_SHADOW) != 0, &c->restored);
 }

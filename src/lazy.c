@@ -112,7 +112,8 @@ struct lazy {
 	size_t next;              /* the next of order to take (atomic) */
 	size_t ndone;             /* tasks done (atomic) */
 	int stop;                 /* cancelled (atomic) */
-	int ended;                /* the fill is over, its server gone (futex word) */
+	int filled;               /* every block filled (futex word) */
+	int finished;             /* ckpt__lazy_finish ran */
 	unsigned nw, started;
 	struct lworker w[MAX_WORKERS];
 	struct ckpt__own_thread th[MAX_WORKERS];
@@ -171,17 +172,20 @@ static int install(struct lazy *l, uintptr_t dst, const char *src, size_t len)
 	return 0;
 }
 
-/* The page at a reads as zero: it has no data in the plan (clean), or its
- * data was installed and discarded since (dirty under the uffd back-end:
- * no write-protection, so the tracker sees it written).  If it exists,
- * the thread that faulted on it is woken. */
+/* The page at a reads as zero: it has no data in the snapshot resumed,
+ * which is still the newest (clean), or its data was installed and
+ * discarded since, or the fill is over (dirty under the uffd back-end: no
+ * write-protection, so the tracker sees it written).  If it exists, the
+ * thread that faulted on it is woken. */
 static void install_zero(struct lazy *l, uintptr_t a, int clean)
 {
 	size_t ps = ckpt__pagesize;
 	long r;
-	if (l->wp && clean) {
+	if (l->wp) {
+		/* A copy of zeros: UFFDIO_ZEROPAGE refuses the uffd-wp marker
+		 * that stands for a protected page not there yet (EEXIST). */
 		struct uffdio_copy c = {.dst = a, .src = (uintptr_t)l->zero, .len = ps,
-					.mode = UFFDIO_COPY_MODE_WP};
+					.mode = clean ? UFFDIO_COPY_MODE_WP : 0};
 		r = uffd_ioctl(l->fd, UFFDIO_COPY, &c);
 	} else {
 		struct uffdio_zeropage z = {.range = {a, ps}, .mode = 0};
@@ -284,8 +288,10 @@ static void on_fault(struct lworker *w, uintptr_t addr)
 	long i = find(l, a);
 	if (i >= 0)
 		ensure(w, l->idx[i].task);
-	/* Normally there now: then this only wakes the thread. */
-	install_zero(l, a, i < 0);
+	/* Normally there now: then this only wakes the thread.  A page the
+	 * plan has no data for is clean while the newest snapshot is the one
+	 * resumed, that is until the fill ends and a commit may follow. */
+	install_zero(l, a, i < 0 && !__atomic_load_n(&l->filled, __ATOMIC_ACQUIRE));
 }
 
 /* One message read and handled: 1, or 0 if none was waiting. */
@@ -300,94 +306,77 @@ static int serve_one(struct lworker *w)
 	return 1;
 }
 
-/* Registers [lo, hi) for missing pages too, or (missing == 0) as the
- * tracker had it again.  0 or -errno. */
-static long reg(struct lazy *l, uintptr_t lo, uintptr_t hi, int missing)
+/* Registers [lo, hi) for missing pages (with write-protection under the
+ * uffd back-end, as the tracker has it).  0 or -errno. */
+static long reg_missing(struct lazy *l, uintptr_t lo, uintptr_t hi)
 {
-	struct uffdio_register r = {.range = {lo, hi - lo}};
+	struct uffdio_register r = {.range = {lo, hi - lo}, .mode = UFFDIO_REGISTER_MODE_MISSING};
 	if (l->wp)
-		r.mode = UFFDIO_REGISTER_MODE_WP | (missing ? UFFDIO_REGISTER_MODE_MISSING : 0);
-	else
-		r.mode = UFFDIO_REGISTER_MODE_MISSING;
-	if (!missing && !l->wp) {
-		struct uffdio_range u = {lo, hi - lo};
-		return uffd_ioctl(l->fd, UFFDIO_UNREGISTER, &u);
-	}
+		r.mode |= UFFDIO_REGISTER_MODE_WP;
 	return uffd_ioctl(l->fd, UFFDIO_REGISTER, &r);
 }
 
-/* Under the uffd back-end, [lo, hi) registered with write-protection
- * alone again, mapping by mapping when the range is no longer one stretch
- * of registrable memory (the program unmapped or replaced part of it).  A
- * mapping that refuses is unregistered, which leaves nothing waiting on a
- * missing page; the tracker finds it unregistered at its next look and
- * counts it as written. */
-static void unmiss(struct lazy *l, uintptr_t lo, uintptr_t hi)
+/* No more missing-page faults in [lo, hi): unregistered, which wakes
+ * whoever waits on one there (its page is then a zero page). */
+static void unregister(struct lazy *l, uintptr_t lo, uintptr_t hi)
 {
-	if (reg(l, lo, hi, 0) == 0)
-		return;
-	struct ckpt__maps m = {0};
-	if (ckpt__maps_read(&m) == 0)
-		for (size_t i = 0; i < m.n; i++) {
-			uintptr_t a = m.v[i].start > lo ? m.v[i].start : lo;
-			uintptr_t b = m.v[i].end < hi ? m.v[i].end : hi;
-			if (a < b && reg(l, a, b, 0) != 0) {
-				struct uffdio_range u = {a, b - a};
-				uffd_ioctl(l->fd, UFFDIO_UNREGISTER, &u);
-			}
-		}
-	ckpt__maps_free(&m);
+	struct uffdio_range u = {lo, hi - lo};
+	uffd_ioctl(l->fd, UFFDIO_UNREGISTER, &u);
 }
 
-/* No more missing-page faults: the registrations as the tracker had them
- * (or none: ckpt's own descriptor closed), every thread still waiting on
- * one woken (it finds the page or its zeros), what was queued dropped. */
-static void end_faults(struct lazy *l)
+/* The fill is over: what waits for it goes on. */
+static void fill_done(struct lazy *l)
 {
-	if (l->own_fd) {
-		/* Closing unregisters everything and wakes every waiter. */
-		ckpt__raw_close(l->fd);
-		l->fd = -1;
-		return;
-	}
-	for (size_t i = 0; i < l->ranges.n; i++) {
-		unmiss(l, l->ranges.r[i].lo, l->ranges.r[i].hi);
-		struct uffdio_range w = {l->ranges.r[i].lo, l->ranges.r[i].hi - l->ranges.r[i].lo};
-		uffd_ioctl(l->fd, UFFDIO_WAKE, &w);
-	}
-	struct uffd_msg m;
-	while (ckpt__sys3(SYS_read, l->fd, (long)&m, sizeof m) == (long)sizeof m)
-		;
+	__atomic_store_n(&ckpt__lazy_on, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&l->filled, 1, __ATOMIC_RELEASE);
+	ckpt__futex_wake(&l->filled, INT_MAX);
 }
 
+/*
+ * The workers.  Each reads a fault when one waits and otherwise takes the
+ * next block in address order; when none is left the others end and the
+ * server (worker 0) answers faults until the blocks being done are done.
+ * Then, under the mprotect back-end, it closes its descriptor (which
+ * unregisters everything and wakes every waiter) and ends.  Under the
+ * uffd back-end the registration keeps MISSING: the kernel offers no way
+ * to drop it but unregistering, which would drop the write-protection
+ * bits the tracker's record is (a page written since would go unseen).
+ * So the server stays, answering every later fault with a zero page (not
+ * write-protected: counted as written, the safe side), until tracking
+ * ends (ckpt__lazy_stop).
+ */
 static void *work(void *arg)
 {
 	struct lworker *w = arg;
 	struct lazy *l = w->l;
+	int zeros = 0;
 	for (;;) {
 		if (__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE))
 			break;
 		if (serve_one(w))
 			continue;
-		size_t i = __atomic_fetch_add(&l->next, 1, __ATOMIC_ACQ_REL);
-		if (i < l->f.ntask) {
-			ensure(w, l->order[i]);
-			continue;
+		if (!zeros) {
+			size_t i = __atomic_fetch_add(&l->next, 1, __ATOMIC_ACQ_REL);
+			if (i < l->f.ntask) {
+				ensure(w, l->order[i]);
+				continue;
+			}
+			if (!w->server)
+				break;
+			if (__atomic_load_n(&l->ndone, __ATOMIC_ACQUIRE) == l->f.ntask) {
+				if (l->own_fd) {
+					ckpt__raw_close(l->fd);
+					l->fd = -1;
+					fill_done(l);
+					break;
+				}
+				fill_done(l);
+				zeros = 1;
+				continue;
+			}
 		}
-		/* Everything is taken: the others end, the server waits for
-		 * what is being done and answers faults meanwhile. */
-		if (!w->server)
-			break;
-		if (__atomic_load_n(&l->ndone, __ATOMIC_ACQUIRE) == l->f.ntask)
-			break;
 		struct pollfd p = {.fd = l->fd, .events = POLLIN};
-		ckpt__sys3(SYS_poll, (long)&p, 1, 5);
-	}
-	if (w->server && !__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
-		end_faults(l);
-		__atomic_store_n(&ckpt__lazy_on, 0, __ATOMIC_RELEASE);
-		__atomic_store_n(&l->ended, 1, __ATOMIC_RELEASE);
-		ckpt__futex_wake(&l->ended, INT_MAX);
+		ckpt__sys3(SYS_poll, (long)&p, 1, zeros ? 50 : 5);
 	}
 	return NULL;
 }
@@ -667,7 +656,7 @@ int ckpt__lazy_start(struct ckpt__chain *c, uint64_t id, const struct ckpt__rset
 	/* Registered for missing pages: from here on a touch waits for a
 	 * worker. */
 	for (size_t i = 0; l && !why && !rc && i < lz.n; i++) {
-		long e = reg(l, lz.r[i].lo, lz.r[i].hi, 1);
+		long e = reg_missing(l, lz.r[i].lo, lz.r[i].hi);
 		if (e) {
 			snprintf(buf, sizeof buf, "userfaultfd cannot register %#lx-%#lx: %s",
 				 (unsigned long)lz.r[i].lo, (unsigned long)lz.r[i].hi,
@@ -706,8 +695,19 @@ int ckpt__lazy_start(struct ckpt__chain *c, uint64_t id, const struct ckpt__rset
 		__atomic_store_n(&l->stop, 1, __ATOMIC_RELEASE);
 		for (unsigned i = 0; i < l->started; i++)
 			ckpt__thread_join(&l->th[i]);
-		for (size_t i = 0; !l->own_fd && i < l->ranges.n; i++)
-			unmiss(l, l->ranges.r[i].lo, l->ranges.r[i].hi);
+		/* Under the uffd back-end, the tracker's registration as it
+		 * was: nothing is written yet, and the fill below writes
+		 * everything before the tracker closes it again. */
+		for (size_t i = 0; !l->own_fd && i < l->ranges.n; i++) {
+			uintptr_t lo = l->ranges.r[i].lo, hi = l->ranges.r[i].hi;
+			unregister(l, lo, hi);
+			struct uffdio_register r = {.range = {lo, hi - lo},
+						    .mode = UFFDIO_REGISTER_MODE_WP};
+			struct uffdio_writeprotect wp = {.range = {lo, hi - lo},
+							 .mode = UFFDIO_WRITEPROTECT_MODE_WP};
+			if (uffd_ioctl(l->fd, UFFDIO_REGISTER, &r) == 0)
+				uffd_ioctl(l->fd, UFFDIO_WRITEPROTECT, &wp);
+		}
 		release_fill(l);
 		l = NULL;
 	}
@@ -736,34 +736,79 @@ void ckpt__lazy_adopt_chain(struct ckpt__chain *c)
 static void join_all(struct lazy *l)
 {
 	for (unsigned i = 0; i < l->started; i++)
-		ckpt__thread_join(&l->th[i]);
+		if (l->th[i].tid)
+			ckpt__thread_join(&l->th[i]);
+}
+
+/* Stops the workers; the registrations go unless handed over already. */
+static void stop(struct lazy *l, int unreg)
+{
+	__atomic_store_n(&l->stop, 1, __ATOMIC_RELEASE);
+	join_all(l);
 	l->started = 0;
+	if (unreg && (!l->own_fd || l->fd >= 0))
+		for (size_t i = 0; i < l->ranges.n; i++)
+			unregister(l, l->ranges.r[i].lo, l->ranges.r[i].hi);
+	release_fill(l);
+}
+
+void ckpt__lazy_handover(void)
+{
+	ckpt__lazy_finish();
+	if (!__atomic_load_n(&L, __ATOMIC_ACQUIRE))
+		return;
+	ckpt__mutex_lock(&finish_lock);
+	struct lazy *l = __atomic_load_n(&L, __ATOMIC_ACQUIRE);
+	if (l) {
+		/* Any thread waiting on a missing page is woken by the
+		 * unregistering and finds a zero page. */
+		if (T)
+			pthread_mutex_lock(&T->lock);
+		for (size_t i = 0; i < l->ranges.n; i++)
+			ckpt__uffd_lazy_unmiss(l->ranges.r[i].lo, l->ranges.r[i].hi);
+		if (T) {
+			T->marked_closed = 1; /* marked, yet protected again */
+			pthread_mutex_unlock(&T->lock);
+		}
+		stop(l, 0);
+	}
+	ckpt__mutex_unlock(&finish_lock);
 }
 
 void ckpt__lazy_cancel(void)
 {
 	ckpt__mutex_lock(&finish_lock);
 	struct lazy *l = __atomic_load_n(&L, __ATOMIC_ACQUIRE);
-	if (l) {
-		__atomic_store_n(&l->stop, 1, __ATOMIC_RELEASE);
-		join_all(l);
-		if (!__atomic_load_n(&l->ended, __ATOMIC_ACQUIRE))
-			end_faults(l);
-		release_fill(l);
-	}
+	if (l)
+		stop(l, 1);
 	ckpt__mutex_unlock(&finish_lock);
+}
+
+void ckpt__lazy_stop(void)
+{
+	ckpt__lazy_finish();
+	ckpt__lazy_cancel();
 }
 
 void ckpt__lazy_finish(void)
 {
-	if (!__atomic_load_n(&L, __ATOMIC_ACQUIRE))
+	struct lazy *l = __atomic_load_n(&L, __ATOMIC_ACQUIRE);
+	if (!l || __atomic_load_n(&l->finished, __ATOMIC_ACQUIRE))
 		return;
 	ckpt__mutex_lock(&finish_lock);
-	struct lazy *l = __atomic_load_n(&L, __ATOMIC_ACQUIRE);
-	if (l) {
-		while (!__atomic_load_n(&l->ended, __ATOMIC_ACQUIRE))
-			ckpt__futex_wait(&l->ended, 0);
-		join_all(l);
+	l = __atomic_load_n(&L, __ATOMIC_ACQUIRE);
+	if (l && !l->finished) {
+		while (!__atomic_load_n(&l->filled, __ATOMIC_ACQUIRE))
+			ckpt__futex_wait(&l->filled, 0);
+		/* The helpers have ended (no block left), and so has the
+		 * server under the mprotect back-end. */
+		for (unsigned i = l->own_fd ? 0 : 1; i < l->started; i++)
+			ckpt__thread_join(&l->th[i]);
+		/* Every block is read: the chain's files go. */
+		if (l->c == &l->kept) {
+			ckpt__chain_close(&l->kept);
+			l->c = NULL;
+		}
 		/* Under the mprotect back-end the tracker tells a discard by a
 		 * page that was present at the last capture and is not now
 		 * (capture.c): the pages filled are present since. */
@@ -775,7 +820,11 @@ void ckpt__lazy_finish(void)
 						      l->idx[i].addr + ckpt__pagesize);
 			pthread_mutex_unlock(&T->lock);
 		}
-		release_fill(l);
+		__atomic_store_n(&l->finished, 1, __ATOMIC_RELEASE);
+		if (l->own_fd) {
+			l->started = 0;
+			release_fill(l);
+		}
 	}
 	ckpt__mutex_unlock(&finish_lock);
 }
@@ -784,7 +833,7 @@ void ckpt__lazy_fill_slow(uintptr_t lo, uintptr_t hi)
 {
 	__atomic_add_fetch(&users, 1, __ATOMIC_SEQ_CST);
 	struct lazy *l = __atomic_load_n(&L, __ATOMIC_SEQ_CST);
-	if (!l || __atomic_load_n(&l->ended, __ATOMIC_ACQUIRE)) {
+	if (!l || __atomic_load_n(&l->filled, __ATOMIC_ACQUIRE)) {
 		__atomic_sub_fetch(&users, 1, __ATOMIC_RELEASE);
 		return;
 	}

@@ -32,17 +32,34 @@ CKPT__HIDDEN void ckpt__lazy_adopt_chain(struct ckpt__chain *c);
 /* The resume failed after ckpt__lazy_start: the fill stops, its threads
  * end and the registrations go (the caller unmaps the memory). */
 CKPT__HIDDEN void ckpt__lazy_cancel(void);
-/* Waits for the fill to end, then releases what it held; afterwards the
- * tracker holds the filled pages as clean (equal to the newest snapshot).
+/* Waits for the fill to end, then releases what it held (the chain's
+ * files); afterwards the tracker holds the filled pages as clean (equal
+ * to the newest snapshot).
  * Called first by every call that reads or replaces the program's memory
  * (commit, restore) or stops tracking, and before fork.  Thread-safe;
  * nothing when no lazy fill runs. */
 CKPT__HIDDEN void ckpt__lazy_finish(void);
+/* Tracking ends (ckpt_end, ckpt_close): waits for the fill, then ends
+ * what is left of it (under the uffd back-end, the thread that answers
+ * later faults on the memory it registered).  Nothing when no lazy fill
+ * ran. */
+CKPT__HIDDEN void ckpt__lazy_stop(void);
 /* The pages of [lo, hi) filled now, on the calling thread, if a lazy
  * fill has not filled them yet: ahead of a system call that reads or
  * writes them, a discard (MADV_DONTNEED) or a move (mremap). */
 CKPT__HIDDEN void ckpt__lazy_fill_slow(uintptr_t lo, uintptr_t hi);
 
+/* Other threads of the program stopped (or quiescent): waits for the fill,
+ * and under the uffd back-end gives the registration back as the tracker
+ * had it (write-protection alone: what was written since recorded in the
+ * dirty bitmap first) and ends the thread that answered faults.  Before
+ * a commit's capture and a restore. */
+CKPT__HIDDEN void ckpt__lazy_handover(void);
+/* In track-uffd.c: [lo, hi) registered for write-protection alone again
+ * and protected whole, the pages written since their last close marked in
+ * the dirty bitmap first.  Other threads must not write meanwhile.  0 or
+ * CKPT_E* (then the range counts as written). */
+CKPT__HIDDEN int ckpt__uffd_lazy_unmiss(uintptr_t lo, uintptr_t hi);
 /* In track-uffd.c: the uffd back-end's userfaultfd, which a lazy fill
  * registers for missing pages too (a mapping takes one userfaultfd only),
  * or -1 when that back-end does not track; *kernel: whether it takes the

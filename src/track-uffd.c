@@ -405,6 +405,28 @@ static int uf_close(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
 	return rc;
 }
 
+int ckpt__uffd_lazy_unmiss(uintptr_t lo, uintptr_t hi)
+{
+	if (ready())
+		return CKPT_ENOTSUP;
+	/* What was written is in the bitmap before unregistering clears
+	 * the bits that say so; then protected whole again (clean). */
+	int rc = walk(lo, hi, &written_scan, mark);
+	struct uffdio_range range = {lo, hi - lo};
+	ioctl(U.fd, UFFDIO_UNREGISTER, &range);
+	if (rc)
+		ckpt__bm_set(lo, hi);
+	int e = uffd_register(U.fd, lo, hi);
+	if (!e)
+		e = uffd_protect(U.fd, lo, hi, 1);
+	if (e) {
+		/* Mapped anew or unmapped since: the tracker finds what is
+		 * there unregistered at its next look, written. */
+		return ckpt__from_errno(-e);
+	}
+	return rc;
+}
+
 int ckpt__uffd_lazy_fd(int *kernel)
 {
 	*kernel = 0;
