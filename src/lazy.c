@@ -109,7 +109,9 @@ struct lazy {
 	size_t nidx, idx_cap;
 	uint32_t *order;          /* tasks by the address of their first page */
 	int *state;               /* TASK_* per task (futex words) */
+	uint32_t *pos;            /* each task's place in order */
 	size_t next;              /* the next of order to take (atomic) */
+	size_t next2;             /* the same, second sweep (atomic) */
 	size_t ndone;             /* tasks done (atomic) */
 	int stop;                 /* cancelled (atomic) */
 	int filled;               /* every block filled (futex word) */
@@ -163,6 +165,10 @@ static int install(struct lazy *l, uintptr_t dst, const char *src, size_t len)
 				chunk = ps;
 				continue;
 			}
+			/* A thread may wait on it: faults on a block being
+			 * filled are left to the copy's wake-up. */
+			struct uffdio_range wk = {dst, ps};
+			uffd_ioctl(l->fd, UFFDIO_WAKE, &wk);
 			done = ps;
 		}
 		dst += done;
@@ -252,6 +258,15 @@ static void ensure(struct lworker *w, uint32_t t)
 				continue;
 			do_task(w, t);
 			__atomic_store_n(s, TASK_DONE, __ATOMIC_RELEASE);
+			/* A thread that faulted on a page of it after its copy
+			 * (a discard in between) re-faults: it is done now. */
+			const struct ckpt__fill_task *tk = &l->f.task[t];
+			const struct ckpt__fill_page *pg = &l->f.page[tk->first];
+			if (tk->n) {
+				struct uffdio_range wk = {pg[0].addr, pg[tk->n - 1].addr +
+									ckpt__pagesize - pg[0].addr};
+				uffd_ioctl(l->fd, UFFDIO_WAKE, &wk);
+			}
 			ckpt__futex_wake(s, INT_MAX);
 			__atomic_add_fetch(&l->ndone, 1, __ATOMIC_RELEASE);
 			return;
@@ -281,13 +296,30 @@ static long find(const struct lazy *l, uintptr_t a)
 	return i < l->nidx && l->idx[i].addr == a ? (long)i : -1;
 }
 
+/* The background fill goes on after block t: the program is there. */
+static void follow(struct lazy *l, uint32_t t)
+{
+	size_t want = (size_t)l->pos[t] + 1, cur = __atomic_load_n(&l->next, __ATOMIC_ACQUIRE);
+	while (cur < want &&
+	       !__atomic_compare_exchange_n(&l->next, &cur, want, 0, __ATOMIC_ACQ_REL,
+					    __ATOMIC_ACQUIRE))
+		;
+}
+
 static void on_fault(struct lworker *w, uintptr_t addr)
 {
 	struct lazy *l = w->l;
 	uintptr_t a = ckpt__page_down(addr);
 	long i = find(l, a);
-	if (i >= 0)
-		ensure(w, l->idx[i].task);
+	if (i >= 0) {
+		uint32_t t = l->idx[i].task;
+		follow(l, t);
+		/* Being filled: its copies wake the thread, while this one
+		 * goes on to other faults. */
+		if (__atomic_load_n(&l->state[t], __ATOMIC_ACQUIRE) == TASK_BUSY)
+			return;
+		ensure(w, t);
+	}
 	/* Normally there now: then this only wakes the thread.  A page the
 	 * plan has no data for is clean while the newest snapshot is the one
 	 * resumed, that is until the fill ends and a commit may follow. */
@@ -356,7 +388,12 @@ static void *work(void *arg)
 		if (serve_one(w))
 			continue;
 		if (!zeros) {
+			/* In address order from where the program last
+			 * faulted; then once more from the start, for what
+			 * that passed over. */
 			size_t i = __atomic_fetch_add(&l->next, 1, __ATOMIC_ACQ_REL);
+			if (i >= l->f.ntask)
+				i = __atomic_fetch_add(&l->next2, 1, __ATOMIC_ACQ_REL);
 			if (i < l->f.ntask) {
 				ensure(w, l->order[i]);
 				continue;
@@ -404,6 +441,8 @@ static void lazy_free(struct lazy *l)
 		ckpt__mem_free(l->order, (l->f.ntask + 1) * sizeof *l->order);
 	if (l->state)
 		ckpt__mem_free(l->state, (l->f.ntask + 1) * sizeof *l->state);
+	if (l->pos)
+		ckpt__mem_free(l->pos, (l->f.ntask + 1) * sizeof *l->pos);
 	if (l->zero)
 		ckpt__mem_free(l->zero, ckpt__pagesize);
 	if (l->argv)
@@ -456,8 +495,9 @@ static int build(struct lazy *l)
 	l->idx = ckpt__mem_alloc(l->idx_cap * sizeof *l->idx);
 	l->order = ckpt__mem_alloc((f->ntask + 1) * sizeof *l->order);
 	l->state = ckpt__mem_alloc((f->ntask + 1) * sizeof *l->state);
+	l->pos = ckpt__mem_alloc((f->ntask + 1) * sizeof *l->pos);
 	l->zero = ckpt__mem_alloc(ckpt__pagesize);
-	if (!l->idx || !l->order || !l->state || !l->zero)
+	if (!l->idx || !l->order || !l->state || !l->pos || !l->zero)
 		return CKPT_ENOMEM;
 	size_t k = 0;
 	for (size_t t = 0; t < f->ntask; t++)
@@ -472,6 +512,7 @@ static int build(struct lazy *l)
 		uint32_t t = l->idx[i].task;
 		if (!l->state[t]) {
 			l->state[t] = 1;
+			l->pos[t] = (uint32_t)n;
 			l->order[n++] = t;
 		}
 	}
