@@ -165,8 +165,9 @@ CKPT_API const char *ckpt_last_error(void);
  * order meanwhile (userfaultfd, MISSING mode); the rest is filled before,
  * as without the flag.  A first touch of a page not filled yet waits for
  * its block to be read and decompressed (on the order of 0.1-1 ms).
- * ckpt_commit, ckpt_restore, ckpt_end, ckpt_close and fork() first wait
- * for the fill to end; nothing is written to the chain before, so a kill
+ * ckpt_commit, ckpt_restore, ckpt_wait, ckpt_end, ckpt_close and fork()
+ * first wait for the fill to end (the chain's files stay open until
+ * then); nothing is written to the chain before, so a kill
  * during the fill leaves the chain as it was.  A block found damaged
  * during the fill cannot be undone: the program is executed again and
  * resumes without the flag.  Where no userfaultfd that takes the kernel's

@@ -15,7 +15,10 @@
  *   installs every page of it that the program needs (UFFDIO_COPY, which
  *   wakes the thread); a page the plan has no data for gets zeros;
  * - meanwhile the workers fill the blocks in the address order of their
- *   first page (the background fill);
+ *   first page (the background fill), going on from the block of the
+ *   last fault, then once more from the start for what that passed over;
+ *   a fault on a block being filled is left to the copy, which wakes the
+ *   thread;
  * - each block ("task") is done once: an atomic state per task (to do,
  *   busy, done) says who does it; a thread that needs a busy task waits
  *   on its futex word.  A page that exists already when its copy comes
@@ -24,12 +27,17 @@
  *
  * The userfaultfd: a mapping is registered with one only.  Under the uffd
  * back-end the memory is registered with the tracker's already (WP, async):
- * it is registered again on the same descriptor with MISSING|WP, pages are
- * installed write-protected (UFFDIO_COPY_MODE_WP: clean, tracked, what the
- * newest snapshot holds), and at the end registered with WP alone.  Under
- * the mprotect back-end the descriptor is ckpt's own, closed at the end;
- * a write to a page not filled yet first faults on the protection (the
- * tracker opens the page and marks it), then on the missing page.
+ * it is registered again on the same descriptor with MISSING|WP, and pages
+ * are installed write-protected (UFFDIO_COPY_MODE_WP: clean, tracked, what
+ * the newest snapshot holds).  MISSING goes only with the registration,
+ * and unregistering drops the write-protect bits that are the tracker's
+ * record: so the server answers faults with zeros after the fill, until
+ * the next commit or restore hands the memory back with the program's
+ * other threads stopped (ckpt__lazy_handover: what was written goes into
+ * the dirty bitmap, then unregister, register and protect again).  Under
+ * the mprotect back-end the descriptor is ckpt's own, closed when the fill
+ * ends; a write to a page not filled yet first faults on the protection
+ * (the tracker opens the page and marks it), then on the missing page.
  *
  * The kernel's own accesses (read() into such a page, write() from it)
  * fault like the program's, which needs a descriptor made without
