@@ -158,6 +158,23 @@ CKPT_API const char *ckpt_last_error(void);
  * memory, at most `staging_limit` bytes) and returns; a thread of ckpt's
  * compresses and writes them.  ckpt_wait waits for that.  See ckpt_commit. */
 #define CKPT_F_ASYNC 0x0010u
+/* With CKPT_F_RESUME only (else CKPT_EINVAL): a resume lets the program go
+ * on before its memory is back.  The anonymous private memory (heap,
+ * malloc's large blocks, anonymous mappings) is filled as the program
+ * touches it, a block at a time, and by threads of ckpt's own in address
+ * order meanwhile (userfaultfd, MISSING mode); the rest is filled before,
+ * as without the flag.  A first touch of a page not filled yet waits for
+ * its block to be read and decompressed (on the order of 0.1-1 ms).
+ * ckpt_commit, ckpt_restore, ckpt_wait, ckpt_end, ckpt_close and fork()
+ * first wait for the fill to end (the chain's files stay open until
+ * then); nothing is written to the chain before, so a kill
+ * during the fill leaves the chain as it was.  A block found damaged
+ * during the fill cannot be undone: the program is executed again and
+ * resumes without the flag.  Where no userfaultfd that takes the kernel's
+ * own accesses can be had (vm.unprivileged_userfaultfd=0 without
+ * privilege, a seccomp filter), the resume fills everything first, as
+ * without the flag, and says so on stderr.  doc/RESUME.md, "Lazy resume". */
+#define CKPT_F_LAZY 0x0020u
 
 typedef struct ckpt_options {
 	int backend;    /* CKPT_BACKEND_AUTO (0), CKPT_BACKEND_MPROTECT, CKPT_BACKEND_UFFD */
@@ -308,7 +325,8 @@ typedef struct ckpt ckpt_t; /* opaque */
  *
  * Returns 0, or CKPT_EINVAL (out is NULL, unknown flag or back-end, non-zero
  * reserved field, CKPT_F_SHADOW, CKPT_F_OVERWRITE, CKPT_F_RESUME or
- * CKPT_F_ASYNC without a directory, CKPT_F_RESUME with CKPT_F_OVERWRITE), CKPT_ENOTSUP (the
+ * CKPT_F_ASYNC without a directory, CKPT_F_RESUME with CKPT_F_OVERWRITE,
+ * CKPT_F_LAZY without CKPT_F_RESUME), CKPT_ENOTSUP (the
  * back-end asked for cannot work here; a chain that cannot be resumed: its
  * newest snapshot was written while other threads ran, or without
  * CKPT_F_RESUME; resuming on this architecture or under AddressSanitizer),
@@ -457,7 +475,8 @@ CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id);
 
 /*
  * Blocks until every commit made so far on the handle is durable (written,
- * fsynced, renamed, the directory fsynced) and stores the newest durable
+ * fsynced, renamed, the directory fsynced), and until the fill of a lazy
+ * resume (CKPT_F_LAZY) has ended, and stores the newest durable
  * snapshot's id in *id (0 if none; id may be NULL).  Without CKPT_F_ASYNC
  * every commit is durable when ckpt_commit returns, and this returns at
  * once.  Returns 0, CKPT_EINVAL (c NULL), or the error of a background

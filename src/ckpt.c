@@ -10,6 +10,7 @@
 #include "async.h"
 #include "commit.h"
 #include "error.h"
+#include "lazy.h"
 #include "mem.h"
 #include "pipes.h"
 #include "rangeset.h"
@@ -22,6 +23,7 @@
 #include <stdio.h>
 
 #include <limits.h>
+#include <pthread.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,8 +69,9 @@ CKPT_API void ckpt_options_init(ckpt_options *opt)
 		memset(opt, 0, sizeof *opt);
 }
 
-#define KNOWN_FLAGS \
-	(CKPT_F_RESUME | CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_NO_SHARED | CKPT_F_ASYNC)
+#define KNOWN_FLAGS                                                                   \
+	(CKPT_F_RESUME | CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_NO_SHARED | CKPT_F_ASYNC | \
+	 CKPT_F_LAZY)
 
 static int check_options(const ckpt_options *o)
 {
@@ -76,6 +79,9 @@ static int check_options(const ckpt_options *o)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_open: unknown back-end %d", o->backend);
 	if (o->flags & ~KNOWN_FLAGS)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_open: unknown flags %#x", o->flags & ~KNOWN_FLAGS);
+	if ((o->flags & CKPT_F_LAZY) && !(o->flags & CKPT_F_RESUME))
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_LAZY is only valid with "
+					       "CKPT_F_RESUME");
 	if (o->level < -131072 || o->level > 22)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_open: zstd level %d out of range (-131072..22)",
 				  o->level);
@@ -92,7 +98,7 @@ static int check_options(const ckpt_options *o)
 /* Continues from the newest sound snapshot of c's chain: returns only on
  * failure, before anything of the process changed.  A snapshot that fails
  * its checks (CKPT_ECORRUPT) gives way to the one before, twice at most. */
-static int resume_chain(struct ckpt *c, const char *dir)
+static int resume_chain(struct ckpt *c, const char *dir, int lazy)
 {
 	int rc = CKPT_ECORRUPT;
 	for (unsigned skip = 0; skip < 3 && rc == CKPT_ECORRUPT; skip++) {
@@ -112,12 +118,17 @@ static int resume_chain(struct ckpt *c, const char *dir)
 		if (!rc)
 			rc = ckpt_begin(c);
 		if (!rc) {
-			rc = ckpt__restore_ex(c->w, ckpt__resume_id(r), 0, 1, ckpt__resume_before, r,
-					      &fresh, &c->restored);
+			rc = ckpt__restore_ex(c->w, ckpt__resume_id(r), 0,
+					      CKPT__RESTORE_ALL | (lazy ? CKPT__RESTORE_LAZY : 0),
+					      ckpt__resume_before, r, &fresh, &c->restored);
 			if (!rc) {
 				ckpt__track_adopt();
+				/* The lazy fill goes on reading the chain after
+				 * the resume lets its reader go. */
+				ckpt__lazy_adopt_chain(&c->w->rd);
 				ckpt__resume_finish(r);
 			}
+			ckpt__lazy_cancel();
 			if (ckpt__resume_started(r)) {
 				/* Memory is half the old process's: nothing
 				 * sound to return to. */
@@ -139,6 +150,22 @@ static int resume_chain(struct ckpt *c, const char *dir)
 	return rc;
 }
 
+/* A child forked during a lazy fill would see the pages not filled yet as
+ * zeros (its mappings lose the registration): a fork waits for the fill.
+ * Registered by every CKPT_F_RESUME handle, in the run that writes the
+ * chain too: the glibc state a resume restores is that run's. */
+static pthread_once_t lazy_fork_once = PTHREAD_ONCE_INIT;
+
+static void lazy_before_fork(void)
+{
+	ckpt__lazy_finish();
+}
+
+static void lazy_fork_register(void)
+{
+	pthread_atfork(lazy_before_fork, NULL, NULL);
+}
+
 CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 {
 	ckpt__clear_error();
@@ -158,6 +185,11 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 	rc = ckpt__track_init();
 	if (rc)
 		return ckpt__fail(rc, "ckpt_open: cannot set up the tracker");
+	/* After the tracker's: its prepare handler takes the tracker's lock,
+	 * which waiting for the fill needs, and handlers registered later
+	 * run first. */
+	if (o.flags & CKPT_F_RESUME)
+		pthread_once(&lazy_fork_once, lazy_fork_register);
 	const struct ckpt__backend *be;
 	char why[256] = "";
 	rc = ckpt__track_select(o.backend, &be, why, sizeof why);
@@ -220,8 +252,14 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 		}
 	}
 	if (resume && c->w->existing) {
+		/* CKPT_LAZY_OFF: a lazy resume of this chain met a damaged
+		 * block and executed the program again (lazy.c). */
+		const char *off = getenv("CKPT_LAZY_OFF");
+		int lazy = (o.flags & CKPT_F_LAZY) && !(off && off[0] == '1');
+		if (off)
+			unsetenv("CKPT_LAZY_OFF");
 		/* Returns only if the chain cannot be resumed. */
-		rc = resume_chain(c, dir);
+		rc = resume_chain(c, dir, lazy);
 		char msg[512];
 		snprintf(msg, sizeof msg, "%s", ckpt_last_error());
 		ckpt_close(c);
@@ -341,9 +379,12 @@ CKPT_API int ckpt_end(ckpt_t *c)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_end: handle is NULL");
 	if (c->state != H_TRACKING)
 		return ckpt__fail(CKPT_ESTATE, "ckpt_end: this handle is not tracking");
+	/* A lazy resume's pages all there before tracking stops. */
+	ckpt__lazy_finish();
 	if (c->as)
 		ckpt__async_release(c->as, c->w);
 	int rc = ckpt__track_end(&c->frozen);
+	ckpt__lazy_stop();
 	/* After the final collection, which counts what the kernel recorded. */
 	ckpt__track_counters(&c->cnt);
 	c->state = H_ENDED;
@@ -354,6 +395,7 @@ CKPT_API void ckpt_close(ckpt_t *c)
 {
 	if (!c)
 		return;
+	ckpt__lazy_stop();
 	if (c->state == H_TRACKING)
 		ckpt_end(c);
 	if (c->as) {
@@ -463,6 +505,10 @@ static __attribute__((noinline)) int commit_resumable(struct ckpt *c, uint64_t *
 	 * takes locks a stopped thread may hold) and go on when the pages are
 	 * captured: the async staging copy, or the whole write. */
 	rc = ckpt__threads_stop();
+	/* With the threads stopped: a lazy resume's registration back to the
+	 * tracker's own, what was written since in the dirty set. */
+	if (!rc)
+		ckpt__lazy_handover();
 	if (!rc && (rc = ckpt__threads_record(&b, c->ctx.rsp)) != 0)
 		rc = ckpt__fail(rc, "ckpt_commit: cannot record the threads");
 	/* The content of the program's pipes, which its threads may write:
@@ -496,6 +542,9 @@ CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_commit: the handle was opened without a directory");
 	if (c->state != H_TRACKING)
 		return ckpt__fail(CKPT_ESTATE, "ckpt_commit: not tracking (call ckpt_begin first)");
+	/* Every page of a lazy resume filled first: they are what the
+	 * commit reads (and, clean, what it leaves out). */
+	ckpt__lazy_finish();
 	if (c->resumable) {
 		int rc = commit_resumable(c, id);
 		if (rc == 0 && !c->as)
@@ -515,6 +564,7 @@ CKPT_API int ckpt_wait(ckpt_t *c, uint64_t *id)
 	ckpt__clear_error();
 	if (!c)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_wait: handle is NULL");
+	ckpt__lazy_finish();
 	int rc = 0;
 	if (c->as) {
 		ckpt__async_settle(c->as, c->w);
@@ -537,5 +587,7 @@ CKPT_API int ckpt_restore(ckpt_t *c, uint64_t id)
 	if (id == 0)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_restore: snapshot ids start at 1");
 	settle(c);
+	/* Other threads are quiescent (see ckpt.h). */
+	ckpt__lazy_handover();
 	return ckpt__restore(c->w, id, (c->opt.flags & CKPT_F_SHADOW) != 0, &c->restored);
 }

@@ -332,23 +332,38 @@ static int no_checksum(const struct ckpt__snap *s, uint32_t b, const void *store
 
 /* Block t of its snapshot where its pages go (M_FILL, M_STAGE), or its
  * stored bytes into the arena, checked (M_STAGE without arena_pages). */
+/* Checks task t against its block: *fb and *npages, or CKPT_ECORRUPT. */
+static int check_task(const struct ckpt__fill *f, const struct ckpt__fill_task *t,
+		      const struct ckpt__fblock **fbp, uint32_t *npages)
+{
+	const struct ckpt__fill_page *pg = &f->page[t->first];
+	const struct ckpt__snap *s = t->snap;
+	if (t->block >= s->nblocks)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: no block %u", s->name, t->block);
+	const struct ckpt__fblock *fb = &s->blocks[t->block];
+	*fbp = fb;
+	*npages = fb->rsize / (uint32_t)ckpt__pagesize;
+	if (fb->rsize % ckpt__pagesize || *npages > CKPT__BLOCK_PAGES || fb->csize > fb->rsize ||
+	    (fb->codec == CKPT__CODEC_RAW && fb->csize != fb->rsize))
+		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes stored for %u of pages",
+				  s->name, t->block, fb->csize, fb->rsize);
+	for (uint32_t i = 0; i < t->n; i++)
+		if (pg[i].page >= *npages)
+			return ckpt__fail(CKPT_ECORRUPT, "%s: block %u holds %u pages, not %u",
+					  s->name, t->block, *npages, pg[i].page + 1);
+	return 0;
+}
+
 static int do_read(struct worker *w, const struct ckpt__fill_task *t)
 {
 	const struct ckpt__fill_page *pg = &w->run->f->page[t->first];
 	const struct ckpt__snap *s = t->snap;
 	size_t ps = ckpt__pagesize;
-	if (t->block >= s->nblocks)
-		return ckpt__fail(CKPT_ECORRUPT, "%s: no block %u", s->name, t->block);
-	const struct ckpt__fblock *fb = &s->blocks[t->block];
-	uint32_t npages = fb->rsize / (uint32_t)ps;
-	if (fb->rsize % ps || npages > CKPT__BLOCK_PAGES || fb->csize > fb->rsize ||
-	    (fb->codec == CKPT__CODEC_RAW && fb->csize != fb->rsize))
-		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes stored for %u of pages",
-				  s->name, t->block, fb->csize, fb->rsize);
-	for (uint32_t i = 0; i < t->n; i++)
-		if (pg[i].page >= npages)
-			return ckpt__fail(CKPT_ECORRUPT, "%s: block %u holds %u pages, not %u",
-					  s->name, t->block, npages, pg[i].page + 1);
+	const struct ckpt__fblock *fb;
+	uint32_t npages;
+	int crc = check_task(w->run->f, t, &fb, &npages);
+	if (crc)
+		return crc;
 	if (w->run->mode == M_STAGE && !w->run->f->arena_pages) {
 		char *kept = w->run->f->arena + t->kept;
 		int rc = ckpt__snap_block_stored(s, t->block, kept);
@@ -528,4 +543,19 @@ int ckpt__fill_stage(struct ckpt__fill *f, unsigned threads, size_t limit)
 int ckpt__fill_apply(struct ckpt__fill *f, unsigned threads)
 {
 	return run(f, M_APPLY, threads);
+}
+
+/* ---- loading one block, for a filler of its own ------------------------------------------ */
+
+int ckpt__fill_load(const struct ckpt__fill *f, const struct ckpt__fill_task *t, ZSTD_DCtx *dctx,
+		    void *raw, void *stored)
+{
+	const struct ckpt__fblock *fb;
+	uint32_t npages;
+	int rc = check_task(f, t, &fb, &npages);
+	if (!rc)
+		rc = ckpt__snap_block(t->snap, dctx, t->block, raw, stored);
+	if (!rc && fb->codec == CKPT__CODEC_ZSTD)
+		rc = no_checksum(t->snap, t->block, stored, fb->csize);
+	return rc;
 }

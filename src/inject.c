@@ -12,7 +12,7 @@
 #include <string.h>
 
 static const char *const names[CKPT__IO_KINDS] = {"write", "fsync", "rename", "open", "map",
-						       "sync", "swaps"};
+						       "sync",  "swaps", "uffd"};
 
 struct rule {
 	int kind;

@@ -12,7 +12,9 @@
  * mprotect back-end keeps no such record, its faults mark the bitmap), or
  * swaps (a capture asking whether a swap device came or went while it told
  * userfaultfd's markers from pages with mincore: the Nth asking answers
- * yes, whatever ERRNO, and the capture scans again; see capture.c).
+ * yes, whatever ERRNO, and the capture scans again; see capture.c), or
+ * uffd (the userfaultfd a lazy resume needs, CKPT_F_LAZY: the resume then
+ * fills the memory before the program goes on, as where none can be had).
  * Calls are counted from 1 since the variable took its current value.
  * Tests use it to prove a failed commit leaves the chain intact and loses
  * nothing, and a failed restore or resume the process.
@@ -30,6 +32,7 @@ enum {
 	CKPT__IO_MAP,
 	CKPT__IO_SYNC,
 	CKPT__IO_SWAPS,
+	CKPT__IO_UFFD,
 	CKPT__IO_KINDS
 };
 

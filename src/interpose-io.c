@@ -18,6 +18,10 @@
  * (ckpt__kw_enter, track-mprotect.h), and those pages are never protected
  * meanwhile: a commit stores them as they are and leaves them dirty.
  *
+ * During a lazy resume (CKPT_F_LAZY) the same interposers first fill the
+ * buffer's pages that are not there yet (ckpt__lazy_fill): the kernel's
+ * access would wait for the fill anyway, page by page.
+ *
  * stdio reads into the FILE's buffer with glibc's internal read, which no
  * interposer sees, so the stdio entry points prepare that buffer first.
  *
@@ -31,6 +35,7 @@
 #define _GNU_SOURCE
 #endif
 #include "interpose.h"
+#include "lazy.h"
 #include "track-mprotect.h"
 #include "track.h"
 
@@ -72,6 +77,8 @@
  * unless tracking with a back-end whose kernel writes need help. */
 static inline void kw_open(struct ckpt__kw_call *k, const void *p, size_t n)
 {
+	/* A lazy resume's pages there first (lazy.h). */
+	ckpt__lazy_fill(p, n);
 	if (CKPT__UNLIKELY(ckpt__T && __atomic_load_n(&ckpt__T->touch, __ATOMIC_ACQUIRE)) && p &&
 	    n) {
 		uintptr_t lo = (uintptr_t)p, hi = lo + n;

@@ -18,6 +18,7 @@
 #define _GNU_SOURCE
 #endif
 #include "interpose.h"
+#include "lazy.h"
 #include "track-mprotect.h"
 #include "track.h"
 
@@ -159,6 +160,9 @@ CKPT__EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ..
 		va_end(ap);
 	}
 	int armed = ckpt__track_armed();
+	/* Pages a lazy resume has not filled yet would lose their content
+	 * when the mapping moves without its registration. */
+	ckpt__lazy_fill(old, oldlen);
 	/* Tracked pages protected one by one are many mappings to the kernel,
 	 * and mremap takes only one: make the range writable (and dirty: what
 	 * moves counts as new) first. */
@@ -187,6 +191,9 @@ CKPT__EXPORT int madvise(void *addr, size_t len, int advice)
 		case MADV_DONTNEED_LOCKED:
 		case MADV_FREE:
 		case MADV_REMOVE:
+			/* Discarded pages read as zero, not as what a lazy
+			 * fill would put there later. */
+			ckpt__lazy_fill(addr, len);
 			ckpt__track_discard((uintptr_t)addr, end_of(addr, len));
 			break;
 		case MADV_POPULATE_WRITE:

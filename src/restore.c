@@ -48,6 +48,7 @@
 #include "error.h"
 #include "fill.h"
 #include "inject.h"
+#include "lazy.h"
 #include "mem.h"
 #include "shadow.h"
 #include "thread.h"
@@ -770,7 +771,7 @@ static int intersect(const struct ckpt__rset *a, const struct ckpt__rset *b, str
  * rest, and fills the fresh ones from the chain now, on `threads` threads.
  * Not with the shadow: its copies, not the files, hold those pages. */
 static int fill_fresh(struct rctx *r, int use_shadow, const struct ckpt__rset *made_before,
-		      unsigned threads)
+		      unsigned threads, int lazy)
 {
 	struct ckpt__rset made = {0};
 	int rc = 0;
@@ -807,6 +808,10 @@ static int fill_fresh(struct rctx *r, int use_shadow, const struct ckpt__rset *m
 	rc = open_spans(r, &r->fresh);
 	if (rc)
 		return rc;
+	/* Lazily: anonymous memory filled as the program touches it and in
+	 * the background, after the resume (lazy.c). */
+	if (lazy)
+		return ckpt__lazy_start(r->c, r->k, &r->fresh, threads, &r->blocks_read);
 	struct ckpt__fill f;
 	rc = ckpt__fill_plan(&f, r->c, r->k, &r->fresh);
 	if (!rc)
@@ -907,7 +912,7 @@ int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shadow,
 	return ckpt__restore_ex(w, id, use_shadow, 0, NULL, NULL, NULL, st);
 }
 
-int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int all,
+int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int how,
 		     int (*before)(void *arg), void *arg, const struct ckpt__rset *made,
 		     struct ckpt__restore_stats *st)
 {
@@ -945,12 +950,13 @@ int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int al
 	if (!rc)
 		rc = ckpt__maps_read(&T->maps);
 	if (!rc)
-		rc = plan(&r, use_shadow, all);
+		rc = plan(&r, use_shadow, (how & CKPT__RESTORE_ALL) != 0);
 	if (rc == CKPT_ENOMEM)
 		rc = ckpt__fail(rc, "ckpt_restore: out of memory planning");
 	if (!rc)
 		rc = make_room(&r);
-	if (!rc && (rc = fill_fresh(&r, use_shadow, made, w->threads)) != 0)
+	if (!rc && (rc = fill_fresh(&r, use_shadow, made, w->threads,
+				    made && (how & CKPT__RESTORE_LAZY))) != 0)
 		unmake_room(&r);
 	if (!rc)
 		rc = stage_rest(&r, use_shadow, w->threads);

@@ -23,8 +23,16 @@ struct ckpt__restore_stats {
 CKPT__HIDDEN int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shadow,
 			       struct ckpt__restore_stats *st);
 
-/* The same, with three more choices: `all` rewrites every page of the
- * snapshot (a resume: nothing is known of the memory now); `before`,
+#define CKPT__RESTORE_ALL 0x1  /* every page of the snapshot */
+#define CKPT__RESTORE_LAZY 0x2 /* `made` filled lazily (lazy.c) */
+
+/* The same, with three more choices: `how` CKPT__RESTORE_ALL rewrites every
+ * page of the snapshot (a resume: nothing is known of the memory now), and
+ * with CKPT__RESTORE_LAZY the anonymous memory of `made` is filled as the
+ * program touches it, and in the background, after the call returns
+ * (lazy.c: the caller hands the chain reader over with
+ * ckpt__lazy_adopt_chain, or calls ckpt__lazy_cancel if it gives up);
+ * `before`,
  * when not NULL, runs once everything is verified and the mappings to
  * recreate are made, before memory the program has mapped changes; its
  * failure is the restore's (the mappings made are removed again); and
@@ -33,7 +41,7 @@ CKPT__HIDDEN int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shad
  * fails: its pages are written as soon as their blocks are checked, in
  * parallel, with nothing staged.  Zero pages of anonymous private memory
  * are discarded, not written. */
-CKPT__HIDDEN int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int all,
+CKPT__HIDDEN int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int how,
 				  int (*before)(void *arg), void *arg,
 				  const struct ckpt__rset *made, struct ckpt__restore_stats *st);
 

@@ -32,6 +32,7 @@
 #include "track.h"
 #include "bitmap.h"
 #include "error.h"
+#include "lazy.h"
 #include "pagemap.h"
 
 #include <errno.h>
@@ -57,18 +58,28 @@
 
 struct uffd_state {
 	int fd, pm;
-	pid_t pid; /* the process the descriptors belong to */
+	pid_t pid;  /* the process the descriptors belong to */
+	int kernel; /* fd takes the kernel's faults too (no UFFD_USER_MODE_ONLY) */
 };
 
 /* In libckpt's data, which is never tracked. */
-static struct uffd_state U = {-1, -1, 0};
+static struct uffd_state U = {-1, -1, 0, 0};
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 static int probe_rc;
 static char probe_why[192];
 
-static int make_uffd(char *why, size_t whylen)
+/* Write-protection in asynchronous mode needs no more than a descriptor
+ * for user-mode faults, which any process may have; one that takes the
+ * kernel's faults too (privileged, or vm.unprivileged_userfaultfd=1) is
+ * taken when it can be had: a lazy resume registers it for missing pages
+ * as well, and the kernel's accesses to those (read, write) must wait for
+ * them rather than fail with EFAULT.  *kernel says which it is. */
+static int make_uffd(char *why, size_t whylen, int *kernel)
 {
-	int fd = (int)syscall(SYS_userfaultfd, UFFD_USER_MODE_ONLY | O_CLOEXEC | O_NONBLOCK);
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	*kernel = fd >= 0;
+	if (fd < 0)
+		fd = (int)syscall(SYS_userfaultfd, UFFD_USER_MODE_ONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		int e = errno;
 		snprintf(why, whylen, "userfaultfd: %s%s", strerror(e),
@@ -136,7 +147,8 @@ static long scan_written(int pm, uintptr_t lo, uintptr_t hi, int wp, struct ckpt
 static void probe_now(void)
 {
 	char why[160];
-	int fd = make_uffd(why, sizeof why);
+	int kernel;
+	int fd = make_uffd(why, sizeof why, &kernel);
 	if (fd < 0) {
 		snprintf(probe_why, sizeof probe_why, "%s", why);
 		probe_rc = CKPT_ENOTSUP;
@@ -222,7 +234,8 @@ static int ready(void)
 		close(U.pm);
 	U.fd = U.pm = -1;
 	char why[160];
-	int fd = make_uffd(why, sizeof why);
+	int kernel;
+	int fd = make_uffd(why, sizeof why, &kernel);
 	if (fd < 0)
 		return ckpt__fail(CKPT_ENOTSUP, "%s", why);
 	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
@@ -234,6 +247,7 @@ static int ready(void)
 	U.fd = fd;
 	U.pm = pm;
 	U.pid = me;
+	U.kernel = kernel;
 	if (forked)
 		rearm_all();
 	return 0;
@@ -389,6 +403,37 @@ static int uf_close(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
 	if (!rc)
 		rc = walk(lo, hi, &written_close, NULL);
 	return rc;
+}
+
+int ckpt__uffd_lazy_unmiss(uintptr_t lo, uintptr_t hi)
+{
+	if (ready())
+		return CKPT_ENOTSUP;
+	/* What was written is in the bitmap before unregistering clears
+	 * the bits that say so; then protected whole again (clean). */
+	int rc = walk(lo, hi, &written_scan, mark);
+	struct uffdio_range range = {lo, hi - lo};
+	ioctl(U.fd, UFFDIO_UNREGISTER, &range);
+	if (rc)
+		ckpt__bm_set(lo, hi);
+	int e = uffd_register(U.fd, lo, hi);
+	if (!e)
+		e = uffd_protect(U.fd, lo, hi, 1);
+	if (e) {
+		/* Mapped anew or unmapped since: the tracker finds what is
+		 * there unregistered at its next look, written. */
+		return ckpt__from_errno(-e);
+	}
+	return rc;
+}
+
+int ckpt__uffd_lazy_fd(int *kernel)
+{
+	*kernel = 0;
+	if (!T || T->be != &ckpt__backend_uffd || !T->tab || U.fd < 0 || U.pid != getpid())
+		return -1;
+	*kernel = U.kernel;
+	return U.fd;
 }
 
 const struct ckpt__backend ckpt__backend_uffd = {

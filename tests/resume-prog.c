@@ -65,6 +65,10 @@
  * snapshot ID returns 0, a deterministic kill; it happens once per FILE
  * (the marker FILE.killed-ID, made first, keeps a process resumed from an
  * earlier snapshot from killing itself at the same point again).
+ * A file FILE.kill-resumed makes the next resumed run remove it and send
+ * itself SIGKILL as soon as ckpt_commit returns CKPT_RESUMED.
+ * CKPT_TEST_LAZY=1 in the environment adds CKPT_F_LAZY to the handle's
+ * flags (tests/resume-lazy.sh).
  *
  * Built twice: resume-prog and, with -DVARIANT=2, resume-prog2, which
  * differ in their code and so in their build-id, for the test that a
@@ -404,6 +408,16 @@ static void pipe_end(void)
 	fprintf(stderr, "pipe: checked after %ld commits\n", pipe_checks);
 }
 
+/* SIGKILL as soon as a resume returns, if FILE.kill-resumed exists (it is
+ * removed first): with CKPT_F_LAZY, while the memory is being filled. */
+static void kill_resumed(const char *out)
+{
+	char mark[4096];
+	snprintf(mark, sizeof mark, "%s.kill-resumed", out);
+	if (unlink(mark) == 0)
+		raise(SIGKILL);
+}
+
 /* SIGKILL after the commit of snapshot `id`, once per output file. */
 static void kill_once(const char *out, uint64_t id)
 {
@@ -490,6 +504,11 @@ int main(int argc, char **argv)
 	if (!dir || !out_path || every < 1)
 		usage();
 
+	/* CKPT_TEST_LAZY=1 (tests/resume-lazy.sh): a resume lets the program
+	 * go on before its memory is back. */
+	const char *lazy = getenv("CKPT_TEST_LAZY");
+	if (lazy && lazy[0] == '1')
+		flags |= CKPT_F_LAZY;
 	/* First thing: with a chain in DIR this does not return. */
 	ckpt_t *c;
 	int rc = ckpt_open(&c, dir, &(ckpt_options){.flags = flags});
@@ -554,11 +573,18 @@ int main(int argc, char **argv)
 			pipe_fill(step_no, running);
 		rc = ckpt_commit(c, &id);
 		check(rc, "ckpt_commit");
+		if (rc == CKPT_RESUMED)
+			kill_resumed(out_path);
 		if (pipes)
 			pipe_check(step_no, running);
 		long off = ftell(out);
 		ckpt_stats st;
 		check(ckpt_stats_get(c, &st), "ckpt_stats_get");
+		/* A lazy resume (CKPT_F_LAZY) holds the chain's files until its
+		 * fill ends, which ckpt_wait waits for: the census is of the
+		 * program's own descriptors.  Without it, this returns at once. */
+		if (rc == CKPT_RESUMED)
+			check(ckpt_wait(c, NULL), "ckpt_wait");
 		int nfd, nsnap;
 		fd_census(&nfd, &nsnap);
 		/* Pages the commit stored: after a resume, an increment too. */

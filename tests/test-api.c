@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int count_runs(const ckpt_page_run *r, void *arg)
 {
@@ -212,6 +213,23 @@ Test(api, resume_needs_a_directory_and_no_overwrite)
 	o.flags = CKPT_F_RESUME | CKPT_F_OVERWRITE;
 	cr_expect_eq(ckpt_open(&c, "/tmp", &o), CKPT_EINVAL);
 	cr_expect(strstr(ckpt_last_error(), "exclude"), "detail: %s", ckpt_last_error());
+}
+
+/* Lazily resumed runs are in tests/resume-lazy.sh. */
+Test(api, lazy_needs_resume)
+{
+	ckpt_t *c = (ckpt_t *)&c;
+	ckpt_options o;
+	ckpt_options_init(&o);
+	o.flags = CKPT_F_LAZY;
+	cr_expect_eq(ckpt_open(&c, "/tmp/ckpt-test-lazy-never-made", &o), CKPT_EINVAL);
+	cr_expect_null(c);
+	cr_expect(strstr(ckpt_last_error(), "CKPT_F_LAZY"), "detail: %s", ckpt_last_error());
+	cr_expect(strstr(ckpt_last_error(), "CKPT_F_RESUME"), "detail: %s", ckpt_last_error());
+	o.flags = CKPT_F_LAZY | CKPT_F_ASYNC;
+	cr_expect_eq(ckpt_open(&c, NULL, &o), CKPT_EINVAL);
+	cr_expect(strstr(ckpt_last_error(), "CKPT_F_LAZY"), "detail: %s", ckpt_last_error());
+	cr_expect_eq(access("/tmp/ckpt-test-lazy-never-made", F_OK), -1);
 }
 
 Test(api, stats_describe_the_epoch)

@@ -661,8 +661,11 @@ int main(int argc, char **argv)
 		    kills[i].extra >= opt_every)
 			usage();
 
+	/* CKPT_TEST_LAZY=1 (tests/resume-lazy.sh): resumed with CKPT_F_LAZY. */
+	const char *lazy = getenv("CKPT_TEST_LAZY");
+	unsigned flags = CKPT_F_RESUME | (lazy && lazy[0] == '1' ? CKPT_F_LAZY : 0);
 	/* First thing: with a chain in DIR this does not return. */
-	int rc = ckpt_open(&handle, dir, &(ckpt_options){.flags = CKPT_F_RESUME});
+	int rc = ckpt_open(&handle, dir, &(ckpt_options){.flags = flags});
 	if (rc < 0) {
 		fprintf(stderr, "threads-prog: ckpt_open: %s (%s): %s\n", ckpt_strerror(rc),
 			ckpt_err_name(rc), ckpt_last_error());
