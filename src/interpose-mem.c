@@ -8,7 +8,8 @@
  * being moved is unprotected first so that mremap sees a single mapping.
  * glibc's internal calls (malloc's mremap and munmap) do not come through
  * here; the tracker catches their effects in /proc/self/maps and the fault
- * handler recognises moved mappings.
+ * handler recognises moved mappings.  realloc and reallocarray are
+ * interposed for a lazy resume only (lazy_block).
  *
  * Signals: ckpt's SIGSEGV handler must run whenever a tracked page is
  * written, so SIGSEGV is taken out of every mask the program sets, and the
@@ -72,6 +73,9 @@ CKPT__REAL(int, munmap, (void *, size_t))
 CKPT__REAL(int, mprotect, (void *, size_t, int))
 CKPT__REAL(void *, mremap, (void *, size_t, size_t, int, ...))
 CKPT__REAL(int, madvise, (void *, size_t, int))
+CKPT__REAL(void *, realloc, (void *, size_t))
+CKPT__REAL(void *, reallocarray, (void *, size_t, size_t))
+CKPT__REAL(size_t, malloc_usable_size, (void *))
 CKPT__REAL(int, sigaction, (int, const struct sigaction *, struct sigaction *))
 CKPT__REAL(sighandler_t, signal, (int, sighandler_t))
 CKPT__REAL(sighandler_t, sysv_signal, (int, sighandler_t))
@@ -88,6 +92,9 @@ __attribute__((constructor(103))) static void resolve(void)
 	(void)get_mprotect();
 	(void)get_mremap();
 	(void)get_madvise();
+	(void)get_realloc();
+	(void)get_reallocarray();
+	(void)get_malloc_usable_size();
 	(void)get_sigaction();
 	(void)get_signal();
 	(void)get_sysv_signal();
@@ -148,6 +155,32 @@ CKPT__EXPORT int mprotect(void *addr, size_t len, int prot)
 		return -1;
 	}
 	return 0;
+}
+
+/* glibc's realloc moves a large block (a mapping of its own) with mremap
+ * inside libc, which the interposer below does not see: a lazy resume
+ * fills the block's pages first, or those not filled yet would be lost
+ * with the registration the move drops.  The block's mapping starts at
+ * most a page before it (malloc's header and alignment). */
+static void lazy_block(void *p)
+{
+	if (!CKPT__UNLIKELY(__atomic_load_n(&ckpt__lazy_on, __ATOMIC_ACQUIRE)) || !p)
+		return;
+	uintptr_t a = (uintptr_t)p, lo = (a & ~(uintptr_t)4095) - 4096;
+	size_t n = get_malloc_usable_size()(p);
+	ckpt__lazy_fill((void *)lo, a - lo + n);
+}
+
+CKPT__EXPORT void *realloc(void *p, size_t n)
+{
+	lazy_block(p);
+	return get_realloc()(p, n);
+}
+
+CKPT__EXPORT void *reallocarray(void *p, size_t nmemb, size_t size)
+{
+	lazy_block(p);
+	return get_reallocarray()(p, nmemb, size);
 }
 
 CKPT__EXPORT void *mremap(void *old, size_t oldlen, size_t newlen, int flags, ...)

@@ -26,6 +26,8 @@
  *   commit   writes one word in each of 5 pages and commits: prints
  *            "commit-pages N", the pages that commit stored
  *   fork     forks: the child checks every word and exits 0 if sound
+ *   realloc  grows the block by 64 MiB with realloc (glibc moves a block
+ *            that large with mremap, inside libc), then checks every word
  *
  * and then exits 0 ("check ok" printed by every check that passed).
  * Exit status: 0, 1 a check failed (on stderr: where), 2 usage, 3
@@ -176,6 +178,14 @@ static int act(ckpt_t *c, const char *what)
 			fprintf(stderr, "lazy-prog: the child found the block wrong\n");
 			return 1;
 		}
+		return check_words(0, words, 0, 0);
+	}
+	if (!strcmp(what, "realloc")) {
+		uint64_t *moved = realloc(block, words * 8 + ((size_t)64 << 20));
+		if (!moved)
+			return perror("lazy-prog: realloc"), 1;
+		printf("moved %d\n", moved != block);
+		block = moved;
 		return check_words(0, words, 0, 0);
 	}
 	fprintf(stderr, "lazy-prog: unknown action %s\n", what);

@@ -28,6 +28,9 @@
 #   g  a commit right after the resume, with 5 pages written, stores a few
 #      pages (at most 64), not the 24576 the fill wrote
 #   h  fork while the block is being filled: the child reads it whole
+#   j  realloc of the block (64 MiB larger) at once: glibc moves it with
+#      mremap inside libc, where no interposer of mremap sees it; every
+#      word right at its new place
 #   i  CKPT_FAULT=uffd:1 (no userfaultfd for the fill): the resume says it
 #      fills everything first, does (the last page there when the program
 #      goes on), and the block reads right
@@ -144,6 +147,13 @@ lazy_cases() {
 	ok h-$be
 	filling h-$be
 	say "  h: a child forked during the fill reads the block whole"
+	# j
+	lz j-$be realloc
+	ok j-$be
+	filling j-$be
+	grep -q '^moved 1$' "$scratch/j-$be.stdout" ||
+		fail "j-$be: realloc did not move the block: $(cat "$scratch/j-$be.stdout")"
+	say "  j: realloc moving the block with glibc's own mremap: every word right"
 	# i
 	CKPT_FAULT=uffd:1 lz i-$be sum
 	ok i-$be
