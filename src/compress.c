@@ -77,9 +77,17 @@ static int pack(struct pool *p, ZSTD_CCtx *cctx, size_t j, struct slot *s)
 		b->data = s->out;
 		b->csize = (uint32_t)c;
 	} else {
-		b->codec = CKPT__CODEC_RAW;
+		/* With a hash a page, so that a reader needs only its pages
+		 * (a resume under a long chain reads a fraction of a base). */
+		uint64_t *ph = (uint64_t *)(void *)s->out;
+		for (size_t i = 0; i < used / ps; i++)
+			ph[i] = ckpt__xxh64(s->raw + i * ps, ps, 0);
+		b->codec = CKPT__CODEC_RAWP;
 		b->data = s->raw;
 		b->csize = (uint32_t)used;
+		b->phash = ph;
+		b->hash = ckpt__xxh64(ph, used / ps * 8, 0);
+		return 0;
 	}
 	b->hash = ckpt__xxh64(b->data, b->csize, 0);
 	return 0;

@@ -17,6 +17,7 @@ struct ckpt__cblock {
 	unsigned npages;     /* pages of the job */
 	unsigned stored;     /* pages in the block (npages - zeros) */
 	const void *data;    /* csize bytes to write; NULL when every page was zero */
+	const uint64_t *phash; /* CKPT__CODEC_RAWP: the XXH64 of each page, after data */
 	uint32_t csize, rsize, codec;
 	uint64_t hash;       /* XXH64 of data */
 };

@@ -321,6 +321,79 @@ static int raw_scatter(struct worker *w, const struct ckpt__fill_task *t,
 	return 0;
 }
 
+/* Wanted pages this close together are read in one call, the pages
+ * between into the thread's buffer: a call costs more than two pages'
+ * copy. */
+#define GAP_PAGES 2
+
+/* A block with a hash a page (CKPT__CODEC_RAWP) of which only some pages
+ * are wanted: its page hashes read and checked, then only the wanted
+ * pages (one preadv a stretch of them), each checked against its hash.
+ * Pages later snapshots replaced are not read at all.  1 when it cannot (a
+ * page wanted twice, a short read): the caller reads the block whole. */
+static int raw_pages(struct worker *w, const struct ckpt__fill_task *t,
+		     const struct ckpt__fblock *fb, uint32_t npages)
+{
+	const struct ckpt__fill_page *pg = &w->run->f->page[t->first];
+	const struct ckpt__snap *s = t->snap;
+	size_t ps = ckpt__pagesize;
+	char *at[CKPT__BLOCK_PAGES] = {0};
+	for (uint32_t i = 0; i < t->n; i++) {
+		if (at[pg[i].page])
+			return 1;
+		at[pg[i].page] = dst(w->run, t, i);
+	}
+	uint64_t h[CKPT__BLOCK_PAGES];
+	int rc = ckpt__snap_page_hashes(s, t->block, h);
+	if (rc)
+		return rc;
+	if (fb->offset > s->size || fb->csize > s->size - fb->offset)
+		return ckpt__fail(CKPT_ECORRUPT, "%s: read past the end of the file", s->name);
+	for (uint32_t p = 0; p < npages;) {
+		if (!at[p]) {
+			p++;
+			continue;
+		}
+		uint32_t q = p;
+		for (uint32_t k = p + 1; k < npages && k - q <= GAP_PAGES + 1; k++)
+			if (at[k])
+				q = k;
+		struct iovec iov[CKPT__BLOCK_PAGES];
+		int n = 0;
+		for (uint32_t k = p; k <= q; k++) {
+			char *d = at[k] ? at[k] : (char *)w->raw + (size_t)k * ps;
+			if (n && (char *)iov[n - 1].iov_base + iov[n - 1].iov_len == d)
+				iov[n - 1].iov_len += ps;
+			else
+				iov[n++] = (struct iovec){d, ps};
+		}
+		size_t len = (size_t)(q - p + 1) * ps;
+		uint64_t off = fb->offset + (uint64_t)p * ps;
+		if (s->mem) {
+			const unsigned char *from = s->mem + off;
+			for (int i = 0; i < n; i++) {
+				memcpy(iov[i].iov_base, from, iov[i].iov_len);
+				from += iov[i].iov_len;
+			}
+		} else {
+			ssize_t got;
+			do
+				got = preadv(s->fd, iov, n, (off_t)off);
+			while (got < 0 && errno == EINTR);
+			if (got < 0)
+				return ckpt__fail(ckpt__from_errno(errno), "%s: %s", s->name,
+						  strerror(errno));
+			if ((size_t)got != len)
+				return 1;
+		}
+		for (uint32_t k = p; k <= q; k++)
+			if (at[k] && (rc = ckpt__snap_page_check(s, t->block, h, k, at[k])) != 0)
+				return rc;
+		p = q + 1;
+	}
+	return 0;
+}
+
 static int no_checksum(const struct ckpt__snap *s, uint32_t b, const void *stored, uint32_t csize)
 {
 	ZSTD_frameHeader zh;
@@ -344,7 +417,7 @@ static int check_task(const struct ckpt__fill *f, const struct ckpt__fill_task *
 	*fbp = fb;
 	*npages = fb->rsize / (uint32_t)ckpt__pagesize;
 	if (fb->rsize % ckpt__pagesize || *npages > CKPT__BLOCK_PAGES || fb->csize > fb->rsize ||
-	    (fb->codec == CKPT__CODEC_RAW && fb->csize != fb->rsize))
+	    (fb->codec != CKPT__CODEC_ZSTD && fb->csize != fb->rsize))
 		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes stored for %u of pages",
 				  s->name, t->block, fb->csize, fb->rsize);
 	for (uint32_t i = 0; i < t->n; i++)
@@ -383,7 +456,11 @@ static int do_read(struct worker *w, const struct ckpt__fill_task *t)
 	for (uint32_t i = 0; direct && i < t->n; i++)
 		if (pg[i].page != i || dst(w->run, t, i) != dst(w->run, t, 0) + i * ps)
 			direct = 0;
-	if (!direct && fb->codec == CKPT__CODEC_RAW && fb->csize == fb->rsize) {
+	if (!direct && fb->codec == CKPT__CODEC_RAWP) {
+		int rc = raw_pages(w, t, fb, npages);
+		if (rc <= 0)
+			return rc;
+	} else if (!direct && fb->codec == CKPT__CODEC_RAW) {
 		int rc = raw_scatter(w, t, fb, npages);
 		if (rc <= 0)
 			return rc;

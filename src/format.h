@@ -124,8 +124,14 @@ struct ckpt__frun {
 #define CKPT__PACKED_KIND_BITS 2
 #define CKPT__VARINT_MAX 10 /* bytes of a LEB128 uint64_t */
 
-/* Block codecs. */
-enum { CKPT__CODEC_RAW = 0, CKPT__CODEC_ZSTD = 1 };
+/* Block codecs.  RAWP: the pages as they are (csize = rsize), followed in
+ * the file (outside csize) by the XXH64 of each page, 8 bytes a page; the
+ * block's hash is that of those page hashes, so a reader may read and
+ * check only the pages it needs. */
+enum { CKPT__CODEC_RAW = 0, CKPT__CODEC_ZSTD = 1, CKPT__CODEC_RAWP = 2 };
+/* The bytes a block takes in the data area: csize, and its page hashes. */
+#define CKPT__BLOCK_SPAN(fb, page_size) \
+	((uint64_t)(fb)->csize + ((fb)->codec == CKPT__CODEC_RAWP ? (fb)->rsize / (page_size) * 8 : 0))
 
 struct ckpt__fblock {
 	uint64_t offset;     /* in the file */

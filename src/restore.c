@@ -158,7 +158,7 @@ static int vb_add(struct rctx *r, const struct ckpt__snap *s, uint32_t b)
 	if (b >= s->nblocks)
 		return ckpt__fail(CKPT_ECORRUPT, "%s: no block %u", s->name, b);
 	const struct ckpt__fblock *fb = &s->blocks[b];
-	if (fb->rsize > r->c->bufsz || (fb->codec == CKPT__CODEC_RAW && fb->csize != fb->rsize))
+	if (fb->rsize > r->c->bufsz || (fb->codec != CKPT__CODEC_ZSTD && fb->csize != fb->rsize))
 		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes stored for %u", s->name, b,
 				  fb->csize, fb->rsize);
 	void *bytes = ckpt__mem_alloc(fb->csize ? fb->csize : 1);

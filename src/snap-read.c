@@ -170,11 +170,12 @@ static int check_blocks(struct ckpt__snap *s)
 	uint64_t prev = lo, raw = 0;
 	for (size_t i = 0; i < s->nblocks; i++) {
 		const struct ckpt__fblock *b = &s->blocks[i];
-		if (b->offset < prev || b->offset > hi || b->csize > hi - b->offset)
-			return BAD("%s: block %zu: outside the data area or out of order", n, i);
 		if (b->rsize == 0 || b->rsize % ps || b->rsize / ps > CKPT__BLOCK_PAGES)
 			return BAD("%s: block %zu: %u bytes of pages", n, i, b->rsize);
-		if (b->codec > CKPT__CODEC_ZSTD || (b->codec == CKPT__CODEC_RAW && b->csize != b->rsize))
+		if (b->offset < prev || b->offset > hi || CKPT__BLOCK_SPAN(b, ps) > hi - b->offset)
+			return BAD("%s: block %zu: outside the data area or out of order", n, i);
+		if (b->codec > CKPT__CODEC_RAWP ||
+		    (b->codec != CKPT__CODEC_ZSTD && b->csize != b->rsize))
 			return BAD("%s: block %zu: codec %u with %u of %u bytes", n, i, b->codec,
 				   b->csize, b->rsize);
 		/* A writer stores zstd only where it shrinks the pages: so no
@@ -185,7 +186,7 @@ static int check_blocks(struct ckpt__snap *s)
 				   b->csize, b->rsize);
 		if (b->csize == 0)
 			return BAD("%s: block %zu: empty", n, i);
-		prev = b->offset + b->csize;
+		prev = b->offset + CKPT__BLOCK_SPAN(b, ps);
 		raw += b->rsize;
 	}
 	if (raw != s->h.raw_bytes)
@@ -454,13 +455,51 @@ static int one_frame(const struct ckpt__snap *s, uint32_t b, const void *buf)
 	return 0;
 }
 
+int ckpt__snap_page_hashes(const struct ckpt__snap *s, uint32_t b, uint64_t *out)
+{
+	const struct ckpt__fblock *blk = block_at(s, b);
+	if (!blk)
+		return CKPT_ECORRUPT;
+	if (blk->codec != CKPT__CODEC_RAWP)
+		return BAD("%s: block %u: no page hashes (codec %u)", s->name, b, blk->codec);
+	size_t n = blk->rsize / s->h.page_size * 8;
+	int rc = rd(s, blk->offset + blk->csize, out, n);
+	if (!rc && !HASH_OK(ckpt__xxh64(out, n, 0), blk->hash))
+		rc = BAD("%s: block %u: hash mismatch in its page hashes", s->name, b);
+	return rc;
+}
+
+int ckpt__snap_page_check(const struct ckpt__snap *s, uint32_t b, const uint64_t *hashes,
+			  uint32_t page, const void *bytes)
+{
+	if (!HASH_OK(ckpt__xxh64(bytes, s->h.page_size, 0), hashes[page]))
+		return BAD("%s: block %u: page %u: hash mismatch", s->name, b, page);
+	return 0;
+}
+
+/* A raw block read whole (at buf): checked against its hash, or (RAWP)
+ * its page hashes and each page against its own. */
+static int raw_check(const struct ckpt__snap *s, uint32_t b, const void *buf)
+{
+	const struct ckpt__fblock *blk = &s->blocks[b];
+	if (blk->codec != CKPT__CODEC_RAWP)
+		return HASH_OK(ckpt__xxh64(buf, blk->csize, 0), blk->hash)
+			       ? 0
+			       : BAD("%s: block %u: hash mismatch", s->name, b);
+	uint64_t h[CKPT__BLOCK_PAGES];
+	int rc = ckpt__snap_page_hashes(s, b, h);
+	for (uint32_t i = 0; !rc && i < blk->rsize / s->h.page_size; i++)
+		rc = ckpt__snap_page_check(s, b, h, i, (const char *)buf + (size_t)i * s->h.page_size);
+	return rc;
+}
+
 int ckpt__snap_block(const struct ckpt__snap *s, ZSTD_DCtx *dctx, uint32_t b, void *out,
 		     void *stored)
 {
 	const struct ckpt__fblock *blk = block_at(s, b);
 	if (!blk)
 		return CKPT_ECORRUPT;
-	void *buf = blk->codec == CKPT__CODEC_RAW ? out : stored;
+	void *buf = blk->codec != CKPT__CODEC_ZSTD ? out : stored;
 	void *tmp = NULL;
 	if (!buf) {
 		tmp = ckpt__mem_alloc(blk->csize);
@@ -469,7 +508,9 @@ int ckpt__snap_block(const struct ckpt__snap *s, ZSTD_DCtx *dctx, uint32_t b, vo
 		buf = tmp;
 	}
 	int rc = rd(s, blk->offset, buf, blk->csize);
-	if (!rc && !HASH_OK(ckpt__xxh64(buf, blk->csize, 0), blk->hash))
+	if (!rc && blk->codec != CKPT__CODEC_ZSTD)
+		rc = raw_check(s, b, buf);
+	else if (!rc && !HASH_OK(ckpt__xxh64(buf, blk->csize, 0), blk->hash))
 		rc = BAD("%s: block %u: hash mismatch", s->name, b);
 	if (!rc && blk->codec == CKPT__CODEC_ZSTD)
 		rc = one_frame(s, b, buf);
@@ -490,7 +531,9 @@ int ckpt__snap_block_stored(const struct ckpt__snap *s, uint32_t b, void *stored
 	if (!blk)
 		return CKPT_ECORRUPT;
 	int rc = rd(s, blk->offset, stored, blk->csize);
-	if (!rc && !HASH_OK(ckpt__xxh64(stored, blk->csize, 0), blk->hash))
+	if (!rc && blk->codec != CKPT__CODEC_ZSTD)
+		rc = raw_check(s, b, stored);
+	else if (!rc && !HASH_OK(ckpt__xxh64(stored, blk->csize, 0), blk->hash))
 		rc = BAD("%s: block %u: hash mismatch", s->name, b);
 	if (!rc && blk->codec == CKPT__CODEC_ZSTD)
 		rc = one_frame(s, b, stored);

@@ -50,6 +50,13 @@ CKPT__HIDDEN int ckpt__snap_block(const struct ckpt__snap *s, ZSTD_DCtx *dctx, u
  * 0 or CKPT_ECORRUPT/CKPT_EIO. */
 CKPT__HIDDEN int ckpt__snap_block_stored(const struct ckpt__snap *s, uint32_t b, void *stored);
 
+/* A CKPT__CODEC_RAWP block's page hashes into out (one per page), read and
+ * checked against the block's hash; then page `page`'s bytes against its
+ * own.  0 or CKPT_ECORRUPT (an I/O error's code) with the message set. */
+CKPT__HIDDEN int ckpt__snap_page_hashes(const struct ckpt__snap *s, uint32_t b, uint64_t *out);
+CKPT__HIDDEN int ckpt__snap_page_check(const struct ckpt__snap *s, uint32_t b,
+				       const uint64_t *hashes, uint32_t page, const void *bytes);
+
 /* A string of the snapshot as a C string in buf (truncated to fit). */
 CKPT__HIDDEN const char *ckpt__snap_str(const struct ckpt__snap *s, uint32_t off, uint32_t len,
 					char *buf, size_t bufsz);

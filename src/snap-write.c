@@ -92,11 +92,14 @@ static int sink(const struct ckpt__cblock *b, void *arg)
 	fb->rsize = b->rsize;
 	fb->codec = b->codec;
 	fb->hash = b->hash;
+	size_t extra = b->codec == CKPT__CODEC_RAWP ? (size_t)b->stored * 8 : 0;
 	int rc = put(w, b->data, b->csize);
+	if (!rc && extra)
+		rc = put(w, b->phash, extra);
 	if (rc)
 		return rc;
 	w->jobs[b->job].block = (uint32_t)w->nblocks++;
-	w->stored += b->csize;
+	w->stored += b->csize + extra;
 	w->raw += b->rsize;
 	return 0;
 }

@@ -1170,7 +1170,7 @@ static void refill_damaged(const char *dir)
 	CHECK_RC(ckpt_commit(c, NULL));
 	char path[512];
 	snprintf(path, sizeof path, "%s/snap-00000002.ckpt", dir);
-	const char *what = damaged_codec == CKPT__CODEC_RAW ? "raw" : "zstd";
+	const char *what = damaged_codec == CKPT__CODEC_RAWP ? "raw" : "zstd";
 	if (garble_blocks(path, damaged_codec) == 0)
 		child_die("snapshot 2 has no %s block", what);
 	CHECK(munmap(m, n * ps) == 0);
@@ -1182,7 +1182,7 @@ static void refill_damaged(const char *dir)
 	if (!strstr(ckpt_last_error(), "snap-00000002.ckpt"))
 		child_die("the error does not name the file: %s", ckpt_last_error());
 	/* Raw blocks have their hash only; zstd frames their checksum. */
-	if ((damaged_codec == CKPT__CODEC_RAW) != (strstr(ckpt_last_error(), "hash") != NULL))
+	if ((damaged_codec == CKPT__CODEC_RAWP) != (strstr(ckpt_last_error(), "hash") != NULL))
 		child_die("a damaged %s block refused for another reason: %s", what,
 			  ckpt_last_error());
 	char perms[8];
@@ -1198,7 +1198,7 @@ static void refill_damaged(const char *dir)
 Test(snap, a_mapping_refilled_from_damaged_raw_blocks_is_refused_and_not_left_behind,
      .timeout = 60)
 {
-	damaged_codec = CKPT__CODEC_RAW;
+	damaged_codec = CKPT__CODEC_RAWP;
 	in_child(refill_damaged, "damaged raw refill");
 }
 
@@ -1207,6 +1207,141 @@ Test(snap, a_mapping_refilled_from_damaged_zstd_blocks_is_refused_and_not_left_b
 {
 	damaged_codec = CKPT__CODEC_ZSTD;
 	in_child(refill_damaged, "damaged zstd refill");
+}
+
+/* ---- raw blocks with a hash a page ----------------------------------------------------- */
+
+/* Where the page at p (noise, so found once) lies in the snapshot file at
+ * path, and the block holding it; its bytes garbled when `garble`. */
+static void find_page(const char *path, const char *p, uint64_t *at, struct ckpt__fblock *blk,
+		      uint32_t *which)
+{
+	struct snapfile sf;
+	file_load(path, &sf);
+	const unsigned char *hit = memmem(sf.b, sf.len, p, pagesz());
+	CHECK(hit != NULL);
+	*at = (uint64_t)(hit - sf.b);
+	struct ckpt__fsect *bs = &sf.h.sect[CKPT__SEC_BLOCKS];
+	*which = UINT32_MAX;
+	for (size_t i = 0; i < bs->size / sizeof *blk; i++) {
+		memcpy(blk, sf.b + bs->offset + i * sizeof *blk, sizeof *blk);
+		if (blk->offset <= *at && *at < blk->offset + blk->csize) {
+			*which = (uint32_t)i;
+			break;
+		}
+	}
+	CHECK(*which != UINT32_MAX);
+	close(sf.fd);
+	free(sf.b);
+}
+
+static void flip_byte(const char *path, uint64_t at)
+{
+	int fd = open(path, O_RDWR);
+	unsigned char c;
+	CHECK(fd >= 0 && pread(fd, &c, 1, (off_t)at) == 1);
+	c ^= 0x5a;
+	CHECK(pwrite(fd, &c, 1, (off_t)at) == 1 && close(fd) == 0);
+}
+
+/* A page later snapshots replaced is not read: damaged, it stops only a
+ * restore that needs it; damaged page hashes stop any that reads the
+ * block. */
+static void page_hashes(const char *dir)
+{
+	size_t ps = pagesz(), n = 256;
+	ckpt_t *c = open_chain(dir, 0);
+	char *m = map_anon(n, 0);
+	char *copy = safe_area(c, 2 * n * ps);
+	uint64_t seed = 99;
+	for (size_t i = 0; i < n; i++)
+		fill_mixed(m + i * ps, 5, &seed);
+	memcpy(copy, m, n * ps);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	/* Every other page: every block keeps pages of snapshot 1 in use. */
+	for (size_t i = 0; i < n; i += 2)
+		fill_mixed(m + i * ps, 5, &seed);
+	memcpy(copy + n * ps, m, n * ps);
+	CHECK_RC(ckpt_commit(c, NULL));
+	char path[512];
+	snprintf(path, sizeof path, "%s/snap-00000001.ckpt", dir);
+	uint64_t at;
+	struct ckpt__fblock blk;
+	uint32_t which;
+	/* Page 100 as snapshot 1 holds it: replaced in snapshot 2. */
+	find_page(path, copy + 100 * ps, &at, &blk, &which);
+	CHECK(blk.codec == CKPT__CODEC_RAWP);
+	flip_byte(path, at + 100);
+	CHECK(munmap(m, n * ps) == 0);
+	CHECK_RC(ckpt_restore(c, CKPT_LATEST));
+	CHECK(memcmp(m, copy + n * ps, n * ps) == 0);
+	int rc = ckpt_restore(c, 1);
+	if (rc != CKPT_ECORRUPT || !strstr(ckpt_last_error(), "page") ||
+	    !strstr(ckpt_last_error(), "hash mismatch"))
+		child_die("restoring the damaged page returned %s (%s)", ckpt_err_name(rc),
+			  ckpt_last_error());
+	CHECK(memcmp(m, copy + n * ps, n * ps) == 0);
+	/* The page hashes of the block holding page 201 (still snapshot 1's). */
+	find_page(path, copy + 201 * ps, &at, &blk, &which);
+	flip_byte(path, blk.offset + blk.csize + 3);
+	CHECK(munmap(m, n * ps) == 0);
+	rc = ckpt_restore(c, CKPT_LATEST);
+	if (rc != CKPT_ECORRUPT || !strstr(ckpt_last_error(), "page hashes"))
+		child_die("restoring with damaged page hashes returned %s (%s)", ckpt_err_name(rc),
+			  ckpt_last_error());
+	char perms[8];
+	CHECK(!strcmp(perms_of(m, perms), ""));
+	ckpt_close(c);
+}
+
+/* A block with a hash a page moved up against the next block, its page
+ * hashes over that block's bytes (every hash made right again): refused
+ * when the chain is opened. */
+static void hashes_outside(const char *dir)
+{
+	size_t ps = pagesz(), n = 256;
+	ckpt_t *c = open_chain(dir, 0);
+	char *m = map_anon(n, 0);
+	uint64_t seed = 5;
+	for (size_t i = 0; i < n; i++)
+		fill_mixed(m + i * ps, 5, &seed);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	ckpt_close(c);
+	char path[512];
+	snprintf(path, sizeof path, "%s/snap-00000001.ckpt", dir);
+	struct snapfile sf;
+	file_load(path, &sf);
+	struct ckpt__fsect *bs = &sf.h.sect[CKPT__SEC_BLOCKS];
+	size_t nb = bs->size / sizeof(struct ckpt__fblock), which = SIZE_MAX;
+	struct ckpt__fblock blk, next;
+	for (size_t i = 0; i + 1 < nb && which == SIZE_MAX; i++) {
+		memcpy(&blk, sf.b + bs->offset + i * sizeof blk, sizeof blk);
+		if (blk.codec == CKPT__CODEC_RAWP)
+			which = i;
+	}
+	CHECK(which != SIZE_MAX);
+	memcpy(&next, sf.b + bs->offset + (which + 1) * sizeof next, sizeof next);
+	blk.offset = next.offset - blk.csize;
+	memcpy(sf.b + bs->offset + which * sizeof blk, &blk, sizeof blk);
+	bs->hash = ckpt__xxh64(sf.b + bs->offset, bs->size, 0);
+	file_store(&sf);
+	size_t checked = 0;
+	int rc = ckpt_chain_verify(dir, &checked);
+	if (rc != CKPT_ECORRUPT || !strstr(ckpt_last_error(), "outside the data area"))
+		child_die("page hashes over the next block: %s (%s)", ckpt_err_name(rc),
+			  ckpt_last_error());
+}
+
+Test(snap, a_raw_block_whose_page_hashes_leave_the_data_area_is_refused, .timeout = 60)
+{
+	in_child(hashes_outside, "page hashes outside");
+}
+
+Test(snap, a_raw_page_no_restore_needs_is_not_read_and_page_hashes_are_checked, .timeout = 60)
+{
+	in_child(page_hashes, "page hashes");
 }
 
 /* ---- the process record holds the program's files, not ckpt's ------------------------ */
