@@ -263,6 +263,14 @@ static void killed(const char *dir)
 				CHECK_RC(ckpt_commit(c, NULL));
 			}
 		}
+		/* From the moment the child has its chain and tracks (it
+		 * writes the .addr file just before ckpt_begin): on a busy
+		 * machine it may not get there in the first milliseconds. */
+		char ready[600];
+		snprintf(ready, sizeof ready, "%s.addr", sub);
+		struct timespec tick = {0, 1000000L};
+		for (int w = 0; w < 10000 && access(ready, F_OK) != 0; w++)
+			nanosleep(&tick, NULL);
 		struct timespec ts = {0, (long)(15 + round * 29) * 1000000L};
 		nanosleep(&ts, NULL);
 		kill(pid, SIGKILL);
