@@ -273,7 +273,8 @@ typedef struct ckpt_stats {
 	uint64_t commit_pages;        /* data pages stored (zero pages cost nothing) */
 	uint64_t commit_raw_bytes;    /* those pages, uncompressed */
 	uint64_t commit_stored_bytes; /* bytes of compressed page data written (raw
-	                               * blocks count at their size) */
+	                               * blocks count at their size, plus 8 bytes a
+	                               * page for their page hashes) */
 	uint64_t commit_file_bytes;   /* size of the snapshot file */
 	uint64_t commits;             /* commits that succeeded on this handle */
 	/* The last restore. */
