@@ -62,13 +62,15 @@
  * (resume - re-exec).  With CKPT_F_LAZY (where the library has it) each
  * heap is resumed a second time lazily: its resume and run are printed
  * beside the eager ones.
- * Nothing is dropped from the page cache: a resume after a reboot also
- * pays for the disk, at the disk's speed.  Chains are written under /tmp,
+ * Nothing is dropped from the page cache unless --cold: a resume after a
+ * reboot also pays for the disk, which --cold measures.  Chains are written under /tmp,
  * fsynced by every commit, and removed after each measurement.
  *
- * Usage: resume [--quick] [--threads] [--chains]   (or CKPT_BENCH_QUICK=1)
+ * Usage: resume [--quick] [--threads] [--chains] [--cold]   (or CKPT_BENCH_QUICK=1)
  * --quick measures 16 and 64 MiB heaps and a 16 MiB heap's chains;
- * --threads measures the threads (3.) alone, --chains the chains (2.).
+ * --threads measures the threads (3.) alone, --chains the chains (2.);
+ * --cold (root: it writes /proc/sys/vm/drop_caches) drops the page cache
+ * before every resume, read and floor, so that all three read the disk.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -644,19 +646,39 @@ static char *make_chain(struct row *o, double pct)
 }
 
 /* One round of measurements of the chain in dir into o. */
+/* --cold: every measurement starts with the page cache dropped, so that
+ * resume, read and floor all read the chain from the disk. */
+static int cold;
+
+static void drop_caches(void)
+{
+	if (!cold)
+		return;
+	sync();
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "3", 1) != 1)
+		die("--cold: /proc/sys/vm/drop_caches", fd < 0 ? strerror(errno) : "not written");
+	close(fd);
+}
+
 static void measure_once(struct row *o, const char *dir)
 {
 	const char *res[] = {self_name, "--child", "resume", dir, NULL};
 	const char *lazy[] = {self_name, "--child", "resume", dir, "lazy", NULL};
-	uint64_t ex, run, t = run_child3(res, &ex, &run), rd = read_dir(dir, &o->files);
+	drop_caches();
+	uint64_t ex, run, t = run_child3(res, &ex, &run);
+	drop_caches();
+	uint64_t rd = read_dir(dir, &o->files);
 	if (!t)
 		die("resume", "the child did not report a resume");
 	best(&o->resume, t);
 	best(&o->exit, ex);
 	best(&o->run, run);
 	best(&o->read, rd);
+	drop_caches();
 	best(&o->floor, floor_dir(dir, o->heap));
 #ifdef CKPT_F_LAZY
+	drop_caches();
 	t = run_child3(lazy, &ex, &run);
 	if (!t)
 		die("resume", "the lazy child did not report a resume");
@@ -764,12 +786,15 @@ int main(int argc, char **argv)
 			threads_only = 1;
 		} else if (!strcmp(argv[i], "--chains")) {
 			chains_only = 1;
+		} else if (!strcmp(argv[i], "--cold")) {
+			cold = 1;
 		} else {
 			fprintf(stderr,
-				"usage: %s [--quick] [--threads] [--chains]   (or CKPT_BENCH_QUICK=1)\n"
+				"usage: %s [--quick] [--threads] [--chains] [--cold]   (or CKPT_BENCH_QUICK=1)\n"
 				"--quick measures small heaps only, for a fast run\n"
 				"--threads measures the commit pause against threads only\n"
-				"--chains measures the resume against chain length only\n",
+				"--chains measures the resume against chain length only\n"
+				"--cold drops the page cache before each measurement (root)\n",
 				argv[0]);
 			return strcmp(argv[i], "--help") ? 2 : 0;
 		}
@@ -784,8 +809,9 @@ int main(int argc, char **argv)
 
 	printf("libckpt %s, page %zu B, %ld CPUs online, best of %d%s\n", ckpt_version_string(),
 	       pagesz, sysconf(_SC_NPROCESSORS_ONLN), REPS, quick ? ", QUICK run" : "");
-	printf("times from the spawn of the resuming process; chains under /tmp, in the page"
-	       " cache\n\n");
+	printf("times from the spawn of the resuming process; chains under /tmp, %s\n\n",
+	       cold ? "read from the disk (the page cache dropped before each measurement)"
+		    : "in the page cache");
 	if (threads_only)
 		goto threads;
 	measure_bare();
