@@ -590,24 +590,24 @@ int ckpt__fill_stage(struct ckpt__fill *f, unsigned threads, size_t limit)
 {
 	if (!f->ntask)
 		return 0;
-	size_t ps = ckpt__pagesize, bytes = f->npage * ps;
-	f->arena_pages = bytes <= limit;
-	if (!f->arena_pages) {
-		/* The blocks as stored, one after the other. */
-		bytes = 0;
-		for (size_t i = 0; i < f->ntask; i++) {
-			struct ckpt__fill_task *t = &f->task[i];
-			if (t->block >= t->snap->nblocks)
-				return ckpt__fail(CKPT_ECORRUPT, "%s: no block %u", t->snap->name,
-						  t->block);
-			uint32_t cs = t->snap->blocks[t->block].csize;
-			if (cs > CKPT__BLOCK_PAGES * ps)
-				return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes stored",
-						  t->snap->name, t->block, cs);
-			t->kept = bytes;
-			bytes += (cs + 7) & ~(size_t)7;
-		}
+	size_t ps = ckpt__pagesize, pages = f->npage * ps, bytes = 0;
+	/* The blocks as stored, one after the other, or (when that takes no
+	 * less memory, or the pages fit the limit) just the pages wanted:
+	 * kept as pages, a block is read and decompressed once. */
+	for (size_t i = 0; i < f->ntask; i++) {
+		struct ckpt__fill_task *t = &f->task[i];
+		if (t->block >= t->snap->nblocks)
+			return ckpt__fail(CKPT_ECORRUPT, "%s: no block %u", t->snap->name, t->block);
+		uint32_t cs = t->snap->blocks[t->block].csize;
+		if (cs > CKPT__BLOCK_PAGES * ps)
+			return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: %u bytes stored",
+					  t->snap->name, t->block, cs);
+		t->kept = bytes;
+		bytes += (cs + 7) & ~(size_t)7;
 	}
+	f->arena_pages = pages <= limit || pages <= bytes;
+	if (f->arena_pages)
+		bytes = pages;
 	f->arena_size = bytes ? bytes : 1;
 	if (!(f->arena = ckpt__mem_alloc(f->arena_size))) {
 		f->arena_size = 0;

@@ -67,8 +67,8 @@ CKPT__HIDDEN int ckpt__fill_run(struct ckpt__fill *f, unsigned threads);
 /* For memory the program has mapped, in two steps around the point of no
  * return.  ckpt__fill_stage reads and checks every block (decompressing
  * it) on `threads` threads, and keeps what the writes need in ckpt's
- * memory: the pages themselves when they take at most `limit` bytes, the
- * blocks as stored otherwise (decompressed again when written).  Nothing
+ * memory: the pages themselves when they take at most `limit` bytes or no
+ * more than the blocks as stored, the blocks as stored otherwise (decompressed again when written).  Nothing
  * of the program's changes.  0, or the first failure with its message.
  * ckpt__fill_apply then writes the pages, on `threads` threads: the pages
  * must be writable.  It fails only if a block checked before no longer

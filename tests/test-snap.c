@@ -1209,6 +1209,39 @@ Test(snap, a_mapping_refilled_from_damaged_zstd_blocks_is_refused_and_not_left_b
 	in_child(refill_damaged, "damaged zstd refill");
 }
 
+/* ---- a rollback larger than what a restore keeps decompressed ------------------------- */
+
+/* 80 MiB of compressible pages, all written after the commit and rolled
+ * back: more pages than a restore keeps decompressed (64 MiB), and more
+ * bytes than their blocks as stored, so the blocks are kept as stored and
+ * decompressed again when written; memory must come back exact. */
+static void big_rollback(const char *dir)
+{
+	size_t ps = pagesz(), n = (80u << 20) / ps;
+	ckpt_t *c = open_chain(dir, 0);
+	char *m = map_anon(n, 0);
+	char *copy = safe_area(c, n * ps);
+	fill_compressible(m, n * ps, 3);
+	memcpy(copy, m, n * ps);
+	CHECK_RC(ckpt_begin(c));
+	CHECK_RC(ckpt_commit(c, NULL));
+	for (size_t i = 0; i < n; i++)
+		m[i * ps + (i % 61) * 8] ^= 0x3c;
+	CHECK_RC(ckpt_restore(c, CKPT_LATEST));
+	for (size_t i = 0; i < n; i++)
+		if (memcmp(m + i * ps, copy + i * ps, ps) != 0)
+			child_die("page %zu differs after the rollback", i);
+	ckpt_stats st;
+	ckpt_stats(c, &st);
+	CHECK(st.restore_pages >= n);
+	ckpt_close(c);
+}
+
+Test(snap, a_rollback_larger_than_a_restore_keeps_decompressed_is_exact, .timeout = 120)
+{
+	in_child(big_rollback, "big rollback");
+}
+
 /* ---- raw blocks with a hash a page ----------------------------------------------------- */
 
 /* Where the page at p (noise, so found once) lies in the snapshot file at
