@@ -168,8 +168,6 @@ int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
 		if (code[p] >= C_DATA) {
 			count[(code[p] >> 8)]++;
 			ndata++;
-		} else if (code[p] != C_NONE) {
-			f->other_pages++;
 		}
 	}
 	size_t ntask = 0;
@@ -218,7 +216,6 @@ int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
 		if (!rc)
 			rc = pop_add(f, plo, phi);
 		f->npage = ndata;
-		f->data_pages = ndata;
 	}
 	if (rc == CKPT_ENOMEM)
 		rc = ckpt__fail(CKPT_ENOMEM, "out of memory planning a restore of %zu pages", npages);
@@ -272,6 +269,28 @@ static inline char *dst(const struct run *r, const struct ckpt__fill_task *t, ui
 	return (char *)r->f->page[t->first + i].addr;
 }
 
+/* Reads len bytes of s from off into the n pieces of iov: 0, 1 on a short
+ * read, or the failure. */
+static int read_pieces(const struct ckpt__snap *s, uint64_t off, const struct iovec *iov, int n,
+		       size_t len)
+{
+	if (s->mem) {
+		const unsigned char *from = s->mem + off;
+		for (int i = 0; i < n; i++) {
+			memcpy(iov[i].iov_base, from, iov[i].iov_len);
+			from += iov[i].iov_len;
+		}
+		return 0;
+	}
+	ssize_t got;
+	do
+		got = preadv(s->fd, iov, n, (off_t)off);
+	while (got < 0 && errno == EINTR);
+	if (got < 0)
+		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", s->name, strerror(errno));
+	return (size_t)got != len;
+}
+
 /* A raw block of which only some pages are wanted: one preadv puts each
  * wanted page where it goes and the others in the thread's buffer, and the
  * hash is taken over the pieces in the block's order (each page read and
@@ -300,22 +319,9 @@ static int raw_scatter(struct worker *w, const struct ckpt__fill_task *t,
 	}
 	if (fb->offset > s->size || fb->csize > s->size - fb->offset)
 		return ckpt__fail(CKPT_ECORRUPT, "%s: read past the end of the file", s->name);
-	if (s->mem) {
-		const unsigned char *from = s->mem + fb->offset;
-		for (int i = 0; i < n; i++) {
-			memcpy(iov[i].iov_base, from, iov[i].iov_len);
-			from += iov[i].iov_len;
-		}
-	} else {
-		ssize_t got;
-		do
-			got = preadv(s->fd, iov, n, (off_t)fb->offset);
-		while (got < 0 && errno == EINTR);
-		if (got < 0)
-			return ckpt__fail(ckpt__from_errno(errno), "%s: %s", s->name, strerror(errno));
-		if ((size_t)got != fb->csize)
-			return 1;
-	}
+	int rc = read_pieces(s, fb->offset, iov, n, fb->csize);
+	if (rc)
+		return rc;
 	if (!HASH_OK(ckpt__xxh64_pieces(iov, n, 0), fb->hash))
 		return ckpt__fail(CKPT_ECORRUPT, "%s: block %u: hash mismatch", s->name, t->block);
 	return 0;
@@ -367,25 +373,9 @@ static int raw_pages(struct worker *w, const struct ckpt__fill_task *t,
 			else
 				iov[n++] = (struct iovec){d, ps};
 		}
-		size_t len = (size_t)(q - p + 1) * ps;
-		uint64_t off = fb->offset + (uint64_t)p * ps;
-		if (s->mem) {
-			const unsigned char *from = s->mem + off;
-			for (int i = 0; i < n; i++) {
-				memcpy(iov[i].iov_base, from, iov[i].iov_len);
-				from += iov[i].iov_len;
-			}
-		} else {
-			ssize_t got;
-			do
-				got = preadv(s->fd, iov, n, (off_t)off);
-			while (got < 0 && errno == EINTR);
-			if (got < 0)
-				return ckpt__fail(ckpt__from_errno(errno), "%s: %s", s->name,
-						  strerror(errno));
-			if ((size_t)got != len)
-				return 1;
-		}
+		rc = read_pieces(s, fb->offset + (uint64_t)p * ps, iov, n, (size_t)(q - p + 1) * ps);
+		if (rc)
+			return rc;
 		for (uint32_t k = p; k <= q; k++)
 			if (at[k] && (rc = ckpt__snap_page_check(s, t->block, h, k, at[k])) != 0)
 				return rc;

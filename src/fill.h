@@ -45,8 +45,6 @@ struct ckpt__fill {
 	char *arena;                  /* staged: pages or blocks as stored */
 	size_t arena_size;
 	int arena_pages;              /* the arena holds the pages, decompressed */
-	uint64_t data_pages;          /* pages with data, in page */
-	uint64_t other_pages;         /* pages that read as zero or as their file */
 };
 
 /* Works out, for every page of `fresh` (page-aligned ranges inside mappings

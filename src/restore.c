@@ -233,6 +233,20 @@ static int writable_to(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void
 	return (v->perms & CKPT__VMA_W) && T->be->writable_means_dirty ? add(arg, s, e) : 0;
 }
 
+/* out = a ∩ b. */
+static int intersect(const struct ckpt__rset *a, const struct ckpt__rset *b, struct ckpt__rset *out)
+{
+	for (size_t i = 0; i < b->n; i++)
+		for (size_t j = ckpt__rset_lower(a, b->r[i].lo); j < a->n && a->r[j].lo < b->r[i].hi;
+		     j++) {
+			uintptr_t lo = a->r[j].lo > b->r[i].lo ? a->r[j].lo : b->r[i].lo;
+			uintptr_t hi = a->r[j].hi < b->r[i].hi ? a->r[j].hi : b->r[i].hi;
+			if (lo < hi && add(out, lo, hi))
+				return CKPT_ENOMEM;
+		}
+	return 0;
+}
+
 /* ---- planning ----------------------------------------------------------------- */
 
 static int plan(struct rctx *r, int use_shadow, int all)
@@ -312,16 +326,8 @@ static int plan(struct rctx *r, int use_shadow, int all)
 	}
 	/* Only pages snapshot k describes are written. */
 	struct ckpt__rset keep = {0};
-	for (size_t i = 0; !rc && i < mapped_k.n; i++)
-		for (size_t j = ckpt__rset_lower(&r->cand, mapped_k.r[i].lo);
-		     !rc && j < r->cand.n && r->cand.r[j].lo < mapped_k.r[i].hi; j++) {
-			uintptr_t a = r->cand.r[j].lo > mapped_k.r[i].lo ? r->cand.r[j].lo
-									: mapped_k.r[i].lo;
-			uintptr_t b = r->cand.r[j].hi < mapped_k.r[i].hi ? r->cand.r[j].hi
-									: mapped_k.r[i].hi;
-			if (a < b)
-				rc = add(&keep, a, b);
-		}
+	if (!rc)
+		rc = intersect(&r->cand, &mapped_k, &keep);
 	if (!rc) {
 		ckpt__rset_free(&r->cand);
 		r->cand = keep;
@@ -751,20 +757,6 @@ static int open_spans(struct rctx *r, const struct ckpt__rset *set)
 }
 
 /* ---- phase 2 for fresh memory ----------------------------------------------------------- */
-
-/* out = a ∩ b. */
-static int intersect(const struct ckpt__rset *a, const struct ckpt__rset *b, struct ckpt__rset *out)
-{
-	for (size_t i = 0; i < b->n; i++)
-		for (size_t j = ckpt__rset_lower(a, b->r[i].lo); j < a->n && a->r[j].lo < b->r[i].hi;
-		     j++) {
-			uintptr_t lo = a->r[j].lo > b->r[i].lo ? a->r[j].lo : b->r[i].lo;
-			uintptr_t hi = a->r[j].hi < b->r[i].hi ? a->r[j].hi : b->r[i].hi;
-			if (lo < hi && add(out, lo, hi))
-				return CKPT_ENOMEM;
-		}
-	return 0;
-}
 
 /* Splits the pages to write into fresh (in what make_room or the caller
  * mapped for this restore: no staging needed, a failure unmaps it) and
