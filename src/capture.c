@@ -258,13 +258,12 @@ static int swapless_now(struct swapless *sw)
 	return sw && sw->state == 1;
 }
 
-/* Notes the pages of [a, b) that mincore finds (present, or under
- * migration) as data, and present.  In a file mapping such a page may be
- * the file's own (in the page cache, under a marker): then it is stored
- * though it need not be, as it was before mincore was asked.  -1 if
- * mincore fails at a (nothing noted then); a failure further on counts
- * the rest as data. */
-static int mincore_pages(struct scan_ctx *s, uintptr_t a, uintptr_t b)
+/* Calls fn on the runs of [a, b) that mincore finds (present, or under
+ * migration), in order.  -1 if mincore fails at a (nothing reported then);
+ * a failure further on reports the rest as one run.  Else 0, or what fn
+ * returned when it did not return 0 (the walk stops there). */
+static int mincore_runs(uintptr_t a, uintptr_t b, int (*fn)(uintptr_t, uintptr_t, void *),
+			void *arg)
 {
 	unsigned char vec[8192];
 	size_t ps = ckpt__pagesize;
@@ -273,19 +272,115 @@ static int mincore_pages(struct scan_ctx *s, uintptr_t a, uintptr_t b)
 		if (n > sizeof vec)
 			n = sizeof vec;
 		if (ckpt__sys3(SYS_mincore, (long)at, (long)(n * ps), (long)vec) != 0)
-			return at == a ? -1 : (note(s, at, b, 1, 1), 0);
+			return at == a ? -1 : fn(at, b, arg);
 		for (size_t i = 0; i < n;) {
 			size_t j = i;
 			int in = vec[i] & 1;
 			while (j < n && (vec[j] & 1) == in)
 				j++;
-			if (in)
-				note(s, at + i * ps, at + j * ps, 1, 1);
+			int rc = in ? fn(at + i * ps, at + j * ps, arg) : 0;
+			if (rc)
+				return rc;
 			i = j;
 		}
 		at += n * ps;
 	}
 	return 0;
+}
+
+static int note_data(uintptr_t a, uintptr_t b, void *arg)
+{
+	note(arg, a, b, 1, 1);
+	return 0;
+}
+
+/* Notes the pages of [a, b) that mincore finds as data, and present.  In a
+ * file mapping such a page may be the file's own (in the page cache, under
+ * a marker): then it is stored though it need not be, as it was before
+ * mincore was asked.  -1 if mincore fails at a (nothing noted then). */
+static int mincore_pages(struct scan_ctx *s, uintptr_t a, uintptr_t b)
+{
+	return mincore_runs(a, b, note_data, s);
+}
+
+/*
+ * Regions armed since the last capture.  Under uffd, a page of private
+ * anonymous memory that held nothing when its region was armed carries a
+ * marker, and the first write to it clears the marker's bit: from then on
+ * it is written, in the tracker's record.  So what a region's first capture
+ * must store is what held data when it was armed and what was written
+ * since; the first is noted at the arm (mincore, with no swap device: see
+ * struct swapless), and the capture needs no second walk over the page
+ * tables after the tracker's own.  A mapping made in place of the region
+ * behind ckpt's back is unregistered and counts as written whole.
+ *
+ * For a 16 GiB mapping with every 64th page holding data, that walk is
+ * 4 M entries, about 40 ms; arming it costs as much again (the markers).
+ * The record is good for the next capture only; later ones that find a
+ * region fresh (a failed commit) walk it as before.
+ */
+static int add_armed(uintptr_t a, uintptr_t b, void *arg)
+{
+	(void)arg;
+	return ckpt__rset_add(&T->armed_data, a, b) ? CKPT_ENOMEM : 0;
+}
+
+static void note_armed(const struct ckpt__region *r, struct swapless *sw)
+{
+	if (T->be->id != CKPT_BACKEND_UFFD ||
+	    (r->flags & (CKPT__RG_SHARED | CKPT__RG_ANON)) != CKPT__RG_ANON ||
+	    !(r->prot & PROT_WRITE) || r->pgshift != ckpt__pageshift || !swapless_now(sw))
+		return;
+	if (mincore_runs(r->start, r->end, add_armed, NULL) != 0 ||
+	    ckpt__rset_add(&T->armed_span, r->start, r->end) != 0)
+		ckpt__rset_del(&T->armed_span, r->start, r->end);
+}
+
+void ckpt__track_note_armed(const struct ckpt__rtab *t)
+{
+	struct swapless sw = {0, -1};
+	for (size_t i = 0; i < t->n; i++)
+		note_armed(&t->r[i], &sw);
+	if (swapless_changed(&sw)) {
+		ckpt__rset_clear(&T->armed_span);
+		ckpt__rset_clear(&T->armed_data);
+	}
+}
+
+/* The data of a piece inside T->armed_span: its pages in the record, and
+ * those taken from the tracker (written since). */
+static int armed_pages(struct scan_ctx *s, const struct ckpt__piece *p)
+{
+	const struct ckpt__rset *d = &T->armed_data, *w = &s->cap->taken;
+	size_t i = ckpt__rset_lower(d, p->start), j = ckpt__rset_lower(w, p->start);
+	uintptr_t lo = 0, hi = 0;
+	for (;;) {
+		const struct ckpt__range *next = NULL;
+		if (i < d->n && d->r[i].lo < p->end)
+			next = &d->r[i];
+		if (j < w->n && w->r[j].lo < p->end && (!next || w->r[j].lo < next->lo))
+			next = &w->r[j];
+		if (!next)
+			break;
+		if (next == &d->r[i])
+			i++;
+		else
+			j++;
+		uintptr_t a = next->lo > p->start ? next->lo : p->start,
+			  b = next->hi < p->end ? next->hi : p->end;
+		if (a <= hi && lo < hi) {
+			if (b > hi)
+				hi = b;
+			continue;
+		}
+		if (lo < hi)
+			note(s, lo, hi, 1, 1);
+		lo = a;
+		hi = b;
+	}
+	if (lo < hi)
+		note(s, lo, hi, 1, 1);
+	return s->rc;
 }
 
 /* PAGEMAP_SCAN (Linux 6.7+): runs of pages alike, not an entry per page,
@@ -381,6 +476,8 @@ static int scan_pages(int pm, struct ckpt__capture *cap, struct ckpt__bmap *now,
 		/* Shared memory is stored whole: its pages are the object's. */
 		note(&s, p->start, p->end, 1, 0);
 		rc = s.rc;
+	} else if (anon && sw && ckpt__rset_covers(&T->armed_span, p->start, p->end)) {
+		rc = armed_pages(&s, p);
 	} else if (anon && T->be->id == CKPT_BACKEND_UFFD && swapless_now(sw) &&
 		   mincore_pages(&s, p->start, p->end) == 0) {
 		/* Private anonymous memory under userfaultfd: every empty
@@ -423,6 +520,7 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 	uint64_t t0 = ckpt__now_ns();
 	ckpt__threads_hold();
 	struct ckpt__rset excl = {0}, skip = {0};
+	struct swapless sw = {0, -1};
 	struct ckpt__rtab *nt = NULL;
 	/* The old regions' dirty bits, their pages protected again, before
 	 * the maps are read: scattered writable pages are as many mappings,
@@ -541,6 +639,7 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 			const struct ckpt__region *r = &T->tab->r[i];
 			if (cap->p[i].fresh && (r->prot & PROT_WRITE)) {
 				T->be->arm(r);
+				note_armed(r, &sw);
 				armed++;
 			}
 		}
@@ -595,7 +694,6 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 	if (!rc && (pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
 		rc = ckpt__fail(ckpt__from_errno(errno), "/proc/self/pagemap: %s", strerror(errno));
 	ckpt__bmx_release(&present_now);
-	struct swapless sw = {0, -1};
 	for (size_t i = 0; !rc && i < cap->n; i++) {
 		const struct ckpt__piece *p = &cap->p[i];
 		if (ckpt__bmx_ensure(&present_now, p->start, p->end) ||
@@ -623,6 +721,9 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 	}
 	if (pm >= 0)
 		close(pm);
+	/* Good for this capture only. */
+	ckpt__rset_clear(&T->armed_span);
+	ckpt__rset_clear(&T->armed_data);
 	cap->nthreads = ckpt__threads_count();
 	cap->ns = ckpt__now_ns() - t0;
 	if (rc) {
@@ -654,6 +755,9 @@ int ckpt__track_adopt(void)
 	const struct ckpt__rtab *t = T->tab;
 	ckpt__bmx_release(&T->present);
 	ckpt__rset_clear(&T->since);
+	/* Memory was refilled since the arm: what it held then is past. */
+	ckpt__rset_clear(&T->armed_span);
+	ckpt__rset_clear(&T->armed_data);
 	for (size_t i = 0; !rc && t && i < t->n; i++) {
 		const struct ckpt__region *g = &t->r[i];
 		struct ckpt__piece p = {

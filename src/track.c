@@ -631,6 +631,8 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 		rc = ckpt__track_excluded(&T->maps, flags, &excl, &T->pinned);
 	ckpt__rset_clear(&T->nosave);
 	ckpt__rset_clear(&T->since);
+	ckpt__rset_clear(&T->armed_span);
+	ckpt__rset_clear(&T->armed_data);
 	if (!rc) {
 		info->unknown_threads = ckpt__threads_unknown(&T->maps, &excl, &T->nosave);
 		for (size_t i = 0; i < T->nosave.n && !rc; i++)
@@ -708,9 +710,12 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 		__atomic_store_n(&T->touch, 0, __ATOMIC_RELEASE);
 		publish(NULL);
 		reclaim(1);
-	} else if (ckpt__maps_read(&T->maps) == 0) {
-		/* Protecting split mappings at the edges of regions. */
-		ckpt__track_vma_sync(T->maps.n);
+	} else {
+		ckpt__track_note_armed(tab);
+		if (ckpt__maps_read(&T->maps) == 0) {
+			/* Protecting split mappings at the edges of regions. */
+			ckpt__track_vma_sync(T->maps.n);
+		}
 	}
 	ckpt__rset_free(&excl);
 	ckpt__mem_array_free((void **)&plan.r, &plan.cap, sizeof *plan.r);
@@ -974,6 +979,8 @@ int ckpt__track_end(struct ckpt__runs *final)
 	ckpt__bm_release();
 	ckpt__rset_clear(&T->pinned);
 	ckpt__rset_clear(&T->newdirty);
+	ckpt__rset_free(&T->armed_span);
+	ckpt__rset_free(&T->armed_data);
 	pthread_mutex_unlock(&T->lock);
 	if (drc)
 		return ckpt__fail(CKPT_EIO, "ckpt_end: could not restore every protection");

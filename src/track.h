@@ -100,6 +100,10 @@ struct ckpt__tracker {
 	struct ckpt__rset nosave;    /* pinned but not the program's to save (stacks of
 	                              * threads ckpt did not see start) */
 	struct ckpt__rset since;     /* tracked without a break since the last capture */
+	/* uffd: the private anonymous regions armed since the last capture
+	 * (span) and which of their pages held data then (see
+	 * ckpt__track_note_armed). */
+	struct ckpt__rset armed_span, armed_data;
 	struct ckpt__bmap present;   /* anonymous pages present at the last capture */
 	struct ckpt__bmap present_next; /* the same for the capture in progress */
 	struct ckpt__rset newdirty;  /* untracked ranges known written (made read-only since) */
@@ -167,6 +171,11 @@ struct ckpt__capture {
  * threads must not write meanwhile (their writes are not lost: they fault
  * and count for the next capture).  0 or CKPT_E*. */
 CKPT__HIDDEN int ckpt__track_capture(struct ckpt__capture *cap);
+/* Under a back-end that keeps its own record (uffd), notes which pages of
+ * the private anonymous regions of t, just armed, hold data: their first
+ * capture then stores those and the ones written since, with no walk over
+ * their page tables.  T->lock held. */
+CKPT__HIDDEN void ckpt__track_note_armed(const struct ckpt__rtab *t);
 /* The snapshot was written: the next capture is relative to this one. */
 CKPT__HIDDEN void ckpt__track_capture_done(struct ckpt__capture *cap);
 /* It was not: the pages taken count as dirty again. */

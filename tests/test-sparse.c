@@ -13,10 +13,13 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define SPARSE_BYTES ((size_t)1 << 30)
@@ -291,4 +294,157 @@ static void swap_change_rescans(const char *dir)
 Test(sparse, a_swap_device_coming_during_the_capture_makes_it_scan_again, .timeout = 120)
 {
 	in_child(swap_change_rescans, "swap change");
+}
+
+/* ---- what was there when tracking began, and what was written since ------------- */
+
+/*
+ * A base stores the pages that held data when their region was armed and
+ * the pages written since (under userfaultfd the first come from a record
+ * made at the arm, the second from the tracker; the capture walks nothing
+ * else).  Here: pages written before begin, some of them written again or
+ * discarded after it, pages first written after it, memory mapped after it
+ * (through mmap, and through the raw system call the interposers do not
+ * see), and a thread writing while begin arms.  With fail_first the first
+ * commit fails and the next one, which finds every region fresh again,
+ * must store the same.
+ */
+#define AREA_PAGES 4096 /* 16 MiB per mapping */
+#define NAREAS 4
+
+struct area_state {
+	char *m[NAREAS];
+	uint32_t *v; /* v[a * AREA_PAGES + i]: what page i of area a holds (0: zero) */
+	volatile int stop;
+	volatile size_t thread_wrote;
+};
+
+static void put(struct area_state *st, int a, size_t i, uint32_t tag)
+{
+	fill(st->m[a] + i * pagesz(), tag);
+	st->v[a * AREA_PAGES + i] = tag;
+}
+
+static void *writer(void *arg)
+{
+	struct area_state *st = arg;
+	size_t i = 0;
+	while (!st->stop && i < AREA_PAGES) {
+		put(st, 3, i, (uint32_t)(3000000 + i));
+		st->thread_wrote = ++i;
+	}
+	return NULL;
+}
+
+static char *map_area(int raw)
+{
+	size_t len = (size_t)AREA_PAGES * pagesz();
+	void *m = raw ? (void *)syscall(SYS_mmap, NULL, len, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+		      : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(m != MAP_FAILED);
+	madvise(m, len, MADV_NOHUGEPAGE);
+	return m;
+}
+
+static void check_areas(struct area_state *st, ckpt_chain *ch, uint64_t id, const char *when)
+{
+	size_t ps = pagesz();
+	char *want = malloc(ps), *got = malloc(ps);
+	CHECK(want && got);
+	for (int a = 0; a < NAREAS; a++)
+		for (size_t i = 0; i < AREA_PAGES; i++) {
+			uint32_t tag = st->v[a * AREA_PAGES + i];
+			const char *at = st->m[a] + i * ps;
+			if (ch) {
+				CHECK_RC(ckpt_chain_read(ch, id, (uintptr_t)at, got, ps));
+				at = got;
+			}
+			if (tag)
+				fill(want, tag);
+			else
+				memset(want, 0, ps);
+			if (memcmp(at, want, ps))
+				child_die("%s: area %d page %zu (%s) differs", when, a, i,
+					  tag ? "written" : "zero");
+		}
+	free(want);
+	free(got);
+}
+
+static void base_holds_before_and_since(const char *dir, int fail_first)
+{
+	size_t ps = pagesz();
+	ckpt_t *c = open_chain(dir);
+	struct area_state *st = (struct area_state *)safe_area(c, sizeof *st);
+	st->v = (uint32_t *)safe_area(c, NAREAS * AREA_PAGES * sizeof *st->v);
+	st->m[0] = map_area(0);
+	st->m[3] = map_area(0);
+	for (size_t i = 0; i < AREA_PAGES; i += 8)
+		put(st, 0, i, (uint32_t)(i + 1));
+	pthread_t th;
+	CHECK(pthread_create(&th, NULL, writer, st) == 0);
+	while (st->thread_wrote < 16)
+		sched_yield();
+	CHECK_RC(ckpt_begin(c));
+	st->stop = 1;
+	CHECK(pthread_join(th, NULL) == 0);
+
+	for (size_t i = 0; i < AREA_PAGES; i += 8) {
+		put(st, 0, i + 3, (uint32_t)(100000 + i)); /* first written now */
+		if (i % 32 == 0)
+			put(st, 0, i, (uint32_t)(200000 + i)); /* written again */
+		else if (i % 64 == 8) {
+			CHECK(madvise(st->m[0] + i * ps, ps, MADV_DONTNEED) == 0);
+			st->v[i] = 0; /* discarded: zero */
+		}
+	}
+	st->m[1] = map_area(0);
+	st->m[2] = map_area(1);
+	for (size_t i = 0; i < AREA_PAGES; i += 5) {
+		put(st, 1, i, (uint32_t)(1000000 + i));
+		put(st, 2, i, (uint32_t)(2000000 + i));
+	}
+	uint64_t id = 0;
+	if (fail_first) {
+		CHECK(setenv("CKPT_FAULT", "write:1=ENOSPC", 1) == 0);
+		int rc = ckpt_commit(c, &id);
+		CHECK(unsetenv("CKPT_FAULT") == 0);
+		CHECK(rc == CKPT_ENOSPC);
+	}
+	CHECK_RC(ckpt_commit(c, &id));
+	CHECK(id == 1);
+	ckpt_chain *ch;
+	CHECK_RC(ckpt_chain_open(&ch, dir));
+	check_areas(st, ch, id, "read from the base");
+	ckpt_chain_close(ch);
+
+	/* Written over, then rolled back in place. */
+	for (int a = 0; a < NAREAS; a++)
+		for (size_t i = 1; i < AREA_PAGES; i += 6)
+			st->m[a][i * ps + 9] ^= 0x77;
+	CHECK_RC(ckpt_restore(c, id));
+	check_areas(st, NULL, id, "after the restore");
+	CHECK_RC(ckpt_end(c));
+	ckpt_close(c);
+}
+
+static void base_first_time(const char *dir)
+{
+	base_holds_before_and_since(dir, 0);
+}
+
+static void base_after_a_failed_one(const char *dir)
+{
+	base_holds_before_and_since(dir, 1);
+}
+
+Test(sparse, a_base_holds_what_was_there_at_begin_and_what_was_written_since, .timeout = 120)
+{
+	in_child(base_first_time, "base since begin");
+}
+
+Test(sparse, a_base_after_a_failed_one_holds_the_same, .timeout = 120)
+{
+	in_child(base_after_a_failed_one, "base after a failed one");
 }
