@@ -92,7 +92,8 @@ CKPT_API const char *ckpt_version_string(void);
 	XX(EVERSION, -1003, "unsupported snapshot format version")             \
 	XX(EFOREIGN, -1004, "snapshot belongs to another chain or program")    \
 	XX(ENORESUME, -1005, "snapshot cannot be resumed")                     \
-	XX(EINTERNAL, -1006, "internal error")
+	XX(EINTERNAL, -1006, "internal error")                                 \
+	XX(EMISMATCH, -1007, "regions or ranks differ from the checkpoint's")
 
 typedef enum ckpt_errno {
 #define CKPT_ERRNO_ENUM_(name, value, text) CKPT_##name = (value),
@@ -175,6 +176,12 @@ CKPT_API const char *ckpt_last_error(void);
  * privilege, a seccomp filter), the resume fills everything first, as
  * without the flag, and says so on stderr.  doc/RESUME.md, "Lazy resume". */
 #define CKPT_F_LAZY 0x0020u
+/* `dir` may already hold a chain: the handle extends it (its next commit
+ * is a child of the newest snapshot), and ckpt_restore reads it.  For a
+ * program that brings back its own state, by name (ckpt_protect), in a
+ * new process.  Without the flag such a directory gives CKPT_EEXIST.  Not
+ * with CKPT_F_RESUME or CKPT_F_OVERWRITE (CKPT_EINVAL). */
+#define CKPT_F_CONTINUE 0x0040u
 
 typedef struct ckpt_options {
 	int backend;    /* CKPT_BACKEND_AUTO (0), CKPT_BACKEND_MPROTECT, CKPT_BACKEND_UFFD */
@@ -386,6 +393,44 @@ CKPT_API size_t ckpt_dirty_count(ckpt_t *c);
  */
 CKPT_API int ckpt_exclude(ckpt_t *c, void *addr, size_t len);
 
+/* ---- named regions ------------------------------------------------------------
+ * A handle with named regions tracks and stores those and nothing else:
+ * not the rest of the heap, not the stacks, not the libraries.  A program
+ * that restarts allocates its arrays again, wherever they land, protects
+ * them under the same names, and gets their contents back by name
+ * (ckpt_restore, ckpt_protect_from): everything else (MPI, threads,
+ * sockets, the allocator) starts fresh.  doc/REGIONS.md. */
+
+/*
+ * Names the bytes [addr, addr+len) `name` and restricts c to its named
+ * regions.  Any alignment: the pages a region touches are tracked, and a
+ * commit stores the pages written; a restore writes the region's bytes
+ * only, never the rest of a page it shares.  Regions may not overlap.
+ * name: 1-63 bytes, none of them '/', NUL or a control character, not
+ * used before in c.  Before ckpt_begin only, and not on a CKPT_F_RESUME
+ * handle (whole-process) or one without a directory.  After
+ * ckpt_protect_from(c, id), the region is filled from snapshot `id` at
+ * once.  Returns 0, or CKPT_EINVAL (c, name or addr NULL, len 0, a bad or
+ * repeated name, an overlap: ckpt_last_error names the regions),
+ * CKPT_ESTATE (tracking, or a resume handle), CKPT_EMISMATCH (after
+ * ckpt_protect_from: the snapshot has no region of that name, or one of
+ * another length; the region is left as it was), the errors of
+ * ckpt_restore, CKPT_ENOMEM.
+ */
+CKPT_API int ckpt_protect(ckpt_t *c, const char *name, void *addr, size_t len);
+
+/*
+ * Has every later ckpt_protect of c fill its region from snapshot `id`
+ * (CKPT_LATEST: the newest) of c's chain, by name and length; ckpt_begin
+ * then refuses (CKPT_EMISMATCH, naming it) while a region of that
+ * snapshot was not protected again.  For a program that protects its
+ * arrays one by one as it allocates them.  The snapshot's metadata is
+ * read and checked now.  Returns 0, or CKPT_ENOENT (no such snapshot),
+ * CKPT_ESTATE (tracking), CKPT_EINVAL (no directory, or a handle that
+ * names no regions can have none: CKPT_F_RESUME), CKPT_ECORRUPT.
+ */
+CKPT_API int ckpt_protect_from(ckpt_t *c, uint64_t id);
+
 /*
  * Stops tracking: every tracked mapping gets back the protection it had at
  * begin, or the one the program set since with mprotect().  The dirty set of
@@ -487,6 +532,16 @@ CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id);
 CKPT_API int ckpt_wait(ckpt_t *c, uint64_t *id);
 
 /*
+ * With named regions (ckpt_protect): fills every region from snapshot `id`
+ * (CKPT_LATEST for the newest) by name, whether tracking or not, from a
+ * snapshot this process wrote or an earlier one did (CKPT_F_CONTINUE), with
+ * the region anywhere in memory now.  The snapshot must hold exactly the
+ * regions c names, with the same lengths; else CKPT_EMISMATCH, naming the
+ * first that differs, and nothing is written.  Every block needed is read
+ * and checked before the first byte changes.  The pages written count as
+ * dirty: the next commit stores them.
+ *
+ * Without named regions:
  * Sets every tracked page back to its content as of snapshot `id`
  * (CKPT_LATEST for the newest): mappings created since are unmapped (never
  * ckpt's own, excluded ranges or thread stacks), mappings removed since are
@@ -639,6 +694,27 @@ CKPT_API int ckpt_chain_read(ckpt_chain *ch, uint64_t id, uintptr_t addr, void *
  * Returns as ckpt_chain_mappings. */
 CKPT_API int ckpt_chain_diff(ckpt_chain *ch, uint64_t a, uint64_t b,
 			     int (*fn)(const ckpt_page_run *run, void *arg), void *arg);
+
+typedef struct ckpt_region_info {
+	const char *name; /* valid during the call */
+	uintptr_t addr;   /* where the region was at the commit */
+	size_t len;       /* bytes */
+} ckpt_region_info;
+
+/* Calls fn for each named region of snapshot id (ckpt_protect), in address
+ * order; none for a snapshot of a handle without named regions.  Returns
+ * 0, the first non-zero value fn returned, or CKPT_ENOENT. */
+CKPT_API int ckpt_chain_regions(ckpt_chain *ch, uint64_t id,
+				int (*fn)(const ckpt_region_info *r, void *arg), void *arg);
+
+/* Moves the snapshots of the chain in dir newer than `keep` into a new
+ * folder `aside-<keep>-<time>` inside dir, so that `keep` is the newest
+ * (0: every snapshot, an empty chain) and the chain's next commit follows
+ * it; the files are kept, not removed.  Durable (renames, then the directories fsynced) and
+ * idempotent.  Fails with CKPT_EBUSY while a process has the chain open
+ * for writing, CKPT_ENOENT when there is no snapshot `keep` (not 0).  *moved (may
+ * be NULL) receives how many files were moved. */
+CKPT_API int ckpt_chain_set_aside(const char *dir, uint64_t keep, size_t *moved);
 
 /* Checks every file of the chain in dir completely: metadata, every block's
  * hash and zstd frame, the links between snapshots.  Returns 0 when sound,
