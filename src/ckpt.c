@@ -302,7 +302,7 @@ static int named_begin(struct ckpt *c, struct ckpt__rset *only)
 	if (n->from)
 		rc = ckpt__named_match(c->w, n, n->from, 1, "ckpt_begin");
 	if (!rc)
-		rc = ckpt__named_spans(n, only, "ckpt_begin");
+		rc = ckpt__named_spans(n, only, 1, "ckpt_begin");
 	if (!rc && ckpt__named_record(n))
 		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_begin: out of memory");
 	return rc;
@@ -597,7 +597,7 @@ CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id)
 	if (c->named) {
 		/* The regions must still be there; the record names them. */
 		struct ckpt__rset spans = {0};
-		int rc = ckpt__named_spans(c->named, &spans, "ckpt_commit");
+		int rc = ckpt__named_spans(c->named, &spans, 0, "ckpt_commit");
 		ckpt__rset_free(&spans);
 		if (rc)
 			return rc;

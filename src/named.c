@@ -86,20 +86,22 @@ void ckpt__named_free(struct ckpt__named *n)
 
 struct cover_ctx {
 	uintptr_t next; /* covered up to here */
+	int writable;   /* must be */
 	int bad;        /* a mapping that is not writable */
 };
 
 static int cover(uintptr_t s, uintptr_t e, const struct ckpt__vma *v, void *arg)
 {
 	struct cover_ctx *c = arg;
-	if (s != c->next || !(v->perms & CKPT__VMA_W))
+	if (s != c->next || (c->writable && !(v->perms & CKPT__VMA_W)))
 		c->bad = 1;
 	if (!c->bad)
 		c->next = e;
 	return 0;
 }
 
-int ckpt__named_spans(const struct ckpt__named *n, struct ckpt__rset *out, const char *what)
+int ckpt__named_spans(const struct ckpt__named *n, struct ckpt__rset *out, int writable,
+		      const char *what)
 {
 	ckpt__rset_clear(out);
 	struct ckpt__maps m = {0};
@@ -109,7 +111,7 @@ int ckpt__named_spans(const struct ckpt__named *n, struct ckpt__rset *out, const
 	for (size_t i = 0; i < n->n && !rc; i++) {
 		const struct ckpt__region_name *r = &n->r[i];
 		uintptr_t lo = ckpt__page_down(r->addr), hi = ckpt__page_up(r->addr + r->len);
-		struct cover_ctx c = {lo, 0};
+		struct cover_ctx c = {lo, writable, 0};
 		ckpt__maps_foreach(&m, lo, hi, cover, &c);
 		if (c.bad || c.next != hi)
 			rc = ckpt__fail(CKPT_EINVAL, "%s: region %s (%p, %zu bytes) is %s", what, r->name,

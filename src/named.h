@@ -41,10 +41,10 @@ CKPT__HIDDEN int ckpt__named_add(struct ckpt__named **np, const char *name, void
 CKPT__HIDDEN void ckpt__named_free(struct ckpt__named *n);
 
 /* The pages the regions touch, and a check that all of them are mapped
- * and writable now (CKPT_EINVAL naming the region if not; `what` is the
- * caller's name for messages). */
+ * (and writable: before tracking protects them) now (CKPT_EINVAL naming
+ * the region if not; `what` is the caller's name for messages). */
 CKPT__HIDDEN int ckpt__named_spans(const struct ckpt__named *n, struct ckpt__rset *out,
-				   const char *what);
+				   int writable, const char *what);
 
 /* Makes n->rec, the process record of the handle's commits. */
 CKPT__HIDDEN int ckpt__named_record(struct ckpt__named *n);

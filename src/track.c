@@ -950,12 +950,13 @@ static int collect_locked(struct ckpt__runs *out)
 		ckpt__maps_foreach(m, T->pinned.r[i].lo, T->pinned.r[i].hi, mapped_piece, &c);
 		c.rc |= ckpt__rset_add(&known, T->pinned.r[i].lo, T->pinned.r[i].hi);
 	}
-	for (size_t i = 0; !rc && i < T->newdirty.n; i++)
+	for (size_t i = 0; !rc && !T->only.n && i < T->newdirty.n; i++)
 		ckpt__maps_foreach(m, T->newdirty.r[i].lo, T->newdirty.r[i].hi, mapped_piece, &c);
 	for (size_t i = 0; !rc && i < excl.n; i++)
 		c.rc |= ckpt__rset_add(&known, excl.r[i].lo, excl.r[i].hi);
-	/* Writable memory that is none of the above appeared after begin. */
-	for (size_t i = 0; !rc && !c.rc && i < m->n; i++) {
+	/* Writable memory that is none of the above appeared after begin
+	 * (not with named regions: only what the program named counts). */
+	for (size_t i = 0; !rc && !c.rc && !T->only.n && i < m->n; i++) {
 		const struct ckpt__vma *v = &m->v[i];
 		if (!(v->perms & CKPT__VMA_W))
 			continue;
