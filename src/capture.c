@@ -472,8 +472,11 @@ static int scan_pages(int pm, struct ckpt__capture *cap, struct ckpt__bmap *now,
 	int shared = (p->flags & CKPT__RG_SHARED) != 0, anon = (p->flags & CKPT__RG_ANON) != 0;
 	struct scan_ctx s = {cap, now, 0, 0, 0, sw};
 	int rc;
-	if (shared) {
-		/* Shared memory is stored whole: its pages are the object's. */
+	if (shared || (T->only.n && !anon)) {
+		/* Shared memory is stored whole: its pages are the object's.
+		 * So is a named region in a file's private mapping (a
+		 * program's .data): its bytes, not the file's, come back in
+		 * another process. */
 		note(&s, p->start, p->end, 1, 0);
 		rc = s.rc;
 	} else if (anon && sw && ckpt__rset_covers(&T->armed_span, p->start, p->end)) {
@@ -581,7 +584,8 @@ int ckpt__track_capture(struct ckpt__capture *cap)
 	/* Writable memory that appeared since: new regions, protected now. */
 	for (size_t i = 0; !rc && i < ot->n; i++)
 		rc = ckpt__rset_add(&skip, ot->r[i].start, ot->r[i].end) ? CKPT_ENOMEM : 0;
-	for (size_t i = 0; !rc && i < T->maps.n; i++) {
+	/* (None with named regions: only what the program named.) */
+	for (size_t i = 0; !rc && !T->only.n && i < T->maps.n; i++) {
 		const struct ckpt__vma *v = &T->maps.v[i];
 		if (!(v->perms & CKPT__VMA_W) || v->end > CKPT__BM_LIMIT ||
 		    ckpt__rset_covers(&skip, v->start, v->end))

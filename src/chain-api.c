@@ -10,6 +10,7 @@
 #include "dir.h"
 #include "error.h"
 #include "mem.h"
+#include "named.h"
 #include "proc.h"
 #include "rangeset.h"
 #include "snap-read.h"
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <time.h>
 #include <unistd.h>
 
 struct ckpt_chain {
@@ -91,6 +93,21 @@ static const struct ckpt__snap *find(ckpt_chain *ch, uint64_t id, const char *wh
 	return s;
 }
 
+static int is_ctx(uint32_t type, const unsigned char *p, size_t len, void *arg)
+{
+	(void)p;
+	(void)len;
+	(void)arg;
+	return type == CKPT__PE_CTX;
+}
+
+/* Whether s has the registers a resume needs: a record of named regions
+ * alone is not a resumable one. */
+static int has_ctx(const struct ckpt__snap *s)
+{
+	return s->proc && ckpt__proc_walk(s->proc, s->proc_size, is_ctx, NULL) == 1;
+}
+
 static void hex(char *out, const unsigned char *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -111,7 +128,7 @@ CKPT_API int ckpt_chain_info(ckpt_chain *ch, uint64_t id, ckpt_snapshot_info *ou
 	out->parent = s->h.parent;
 	out->time_ns = s->h.time_ns;
 	out->base = (s->h.flags & CKPT__SF_BASE) != 0;
-	out->resumable = s->proc && !(s->h.flags & CKPT__SF_NOT_RESUMABLE);
+	out->resumable = has_ctx(s) && !(s->h.flags & CKPT__SF_NOT_RESUMABLE);
 	out->page_size = s->h.page_size;
 	out->threads = s->h.nthreads;
 	out->mappings = s->nmaps;
@@ -594,6 +611,29 @@ CKPT_API int ckpt_chain_verify(const char *dir, size_t *checked)
 
 /* ---- compact ------------------------------------------------------------------- */
 
+/* Opens the chain directory and takes its writer's lock, as a writer
+ * would (CKPT_EBUSY while one has it). */
+static int lock_chain(const char *dir, const char *who, int *dirfd, int *lockfd)
+{
+	char prefix[64];
+	snprintf(prefix, sizeof prefix, "%s: ", who);
+	int rc = ckpt__chain_dir_open(dir, prefix, dirfd);
+	if (rc)
+		return rc;
+	*lockfd = openat(*dirfd, CKPT__LOCK_NAME, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (*lockfd < 0 || flock(*lockfd, LOCK_EX | LOCK_NB) != 0) {
+		int e = errno;
+		if (*lockfd >= 0)
+			close(*lockfd);
+		close(*dirfd);
+		if (*lockfd >= 0 && e == EWOULDBLOCK)
+			return ckpt__fail(CKPT_EBUSY, "%s: %s is in use by another process", who, dir);
+		return ckpt__fail(ckpt__from_errno(e), "%s: %s/%s: %s", who, dir, CKPT__LOCK_NAME,
+				  strerror(e));
+	}
+	return 0;
+}
+
 CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded)
 {
 	ckpt__clear_error();
@@ -601,22 +641,10 @@ CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded)
 		*folded = 0;
 	if (!dir)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_chain_compact: dir is NULL");
-	int dirfd;
-	int rc = ckpt__chain_dir_open(dir, "ckpt_chain_compact: ", &dirfd);
+	int dirfd, lockfd;
+	int rc = lock_chain(dir, "ckpt_chain_compact", &dirfd, &lockfd);
 	if (rc)
 		return rc;
-	int lockfd = openat(dirfd, CKPT__LOCK_NAME, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
-		int e = errno;
-		if (lockfd >= 0)
-			close(lockfd);
-		close(dirfd);
-		if (lockfd >= 0 && e == EWOULDBLOCK)
-			return ckpt__fail(CKPT_EBUSY, "ckpt_chain_compact: %s is in use by another "
-						      "process", dir);
-		return ckpt__fail(ckpt__from_errno(e), "ckpt_chain_compact: %s/%s: %s", dir,
-				  CKPT__LOCK_NAME, strerror(e));
-	}
 	struct ckpt__chain c;
 	rc = ckpt__chain_open(&c, dir, dup(dirfd));
 	if (rc) {
@@ -708,6 +736,117 @@ CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded)
 	if (names)
 		ckpt__mem_free(names, k->nmaps * 4096 + 1);
 	ckpt__chain_close(&c);
+	close(lockfd);
+	close(dirfd);
+	return rc;
+}
+
+struct region_call {
+	int (*fn)(const ckpt_region_info *r, void *arg);
+	void *arg;
+};
+
+static int call_region(const char *name, size_t nl, uint64_t addr, uint64_t len, void *arg)
+{
+	(void)nl;
+	struct region_call *rc = arg;
+	ckpt_region_info r = {name, (uintptr_t)addr, (size_t)len};
+	return rc->fn(&r, rc->arg);
+}
+
+CKPT_API int ckpt_chain_regions(ckpt_chain *ch, uint64_t id,
+				int (*fn)(const ckpt_region_info *r, void *arg), void *arg)
+{
+	ckpt__clear_error();
+	if (!fn)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_chain_regions: fn is NULL");
+	const struct ckpt__snap *s = find(ch, id, "ckpt_chain_regions");
+	if (!s)
+		return ch ? CKPT_ENOENT : CKPT_EINVAL;
+	struct region_call rc = {fn, arg};
+	return ckpt__snap_regions(s, call_region, &rc);
+}
+
+struct aside_ctx {
+	uint64_t keep, newest;
+	int found;
+	uint64_t *ids;
+	size_t n, cap;
+};
+
+static int list_newer(const char *name, unsigned type, void *arg)
+{
+	(void)type;
+	struct aside_ctx *a = arg;
+	uint64_t id;
+	if (ckpt__snap_name_parse(name, &id) != CKPT__NAME_SNAP)
+		return 0;
+	a->found |= id == a->keep;
+	if (id <= a->keep)
+		return 0;
+	if (ckpt__mem_grow((void **)&a->ids, &a->cap, a->n + 1, sizeof *a->ids))
+		return CKPT_ENOMEM;
+	a->ids[a->n++] = id;
+	return 0;
+}
+
+CKPT_API int ckpt_chain_set_aside(const char *dir, uint64_t keep, size_t *moved)
+{
+	ckpt__clear_error();
+	if (moved)
+		*moved = 0;
+	if (!dir)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_chain_set_aside: dir is NULL");
+	int dirfd, lockfd;
+	int rc = lock_chain(dir, "ckpt_chain_set_aside", &dirfd, &lockfd);
+	if (rc)
+		return rc;
+	struct aside_ctx a = {.keep = keep};
+	rc = ckpt__dir_foreach(dirfd, list_newer, &a);
+	if (rc)
+		rc = ckpt__fail(rc, "ckpt_chain_set_aside: cannot list %s", dir);
+	else if (keep && !a.found)
+		rc = ckpt__fail(CKPT_ENOENT, "ckpt_chain_set_aside: %s has no snapshot %llu", dir,
+				(unsigned long long)keep);
+	char sub[96];
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(sub, sizeof sub, "aside-%llu-%lld%09ld", (unsigned long long)keep,
+		 (long long)ts.tv_sec, ts.tv_nsec);
+	int subfd = -1;
+	if (!rc && a.n) {
+		if (mkdirat(dirfd, sub, 0700) != 0 ||
+		    (subfd = openat(dirfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+			rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_chain_set_aside: %s/%s: %s", dir,
+					sub, strerror(errno));
+	}
+	/* Newest first: a chain cut short at any instant is still a chain. */
+	size_t done = 0;
+	for (size_t k = a.n; !rc && k-- > 0;) {
+		uint64_t newest = 0;
+		size_t at = 0;
+		for (size_t i = 0; i < a.n; i++)
+			if (a.ids[i] > newest && a.ids[i] != UINT64_MAX) {
+				newest = a.ids[i];
+				at = i;
+			}
+		a.ids[at] = UINT64_MAX;
+		char name[48];
+		snprintf(name, sizeof name, CKPT__SNAP_FMT, (unsigned long long)newest);
+		if (renameat(dirfd, name, subfd, name) != 0)
+			rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_chain_set_aside: %s/%s: %s", dir,
+					name, strerror(errno));
+		else
+			done++;
+	}
+	if (subfd >= 0 && (fsync(subfd) != 0 || fsync(dirfd) != 0) && !rc)
+		rc = ckpt__fail(ckpt__from_errno(errno), "ckpt_chain_set_aside: %s: %s", dir,
+				strerror(errno));
+	if (subfd >= 0)
+		close(subfd);
+	if (moved)
+		*moved = done;
+	ckpt__mem_array_free((void **)&a.ids, &a.cap, sizeof *a.ids);
 	close(lockfd);
 	close(dirfd);
 	return rc;

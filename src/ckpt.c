@@ -12,6 +12,7 @@
 #include "error.h"
 #include "lazy.h"
 #include "mem.h"
+#include "named.h"
 #include "pipes.h"
 #include "rangeset.h"
 #include "restore.h"
@@ -49,6 +50,7 @@ struct ckpt {
 	int resumable;              /* opened with CKPT_F_RESUME */
 	struct ckpt__pbuf rec;      /* the record of an async commit in flight */
 	struct ckpt__pctx ctx;      /* the registers of its last commit */
+	struct ckpt__named *named;  /* ckpt_protect's regions, or NULL */
 };
 
 _Static_assert(sizeof(struct ckpt) <= sizeof ckpt__g.resume_slot, "resume slot");
@@ -71,7 +73,7 @@ CKPT_API void ckpt_options_init(ckpt_options *opt)
 
 #define KNOWN_FLAGS                                                                   \
 	(CKPT_F_RESUME | CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_NO_SHARED | CKPT_F_ASYNC | \
-	 CKPT_F_LAZY)
+	 CKPT_F_LAZY | CKPT_F_CONTINUE)
 
 static int check_options(const ckpt_options *o)
 {
@@ -82,6 +84,9 @@ static int check_options(const ckpt_options *o)
 	if ((o->flags & CKPT_F_LAZY) && !(o->flags & CKPT_F_RESUME))
 		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_LAZY is only valid with "
 					       "CKPT_F_RESUME");
+	if ((o->flags & CKPT_F_CONTINUE) && (o->flags & (CKPT_F_RESUME | CKPT_F_OVERWRITE)))
+		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_CONTINUE excludes %s",
+				  (o->flags & CKPT_F_RESUME) ? "CKPT_F_RESUME" : "CKPT_F_OVERWRITE");
 	if (o->level < -131072 || o->level > 22)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_open: zstd level %d out of range (-131072..22)",
 				  o->level);
@@ -195,9 +200,12 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 	rc = ckpt__track_select(o.backend, &be, why, sizeof why);
 	if (rc)
 		return ckpt__fail(rc, "ckpt_open: %s", why);
-	if ((o.flags & (CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_RESUME | CKPT_F_ASYNC)) && !dir)
+	if ((o.flags & (CKPT_F_SHADOW | CKPT_F_OVERWRITE | CKPT_F_RESUME | CKPT_F_ASYNC |
+			CKPT_F_CONTINUE)) &&
+	    !dir)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_SHADOW, CKPT_F_OVERWRITE, "
-					       "CKPT_F_RESUME and CKPT_F_ASYNC need a directory");
+					       "CKPT_F_RESUME, CKPT_F_ASYNC and CKPT_F_CONTINUE need a "
+					       "directory");
 	int resume = (o.flags & CKPT_F_RESUME) != 0;
 	if (resume && (o.flags & CKPT_F_OVERWRITE))
 		return ckpt__fail(CKPT_EINVAL, "ckpt_open: CKPT_F_RESUME and CKPT_F_OVERWRITE "
@@ -233,15 +241,23 @@ CKPT_API int ckpt_open(ckpt_t **out, const char *dir, const ckpt_options *opt)
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 		unsigned threads = o.threads ? (unsigned)o.threads : ncpu > 0 ? (unsigned)ncpu : 1;
 		rc = ckpt__chainw_open(c->w, dir,
-				       resume ? CKPT__CW_CONTINUE
-					      : (o.flags & CKPT_F_OVERWRITE) ? CKPT__CW_OVERWRITE
-									 : CKPT__CW_NEW,
+				       resume || (o.flags & CKPT_F_CONTINUE) ? CKPT__CW_CONTINUE
+				       : (o.flags & CKPT_F_OVERWRITE)       ? CKPT__CW_OVERWRITE
+									    : CKPT__CW_NEW,
 				       o.level ? o.level : CKPT__DEFAULT_LEVEL, threads);
 		if (rc) {
 			ckpt__mem_free(c->w, sizeof *c->w);
 			c->w = NULL;
 			ckpt_close(c);
 			return rc;
+		}
+		if (!resume && c->w->existing) {
+			/* CKPT_F_CONTINUE: the next commit follows the newest. */
+			rc = ckpt__chainw_adopt(c->w, dir);
+			if (rc) {
+				ckpt_close(c);
+				return rc;
+			}
 		}
 		if (o.flags & CKPT_F_ASYNC) {
 			if (!(c->as = ckpt__mem_alloc(sizeof *c->as))) {
@@ -277,6 +293,21 @@ static void settle(struct ckpt *c)
 		ckpt__async_settle(c->as, c->w);
 }
 
+/* Named regions, at begin: every region of ckpt_protect_from's snapshot
+ * named again, the pages to track, the record commits will carry. */
+static int named_begin(struct ckpt *c, struct ckpt__rset *only)
+{
+	struct ckpt__named *n = c->named;
+	int rc = 0;
+	if (n->from)
+		rc = ckpt__named_match(c->w, n, n->from, 1, "ckpt_begin");
+	if (!rc)
+		rc = ckpt__named_spans(n, only, 1, "ckpt_begin");
+	if (!rc && ckpt__named_record(n))
+		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_begin: out of memory");
+	return rc;
+}
+
 CKPT_API int ckpt_begin(ckpt_t *c)
 {
 	ckpt__clear_error();
@@ -287,17 +318,27 @@ CKPT_API int ckpt_begin(ckpt_t *c)
 	settle(c);
 	uint64_t t0 = ckpt__now_ns();
 	struct ckpt__begin_info info;
-	int rc = ckpt__track_begin(c->be, c->opt.flags, &c->excl, &info);
+	struct ckpt__rset only = {0};
+	int rc = c->named ? named_begin(c, &only) : 0;
+	if (rc) {
+		ckpt__rset_free(&only);
+		return rc;
+	}
+	const struct ckpt__rset *onlyp = c->named ? &only : NULL;
+	rc = ckpt__track_begin(c->be, c->opt.flags, &c->excl, onlyp, &info);
 	const char *env = getenv("CKPT_BACKEND");
 	if (rc && rc != CKPT_EBUSY && rc != CKPT_ENOMEM && c->opt.backend == CKPT_BACKEND_AUTO &&
 	    (!env || !env[0] || !strcmp(env, "auto")) && c->be != &ckpt__backend_mprotect) {
 		/* Memory the back-end ckpt chose cannot protect (a mapping
 		 * userfaultfd refuses): the choice falls back. */
 		c->be = &ckpt__backend_mprotect;
-		rc = ckpt__track_begin(c->be, c->opt.flags, &c->excl, &info);
+		rc = ckpt__track_begin(c->be, c->opt.flags, &c->excl, onlyp, &info);
 	}
+	ckpt__rset_free(&only);
 	if (rc)
 		return rc;
+	if (c->named)
+		c->named->from = 0;
 	c->begin_ns = ckpt__now_ns() - t0;
 	c->info = info;
 	c->state = H_TRACKING;
@@ -405,6 +446,8 @@ CKPT_API void ckpt_close(ckpt_t *c)
 	ckpt__pbuf_free(&c->rec);
 	ckpt__runs_free(&c->frozen);
 	ckpt__rset_free(&c->excl);
+	ckpt__named_free(c->named);
+	c->named = NULL;
 	if (c->w) {
 		ckpt__chainw_close(c->w);
 		ckpt__mem_free(c->w, sizeof *c->w);
@@ -551,6 +594,16 @@ CKPT_API int ckpt_commit(ckpt_t *c, uint64_t *id)
 			c->commits++;
 		return rc;
 	}
+	if (c->named) {
+		/* The regions must still be there; the record names them. */
+		struct ckpt__rset spans = {0};
+		int rc = ckpt__named_spans(c->named, &spans, 0, "ckpt_commit");
+		ckpt__rset_free(&spans);
+		if (rc)
+			return rc;
+		c->w->proc = c->named->rec.p;
+		c->w->proc_size = c->named->rec.n;
+	}
 	if (c->as)
 		return ckpt__async_commit(c->as, c->w, id);
 	int rc = ckpt__commit(c->w, id);
@@ -582,12 +635,74 @@ CKPT_API int ckpt_restore(ckpt_t *c, uint64_t id)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_restore: handle is NULL");
 	if (!c->w)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_restore: the handle was opened without a directory");
-	if (c->state != H_TRACKING)
-		return ckpt__fail(CKPT_ESTATE, "ckpt_restore: not tracking (call ckpt_begin first)");
 	if (id == 0)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_restore: snapshot ids start at 1");
+	if (c->named) {
+		settle(c);
+		ckpt__lazy_handover();
+		return ckpt__named_restore(c->w, c->named, id == CKPT_LATEST ? c->w->latest : id, -1,
+					   "ckpt_restore");
+	}
+	if (c->state != H_TRACKING)
+		return ckpt__fail(CKPT_ESTATE, "ckpt_restore: not tracking (call ckpt_begin first)");
 	settle(c);
 	/* Other threads are quiescent (see ckpt.h). */
 	ckpt__lazy_handover();
 	return ckpt__restore(c->w, id, (c->opt.flags & CKPT_F_SHADOW) != 0, &c->restored);
+}
+
+CKPT_API int ckpt_protect(ckpt_t *c, const char *name, void *addr, size_t len)
+{
+	ckpt__clear_error();
+	if (!c || !name)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_protect: %s is NULL", c ? "name" : "handle");
+	if (c->resumable)
+		return ckpt__fail(CKPT_ESTATE, "ckpt_protect: a CKPT_F_RESUME handle saves the whole "
+					       "process; it names no regions");
+	if (!c->w)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_protect: the handle was opened without a "
+					       "directory");
+	if (c->state == H_TRACKING)
+		return ckpt__fail(CKPT_ESTATE, "ckpt_protect: regions are named before ckpt_begin");
+	int rc = ckpt__named_add(&c->named, name, addr, len);
+	if (rc || !c->named->from)
+		return rc;
+	/* ckpt_protect_from: the region comes back at once. */
+	settle(c);
+	rc = ckpt__named_restore(c->w, c->named, c->named->from, (long)c->named->n - 1,
+				 "ckpt_protect");
+	if (rc)
+		c->named->n--; /* left as it was, and not named */
+	return rc;
+}
+
+CKPT_API int ckpt_protect_from(ckpt_t *c, uint64_t id)
+{
+	ckpt__clear_error();
+	if (!c)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_protect_from: handle is NULL");
+	if (c->resumable)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_protect_from: a CKPT_F_RESUME handle names no "
+					       "regions");
+	if (!c->w)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_protect_from: the handle was opened without a "
+					       "directory");
+	if (c->state == H_TRACKING)
+		return ckpt__fail(CKPT_ESTATE, "ckpt_protect_from: tracking already (regions are "
+					       "named before ckpt_begin)");
+	if (id == 0)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_protect_from: snapshot ids start at 1");
+	settle(c);
+	if (id == CKPT_LATEST)
+		id = c->w->latest;
+	if (!id)
+		return ckpt__fail(CKPT_ENOENT, "ckpt_protect_from: the chain in %s is empty", c->dir);
+	/* The snapshot's metadata now; the regions already named must be in it. */
+	int rc = ckpt__named_match(c->w, c->named, id, 0, "ckpt_protect_from");
+	if (rc)
+		return rc;
+	if (!c->named && (rc = ckpt__named_alloc(&c->named)) != 0)
+		return rc;
+	c->named->from = id;
+	return 0;
 }

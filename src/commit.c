@@ -109,6 +109,28 @@ int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int mode, int lev
 	return rc;
 }
 
+int ckpt__chainw_take_over(struct ckpt__chainw *w, const struct ckpt__snap *s)
+{
+	w->latest = s->h.id;
+	memcpy(w->chain_id, s->h.chain_id, 16);
+	w->nlct = 0;
+	if (ckpt__mem_grow((void **)&w->lct, &w->lct_cap, s->nmaps ? s->nmaps : 1, sizeof *w->lct))
+		return CKPT_ENOMEM;
+	char name[PATH_MAX];
+	for (size_t i = 0; i < s->nmaps; i++) {
+		const struct ckpt__fmap *f = &s->maps[i];
+		ckpt__snap_str(s, f->name_off, f->name_len, name, sizeof name);
+		w->lct[w->nlct++] = (struct ckpt__wmap){
+			.start = f->start, .end = f->end, .offset = f->offset, .inode = f->inode,
+			.born = f->born, .dev_major = f->dev_major, .dev_minor = f->dev_minor,
+			.prot = f->prot, .flags = f->flags, .kind = f->kind,
+			.page_shift = f->page_shift, .keep_off = f->keep_off,
+			.keep_len = f->keep_len, .name = ckpt__track_intern(name),
+		};
+	}
+	return 0;
+}
+
 void ckpt__chainw_close(struct ckpt__chainw *w)
 {
 	if (w->rd_open)
@@ -446,6 +468,22 @@ int ckpt__commit(struct ckpt__chainw *w, uint64_t *id_out)
 	}
 	ckpt__mem_free(pd, sizeof *pd);
 	return rc;
+}
+
+int ckpt__chainw_adopt(struct ckpt__chainw *w, const char *dir)
+{
+	int fd = dup(w->dirfd);
+	if (fd < 0)
+		return ckpt__fail(ckpt__from_errno(errno), "ckpt_open: %s: %s", dir, strerror(errno));
+	int rc = ckpt__chain_open(&w->rd, dir, fd);
+	if (rc)
+		return rc;
+	w->rd_open = 1;
+	if (!w->rd.n)
+		return ckpt__fail(CKPT_ECORRUPT, "ckpt_open: %s holds snapshots but no chain", dir);
+	if (ckpt__chainw_take_over(w, &w->rd.snaps[w->rd.n - 1]))
+		return ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
+	return 0;
 }
 
 int ckpt__chainw_reader(struct ckpt__chainw *w, struct ckpt__chain **out)

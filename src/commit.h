@@ -76,6 +76,12 @@ struct ckpt__pending {
 CKPT__HIDDEN int ckpt__chainw_open(struct ckpt__chainw *w, const char *dir, int mode,
 				   int level, unsigned threads);
 CKPT__HIDDEN void ckpt__chainw_close(struct ckpt__chainw *w);
+/* The chain's writer state taken over from snapshot s (its newest): the
+ * next commit is its child.  0 or CKPT_ENOMEM. */
+CKPT__HIDDEN int ckpt__chainw_take_over(struct ckpt__chainw *w, const struct ckpt__snap *s);
+/* The chain found in dir (CKPT__CW_CONTINUE) opened for reading and taken
+ * over from its newest snapshot.  0 or CKPT_E*, with the message set. */
+CKPT__HIDDEN int ckpt__chainw_adopt(struct ckpt__chainw *w, const char *dir);
 /* Writes the next snapshot from what the tracker captured. */
 CKPT__HIDDEN int ckpt__commit(struct ckpt__chainw *w, uint64_t *id);
 

@@ -571,6 +571,16 @@ static int run(struct ckpt__fill *f, enum mode mode, unsigned threads)
 	return rc;
 }
 
+void ckpt__fill_move(struct ckpt__fill *f, intptr_t delta)
+{
+	for (size_t i = 0; i < f->npage; i++)
+		f->page[i].addr += (uintptr_t)delta;
+	for (size_t i = 0; i < f->npop; i++) {
+		f->pop[i].lo += (uintptr_t)delta;
+		f->pop[i].hi += (uintptr_t)delta;
+	}
+}
+
 int ckpt__fill_run(struct ckpt__fill *f, unsigned threads)
 {
 	return run(f, M_FILL, threads);

@@ -56,6 +56,10 @@ struct ckpt__fill {
 CKPT__HIDDEN int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
 				 const struct ckpt__rset *fresh);
 
+/* Has the plan write each page `delta` bytes from where it was: into a
+ * buffer, for a region that lies elsewhere now (named.c). */
+CKPT__HIDDEN void ckpt__fill_move(struct ckpt__fill *f, intptr_t delta);
+
 /* Reads, checks and decompresses every block of the plan into place, on
  * `threads` threads (the caller's among them; fewer if ckpt cannot make
  * them).  The first failure stops the others and is returned with its

@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -37,6 +39,8 @@ static int errno_named(const char *s)
 	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
 		if (!strcmp(s, known[i].name))
 			return known[i].value;
+	if (!strcmp(s, "SIGKILL"))
+		return -SIGKILL;
 	int v = atoi(s);
 	return v > 0 ? v : EIO;
 }
@@ -84,5 +88,12 @@ int ckpt__inject(int kind)
 		if (rules[i].kind == kind && rules[i].nth == n)
 			err = rules[i].err;
 	pthread_mutex_unlock(&lock);
+	if (err == -SIGKILL) {
+		/* The process dies here, as if killed from outside at this
+		 * point (a test of what the chain looks like then). */
+		kill(getpid(), SIGKILL);
+		for (;;)
+			pause();
+	}
 	return err;
 }

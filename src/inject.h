@@ -15,6 +15,8 @@
  * yes, whatever ERRNO, and the capture scans again; see capture.c), or
  * uffd (the userfaultfd a lazy resume needs, CKPT_F_LAZY: the resume then
  * fills the memory before the program goes on, as where none can be had).
+ * ERRNO may also be SIGKILL: the process then kills itself at that call,
+ * as if killed from outside at that instant.
  * Calls are counted from 1 since the variable took its current value.
  * Tests use it to prove a failed commit leaves the chain intact and loses
  * nothing, and a failed restore or resume the process.

@@ -40,6 +40,9 @@ enum {
 			    * outside tracked mappings (its live stack, TLS block and
 			    * descriptor; a reusable stack's descriptor) */
 	CKPT__PE_PIPE,     /* struct ckpt__ppipe, its descriptors, its content */
+	CKPT__PE_REGION,   /* u64 addr, u64 len, then the name: a named region
+			    * (ckpt_protect); a record of such entries alone is a
+			    * handle's that names its regions, not a resumable one */
 	CKPT__PE_MAX
 };
 

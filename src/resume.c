@@ -992,29 +992,6 @@ static int precreate(struct ckpt__resume *r)
 	return rc;
 }
 
-/* The chain's writer state, taken over from snapshot s. */
-static int take_over(struct ckpt__chainw *w, const struct ckpt__snap *s)
-{
-	w->latest = s->h.id;
-	memcpy(w->chain_id, s->h.chain_id, 16);
-	w->nlct = 0;
-	if (ckpt__mem_grow((void **)&w->lct, &w->lct_cap, s->nmaps ? s->nmaps : 1, sizeof *w->lct))
-		return CKPT_ENOMEM;
-	char name[PATH_MAX];
-	for (size_t i = 0; i < s->nmaps; i++) {
-		const struct ckpt__fmap *f = &s->maps[i];
-		ckpt__snap_str(s, f->name_off, f->name_len, name, sizeof name);
-		w->lct[w->nlct++] = (struct ckpt__wmap){
-			.start = f->start, .end = f->end, .offset = f->offset, .inode = f->inode,
-			.born = f->born, .dev_major = f->dev_major, .dev_minor = f->dev_minor,
-			.prot = f->prot, .flags = f->flags, .kind = f->kind,
-			.page_shift = f->page_shift, .keep_off = f->keep_off,
-			.keep_len = f->keep_len, .name = ckpt__track_intern(name),
-		};
-	}
-	return 0;
-}
-
 int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle, unsigned skip,
 		      struct ckpt__resume **out)
 {
@@ -1123,7 +1100,7 @@ int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 	if (!rc && !(r->stack_mem = ckpt__mem_alloc(RESUME_STACK)))
 		rc = ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory");
 	if (!rc)
-		rc = take_over(w, s);
+		rc = ckpt__chainw_take_over(w, s);
 	if (rc) {
 		ckpt__resume_free(r);
 		return rc;

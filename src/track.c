@@ -593,8 +593,50 @@ int ckpt__track_disarm(const struct ckpt__maps *m, const struct ckpt__region *r)
 	return d.rc;
 }
 
+/* Keeps of the plan what lies in `only`; every page of it must be there. */
+static int restrict_plan(struct region_list *plan, const struct ckpt__rset *only,
+			 const struct ckpt__rset *excl)
+{
+	struct region_list out = {0};
+	struct ckpt__rset got = {0};
+	int rc = 0;
+	for (size_t i = 0; i < plan->n && !rc; i++) {
+		const struct ckpt__region *r = &plan->r[i];
+		uintptr_t mask = ((uintptr_t)1 << r->pgshift) - 1;
+		for (size_t j = ckpt__rset_lower(only, r->start); j < only->n && only->r[j].lo < r->end && !rc;
+		     j++) {
+			uintptr_t a = only->r[j].lo > r->start ? only->r[j].lo : r->start;
+			uintptr_t b = only->r[j].hi < r->end ? only->r[j].hi : r->end;
+			struct ckpt__region n = *r;
+			n.start = a & ~mask;
+			n.end = (b + mask) & ~mask;
+			if (out.n && out.r[out.n - 1].end > n.start)
+				n.start = out.r[out.n - 1].end;
+			if (n.start < n.end)
+				rc = region_push(&out, &n) || ckpt__rset_add(&got, a, b) ? CKPT_ENOMEM : 0;
+		}
+	}
+	for (size_t j = 0; j < only->n && !rc; j++) {
+		if (ckpt__rset_covers(&got, only->r[j].lo, only->r[j].hi))
+			continue;
+		uintptr_t a = only->r[j].lo;
+		while (a < only->r[j].hi && ckpt__rset_covers(&got, a, a + ckpt__pagesize))
+			a += ckpt__pagesize;
+		rc = ckpt__fail(CKPT_EINVAL, "the page at %#lx cannot be tracked (%s)", (unsigned long)a,
+				ckpt__rset_overlaps(excl, a, a + ckpt__pagesize)
+					? "a thread's stack, ckpt's own memory or an excluded range"
+					: "not writable memory");
+	}
+	ckpt__rset_free(&got);
+	ckpt__mem_array_free((void **)&plan->r, &plan->cap, sizeof *plan->r);
+	*plan = out;
+	plan->n = rc ? 0 : plan->n;
+	return rc;
+}
+
 int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
-		      const struct ckpt__rset *user_excl, struct ckpt__begin_info *info)
+		      const struct ckpt__rset *user_excl, const struct ckpt__rset *only,
+		      struct ckpt__begin_info *info)
 {
 	int rc = ckpt__track_init();
 	if (rc)
@@ -645,6 +687,16 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 			rc = ckpt__rset_del(&T->pinned, excl.r[i].lo, excl.r[i].hi) ? CKPT_ENOMEM : 0;
 	if (!rc)
 		rc = plan_regions(&T->maps, &excl, &T->pinned, &plan, &info->excluded_pages);
+	ckpt__rset_clear(&T->only);
+	if (!rc && only) {
+		/* Named regions: their pages and nothing else, none pinned. */
+		rc = restrict_plan(&plan, only, &excl);
+		if (!rc && ckpt__rset_copy(&T->only, only))
+			rc = CKPT_ENOMEM;
+		ckpt__rset_clear(&T->pinned);
+		ckpt__rset_clear(&T->nosave);
+		info->unknown_threads = 0;
+	}
 	if (!rc && !(tab = ckpt__rtab_new(plan.n)))
 		rc = CKPT_ENOMEM;
 	if (!rc && (flags & CKPT_F_SHADOW)) {
@@ -674,7 +726,8 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 		ckpt__mem_array_free((void **)&plan.r, &plan.cap, sizeof *plan.r);
 		ckpt__threads_release();
 		pthread_mutex_unlock(&T->lock);
-		return ckpt__fail(rc, "ckpt_begin: out of memory planning what to protect");
+		return rc == CKPT_ENOMEM ? ckpt__fail(rc, "ckpt_begin: out of memory planning what to protect")
+					 : rc;
 	}
 	info->regions = tab->n;
 	info->pinned_pages = mapped_pages(&T->maps, &T->pinned);
@@ -897,12 +950,13 @@ static int collect_locked(struct ckpt__runs *out)
 		ckpt__maps_foreach(m, T->pinned.r[i].lo, T->pinned.r[i].hi, mapped_piece, &c);
 		c.rc |= ckpt__rset_add(&known, T->pinned.r[i].lo, T->pinned.r[i].hi);
 	}
-	for (size_t i = 0; !rc && i < T->newdirty.n; i++)
+	for (size_t i = 0; !rc && !T->only.n && i < T->newdirty.n; i++)
 		ckpt__maps_foreach(m, T->newdirty.r[i].lo, T->newdirty.r[i].hi, mapped_piece, &c);
 	for (size_t i = 0; !rc && i < excl.n; i++)
 		c.rc |= ckpt__rset_add(&known, excl.r[i].lo, excl.r[i].hi);
-	/* Writable memory that is none of the above appeared after begin. */
-	for (size_t i = 0; !rc && !c.rc && i < m->n; i++) {
+	/* Writable memory that is none of the above appeared after begin
+	 * (not with named regions: only what the program named counts). */
+	for (size_t i = 0; !rc && !c.rc && !T->only.n && i < m->n; i++) {
 		const struct ckpt__vma *v = &m->v[i];
 		if (!(v->perms & CKPT__VMA_W))
 			continue;
@@ -981,6 +1035,7 @@ int ckpt__track_end(struct ckpt__runs *final)
 	ckpt__rset_clear(&T->newdirty);
 	ckpt__rset_free(&T->armed_span);
 	ckpt__rset_free(&T->armed_data);
+	ckpt__rset_free(&T->only);
 	pthread_mutex_unlock(&T->lock);
 	if (drc)
 		return ckpt__fail(CKPT_EIO, "ckpt_end: could not restore every protection");
@@ -1054,8 +1109,18 @@ void ckpt__track_pin(uintptr_t lo, uintptr_t hi)
 	if (!ckpt__track_armed())
 		return;
 	pthread_mutex_lock(&T->lock);
-	if (T->tab && ckpt__rset_add(&T->pinned, lo, hi) == 0)
+	if (T->only.n) {
+		/* Named regions: pinned (saved whole) only where named. */
+		for (size_t i = ckpt__rset_lower(&T->only, lo); T->tab && i < T->only.n && T->only.r[i].lo < hi;
+		     i++) {
+			uintptr_t a = T->only.r[i].lo > lo ? T->only.r[i].lo : lo;
+			uintptr_t b = T->only.r[i].hi < hi ? T->only.r[i].hi : hi;
+			if (ckpt__rset_add(&T->pinned, a, b) == 0)
+				drop_range(a, b, 1);
+		}
+	} else if (T->tab && ckpt__rset_add(&T->pinned, lo, hi) == 0) {
 		drop_range(lo, hi, 1);
+	}
 	pthread_mutex_unlock(&T->lock);
 }
 

@@ -104,6 +104,9 @@ struct ckpt__tracker {
 	 * (span) and which of their pages held data then (see
 	 * ckpt__track_note_armed). */
 	struct ckpt__rset armed_span, armed_data;
+	/* Named regions: the pages tracked, none other adopted (empty: all
+	 * writable memory). */
+	struct ckpt__rset only;
 	struct ckpt__bmap present;   /* anonymous pages present at the last capture */
 	struct ckpt__bmap present_next; /* the same for the capture in progress */
 	struct ckpt__rset newdirty;  /* untracked ranges known written (made read-only since) */
@@ -212,8 +215,12 @@ CKPT__HIDDEN int ckpt__track_init(void);
 /* Chooses the back-end for CKPT_BACKEND_* `want`; fills why on failure. */
 CKPT__HIDDEN int ckpt__track_select(int want, const struct ckpt__backend **out, char *why,
 				    size_t whylen);
+/* only: NULL, or the page-aligned ranges to track and nothing else (named
+ * regions): memory that appears later is not adopted, nothing is pinned,
+ * and every page of `only` must be trackable (else CKPT_EINVAL, the
+ * message naming the first address that is not). */
 CKPT__HIDDEN int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
-				   const struct ckpt__rset *user_excl,
+				   const struct ckpt__rset *user_excl, const struct ckpt__rset *only,
 				   struct ckpt__begin_info *info);
 /* The current dirty set (tracking only). */
 CKPT__HIDDEN int ckpt__track_collect(struct ckpt__runs *out);
