@@ -212,14 +212,26 @@ static long number(const char *s)
 	return v;
 }
 
-/* Reports a failed ckpt call and ends the job. */
+/* Reports a failed call of this rank's own (ckpt_protect, ckpt_begin) and
+ * ends the job: the other ranks cannot know. */
 static void check(int rc, const char *what)
 {
 	if (rc < 0) {
 		fprintf(stderr, "heat-mpi: rank %d: %s: %s: %s\n", sim.rank, what,
-			ckpt_err_name(rc),
-			ckpt_mpi_last_error()[0] ? ckpt_mpi_last_error() : ckpt_last_error());
+			ckpt_err_name(rc), ckpt_last_error());
 		MPI_Abort(MPI_COMM_WORLD, 1);
+	}
+}
+
+/* Reports a failed collective call (ckpt_mpi_*), which failed on every
+ * rank alike, and leaves as every other rank does. */
+static void check_all(int rc, const char *what)
+{
+	if (rc < 0) {
+		fprintf(stderr, "heat-mpi: rank %d: %s: %s: %s\n", sim.rank, what,
+			ckpt_err_name(rc), ckpt_mpi_last_error());
+		MPI_Finalize();
+		exit(1);
 	}
 }
 
@@ -293,14 +305,14 @@ int main(int argc, char **argv)
 	uint64_t epoch = 0;
 	if (use_ckpt) {
 		int rc = ckpt_mpi_open(&c, MPI_COMM_WORLD, dir, &opt);
-		check(rc, "ckpt_mpi_open");
+		check_all(rc, "ckpt_mpi_open");
 		check(ckpt_protect(c, "grid-0", sim.grid[0], sim.cells * sizeof(double)),
 		      "ckpt_protect grid-0");
 		check(ckpt_protect(c, "grid-1", sim.grid[1], sim.cells * sizeof(double)),
 		      "ckpt_protect grid-1");
 		check(ckpt_protect(c, "step", &state, sizeof state), "ckpt_protect step");
 		if (rc == CKPT_RESUMED) {
-			check(ckpt_mpi_epoch(c, &epoch), "ckpt_mpi_epoch");
+			check_all(ckpt_mpi_epoch(c, &epoch), "ckpt_mpi_epoch");
 			fprintf(stderr, "heat-mpi: rank %d resumed at epoch %llu, step %ld\n",
 				sim.rank, (unsigned long long)epoch, state.step);
 		}
@@ -326,7 +338,7 @@ int main(int argc, char **argv)
 			continue;
 		if (state.step == fault_at) {
 			if (opt.flags & CKPT_F_ASYNC)
-				check(ckpt_mpi_wait(c, NULL), "ckpt_mpi_wait");
+				check_all(ckpt_mpi_wait(c, NULL), "ckpt_mpi_wait");
 			if (fault)
 				setenv("CKPT_FAULT", fault, 1);
 		}
