@@ -15,6 +15,8 @@
 #   d  the manifest damaged (one digit changed): ls and verify fail
 #      naming it, and a restart is refused on every rank with the same
 #      message (CKPT_ECORRUPT), the manifest left as it was
+#   e  a job folder that is a symbolic link is refused (CKPT_EACCES) on
+#      every rank, also when named with a trailing slash
 name=mpi-job.sh
 . "${top_srcdir:-$(dirname "$0")/..}/tests/mpi-lib.sh"
 
@@ -109,4 +111,15 @@ refusals=$(printf '%s\n' "$out" |
 [ "$refusals" = 4 ] || fail "d: $refusals ranks of 4 refuse the damaged manifest: $out"
 cmp -s "$dir/manifest" "$scratch/manifest.damaged" || fail "d: the damaged manifest was changed"
 say "d: a damaged manifest is refused, by the tool and by every rank"
+
+# ---- e ------------------------------------------------------------------------
+cp "$scratch/manifest.before" "$dir/manifest"
+ln -s "$dir" "$scratch/link"
+for d in "$scratch/link" "$scratch/link/" "$scratch/link//"; do
+	out=$(mpi_run 4 "$heat" -q -n $n -s 35 -k $k -d "$d" 2>&1) &&
+		fail "e: a job folder reached as the symbolic link $d was used: $out"
+	refusals=$(printf '%s\n' "$out" | grep -c "ckpt_mpi_open: CKPT_EACCES: rank 0: .*: a symbolic link")
+	[ "$refusals" = 4 ] || fail "e: $refusals ranks of 4 refuse $d: $out"
+done
+say "e: a job folder that is a symbolic link is refused, trailing slashes or not"
 exit 0

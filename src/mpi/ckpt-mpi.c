@@ -406,6 +406,10 @@ CKPT_API int ckpt_mpi_open(ckpt_t **out, MPI_Comm comm, const char *dir, const c
 		rc = CKPT_ENOMEM;
 		say(msg, "rank %d: ckpt_mpi_open: out of memory", rank);
 	}
+	/* "job/" is "job": a trailing slash would make lstat follow a
+	 * symbolic link the folder must not be. */
+	for (size_t n = j && j->dir ? strlen(j->dir) : 0; n > 1 && j->dir[n - 1] == '/'; n--)
+		j->dir[n - 1] = '\0';
 	/* Ours, so that our collectives never meet the program's messages. */
 	MPI_Comm dup = MPI_COMM_NULL;
 	if ((e = MPI_Comm_dup(comm, &dup)) != MPI_SUCCESS) {
