@@ -37,8 +37,11 @@ pc=pkg-config
 export PKG_CONFIG_PATH="$scratch/pc"
 cflags=$($pc --cflags ckpt-mpi) || fail "pkg-config --cflags ckpt-mpi"
 libs=$($pc --libs ckpt-mpi) || fail "pkg-config --libs ckpt-mpi"
+# A sanitizer build's library needs its runtime first in the program.
+san=
+ldd "$root/lib/libckpt-mpi.so" | grep -q libasan && san="-fsanitize=address,undefined"
 # shellcheck disable=SC2086
-cc $cflags -o "$scratch/heat-mpi" "$top_srcdir/samples/heat-mpi.c" $libs ||
+cc $san $cflags -o "$scratch/heat-mpi" "$top_srcdir/samples/heat-mpi.c" $libs ||
 	fail "building heat-mpi.c against the installed libckpt-mpi ($cflags $libs)"
 ref=$(heat_ref 96 30)
 out=$(LD_LIBRARY_PATH=$root/lib mpi_run 2 "$scratch/heat-mpi" -q -n 96 -s 30 -k 10 \
