@@ -25,8 +25,8 @@ build=$(cd "$top_builddir" && pwd) || fail "no build directory $top_builddir"
 heat=$build/samples/heat-mpi
 heat1=$build/samples/heat
 ckpt=$build/tools/ckpt
-[ -x "$heat" ] || skip "configure found no MPI, so libckpt-mpi and samples/heat-mpi are not built" \
-	"(install libopenmpi-dev and openmpi-bin, then configure again)"
+[ -x "$heat" ] || skip "libckpt-mpi and samples/heat-mpi are not built: configure found no MPI" \
+	"or was given --without-mpi (install libopenmpi-dev and openmpi-bin, then configure again)"
 MPIRUN=${MPIRUN:-$(command -v mpirun)}
 [ -n "$MPIRUN" ] && [ -x "$MPIRUN" ] || skip "MPI is built but configure found no mpirun to launch jobs"
 if ldd "$build/samples/.libs/heat-mpi" "$heat" 2>/dev/null | grep -q libasan; then

@@ -562,10 +562,7 @@ CKPT_API int ckpt_mpi_close(ckpt_t *c)
 	if (!j)
 		return CKPT_EINVAL;
 	int rc = j->inflight ? complete(j) : 0;
-	char saved[sizeof last_error];
-	memcpy(saved, last_error, sizeof saved);
 	delist(j);
 	job_free(j);
-	memcpy(last_error, saved, sizeof saved);
 	return rc;
 }
