@@ -76,7 +76,10 @@ CKPT_API int ckpt_mpi_open(ckpt_t **out, MPI_Comm comm, const char *dir, const c
  * the epoch will have once complete; the previous epoch is completed first
  * (its commits waited for, then recorded), so at most one epoch is in
  * flight, and if completing it fails this call returns that error and
- * commits nothing.
+ * commits nothing.  Past that, the call makes no collective: the pause is
+ * this rank's copy alone, and a failure of the copy (ckpt_commit's error
+ * on this rank) is reported with those of the writes, on every rank, by
+ * the call that completes the epoch.
  *
  * An epoch that failed on any rank (an I/O error, ENOSPC, a rank killed)
  * is never recorded: every rank returns the code of the lowest rank that

@@ -23,6 +23,11 @@
 #   e  a job folder whose manifest cannot be written (a directory stands
 #      where its temporary file goes): the checkpoint fails on every rank
 #      naming rank 0 and the manifest, and nothing is recorded
+#   f  (uffd back-end) rank 2's commit fails before anything is written,
+#      reading the pages written (CKPT_FAULT=sync:1=EIO): reported by every
+#      rank at that checkpoint, or with CKPT_F_ASYNC at the next one (the
+#      copy's failure is agreed on with the writes', when the epoch is
+#      completed); not recorded; the run ends right
 name=mpi-faults.sh
 . "${top_srcdir:-$(dirname "$0")/..}/tests/mpi-lib.sh"
 
@@ -116,4 +121,26 @@ errs=$(printf '%s\n' "$out" | grep -c \
 cmp -s "$dir/manifest" "$scratch/manifest.before" ||
 	fail "e: the manifest changed: $(cat "$dir/manifest")"
 say "e: a manifest that cannot be written fails the epoch on every rank, and stays as it was"
+
+# ---- f ------------------------------------------------------------------------
+if ! why=$("$build/tests/backend-probe" uffd 2>&1); then
+	say "f: not run: the uffd back-end is not possible here ($why), and the mprotect one" \
+		"reads no record of the pages written that could fail"
+	exit 0
+fi
+for mode in "" -a; do
+	at=30
+	[ "$mode" = -a ] && at=40
+	dir=$scratch/capture$mode
+	out=$(CKPT_BACKEND=uffd HEAT_FAULT=2:30:sync:1=EIO run "$dir" "$mode") ||
+		fail "f$mode: the job exited $?: $out"
+	errs=$(printf '%s\n' "$out" |
+		grep -c "step $at: ckpt_mpi_commit: CKPT_EIO: rank 2: ckpt_commit: .*PAGEMAP_SCAN")
+	[ "$errs" = 4 ] || fail "f$mode: $errs ranks of 4 report rank 2's failure at step $at: $out"
+	grep -qx 'epoch 3 4 4 3 4' "$dir/manifest" ||
+		fail "f$mode: the failed epoch was recorded: $(cat "$dir/manifest")"
+	printf '%s\n' "$out" | grep -qx "checksum $ref" ||
+		fail "f$mode: the job does not end with $ref: $out"
+done
+say "f: a commit that fails before writing, reported by every rank (async: at the next checkpoint)"
 exit 0

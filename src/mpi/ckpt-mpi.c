@@ -17,9 +17,9 @@
  * An epoch is complete once it is in the manifest, and only then: a rank
  * killed anywhere before leaves the manifest naming the epoch before, and
  * a restarted job goes back to that one on every rank.  With CKPT_F_ASYNC
- * the commit step returns once the pages are copied; the "every snapshot
- * durable" half of the agreement (ckpt_wait) and the record are made at
- * the next collective call on the handle.
+ * the commit step returns once the pages are copied, with no collective;
+ * the agreement (on the copies and, after ckpt_wait, on the writes) and
+ * the record are made at the next collective call on the handle.
  *
  * Every collective call of ours returns the same code on every rank.
  * The details of a failure are in ckpt_mpi_last_error(), a per-thread
@@ -48,9 +48,11 @@ struct job {
 	int rank, size;
 	unsigned flags;
 	char *dir;
-	uint64_t epoch;		   /* the newest complete epoch (or the one resumed from) */
-	int inflight;		   /* an async epoch waits to be completed */
-	uint64_t inflight_id;	   /* this rank's snapshot of it */
+	uint64_t epoch;	      /* the newest complete epoch (or the one resumed from) */
+	int inflight;	      /* an async epoch waits to be completed */
+	uint64_t inflight_id; /* this rank's snapshot of it */
+	int copy_rc;	      /* its ckpt_commit's error on this rank, to agree on */
+	char copy_msg[MSG_BYTES];
 	struct ckpt__manifest man; /* rank 0: the manifest as on disk */
 	struct job *next;
 };
@@ -229,8 +231,10 @@ static int complete(struct job *j)
 {
 	char msg[MSG_BYTES] = "";
 	uint64_t durable = 0;
-	int rc = ckpt_wait(j->c, &durable);
+	int rc = j->copy_rc;
 	if (rc < 0)
+		say(msg, "%s", j->copy_msg);
+	else if ((rc = ckpt_wait(j->c, &durable)) < 0)
 		lib_message(msg, j->rank, "ckpt_wait", rc);
 	else if (durable != j->inflight_id) {
 		rc = CKPT_EINTERNAL;
@@ -513,15 +517,20 @@ CKPT_API int ckpt_mpi_commit(ckpt_t *c, uint64_t *epoch)
 	rc = ckpt_commit(c, &id);
 	if (rc < 0)
 		lib_message(msg, j->rank, "ckpt_commit", rc);
-	if ((rc = agree(j->comm, j->rank, rc, msg)))
-		return rc;
 	if (j->flags & CKPT_F_ASYNC) {
+		/* No collective in the program's pause: whether every rank's
+		 * copy succeeded is agreed with whether every write did, when
+		 * the epoch is completed. */
 		j->inflight = 1;
 		j->inflight_id = id;
+		j->copy_rc = rc < 0 ? rc : 0;
+		say(j->copy_msg, "%s", msg);
 		if (epoch)
 			*epoch = j->epoch + 1;
 		return 0;
 	}
+	if ((rc = agree(j->comm, j->rank, rc, msg)))
+		return rc;
 	if ((rc = record(j, id)))
 		return rc;
 	if (epoch)
