@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 pkgs="build-essential autoconf automake libtool libtool-bin pkg-config binutils
 libsigsegv-dev libzstd-dev libcriterion-dev zstd clang python3
-librsvg2-bin sqlite3 gzip"
+librsvg2-bin sqlite3 gzip libopenmpi-dev openmpi-bin"
 # shellcheck disable=SC2086
 if ! dpkg -s $pkgs >/dev/null 2>&1; then
 	sudo=

@@ -7,6 +7,11 @@
  * compact) are thin layers over the ckpt_chain_* functions of ckpt.h, so that
  * what the tool prints is what any other reader of a chain would see.
  *
+ * ls and verify also read the folder of an MPI job (libckpt-mpi): a folder
+ * with a manifest and one chain a rank (rank-NNNNN).  The manifest's reader
+ * is src/mpi/manifest.c, plain C compiled into the tool, so that the tool
+ * needs no MPI.
+ *
  * Output goes to stdout, diagnostics to stderr.  A library failure is
  * reported as "ckpt CMD: <ckpt_strerror>: <ckpt_last_error>", a system call
  * failure as "ckpt CMD: PATH: <strerror>".
@@ -23,11 +28,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <sys/personality.h>
 #include <unistd.h>
 
 #include "json.h"
+#include "manifest.h"
 
 /* Exit statuses (documented in ckpt(1)). */
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
@@ -81,15 +88,15 @@ static int cmd_compact(const struct args *a);
 static int cmd_resume(const struct args *a);
 
 static const struct command commands[] = {
-	{"ls", "DIR [--json]", "list the snapshots of the chain in DIR", NULL, cmd_ls, OPT_JSON,
-	 1},
+	{"ls", "DIR [--json]", "list the snapshots of the chain in DIR, or a job's epochs", NULL,
+	 cmd_ls, OPT_JSON, 1},
 	{"show", "DIR ID [--json]", "one snapshot: summary, mappings, stored runs", NULL, cmd_show,
 	 OPT_JSON, 2},
 	{"diff", "DIR A B", "the pages that differ between A and B", NULL, cmd_diff, 0, 3},
 	{"extract", "DIR ID ADDR LEN -o FILE", "memory [ADDR, ADDR+LEN) as of ID, into FILE",
 	 NULL, cmd_extract, OPT_OUT, 4},
-	{"verify", "DIR [--json]", "check every file of the chain completely", NULL, cmd_verify,
-	 OPT_JSON, 1},
+	{"verify", "DIR [--json]", "check every file of the chain (or job) completely", NULL,
+	 cmd_verify, OPT_JSON, 1},
 	{"compact", "DIR [--keep N]", "fold old snapshots, keeping N increments", NULL,
 	 cmd_compact, OPT_KEEP, 1},
 	{"resume", "DIR", "start the program of the chain again, resumed from its newest snapshot",
@@ -433,12 +440,246 @@ static void json_info(const ckpt_snapshot_info *si)
 		printf("null");
 }
 
+/* ---- MPI job folders ------------------------------------------------------------- */
+
+/* Whether dir is the folder of an MPI job: it has an entry named manifest
+ * (what that entry is, the reader of the manifest checks). */
+static int is_job(const char *dir)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	if (snprintf(path, sizeof path, "%s/" CKPT__MANIFEST_NAME, dir) >= (int)sizeof path)
+		return 0;
+	return lstat(path, &st) == 0;
+}
+
+/* The folder of rank r's chain. */
+static void rank_dir(char *buf, size_t size, const char *dir, int r)
+{
+	snprintf(buf, size, "%s/rank-%05d", dir, r);
+}
+
+/* The manifest of a job folder, or a failure naming what is wrong with it. */
+static int read_manifest(const struct command *cmd, const char *dir, struct ckpt__manifest *m)
+{
+	char why[CKPT__MANIFEST_WHY];
+	int rc = ckpt__manifest_read(dir, m, why);
+	if (rc) {
+		fprintf(stderr, "ckpt %s: %s: %s\n", cmd->name, ckpt_strerror(rc), why);
+		return EXIT_FAIL;
+	}
+	return EXIT_OK;
+}
+
+/* The rank's chain, or NULL (with *rc) if it cannot be opened. */
+static ckpt_chain *open_rank(const char *dir, int r, int *rc)
+{
+	char path[PATH_MAX];
+	ckpt_chain *ch = NULL;
+	rank_dir(path, sizeof path, dir, r);
+	*rc = ckpt_chain_open(&ch, path);
+	return *rc ? NULL : ch;
+}
+
+/*
+ * ls on a job folder: its complete epochs, oldest first, with every rank's
+ * snapshot of each and that snapshot's size; then the ranks whose chains
+ * go on past the newest complete epoch (an epoch in flight or failed, or a
+ * job killed during one: a restart sets those snapshots aside).
+ */
+static int ls_job(const struct args *a)
+{
+	const char *dir = a->pos[0];
+	struct ckpt__manifest m;
+	int status = read_manifest(a->cmd, dir, &m);
+	if (status)
+		return status;
+	ckpt_chain **ch = calloc((size_t)m.ranks, sizeof *ch);
+	int *errs = calloc((size_t)m.ranks, sizeof *errs);
+	if (!ch || !errs) {
+		fprintf(stderr, "ckpt ls: out of memory\n");
+		free(ch);
+		free(errs);
+		ckpt__manifest_free(&m);
+		return EXIT_FAIL;
+	}
+	for (int r = 0; r < m.ranks; r++) {
+		ch[r] = open_rank(dir, r, &errs[r]);
+		if (errs[r]) {
+			char path[PATH_MAX];
+			rank_dir(path, sizeof path, dir, r);
+			fprintf(stderr, "ckpt ls: %s: %s: %s\n", path, ckpt_strerror(errs[r]),
+				ckpt_last_error());
+			status = EXIT_FAIL;
+		}
+	}
+	const uint64_t *newest = ckpt__manifest_newest_ids(&m);
+	if (a->json) {
+		printf("{\"dir\":");
+		json_str(stdout, dir);
+		printf(",\"job\":true,\"ranks\":%d,\"epochs\":[", m.ranks);
+	} else {
+		printf("%s: job of %d rank%s, ", dir, m.ranks, m.ranks == 1 ? "" : "s");
+		if (m.nepochs)
+			printf("%zu complete epoch%s listed (newest %llu)\n", m.nepochs,
+			       m.nepochs == 1 ? "" : "s",
+			       (unsigned long long)ckpt__manifest_newest(&m));
+		else
+			printf("no complete epoch\n");
+		if (m.nepochs)
+			printf("%6s  %6s  %8s  %10s\n", "EPOCH", "RANK", "ID", "SIZE");
+	}
+	for (size_t e = 0; e < m.nepochs; e++) {
+		if (a->json)
+			printf("%s{\"epoch\":%llu,\"snapshots\":[", e ? "," : "",
+			       (unsigned long long)m.epochs[e]);
+		for (int r = 0; r < m.ranks; r++) {
+			uint64_t id = m.ids[e * (size_t)m.ranks + (size_t)r];
+			ckpt_snapshot_info si;
+			int rc = ch[r] ? ckpt_chain_info(ch[r], id, &si) : errs[r];
+			if (rc && ch[r]) {
+				fprintf(stderr,
+					"ckpt ls: epoch %llu: snapshot %llu of rank %d: %s\n",
+					(unsigned long long)m.epochs[e], (unsigned long long)id, r,
+					ckpt_strerror(rc));
+				status = EXIT_FAIL;
+			}
+			if (a->json) {
+				printf("%s{\"rank\":%d,\"id\":%llu,\"file_bytes\":", r ? "," : "",
+				       r, (unsigned long long)id);
+				if (rc)
+					printf("null}");
+				else
+					printf("%llu}", (unsigned long long)si.file_bytes);
+				continue;
+			}
+			char size[32] = "missing";
+			if (!rc)
+				format_bytes(size, sizeof size, si.file_bytes);
+			printf("%6llu  %6d  %8llu  %10s\n", (unsigned long long)m.epochs[e], r,
+			       (unsigned long long)id, size);
+		}
+		if (a->json)
+			printf("]}");
+	}
+	if (a->json)
+		printf("],\"past\":[");
+	int any = 0;
+	for (int r = 0; r < m.ranks; r++) {
+		uint64_t after = newest ? newest[r] : 0;
+		uint64_t latest = ch[r] ? ckpt_chain_latest(ch[r]) : 0;
+		if (latest <= after)
+			continue;
+		if (a->json)
+			printf("%s{\"rank\":%d,\"first\":%llu,\"last\":%llu}", any ? "," : "", r,
+			       (unsigned long long)(after + 1), (unsigned long long)latest);
+		else if (after + 1 == latest)
+			printf("rank %d: snapshot %llu past the newest complete epoch\n", r,
+			       (unsigned long long)latest);
+		else
+			printf("rank %d: snapshots %llu-%llu past the newest complete epoch\n", r,
+			       (unsigned long long)(after + 1), (unsigned long long)latest);
+		any = 1;
+	}
+	if (a->json)
+		printf("]}\n");
+	for (int r = 0; r < m.ranks; r++)
+		ckpt_chain_close(ch[r]);
+	free(ch);
+	free(errs);
+	ckpt__manifest_free(&m);
+	return status;
+}
+
+/*
+ * verify on a job folder: the manifest parses (checksum and all), every
+ * rank's chain is sound (ckpt_chain_verify), and every snapshot a complete
+ * epoch names is in its rank's chain.  Every problem is reported, each
+ * naming the rank folder; the first decides the exit status.
+ */
+static int verify_job(const struct args *a)
+{
+	const char *dir = a->pos[0];
+	struct ckpt__manifest m;
+	char why[CKPT__MANIFEST_WHY];
+	int rc = ckpt__manifest_read(dir, &m, why);
+	size_t files = 0, problems = 0;
+	if (a->json) {
+		printf("{\"dir\":");
+		json_str(stdout, dir);
+		printf(",\"job\":true,\"errors\":[");
+	}
+	char msg[PATH_MAX + 1024];
+#define PROBLEM(...)                                                                               \
+	do {                                                                                       \
+		snprintf(msg, sizeof msg, __VA_ARGS__);                                            \
+		if (a->json) {                                                                     \
+			printf("%s", problems ? "," : "");                                         \
+			json_str(stdout, msg);                                                     \
+		} else {                                                                           \
+			fprintf(stderr, "ckpt verify: %s\n", msg);                                 \
+		}                                                                                  \
+		problems++;                                                                        \
+	} while (0)
+	if (rc) {
+		PROBLEM("%s: %s", ckpt_strerror(rc), why);
+		if (a->json)
+			printf("],\"ok\":false}\n");
+		return EXIT_FAIL;
+	}
+	for (int r = 0; r < m.ranks; r++) {
+		char path[PATH_MAX];
+		size_t n = 0;
+		rank_dir(path, sizeof path, dir, r);
+		rc = ckpt_chain_verify(path, &n);
+		files += n;
+		if (rc) {
+			const char *detail = ckpt_last_error();
+			PROBLEM("rank %d: %s: %s%s%s", r, path, ckpt_strerror(rc),
+				detail[0] ? ": " : "", detail);
+			continue;
+		}
+		ckpt_chain *ch = open_rank(dir, r, &rc);
+		if (!ch) {
+			PROBLEM("rank %d: %s: %s: %s", r, path, ckpt_strerror(rc),
+				ckpt_last_error());
+			continue;
+		}
+		for (size_t e = 0; e < m.nepochs; e++) {
+			uint64_t id = m.ids[e * (size_t)m.ranks + (size_t)r];
+			ckpt_snapshot_info si;
+			if (ckpt_chain_info(ch, id, &si) != 0)
+				PROBLEM("rank %d: %s: epoch %llu names snapshot %llu, which is not "
+					"in the chain (%llu-%llu)",
+					r, path, (unsigned long long)m.epochs[e],
+					(unsigned long long)id,
+					(unsigned long long)ckpt_chain_first(ch),
+					(unsigned long long)ckpt_chain_latest(ch));
+		}
+		ckpt_chain_close(ch);
+	}
+#undef PROBLEM
+	if (a->json) {
+		printf("],\"ok\":%s,\"ranks\":%d,\"epochs\":%zu,\"files\":%zu}\n",
+		       problems ? "false" : "true", m.ranks, m.nepochs, files);
+	} else if (!problems) {
+		printf("%s: job of %d rank%s, %zu complete epoch%s: manifest and %zu file%s, all "
+		       "sound\n",
+		       dir, m.ranks, m.ranks == 1 ? "" : "s", m.nepochs, m.nepochs == 1 ? "" : "s",
+		       files, files == 1 ? "" : "s");
+	}
+	ckpt__manifest_free(&m);
+	return problems ? EXIT_FAIL : EXIT_OK;
+}
+
 /* ---- ls ------------------------------------------------------------------------ */
 
 static int cmd_ls(const struct args *a)
 {
 	const char *dir = a->pos[0];
 	ckpt_chain *ch;
+	if (is_job(dir))
+		return ls_job(a);
 	int status = open_chain(a->cmd, dir, &ch);
 	if (status)
 		return status;
@@ -864,6 +1105,8 @@ static int cmd_verify(const struct args *a)
 {
 	const char *dir = a->pos[0];
 	size_t files = 0;
+	if (is_job(dir))
+		return verify_job(a);
 	int rc = ckpt_chain_verify(dir, &files);
 	if (a->json) {
 		printf("{\"ok\":%s,\"files\":%zu", rc ? "false" : "true", files);
