@@ -12,7 +12,10 @@
  *
  *     ckpt_t *c;
  *     uint64_t epoch = 0;
- *     int rc = ckpt_mpi_open(&c, MPI_COMM_WORLD, "job.ckpt", NULL);
+ *     ckpt_options o;
+ *     ckpt_options_init(&o);
+ *     o.flags = CKPT_F_RESUME;             // go on from the newest epoch
+ *     int rc = ckpt_mpi_open(&c, MPI_COMM_WORLD, "job.ckpt", &o);
  *     if (rc == CKPT_RESUMED)
  *             ckpt_mpi_epoch(c, &epoch);   // regions fill as protected
  *     ckpt_protect(c, "field", u, n * sizeof *u);
@@ -40,25 +43,30 @@ extern "C" {
  * job directory `dir` (same rules as ckpt_open's; every rank must see the
  * same folder: one file system, or a shared one), and in it this rank's
  * chain, `rank-NNNNN` (its rank in comm, five digits), with the options
- * `opt` (NULL for the defaults; CKPT_F_RESUME is refused: the handle
- * names its regions; CKPT_F_ASYNC makes ckpt_mpi_commit return once the
- * pages are copied, the epoch completing at the next collective call).
+ * `opt` (NULL for the defaults; CKPT_F_ASYNC makes ckpt_mpi_commit
+ * return once the pages are copied, the epoch completing at the next
+ * collective call; CKPT_F_RESUME, below).
  *
- * If the manifest records a complete epoch, the job is a restart: the
+ * With CKPT_F_RESUME, if the manifest records a complete epoch, the job is
+ * a restart (the ranks' handles name regions: they bring those back, not
+ * whole processes): the
  * number of ranks must be the manifest's (else CKPT_EMISMATCH on every
  * rank: "the checkpoint has 4 ranks, the job 3"), snapshots a rank wrote
  * past that epoch are set aside (ckpt_chain_set_aside), each later
  * ckpt_protect fills its region from this rank's snapshot of the epoch
  * (ckpt_protect_from), and the call returns CKPT_RESUMED; ckpt_mpi_epoch
- * gives the epoch.  Without one it returns 0 and the job starts fresh (a
- * folder left by an epoch that never completed is started over: its
- * snapshots are set aside, not removed).
+ * gives the epoch.  Without a complete epoch it returns 0 and the job
+ * starts fresh (a folder left by an epoch that never completed is started
+ * over: its snapshots are set aside, not removed).  A folder with a
+ * complete epoch opened without CKPT_F_RESUME is refused (CKPT_EEXIST), as
+ * ckpt_open keeps a chain: pass the flag on every run, the first one too,
+ * so that the same command starts the job and restarts it.
  *
  * Every rank returns the same code: an error on one rank (its folder not
  * writable, a damaged manifest) is every rank's, with ckpt_mpi_last_error
  * naming the rank and the problem.  Also CKPT_EINVAL (out or dir NULL,
- * CKPT_F_RESUME, CKPT_F_LAZY or CKPT_F_OVERWRITE: remove the folder to
- * start over), CKPT_ESTATE (MPI not initialised, or finalised), the
+ * CKPT_F_LAZY or CKPT_F_OVERWRITE: remove the folder to start over),
+ * CKPT_EEXIST (above), CKPT_ESTATE (MPI not initialised, or finalised), the
  * errors of ckpt_open, ckpt_chain_set_aside and ckpt_protect_from, and
  * CKPT_ECORRUPT or CKPT_EVERSION for a manifest that is damaged or of a
  * later format (refused, never guessed at).  *out is NULL on failure.

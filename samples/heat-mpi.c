@@ -20,12 +20,14 @@
  * checksum of one that was never interrupted.  MPI, the halo buffers and
  * everything else start fresh.
  *
- * Usage: mpirun -np P heat-mpi [-n N] [-s STEPS] [-k K] [-d DIR] [-a] [-q] [-0]
+ * Usage: mpirun -np P heat-mpi [-n N] [-s STEPS] [-k K] [-d DIR] [-a] [-F] [-q] [-0]
  *   -n N       cells on a side (default 2048; at least 64 and 2 rows a rank)
  *   -s STEPS   time steps (default 200)
  *   -k K       a checkpoint every K steps (default 20)
  *   -d DIR     the job's checkpoint folder (default heat-mpi.ckpt)
  *   -a         checkpoints written in the background (CKPT_F_ASYNC)
+ *   -F         a fresh job only: without CKPT_F_RESUME, a folder holding a
+ *              complete epoch is refused
  *   -q         no progress lines
  *   -0         run without ckpt, for a reference checksum
  * Rank 0 prints a line at every complete checkpoint and "checksum HEX" at
@@ -260,6 +262,9 @@ int main(int argc, char **argv)
 	MPI_Comm_rank(MPI_COMM_WORLD, &sim.rank);
 	MPI_Comm_size(MPI_COMM_WORLD, &sim.size);
 	ckpt_options_init(&opt);
+	/* The same command starts the job and restarts it: with a complete
+	 * epoch in the folder, the job goes on from there. */
+	opt.flags = CKPT_F_RESUME;
 	sim.n = 2048;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -269,6 +274,8 @@ int main(int argc, char **argv)
 			use_ckpt = 0;
 		else if (!strcmp(a, "-a"))
 			opt.flags |= CKPT_F_ASYNC;
+		else if (!strcmp(a, "-F"))
+			opt.flags &= ~CKPT_F_RESUME;
 		else if (i + 1 < argc && !strcmp(a, "-n"))
 			sim.n = number(argv[++i]);
 		else if (i + 1 < argc && !strcmp(a, "-s"))
@@ -297,7 +304,8 @@ int main(int argc, char **argv)
 
 	/*
 	 * The checkpoint names what it holds: the two grids and the step.  In
-	 * a restarted job ckpt_mpi_open finds the newest complete epoch, and
+	 * a restarted job ckpt_mpi_open (CKPT_F_RESUME) finds the newest
+	 * complete epoch, and
 	 * each ckpt_protect below fills its region from this rank's snapshot
 	 * of it, by name, wherever the arrays are now.
 	 */

@@ -5,7 +5,8 @@
 #
 #   a  a job of 4 ranks with 3 complete epochs, restarted with 3 ranks and
 #      with 5: refused on every rank (CKPT_EMISMATCH, "the checkpoint has 4
-#      ranks, the job 3"), the folder left as it was
+#      ranks, the job 3"), the folder left as it was; opened without
+#      CKPT_F_RESUME: refused on every rank (CKPT_EEXIST), nothing set aside
 #   b  ckpt ls: the epochs, oldest first, each rank's snapshot and size;
 #      --json the same, and valid JSON; the snapshots past the newest
 #      epoch, after an epoch that failed on one rank
@@ -35,7 +36,13 @@ for np in 3 5; do
 	cmp -s "$dir/manifest" "$scratch/manifest.before" || fail "a: the manifest changed"
 	[ ! -e "$dir/rank-00004" ] || fail "a: a folder was made for a fifth rank"
 done
-say "a: a restart with 3 or 5 ranks of a 4-rank job is refused on every rank"
+out=$(mpi_run 4 "$heat" -F -q -n $n -s 35 -k $k -d "$dir" 2>&1) &&
+	fail "a: a job folder with epochs opened without CKPT_F_RESUME exited 0: $out"
+refusals=$(printf '%s\n' "$out" | grep -c "ckpt_mpi_open: CKPT_EEXIST: rank 0: .*holds epoch 3 of a job of 4 ranks")
+[ "$refusals" = 4 ] || fail "a: $refusals ranks of 4 refuse to start over: $out"
+cmp -s "$dir/manifest" "$scratch/manifest.before" || fail "a: the manifest changed"
+ls "$dir"/rank-00000 | grep -q aside && fail "a: snapshots were set aside"
+say "a: a restart with 3 or 5 ranks of a 4-rank job is refused on every rank, and so is one without CKPT_F_RESUME"
 
 # ---- b ------------------------------------------------------------------------
 out=$("$ckpt" ls "$dir") || fail "b: ls exited $?: $out"

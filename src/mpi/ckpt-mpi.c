@@ -260,7 +260,7 @@ struct survey {
 };
 
 /* Rank 0: the job folder made ready and its manifest read into j->man. */
-static void survey_folder(struct job *j, struct survey *s)
+static void survey_folder(struct job *j, int resume, struct survey *s)
 {
 	char why[CKPT__MANIFEST_WHY];
 	int rc = ckpt__manifest_dir_check(j->dir, 1, why);
@@ -279,6 +279,15 @@ static void survey_folder(struct job *j, struct survey *s)
 	s->epoch = ckpt__manifest_newest(&j->man);
 	s->restart = s->epoch != 0;
 	s->ranks = j->man.ranks;
+	if (s->restart && !resume) {
+		/* As ckpt_open keeps a chain: nothing is started over unasked. */
+		s->code = CKPT_EEXIST;
+		say(s->msg,
+		    "rank 0: %s holds epoch %llu of a job of %d ranks; CKPT_F_RESUME goes on from "
+		    "it (remove the folder to start over)",
+		    j->dir, (unsigned long long)s->epoch, j->man.ranks);
+		return;
+	}
 	if (s->restart && j->man.ranks != j->size) {
 		s->code = CKPT_EMISMATCH;
 		say(s->msg,
@@ -391,17 +400,18 @@ CKPT_API int ckpt_mpi_open(ckpt_t **out, MPI_Comm comm, const char *dir, const c
 	if (!out || !dir || !dir[0]) {
 		rc = CKPT_EINVAL;
 		say(msg, "rank %d: ckpt_mpi_open: %s is NULL", rank, !out ? "out" : "dir");
-	} else if (o.flags & (CKPT_F_RESUME | CKPT_F_LAZY | CKPT_F_OVERWRITE)) {
+	} else if (o.flags & (CKPT_F_LAZY | CKPT_F_OVERWRITE)) {
 		rc = CKPT_EINVAL;
 		say(msg, "rank %d: ckpt_mpi_open: %s is not for an MPI job (%s)", rank,
-		    (o.flags & CKPT_F_RESUME) ? "CKPT_F_RESUME"
-		    : (o.flags & CKPT_F_LAZY) ? "CKPT_F_LAZY"
-					      : "CKPT_F_OVERWRITE",
+		    (o.flags & CKPT_F_LAZY) ? "CKPT_F_LAZY" : "CKPT_F_OVERWRITE",
 		    (o.flags & CKPT_F_OVERWRITE)
 			? "remove the job folder to start over"
 			: "ranks bring back their named regions, not whole processes");
 	}
-	o.flags |= CKPT_F_CONTINUE;
+	/* CKPT_F_RESUME: a restart, where the folder has a complete epoch;
+	 * the ranks' handles name regions, they do not resume processes. */
+	int resume = (o.flags & CKPT_F_RESUME) != 0;
+	o.flags = (o.flags & ~CKPT_F_RESUME) | CKPT_F_CONTINUE;
 
 	struct job *j = calloc(1, sizeof *j);
 	if (j)
@@ -434,7 +444,7 @@ CKPT_API int ckpt_mpi_open(ckpt_t **out, MPI_Comm comm, const char *dir, const c
 	/* Rank 0 reads the manifest; everybody learns what it says. */
 	struct survey s = {0};
 	if (j->rank == 0)
-		survey_folder(j, &s);
+		survey_folder(j, resume, &s);
 	if ((e = MPI_Bcast(&s, (int)sizeof s, MPI_BYTE, 0, j->comm)) != MPI_SUCCESS) {
 		rc = mpi_failed(e, "MPI_Bcast");
 		goto failed;
