@@ -129,12 +129,13 @@ static int check_runs(struct ckpt__snap *s)
 {
 	const char *n = s->name;
 	uint64_t ps = s->h.page_size;
+	unsigned pshift = (unsigned)__builtin_ctzll(ps);
 	size_t mi = 0;
 	uint64_t pages[4] = {0};
 	for (size_t i = 0; i < s->nruns; i++) {
 		const struct ckpt__frun *r = &s->runs[i];
 		if ((r->start & (ps - 1)) || r->npages == 0 ||
-		    r->npages > (UINT64_MAX - r->start) / ps)
+		    r->npages > (UINT64_MAX - r->start) >> pshift)
 			return BAD("%s: run %zu: bad range", n, i);
 		uint64_t end = r->start + (uint64_t)r->npages * ps;
 		if (i && r->start < s->runs[i - 1].start + (uint64_t)s->runs[i - 1].npages * ps)
@@ -152,7 +153,7 @@ static int check_runs(struct ckpt__snap *s)
 			continue;
 		if (r->block >= s->nblocks)
 			return BAD("%s: run %zu: block %u of %zu", n, i, r->block, s->nblocks);
-		uint64_t bpages = s->blocks[r->block].rsize / ps;
+		uint64_t bpages = (uint64_t)s->blocks[r->block].rsize >> pshift;
 		if ((uint64_t)r->block_page + r->npages > bpages)
 			return BAD("%s: run %zu: pages %u+%u outside block %u", n, i, r->block_page,
 				   r->npages, r->block);
@@ -241,6 +242,7 @@ static int unpack_index(struct ckpt__snap *s)
 		return ckpt__fail(CKPT_ENOMEM, "%s: out of memory for %zu runs", n, count);
 	s->runs_alloc = r;
 	uint64_t ps = s->h.page_size, end = 0, used = 0;
+	unsigned pshift = (unsigned)__builtin_ctzll(ps);
 	size_t b = 0, at = 0;
 	for (size_t i = 0; i < count; i++) {
 		uint64_t g, np;
@@ -252,7 +254,10 @@ static int unpack_index(struct ckpt__snap *s)
 			return BAD("%s: run %zu: unknown kind %u", n, i, kind);
 		if (np >= UINT32_MAX)
 			return BAD("%s: run %zu: %llu pages", n, i, (unsigned long long)np + 1);
-		if (gap > (UINT64_MAX - end) / ps || np + 1 > (UINT64_MAX - end - gap * ps) / ps)
+		/* (Shifts, not divisions: a long chain has many runs to read,
+		 * and the page size is a power of two, checked above.) */
+		if (gap > (UINT64_MAX - end) >> pshift ||
+		    np + 1 > (UINT64_MAX - end - (gap << pshift)) >> pshift)
 			return BAD("%s: run %zu: past the end of the address space", n, i);
 		memset(&r[i], 0, sizeof r[i]);
 		r[i].start = end + gap * ps;
@@ -261,21 +266,21 @@ static int unpack_index(struct ckpt__snap *s)
 		end = r[i].start + (np + 1) * ps;
 		if (kind != CKPT__RK_DATA)
 			continue;
-		if (b < s->nblocks && used == s->blocks[b].rsize / ps) {
+		if (b < s->nblocks && used == ((uint64_t)s->blocks[b].rsize >> pshift)) {
 			b++;
 			used = 0;
 		}
 		if (b >= s->nblocks)
 			return BAD("%s: run %zu: %u pages of data past the last block", n, i,
 				   r[i].npages);
-		if (used + r[i].npages > s->blocks[b].rsize / ps)
+		if (used + r[i].npages > ((uint64_t)s->blocks[b].rsize >> pshift))
 			return BAD("%s: run %zu: pages %llu+%u outside block %zu", n, i,
 				   (unsigned long long)used, r[i].npages, b);
 		r[i].block = (uint32_t)b;
 		r[i].block_page = (uint32_t)used;
 		used += r[i].npages;
 	}
-	if (s->nblocks && (b != s->nblocks - 1 || used != s->blocks[b].rsize / ps))
+	if (s->nblocks && (b != s->nblocks - 1 || used != ((uint64_t)s->blocks[b].rsize >> pshift)))
 		return BAD("%s: index: the runs end in block %zu, page %llu, before the end of the "
 			   "data (%zu blocks)",
 			   n, b, (unsigned long long)used, s->nblocks);
