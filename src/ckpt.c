@@ -701,8 +701,12 @@ CKPT_API int ckpt_protect_from(ckpt_t *c, uint64_t id)
 	int rc = ckpt__named_match(c->w, c->named, id, 0, "ckpt_protect_from");
 	if (rc)
 		return rc;
-	if (!c->named && (rc = ckpt__named_alloc(&c->named)) != 0)
+	if ((rc = ckpt__named_alloc(&c->named)) != 0)
 		return rc;
-	c->named->from = id;
-	return 0;
+	/* Regions named before come back now. */
+	for (size_t i = 0; i < c->named->n && !rc; i++)
+		rc = ckpt__named_restore(c->w, c->named, id, (long)i, "ckpt_protect_from");
+	if (!rc)
+		c->named->from = id;
+	return rc;
 }

@@ -118,8 +118,10 @@ static void restores_elsewhere(const char *dir)
 	memset(grid, 0, GRID_PAGES * pagesz());
 	step = 99;
 	ckpt_t *c = open_continue(dir, 0);
-	CHECK_RC(ckpt_protect_from(c, CKPT_LATEST));
+	/* Named before ckpt_protect_from: filled by it. */
 	CHECK_RC(ckpt_protect(c, "step", &step, sizeof step));
+	CHECK(step == 99);
+	CHECK_RC(ckpt_protect_from(c, CKPT_LATEST));
 	CHECK(step == 2);
 	CHECK_RC(ckpt_protect(c, "field", u, FIELD_DOUBLES * sizeof *u));
 	check_field(u, 2, "protected from the newest");
