@@ -54,6 +54,7 @@
 #include "pipes.h"
 #include "rangeset.h"
 #include "rethread.h"
+#include "run.h"
 #include "track.h"
 
 #include <errno.h>
@@ -238,17 +239,25 @@ int ckpt__resume_norandom(void)
 
 /* ---- the record of a commit ----------------------------------------------------- */
 
+static int record_rest(struct ckpt__pbuf *b, const struct ckpt__chainw *w);
+
+/* The descriptor offsets of the thread whose pointer is fs and id tid,
+ * verified against this glibc (0 where they do not verify). */
+static void glibc_offsets(struct ckpt__pctx *ctx, int32_t tid)
+{
+	ctx->list_off = ctx->tid_off = 0;
+	if (ctx->fs_base && *(const int32_t *)(ctx->fs_base + GLIBC_TID_OFF) == tid) {
+		ctx->list_off = GLIBC_LIST_OFF;
+		ctx->tid_off = GLIBC_TID_OFF;
+	}
+}
+
 int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx,
 			const struct ckpt__chainw *w)
 {
 	ctx->fs_base = fs_base();
-	/* The descriptor offsets, verified against this glibc. */
-	ctx->list_off = ctx->tid_off = 0;
-	if (ctx->fs_base &&
-	    *(const int32_t *)(ctx->fs_base + GLIBC_TID_OFF) == (int32_t)syscall(SYS_gettid)) {
-		ctx->list_off = GLIBC_LIST_OFF;
-		ctx->tid_off = GLIBC_TID_OFF;
-	}
+	ctx->flags = 0;
+	glibc_offsets(ctx, (int32_t)syscall(SYS_gettid));
 	ckpt__pbuf_add(b, CKPT__PE_CTX, ctx, sizeof *ctx, NULL, 0);
 	/* The stack, from the saved pointer to the top of its mapping. */
 	struct ckpt__maps m = {0};
@@ -264,6 +273,26 @@ int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx,
 	ckpt__maps_free(&m);
 	if (i < 0)
 		return ckpt__fail(CKPT_EINTERNAL, "ckpt_commit: the stack pointer is in no mapping");
+	return record_rest(b, w);
+}
+
+int ckpt__resume_record_detached(struct ckpt__pbuf *b, uintptr_t handle, uintptr_t main_fs,
+				 const struct ckpt__chainw *w)
+{
+	struct ckpt__pctx ctx;
+	memset(&ctx, 0, sizeof ctx);
+	ctx.flags = CKPT__PC_NOSELF;
+	ctx.handle = handle;
+	ctx.fs_base = main_fs;
+	glibc_offsets(&ctx, (int32_t)getpid());
+	ckpt__pbuf_add(b, CKPT__PE_CTX, &ctx, sizeof ctx, NULL, 0);
+	return record_rest(b, w);
+}
+
+/* What both kinds of record hold after the registers. */
+static int record_rest(struct ckpt__pbuf *b, const struct ckpt__chainw *w)
+{
+	int rc;
 	/* The chain's descriptors: its directory and lock, and the reader's
 	 * (a restore opens it), snapshots included. */
 	size_t nsnaps = w->rd_open ? w->rd.n : 0, nown = 0;
@@ -308,6 +337,7 @@ struct ckpt__resume {
 	uint64_t newest;       /* the newest id in the directory */
 	struct ckpt__pctx ctx;
 	int have_ctx;
+	int noself; /* no program thread committed (CKPT__PC_NOSELF) */
 	uintptr_t stack_lo, stack_hi;
 	const unsigned char *stack; /* in the snapshot's record */
 	uint64_t sigmask;
@@ -341,6 +371,14 @@ struct ckpt__resume {
 	uintptr_t main_fs;         /* the main thread's thread pointer */
 	uintptr_t main_stack_hi;   /* and the end of its stack */
 };
+
+/* Whether the resume creates threads again: the record has more than one,
+ * or no program thread committed (then even a lone main thread comes back
+ * from its THREAD entry, not from the CTX one). */
+static int threaded(const struct ckpt__resume *r)
+{
+	return r->thr.n > 1 || r->noself;
+}
 
 static char *dupn(const unsigned char *p, size_t n)
 {
@@ -416,6 +454,7 @@ static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
 			return CKPT_ECORRUPT;
 		memcpy(&r->ctx, p, len);
 		r->have_ctx = 1;
+		r->noself = (r->ctx.flags & CKPT__PC_NOSELF) != 0;
 		break;
 	case CKPT__PE_STACK: {
 		uint64_t range[2];
@@ -650,7 +689,7 @@ static int check_layout(struct ckpt__resume *r, const struct ckpt__snap *s, uint
 		return rc;
 	uintptr_t top = stack_top(&m);
 	const char *name = s->name;
-	if (!r->have_ctx || !r->stack)
+	if (!r->have_ctx || (!r->stack && !r->noself))
 		rc = ckpt__fail(CKPT_ECORRUPT, "%s: the process record has no registers or stack",
 				name);
 	else if (!r->ctx.list_off)
@@ -742,11 +781,15 @@ static int threads_of(struct ckpt__resume *r, const struct ckpt__snap *s)
 {
 	r->main_fs = r->ctx.fs_base;
 	r->main_stack_hi = r->stack_hi;
-	if (s->h.nthreads > 1 && r->thr.n < 2)
+	if (r->noself && (r->stack || r->thr.n < 1))
+		return ckpt__fail(CKPT_ECORRUPT, "%s: the process record has %s", s->name,
+				  r->stack ? "a committing thread's stack and says it has none"
+					   : "no thread");
+	if (s->h.nthreads > 1 && r->thr.n < 2 && !r->noself)
 		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: %s was written while the program ran %u "
 						"threads, without a record of them",
 				  s->name, s->h.nthreads);
-	if (r->thr.n < 2)
+	if (!threaded(r))
 		return 0;
 	uintptr_t lo = 0, hi = 0;
 	for (size_t i = 0; i < s->nmaps; i++)
@@ -755,6 +798,7 @@ static int threads_of(struct ckpt__resume *r, const struct ckpt__snap *s)
 			hi = lo + s->maps[i].keep_len;
 		}
 	char why[256];
+	r->thr.noself = r->noself;
 	int rc = ckpt__rthreads_check(&r->thr, lo, hi, why, sizeof why);
 	if (rc)
 		return ckpt__fail(rc, "ckpt_open: %s: %s", s->name, why);
@@ -772,7 +816,7 @@ static int threads_of(struct ckpt__resume *r, const struct ckpt__snap *s)
  * TLS block of memory no recorded thread's stack holds). */
 static int adopt_stacks(struct ckpt__resume *r)
 {
-	if (r->thr.n < 2 && !r->ntmem)
+	if (!threaded(r) && !r->ntmem)
 		return 0;
 	/* A thread's stack is the anonymous mapping holding its descriptor
 	 * (glibc puts it at the top), whatever stack it was running on. */
@@ -787,7 +831,7 @@ static int adopt_stacks(struct ckpt__resume *r)
 			}
 		}
 	}
-	int rc = r->thr.n > 1 ? ckpt__rthreads_adopt(&r->thr) : 0;
+	int rc = threaded(r) ? ckpt__rthreads_adopt(&r->thr) : 0;
 	for (size_t i = 0; !rc && i < r->ntmem; i++) {
 		uint64_t lo = r->tmem[i].lo;
 		int live = 0;
@@ -941,7 +985,7 @@ static int precreate(struct ckpt__resume *r)
 	/* With threads: their stacks and guard pages (anonymous private
 	 * mappings of the record, not snapshot memory) must be where they
 	 * were before ckpt allocates more. */
-	for (size_t i = 0; !rc && (r->thr.n > 1 || r->ntmem) && i < r->nvmas; i++) {
+	for (size_t i = 0; !rc && (threaded(r) || r->ntmem) && i < r->nvmas; i++) {
 		const struct rvma *o = &r->vmas[i];
 		if (o->path[0] || (o->v.perms & CKPT__PV_SHARED))
 			continue;
@@ -968,11 +1012,11 @@ static int precreate(struct ckpt__resume *r)
 	}
 	/* Every thread's stack must be there now (ckpt's own memory may be
 	 * in the way, which nothing here can move). */
-	if (!rc && r->thr.n > 1) {
+	if (!rc && threaded(r)) {
 		ckpt__maps_free(&m);
 		rc = ckpt__maps_read(&m);
 	}
-	for (size_t i = 0; !rc && r->thr.n > 1 && i < r->thr.n; i++) {
+	for (size_t i = 0; !rc && threaded(r) && i < r->thr.n; i++) {
 		const struct ckpt__pthread *t = &r->thr.t[i].rec;
 		if ((long)i == r->thr.main)
 			continue;
@@ -1274,7 +1318,7 @@ int ckpt__resume_before(void *arg)
 		rc = ckpt__pipes_make(&r->pipes);
 	/* The other threads, parked until memory is back: the last thing
 	 * that may fail (a limit on threads) before the process changes. */
-	if (!rc && r->thr.n > 1)
+	if (!rc && threaded(r))
 		rc = ckpt__rthreads_spawn(&r->thr);
 	if (rc) {
 		if (cwd >= 0)
@@ -1357,14 +1401,18 @@ __attribute__((no_stack_protector)) static void put_back(uintptr_t lo, uintptr_t
 __attribute__((noreturn, noinline, no_stack_protector)) static void finish(void *arg)
 {
 	struct ckpt__resume *r = arg;
-	put_back(r->stack_lo, r->stack_hi, r->stack);
+	if (r->stack)
+		put_back(r->stack_lo, r->stack_hi, r->stack);
 	for (size_t i = 0; i < r->ntmem; i++)
 		put_back(r->tmem[i].lo, r->tmem[i].hi, r->tmem[i].bytes);
 	/* glibc's descriptor as it was, but for what is this thread's. */
 	memcpy((void *)r->tcb_lo, r->tcb, r->tcb_len);
+	/* A thread of ckpt's that the resumed program had (ckpt run's) goes
+	 * on too; it waits for its first commit, by then the others run. */
+	ckpt__run_resumed();
 	/* With threads, glibc's lists name exactly the recorded ones: each
 	 * is created again and given its id. */
-	if (r->thr.n > 1)
+	if (threaded(r))
 		ckpt__rthreads_go(&r->thr);
 	ckpt__rthreads_settle_cached(&r->thr);
 	*(int32_t *)(r->ctx.fs_base + r->ctx.tid_off) = (int32_t)ckpt__raw_gettid();
@@ -1387,9 +1435,9 @@ void ckpt__resume_finish(struct ckpt__resume *r)
 	 * open, which the resumed handle does not need until a restore (it
 	 * opens it again then), and a commit of the resumed program must not
 	 * meet them.  The stack's bytes are in its memory: copied first. */
-	size_t n = r->stack_hi - r->stack_lo;
-	unsigned char *stack = ckpt__mem_alloc(n);
-	if (stack) {
+	size_t n = r->stack ? r->stack_hi - r->stack_lo : 0;
+	unsigned char *stack = n ? ckpt__mem_alloc(n) : NULL;
+	if (stack || !n) {
 		memcpy(stack, r->stack, n);
 		r->stack = stack;
 		r->snap = NULL;

@@ -26,6 +26,13 @@ CKPT__HIDDEN int ckpt__resume_norandom(void);
  * directory. */
 CKPT__HIDDEN int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx,
 				     const struct ckpt__chainw *w);
+/* The record of a commit no program thread made (ckpt run: a thread of
+ * ckpt's own, every program thread stopped and recorded by
+ * ckpt__threads_record): a CTX entry with CKPT__PC_NOSELF, the handle's
+ * address and the main thread's thread pointer, no STACK entry; the rest as
+ * ckpt__resume_record. */
+CKPT__HIDDEN int ckpt__resume_record_detached(struct ckpt__pbuf *b, uintptr_t handle,
+					      uintptr_t main_fs, const struct ckpt__chainw *w);
 
 struct ckpt__resume;
 
