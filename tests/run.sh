@@ -1,0 +1,181 @@
+#!/bin/sh
+# tests/run.sh - `ckpt run`: programs that know nothing of ckpt, committed by
+# ckpt's own thread, killed and resumed with `ckpt resume`.
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# tests/run-prog (see its source) writes a line per step to an output file;
+# the file is a function of its arguments alone.
+#
+#   a  the references: run-prog uninterrupted, with 0 and 3 worker threads
+#   b  under `ckpt run --every 150ms`, with 0 and 3 workers: killed
+#      (SIGKILL) a random time after a commit, resumed with `ckpt resume`,
+#      killed again after a commit of the resumed run, resumed to the end:
+#      the output file equals the reference, byte for byte
+#   c  a program that ignores SIGUSR1 (SIG_IGN), `--on USR1` and no timer:
+#      each SIGUSR1 makes a commit, and the program still reads SIG_IGN for
+#      it and ends normally; one with a handler of its own for SIGUSR1 gets
+#      each signal in its handler after the commit
+#   d  SIGTERM: a commit, then the program's own SIGTERM behaviour (the
+#      default: it ends by SIGTERM); the chain resumes to the end
+#   e  a statically linked program is refused, naming why (skipped, and
+#      said, when the system has no static binary to try)
+#   all of it under CKPT_BACKEND=mprotect and =uffd (a back-end the kernel
+#   lacks is skipped, with the reason).  Exit: 0 pass, 1 fail, 77 skip.
+
+top_builddir=${top_builddir:-.}
+fail() {
+	echo "run.sh: FAIL: $*" >&2
+	exit 1
+}
+say() {
+	echo "run.sh: $*"
+}
+
+builddir=$(cd "$top_builddir" && pwd) || fail "no build directory $top_builddir"
+prog=$builddir/tests/run-prog
+ckpt=$builddir/tools/ckpt
+probe=$builddir/tests/backend-probe
+for p in "$prog" "$ckpt" "$probe"; do
+	[ -x "$p" ] || fail "$p not built"
+done
+
+STEPS=400
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-run.XXXXXX") || fail "mktemp -d"
+trap 'rm -rf "$scratch"' EXIT
+trap 'exit 1' HUP INT TERM
+
+rand() {
+	echo $(($(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % $1))
+}
+
+# nsnaps DIR: how many snapshots DIR holds.
+nsnaps() {
+	ls "$1" 2>/dev/null | grep -c '^snap-'
+}
+
+# wait_snaps DIR N: until DIR holds more than N snapshots (10 s at most).
+wait_snaps() {
+	i=0
+	while [ "$(nsnaps "$1")" -le "$2" ]; do
+		i=$((i + 1))
+		[ $i -lt 1000 ] || fail "no commit in $1 after 10 s (it holds $(nsnaps "$1"))"
+		sleep 0.01
+	done
+}
+
+# sleep_ms N
+sleep_ms() {
+	sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"
+}
+
+# killed_after_commit PID DIR: SIGKILL a random time (0-100 ms) after
+# PID's next commit to DIR.
+killed_after_commit() {
+	n=$(nsnaps "$2")
+	wait_snaps "$2" "$n"
+	ms=$(rand 100)
+	sleep_ms "$ms"
+	kill -9 "$1" 2>/dev/null
+	wait "$1"
+	rc=$?
+	say "  killed $ms ms after commit $(($(nsnaps "$2"))) (status $rc)"
+	[ $rc -eq 137 ] || fail "the run ended (status $rc) before it was killed; make STEPS larger"
+}
+
+check_backend() {
+	be=$1
+	export CKPT_BACKEND=$be
+	for t in 0 3; do
+		name=$be-t$t
+		dir=$scratch/$name.chain out=$scratch/$name.out
+		say "b: $be, $t workers"
+		"$ckpt" run --every 150ms "$dir" -- "$prog" "$out" $STEPS --threads $t \
+			2>"$scratch/$name.err" &
+		killed_after_commit $! "$dir"
+		# ckpt resume executes the program: $! is its pid.
+		"$ckpt" resume "$dir" 2>>"$scratch/$name.err" &
+		killed_after_commit $! "$dir"
+		timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
+		rc=$?
+		[ $rc -eq 0 ] || fail "$name: the last resume exited $rc: $(cat "$scratch/$name.err")"
+		cmp -s "$out" "$scratch/ref-t$t.out" ||
+			fail "$name: the output differs from an uninterrupted run's ($out)"
+		[ -s "$scratch/$name.err" ] && fail "$name: stderr: $(cat "$scratch/$name.err")"
+		rm -rf "$dir"
+	done
+
+	say "c: $be, a program that ignores SIGUSR1, and one that handles it"
+	for how in ignore handle; do
+		dir=$scratch/$be-$how.chain out=$scratch/$be-$how.out
+		"$ckpt" run --every 1h --on USR1 "$dir" -- "$prog" "$out" $STEPS --$how-usr1 \
+			2>"$scratch/$be-$how.err" &
+		pid=$!
+		sleep 0.2
+		for k in 1 2 3; do
+			kill -USR1 $pid
+			wait_snaps "$dir" $((k - 1))
+		done
+		wait $pid
+		rc=$?
+		[ $rc -eq 0 ] || fail "$be-$how: exited $rc: $(cat "$scratch/$be-$how.err")"
+		[ "$(nsnaps "$dir")" -eq 3 ] || fail "$be-$how: $(nsnaps "$dir") commits for 3 SIGUSR1"
+		cmp -s "$out" "$scratch/ref-t0.out" || fail "$be-$how: the output differs"
+		if [ $how = handle ]; then
+			grep -qx "usr1 3" "$scratch/$be-$how.err" ||
+				fail "$be-handle: the program's handler did not see 3 signals: $(cat "$scratch/$be-$how.err")"
+		else
+			[ -s "$scratch/$be-$how.err" ] && fail "$be-$how: stderr: $(cat "$scratch/$be-$how.err")"
+		fi
+	done
+
+	say "d: $be, SIGTERM commits, then ends the program; the chain resumes"
+	dir=$scratch/$be-term.chain out=$scratch/$be-term.out
+	"$ckpt" run --every 1h "$dir" -- "$prog" "$out" $STEPS 2>"$scratch/$be-term.err" &
+	pid=$!
+	sleep 0.3
+	kill -TERM $pid
+	wait $pid
+	rc=$?
+	[ $rc -eq 143 ] || fail "$be-term: status $rc after SIGTERM, not 143 (killed by it)"
+	[ "$(nsnaps "$dir")" -eq 1 ] || fail "$be-term: $(nsnaps "$dir") commits, not 1"
+	timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$be-term.err" ||
+		fail "$be-term: the resume failed: $(cat "$scratch/$be-term.err")"
+	cmp -s "$out" "$scratch/ref-t0.out" || fail "$be-term: the output differs"
+}
+
+say "a: references"
+for t in 0 3; do
+	"$prog" "$scratch/ref-t$t.out" $STEPS --threads $t || fail "run-prog failed uninterrupted"
+done
+
+skipped=
+for be in mprotect uffd; do
+	if why=$("$probe" $be 2>&1); then
+		check_backend $be
+	else
+		say "SKIP $be: $why"
+		skipped=1
+	fi
+done
+unset CKPT_BACKEND
+
+say "e: a statically linked program"
+static=
+for s in /sbin/ldconfig /usr/sbin/ldconfig /bin/busybox; do
+	if [ -x "$s" ] && ! LC_ALL=C readelf -l "$s" 2>/dev/null | grep -q INTERP; then
+		static=$s
+		break
+	fi
+done
+if [ -n "$static" ]; then
+	if msg=$("$ckpt" run "$scratch/static.chain" -- "$static" 2>&1); then
+		fail "ckpt run accepted the static binary $static"
+	fi
+	echo "$msg" | grep -q "statically linked" || fail "static binary refused without saying why: $msg"
+	say "  refused: $msg"
+else
+	say "  SKIP: no statically linked program found on this system"
+fi
+
+[ -n "$skipped" ] && exit 77
+exit 0
