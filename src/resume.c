@@ -57,6 +57,8 @@
 #include "run.h"
 #include "track.h"
 
+#include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -434,6 +436,242 @@ static int count_lib(struct dl_phdr_info *info, size_t size, void *arg)
 	(void)size;
 	(*(size_t *)arg)++;
 	return 0;
+}
+
+/* ckpt run's resume: the objects the program dlopen()ed after it started
+ * (Python's extension modules) are loaded again before the checks below
+ * compare them.  The loader maps an object where the kernel puts a mapping
+ * of its size: the highest free range below the others.  So that it is
+ * where it was, every free range above its old place is reserved for the
+ * time of the dlopen (an object already loaded that it needs would be
+ * elsewhere: the entries are loaded from the last, the dependencies first).
+ * One that lands elsewhere anyway is refused by the checks as any other. */
+struct lib_want {
+	uint64_t base;
+	const unsigned char *name;
+	uint32_t name_len;
+};
+
+struct lib_list {
+	struct lib_want *v;
+	size_t n, cap;
+};
+
+static int lib_named(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	const struct lib_want *w = arg;
+	const char *cur = info->dlpi_name ? info->dlpi_name : "";
+	return strlen(cur) == w->name_len && !memcmp(cur, w->name, w->name_len);
+}
+
+static int want_lib(uint32_t type, const unsigned char *p, size_t len, void *arg)
+{
+	struct lib_list *ll = arg;
+	if (type != CKPT__PE_LIB)
+		return 0;
+	struct ckpt__plib l;
+	if (len < sizeof l)
+		return 1;
+	memcpy(&l, p, sizeof l);
+	/* Not the executable (no name) nor what is not a file (the vDSO). */
+	if ((uint64_t)l.name_len + l.bid_len != len - sizeof l || !l.name_len ||
+	    l.name_len >= PATH_MAX || p[sizeof l] != '/')
+		return 0;
+	if (ckpt__mem_grow((void **)&ll->v, &ll->cap, ll->n + 1, sizeof *ll->v))
+		return 1;
+	ll->v[ll->n++] = (struct lib_want){l.base, p + sizeof l, l.name_len};
+	return 0;
+}
+
+/* The bytes the loader maps for the ELF object at path: from its first
+ * loadable segment's page to its last one's end.  0 if unreadable. */
+static uint64_t elf_span(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	Elf64_Ehdr eh;
+	uint64_t lo = UINT64_MAX, hi = 0;
+	if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh && !memcmp(eh.e_ident, ELFMAG, SELFMAG) &&
+	    eh.e_ident[EI_CLASS] == ELFCLASS64 && eh.e_phentsize == sizeof(Elf64_Phdr) &&
+	    eh.e_phnum < 256) {
+		for (unsigned i = 0; i < eh.e_phnum; i++) {
+			Elf64_Phdr ph;
+			if (pread(fd, &ph, sizeof ph, (off_t)(eh.e_phoff + i * sizeof ph)) !=
+			    (ssize_t)sizeof ph) {
+				hi = 0;
+				break;
+			}
+			if (ph.p_type != PT_LOAD)
+				continue;
+			if (ph.p_vaddr < lo)
+				lo = ph.p_vaddr;
+			if (ph.p_vaddr + ph.p_memsz > hi)
+				hi = ph.p_vaddr + ph.p_memsz;
+		}
+	}
+	close(fd);
+	if (!hi || hi <= lo)
+		return 0;
+	uint64_t pg = ckpt__pagesize;
+	return ((hi + pg - 1) & ~(pg - 1)) - (lo & ~(pg - 1));
+}
+
+/* Reserves each free range above `from` below the highest mapping under
+ * the stack; the ranges taken are added to *held.  0, or -1 if [at, from)
+ * is not free (then nothing is held). */
+static int hold_above(uintptr_t at, uintptr_t from, struct ckpt__rset *held)
+{
+	struct ckpt__maps m = {0};
+	if (ckpt__maps_read(&m))
+		return -1;
+	int rc = 0;
+	for (size_t k = 0; k < m.n && !rc; k++)
+		if (m.v[k].start < from && m.v[k].end > at)
+			rc = -1;
+	for (size_t k = 0; k + 1 < m.n && !rc; k++) {
+		uintptr_t lo = m.v[k].end, hi = m.v[k + 1].start;
+		if (!strcmp(m.v[k + 1].path, "[stack]") || hi <= from || hi <= lo)
+			continue;
+		if (lo < from)
+			lo = from;
+		void *p = mmap((void *)lo, hi - lo, PROT_NONE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+		if (p == MAP_FAILED)
+			continue;
+		if (p != (void *)lo || ckpt__rset_add(held, lo, hi)) {
+			munmap(p, hi - lo);
+			rc = -1;
+		}
+	}
+	ckpt__maps_free(&m);
+	return rc;
+}
+
+static void release(struct ckpt__rset *held)
+{
+	for (size_t k = 0; k < held->n; k++)
+		munmap((void *)held->r[k].lo, held->r[k].hi - held->r[k].lo);
+	ckpt__rset_free(held);
+}
+
+/* Whether the ELF object at path names `need` (a file name) in DT_NEEDED. */
+static int elf_needs(const char *path, const char *need)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	Elf64_Ehdr eh;
+	Elf64_Phdr ph[64], *dyn = NULL;
+	int found = 0;
+	if (pread(fd, &eh, sizeof eh, 0) != (ssize_t)sizeof eh || memcmp(eh.e_ident, ELFMAG, SELFMAG) ||
+	    eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr) ||
+	    eh.e_phnum > 64 ||
+	    pread(fd, ph, eh.e_phnum * sizeof *ph, (off_t)eh.e_phoff) !=
+		    (ssize_t)(eh.e_phnum * sizeof *ph))
+		goto out;
+	for (unsigned i = 0; i < eh.e_phnum; i++)
+		if (ph[i].p_type == PT_DYNAMIC)
+			dyn = &ph[i];
+	if (!dyn)
+		goto out;
+	/* DT_STRTAB is an address: its file offset is that of the segment
+	 * that holds it. */
+	uint64_t strtab = 0, stroff = 0;
+	int have_str = 0;
+	Elf64_Dyn d;
+	for (uint64_t o = 0; o + sizeof d <= dyn->p_filesz && o < 65536; o += sizeof d) {
+		if (pread(fd, &d, sizeof d, (off_t)(dyn->p_offset + o)) != (ssize_t)sizeof d ||
+		    d.d_tag == DT_NULL)
+			break;
+		if (d.d_tag == DT_STRTAB)
+			strtab = d.d_un.d_ptr;
+	}
+	for (unsigned i = 0; i < eh.e_phnum; i++)
+		if (ph[i].p_type == PT_LOAD && strtab >= ph[i].p_vaddr &&
+		    strtab < ph[i].p_vaddr + ph[i].p_filesz) {
+			stroff = strtab - ph[i].p_vaddr + ph[i].p_offset;
+			have_str = 1;
+		}
+	if (!have_str)
+		goto out;
+	size_t nlen = strlen(need);
+	for (uint64_t o = 0; !found && o + sizeof d <= dyn->p_filesz && o < 65536; o += sizeof d) {
+		if (pread(fd, &d, sizeof d, (off_t)(dyn->p_offset + o)) != (ssize_t)sizeof d ||
+		    d.d_tag == DT_NULL)
+			break;
+		char name[256];
+		if (d.d_tag != DT_NEEDED || nlen >= sizeof name)
+			continue;
+		ssize_t n = pread(fd, name, nlen + 1, (off_t)(stroff + d.d_un.d_val));
+		found = n == (ssize_t)(nlen + 1) && !memcmp(name, need, nlen) && !name[nlen];
+	}
+out:
+	close(fd);
+	return found;
+}
+
+/* Loads entry k of the list where it was, the entries it needs that are
+ * not loaded yet first (so that they are placed, not pulled in by it). */
+static void load_lib(const struct lib_list *ll, size_t k, unsigned depth)
+{
+	const struct lib_want *w = &ll->v[k];
+	if (depth > 16 || dl_iterate_phdr(lib_named, (void *)w))
+		return;
+	char name[PATH_MAX];
+	memcpy(name, w->name, w->name_len);
+	name[w->name_len] = 0;
+	for (size_t j = 0; j < ll->n; j++) {
+		const struct lib_want *o = &ll->v[j];
+		if (j == k || dl_iterate_phdr(lib_named, (void *)o))
+			continue;
+		const unsigned char *slash = memrchr(o->name, '/', o->name_len);
+		char file[256];
+		size_t flen = o->name_len - (size_t)(slash + 1 - o->name);
+		if (!slash || flen >= sizeof file)
+			continue;
+		memcpy(file, slash + 1, flen);
+		file[flen] = 0;
+		if (elf_needs(name, file))
+			load_lib(ll, j, depth + 1);
+	}
+	uint64_t span = elf_span(name);
+	struct ckpt__rset held = {0};
+	if (span && w->base + span > w->base && hold_above(w->base, w->base + span, &held))
+		release(&held);
+	/* As Python loads its modules (RTLD_NOW, local: the scope a later
+	 * lookup sees is the restored loader's anyway).  Not closed: the
+	 * restored loader's lists name it.  One that does not load is left
+	 * to the checks to name. */
+	(void)dlopen(name, RTLD_NOW | RTLD_LOCAL);
+	release(&held);
+}
+
+void ckpt__resume_load_libs(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	uint64_t newest = ckpt__chain_newest_id(fd);
+	struct ckpt__chain c;
+	memset(&c, 0, sizeof c);
+	if (!newest) {
+		close(fd);
+		return;
+	}
+	if (ckpt__chain_open_upto(&c, dir, fd, newest)) { /* closed fd */
+		ckpt__clear_error();
+		return;
+	}
+	const struct ckpt__snap *s = ckpt__chain_find(&c, CKPT_LATEST);
+	struct lib_list ll = {0};
+	if (s && s->proc && !ckpt__proc_walk(s->proc, s->proc_size, want_lib, &ll))
+		for (size_t k = ll.n; k-- > 0;)
+			load_lib(&ll, k, 0);
+	ckpt__mem_array_free((void **)&ll.v, &ll.cap, sizeof *ll.v);
+	ckpt__chain_close(&c);
+	ckpt__clear_error();
 }
 
 struct walk_ctx {

@@ -45,6 +45,12 @@ struct ckpt__resume;
  * newest sound one already found damaged.  On success w is ready to go on
  * from that snapshot.  0 or CKPT_E* with ckpt_last_error saying what
  * differs. */
+/* ckpt run, before ckpt_open resumes the chain in dir: dlopen()s the
+ * objects the newest snapshot's record lists (LIB entries, in order) that
+ * this process has not loaded, so that the resume's checks of the loaded
+ * objects can pass.  Does nothing where there is no chain; failures are
+ * left to those checks to report. */
+CKPT__HIDDEN void ckpt__resume_load_libs(const char *dir);
 CKPT__HIDDEN int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 				   unsigned skip, struct ckpt__resume **out);
 CKPT__HIDDEN uint64_t ckpt__resume_id(const struct ckpt__resume *r);

@@ -4,6 +4,7 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  *   run-prog OUT STEPS [--threads N] [--ignore-usr1] [--handle-usr1]
+ *            [--dlopen LIB SYM] [--fork]
  *
  * Each step every worker (N pthreads, 0: the main thread alone) hashes its
  * own state, adds to a total under a mutex, and meets the others at a
@@ -13,13 +14,27 @@
  * program sets SIGUSR1 to SIG_IGN and checks, at the end, that sigaction
  * still reads SIG_IGN; with --handle-usr1 it counts SIGUSR1s in a handler
  * and prints the count on stderr at the end.
+ *
+ * --dlopen LIB SYM: once running (as Python loads its modules), dlopen()s
+ * LIB and each step calls SYM, a function of no argument returning a
+ * string (libz's zlibVersion), and writes the string on the line.
+ *
+ * --fork: every 25 steps a child writes a line "child S" at the file's
+ * offset (pwrite, after a flush) and exits; the parent waits for it and
+ * goes on after the line.  A child alive at a commit is not in a resumed
+ * process (its waitpid says ECHILD): the parent then forks it again, and
+ * the line, written at the same offset, is the same.
  */
+#include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAXT 16
 
@@ -57,6 +72,33 @@ static void *work(void *arg)
 	return NULL;
 }
 
+/* A child writes "child S" where the file is; 0 once it has. */
+static int child_line(FILE *f, int s)
+{
+	if (fflush(f))
+		return -1;
+	long off = ftell(f);
+	char line[32];
+	int len = snprintf(line, sizeof line, "child %d\n", s);
+	for (;;) {
+		pid_t pid = fork();
+		if (pid < 0)
+			return -1;
+		if (pid == 0)
+			_exit(pwrite(fileno(f), line, (size_t)len, off) == len ? 0 : 1);
+		int st;
+		pid_t w;
+		while ((w = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+			;
+		if (w == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+			break;
+		if (w == pid || errno != ECHILD)
+			return -1;
+		/* Resumed while the child was alive: it is not here. */
+	}
+	return fseek(f, off + len, SEEK_SET);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
@@ -65,7 +107,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	steps = atoi(argv[2]);
-	int ignore = 0, handle = 0;
+	int ignore = 0, handle = 0, forks = 0;
+	const char *lib = NULL, *sym = NULL;
 	for (int i = 3; i < argc; i++) {
 		if (!strcmp(argv[i], "--threads") && i + 1 < argc)
 			nthreads = atoi(argv[++i]);
@@ -73,6 +116,11 @@ int main(int argc, char **argv)
 			ignore = 1;
 		else if (!strcmp(argv[i], "--handle-usr1"))
 			handle = 1;
+		else if (!strcmp(argv[i], "--dlopen") && i + 2 < argc) {
+			lib = argv[++i];
+			sym = argv[++i];
+		} else if (!strcmp(argv[i], "--fork"))
+			forks = 1;
 	}
 	if (nthreads < 0 || nthreads > MAXT)
 		return 2;
@@ -87,6 +135,14 @@ int main(int argc, char **argv)
 	FILE *f = fopen(argv[1], "w");
 	if (!f)
 		return 1;
+	const char *(*fn)(void) = NULL;
+	if (lib) {
+		void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+		if (!h || !(fn = (const char *(*)(void))dlsym(h, sym))) {
+			fprintf(stderr, "run-prog: %s\n", dlerror());
+			return 1;
+		}
+	}
 	pthread_t t[MAXT];
 	if (nthreads) {
 		pthread_barrier_init(&bar, NULL, (unsigned)nthreads + 1);
@@ -102,7 +158,12 @@ int main(int argc, char **argv)
 		fprintf(f, "%d", s);
 		for (int i = 0; i < nthreads; i++)
 			fprintf(f, " %llx", acc[i]);
-		fprintf(f, " %llx %llx\n", acc[MAXT], total);
+		fprintf(f, " %llx %llx", acc[MAXT], total);
+		if (fn)
+			fprintf(f, " %s", fn());
+		fprintf(f, "\n");
+		if (forks && s % 25 == 0 && child_line(f, s))
+			return 1;
 		if (nthreads)
 			pthread_barrier_wait(&bar);
 		struct timespec ts = {0, 2000000};

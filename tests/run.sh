@@ -17,6 +17,18 @@
 #      each signal in its handler after the commit
 #   d  SIGTERM: a commit, then the program's own SIGTERM behaviour (the
 #      default: it ends by SIGTERM); the chain resumes to the end
+#   f  python3 (the interpreter's ELF file, not a wrapper script) running a
+#      numeric loop over a dict and a list, killed a random time after a
+#      commit and resumed: the state it writes at the end equals an
+#      uninterrupted run's.  Python dlopen()s its extension modules after it
+#      starts; the resume loads them again where they were.  And one of
+#      those modules gone before the resume: refused, naming it, the
+#      program not run.  Without python3 this is said and skipped; g
+#      checks the dlopen() case in any case.
+#   g  run-prog --dlopen libz.so.1 (loaded once running, called each
+#      step) and run-prog --fork (a child every 25 steps writes a line and
+#      exits; children are not checkpointed), killed after a commit twice
+#      and resumed: the output equals an uninterrupted run's
 #   e  a statically linked program is refused, naming why (skipped, and
 #      said, when the system has no static binary to try)
 #   all of it under CKPT_BACKEND=mprotect and =uffd (a back-end the kernel
@@ -53,10 +65,15 @@ nsnaps() {
 	ls "$1" 2>/dev/null | grep -c '^snap-'
 }
 
-# wait_snaps DIR N: until DIR holds more than N snapshots (10 s at most).
+# wait_snaps DIR N [PID ERR]: until DIR holds more than N snapshots (10 s
+# at most; PID, if given, must not end before: ERR holds its stderr).
 wait_snaps() {
 	i=0
 	while [ "$(nsnaps "$1")" -le "$2" ]; do
+		if [ -n "$3" ] && ! kill -0 "$3" 2>/dev/null; then
+			wait "$3"
+			fail "$1: the program ended (status $?) before its next commit: $(cat "$4")"
+		fi
 		i=$((i + 1))
 		[ $i -lt 1000 ] || fail "no commit in $1 after 10 s (it holds $(nsnaps "$1"))"
 		sleep 0.01
@@ -68,11 +85,15 @@ sleep_ms() {
 	sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"
 }
 
-# killed_after_commit PID DIR: SIGKILL a random time (0-100 ms) after
-# PID's next commit to DIR.
+# killed_after_commit PID DIR [ERR]: SIGKILL a random time (0-100 ms)
+# after PID's next commit to DIR (ERR: its stderr, for a failure).
 killed_after_commit() {
 	n=$(nsnaps "$2")
-	wait_snaps "$2" "$n"
+	if [ -n "$3" ]; then
+		wait_snaps "$2" "$n" "$1" "$3"
+	else
+		wait_snaps "$2" "$n"
+	fi
 	ms=$(rand 100)
 	sleep_ms "$ms"
 	kill -9 "$1" 2>/dev/null
@@ -145,9 +166,104 @@ check_backend() {
 	timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$be-term.err" ||
 		fail "$be-term: the resume failed: $(cat "$scratch/$be-term.err")"
 	cmp -s "$out" "$scratch/ref-t0.out" || fail "$be-term: the output differs"
+
+	for how in dlopen fork; do
+		[ $how = dlopen ] && [ -z "$libz" ] && continue
+		name=$be-$how
+		dir=$scratch/$name.chain out=$scratch/$name.out
+		say "g: $be, run-prog --$how, killed after a commit and resumed"
+		"$ckpt" run --every 150ms "$dir" -- "$prog" "$out" $STEPS $(opts_$how) \
+			2>"$scratch/$name.err" &
+		killed_after_commit $! "$dir" "$scratch/$name.err"
+		"$ckpt" resume "$dir" 2>>"$scratch/$name.err" &
+		killed_after_commit $! "$dir" "$scratch/$name.err"
+		timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
+		rc=$?
+		[ $rc -eq 0 ] || fail "$name: the last resume exited $rc: $(cat "$scratch/$name.err")"
+		cmp -s "$out" "$scratch/ref-$how.out" ||
+			fail "$name: the output differs from an uninterrupted run's ($out)"
+		[ -s "$scratch/$name.err" ] && fail "$name: stderr: $(cat "$scratch/$name.err")"
+		rm -rf "$dir"
+	done
+
+	if [ -n "$python" ]; then
+		say "f: $be, python3, killed after a commit and resumed"
+		dir=$scratch/$be-py.chain out=$scratch/$be-py.out
+		"$ckpt" run --every 300ms "$dir" -- "$python" "$scratch/loop.py" "$out" $PYSTEPS \
+			2>"$scratch/$be-py.err" &
+		killed_after_commit $! "$dir"
+		timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$be-py.err"
+		rc=$?
+		[ $rc -eq 0 ] || fail "$be-py: the resume exited $rc: $(cat "$scratch/$be-py.err")"
+		cmp -s "$out" "$scratch/ref-py.out" ||
+			fail "$be-py: the output differs: $(cat "$out") against $(cat "$scratch/ref-py.out")"
+		[ -s "$scratch/$be-py.err" ] && fail "$be-py: stderr: $(cat "$scratch/$be-py.err")"
+
+		say "f: $be, python3, an extension module gone before the resume"
+		dir=$scratch/$be-pygone.chain out=$scratch/$be-pygone.out
+		mkdir -p "$scratch/pymod"
+		cp "$pymod" "$scratch/pymod/"
+		PYTHONPATH=$scratch/pymod "$ckpt" run --every 300ms "$dir" -- "$python" \
+			"$scratch/loop.py" "$out" $PYSTEPS 2>"$scratch/$be-pygone.err" &
+		killed_after_commit $! "$dir"
+		rm -rf "$scratch/pymod"
+		msg=$(timeout 60 "$ckpt" resume "$dir" 2>&1)
+		rc=$?
+		[ $rc -ne 0 ] || fail "$be-pygone: resumed without its module"
+		case $msg in
+		*"${pymod##*/} was loaded at"*"is not there in this process"*) ;;
+		*) fail "$be-pygone: the refusal does not name the module: $msg" ;;
+		esac
+		[ -e "$out" ] && fail "$be-pygone: the program ran on after the refusal"
+	fi
 }
 
 say "a: references"
+opts_fork() {
+	echo --fork
+}
+opts_dlopen() {
+	echo --dlopen "$libz" zlibVersion
+}
+libz=$( (/sbin/ldconfig -p || ldconfig -p) 2>/dev/null | sed -n 's/^[[:space:]]*libz\.so\.1 (libc6,x86-64) => //p' | head -n1)
+if [ -n "$libz" ]; then
+	"$prog" "$scratch/ref-dlopen.out" $STEPS $(opts_dlopen) || fail "run-prog --dlopen $libz failed"
+else
+	say "g: no libz.so.1 on this system: run-prog --dlopen is not tried"
+fi
+"$prog" "$scratch/ref-fork.out" $STEPS --fork || fail "run-prog --fork failed uninterrupted"
+grep -q "^child 575$" "$scratch/ref-fork.out" || fail "run-prog --fork: no child line for step 575"
+# python3 itself, not a wrapper script that would execute it (the preload
+# leaves the environment at the first program it starts in).
+python=
+PYSTEPS=2000000
+if command -v python3 >/dev/null 2>&1 &&
+	python=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) &&
+	[ -x "$python" ] && head -c4 "$python" | grep -q ELF; then
+	cat >"$scratch/loop.py" <<'EOF'
+import sys, zlib
+out, n = sys.argv[1], int(sys.argv[2])
+d, l, x = {}, [], 0
+for i in range(n):
+    x = (x * 31 + i) % 1000003
+    d[i % 997] = d.get(i % 997, 0) + x
+    l.append(x % 101)
+    if len(l) > 5000:
+        del l[:2500]
+with open(out, "w") as f:
+    f.write("%d %d %d %d %08x\n" % (x, sum(d.values()), len(l), sum(l), zlib.crc32(bytes(l))))
+EOF
+	"$python" "$scratch/loop.py" "$scratch/ref-py.out" $PYSTEPS || fail "python3 failed uninterrupted"
+	pymod=$("$python" -c 'import zlib; print(zlib.__file__)' 2>/dev/null)
+	case $pymod in
+	*.so) ;;
+	*) fail "python3's zlib is not an extension module it loads ($pymod)" ;;
+	esac
+	say "  python3: $python"
+else
+	python=
+	say "python3 is not installed (or not an ELF program): f is not tried; g checks a dlopen()"
+fi
 for t in 0 3; do
 	"$prog" "$scratch/ref-t$t.out" $STEPS --threads $t || fail "run-prog failed uninterrupted"
 done

@@ -6,8 +6,10 @@
  * Its constructor, before the program's main, opens the chain directory
  * CKPT_RUN_DIR names with CKPT_F_RESUME: a directory that holds a chain is
  * resumed there and then (ckpt_open does not return), an empty one starts
- * the chain.  Then tracking begins and ckpt's own thread (src/run.c)
- * commits every CKPT_RUN_EVERY_MS milliseconds and on each signal of
+ * the chain.  Before, the objects the chain's newest snapshot names and
+ * the process has not loaded (the program dlopen()ed them) are loaded
+ * again, so that they are where the resume's checks expect them.  Then
+ * tracking begins and ckpt's own thread (src/run.c) commits every CKPT_RUN_EVERY_MS milliseconds and on each signal of
  * CKPT_RUN_SIGNALS (numbers, comma-separated), with every program thread
  * stopped.  CKPT_RUN_STATUS_FD, if set, is a descriptor that receives one
  * JSON object a line for each commit.
@@ -24,6 +26,7 @@
  */
 #include <ckpt.h>
 
+#include "resume.h"
 #include "run.h"
 
 #include <errno.h>
@@ -84,6 +87,9 @@ __attribute__((constructor)) static void run_start(void)
 	}
 	if (ckpt__run_prepare(&o))
 		fail("cannot prepare");
+	/* What the program dlopen()ed after it started (Python's extension
+	 * modules), loaded again where there is a chain to resume. */
+	ckpt__resume_load_libs(dir);
 	ckpt_t *c;
 	ckpt_options opt = {.flags = CKPT_F_RESUME};
 	/* Returns only for a directory without a chain (or on failure). */
