@@ -31,6 +31,8 @@
 #      and resumed: the output equals an uninterrupted run's
 #   e  a statically linked program is refused, naming why (skipped, and
 #      said, when the system has no static binary to try)
+#   In a build with AddressSanitizer (resuming is not available there),
+#   `ckpt run` is refused, naming it, and nothing else is tried.
 #   all of it under CKPT_BACKEND=mprotect and =uffd (a back-end the kernel
 #   lacks is skipped, with the reason).  Exit: 0 pass, 1 fail, 77 skip.
 
@@ -52,6 +54,19 @@ for p in "$prog" "$ckpt" "$probe"; do
 done
 
 STEPS=600
+# A sanitizer build: `ckpt run` refuses, and says why.
+if ldd "$builddir/tools/.libs/ckpt" "$ckpt" 2>/dev/null | grep -q libasan; then
+	if out=$("$ckpt" run "${TMPDIR:-/tmp}/ckpt-run-asan.$$" -- "$prog" /dev/null 1 2>&1); then
+		fail "a build with AddressSanitizer ran a program under ckpt run: $out"
+	fi
+	case $out in
+	*AddressSanitizer*) ;;
+	*) fail "ckpt run refused without naming AddressSanitizer: $out" ;;
+	esac
+	[ -e "${TMPDIR:-/tmp}/ckpt-run-asan.$$" ] && fail "the refused ckpt run made its directory"
+	say "sanitizer build: ckpt run is refused as documented: $out"
+	exit 0
+fi
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-run.XXXXXX") || fail "mktemp -d"
 trap 'rm -rf "$scratch"' EXIT
 trap 'exit 1' HUP INT TERM
