@@ -17,6 +17,7 @@
 #include "rangeset.h"
 #include "restore.h"
 #include "resume.h"
+#include "run.h"
 #include "state.h"
 #include "threadrec.h"
 #include "track.h"
@@ -25,6 +26,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +133,9 @@ static int resume_chain(struct ckpt *c, const char *dir, int lazy)
 				/* The lazy fill goes on reading the chain after
 				 * the resume lets its reader go. */
 				ckpt__lazy_adopt_chain(&c->w->rd);
+				/* ckpt run's thread commits to the resumed
+				 * handle (if there is such a thread). */
+				ckpt__run_attach(c);
 				ckpt__resume_finish(r);
 			}
 			ckpt__lazy_cancel();
@@ -573,6 +578,73 @@ static __attribute__((noinline)) int commit_resumable(struct ckpt *c, uint64_t *
 		c->rec = b; /* the background write reads it */
 	else
 		ckpt__pbuf_free(&b);
+	return rc;
+}
+
+int ckpt__commit_detached(struct ckpt *c, uint64_t *id)
+{
+	ckpt__clear_error();
+	if (!c || !c->w || !c->resumable || c->as)
+		return ckpt__fail(CKPT_EINVAL, "ckpt run: the handle is not a resumable one "
+					       "without CKPT_F_ASYNC");
+	if (c->state != H_TRACKING)
+		return ckpt__fail(CKPT_ESTATE, "ckpt run: not tracking");
+	ckpt__lazy_finish();
+	/* Every program thread stopped, none in ckpt's code or the dynamic
+	 * linker's: a thread caught there is let go and all are stopped
+	 * again a moment later. */
+	int rc = 0, tid = 0;
+	for (int attempt = 0;; attempt++) {
+		rc = ckpt__threads_stop();
+		if (rc)
+			return rc;
+		if (!(tid = ckpt__threads_unsafe()))
+			break;
+		ckpt__threads_go();
+		if (attempt == 1000)
+			return ckpt__fail(CKPT_EBUSY, "ckpt run: thread %d stayed inside ckpt or the "
+						      "dynamic linker for a second; no commit",
+					  tid);
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	ckpt__lazy_handover();
+	struct ckpt__pbuf b = {0};
+	for (size_t i = 0; i < c->excl.n; i++) {
+		uint64_t range[2] = {c->excl.r[i].lo, c->excl.r[i].hi};
+		ckpt__pbuf_add(&b, CKPT__PE_EXCL, range, sizeof range, NULL, 0);
+	}
+	/* The record is made with the threads stopped: the files' sizes and
+	 * offsets are those of the memory captured (no stdio buffer is
+	 * flushed twice or lost), and no lock the record takes is held. */
+	rc = ckpt__resume_record_detached(&b, (uintptr_t)c, ckpt__threads_main_fs(), c->w);
+	if (rc)
+		rc = ckpt__fail(rc == CKPT_ENOMEM ? rc : CKPT_EIO,
+				"ckpt run: cannot record the process: %s", ckpt_last_error());
+	if (!rc && (rc = ckpt__threads_record(&b, 0)) != 0)
+		rc = ckpt__fail(rc, "ckpt run: cannot record the threads");
+	if (!rc)
+		rc = ckpt__pipes_record(&b, NULL);
+	if (!rc) {
+		c->w->proc = b.p;
+		c->w->proc_size = b.n;
+		struct ckpt__pending *pd = ckpt__mem_alloc(sizeof *pd);
+		if (!pd)
+			rc = ckpt__fail(CKPT_ENOMEM, "ckpt run: out of memory");
+		/* This thread is ckpt's, not the program's. */
+		else if (!(rc = ckpt__commit_prepare(c->w, pd, 1))) {
+			rc = ckpt__commit_write(c->w->dirfd, pd);
+			ckpt__commit_finish(c->w, pd, rc, id);
+		}
+		if (pd)
+			ckpt__mem_free(pd, sizeof *pd);
+		c->w->proc = NULL;
+		c->w->proc_size = 0;
+	}
+	ckpt__threads_go();
+	ckpt__pbuf_free(&b);
+	if (!rc)
+		c->commits++;
 	return rc;
 }
 

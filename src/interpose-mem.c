@@ -20,6 +20,7 @@
 #endif
 #include "interpose.h"
 #include "lazy.h"
+#include "run.h"
 #include "track-mprotect.h"
 #include "track.h"
 
@@ -252,7 +253,7 @@ static const sigset_t *open_segv(const sigset_t *set, sigset_t *buf)
 
 CKPT__EXPORT int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
-	if (ckpt__mp_sigaction_hook(sig, act, old))
+	if (ckpt__mp_sigaction_hook(sig, act, old) || ckpt__run_sigaction_hook(sig, act, old))
 		return 0;
 	if (act && sigismember(&act->sa_mask, SIGSEGV)) {
 		struct sigaction n = *act;
@@ -267,7 +268,7 @@ static sighandler_t virtual_signal(int sig, sighandler_t h, int flags, int *take
 	struct sigaction n = {0}, o;
 	n.sa_handler = h;
 	n.sa_flags = flags;
-	*taken = ckpt__mp_sigaction_hook(sig, &n, &o);
+	*taken = ckpt__mp_sigaction_hook(sig, &n, &o) || ckpt__run_sigaction_hook(sig, &n, &o);
 	return o.sa_handler;
 }
 

@@ -53,11 +53,18 @@ enum {
 struct ckpt__pctx {
 	uint64_t rbx, rbp, r12, r13, r14, r15, rsp, rip;
 	uint32_t mxcsr;
-	uint16_t fpucw, pad;
+	uint16_t fpucw, flags; /* CKPT__PC_* (0 in records of earlier versions) */
 	uint64_t fs_base;
 	uint64_t handle;     /* the program's ckpt_t pointer */
 	uint32_t list_off, tid_off;
 };
+
+/* No program thread made the commit: a thread of ckpt's own did (`ckpt
+ * run`), with every program thread stopped.  The registers, stack pointer
+ * and return address are zero, there is no STACK entry, and every program
+ * thread, the main one included, has a THREAD entry; fs_base is the main
+ * thread's. */
+#define CKPT__PC_NOSELF 1u
 
 struct ckpt__psig {
 	uint32_t sig, pad;

@@ -54,8 +54,11 @@
 #include "pipes.h"
 #include "rangeset.h"
 #include "rethread.h"
+#include "run.h"
 #include "track.h"
 
+#include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -238,17 +241,25 @@ int ckpt__resume_norandom(void)
 
 /* ---- the record of a commit ----------------------------------------------------- */
 
+static int record_rest(struct ckpt__pbuf *b, const struct ckpt__chainw *w);
+
+/* The descriptor offsets of the thread whose pointer is fs and id tid,
+ * verified against this glibc (0 where they do not verify). */
+static void glibc_offsets(struct ckpt__pctx *ctx, int32_t tid)
+{
+	ctx->list_off = ctx->tid_off = 0;
+	if (ctx->fs_base && *(const int32_t *)(ctx->fs_base + GLIBC_TID_OFF) == tid) {
+		ctx->list_off = GLIBC_LIST_OFF;
+		ctx->tid_off = GLIBC_TID_OFF;
+	}
+}
+
 int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx,
 			const struct ckpt__chainw *w)
 {
 	ctx->fs_base = fs_base();
-	/* The descriptor offsets, verified against this glibc. */
-	ctx->list_off = ctx->tid_off = 0;
-	if (ctx->fs_base &&
-	    *(const int32_t *)(ctx->fs_base + GLIBC_TID_OFF) == (int32_t)syscall(SYS_gettid)) {
-		ctx->list_off = GLIBC_LIST_OFF;
-		ctx->tid_off = GLIBC_TID_OFF;
-	}
+	ctx->flags = 0;
+	glibc_offsets(ctx, (int32_t)syscall(SYS_gettid));
 	ckpt__pbuf_add(b, CKPT__PE_CTX, ctx, sizeof *ctx, NULL, 0);
 	/* The stack, from the saved pointer to the top of its mapping. */
 	struct ckpt__maps m = {0};
@@ -264,6 +275,26 @@ int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx,
 	ckpt__maps_free(&m);
 	if (i < 0)
 		return ckpt__fail(CKPT_EINTERNAL, "ckpt_commit: the stack pointer is in no mapping");
+	return record_rest(b, w);
+}
+
+int ckpt__resume_record_detached(struct ckpt__pbuf *b, uintptr_t handle, uintptr_t main_fs,
+				 const struct ckpt__chainw *w)
+{
+	struct ckpt__pctx ctx;
+	memset(&ctx, 0, sizeof ctx);
+	ctx.flags = CKPT__PC_NOSELF;
+	ctx.handle = handle;
+	ctx.fs_base = main_fs;
+	glibc_offsets(&ctx, (int32_t)getpid());
+	ckpt__pbuf_add(b, CKPT__PE_CTX, &ctx, sizeof ctx, NULL, 0);
+	return record_rest(b, w);
+}
+
+/* What both kinds of record hold after the registers. */
+static int record_rest(struct ckpt__pbuf *b, const struct ckpt__chainw *w)
+{
+	int rc;
 	/* The chain's descriptors: its directory and lock, and the reader's
 	 * (a restore opens it), snapshots included. */
 	size_t nsnaps = w->rd_open ? w->rd.n : 0, nown = 0;
@@ -308,6 +339,7 @@ struct ckpt__resume {
 	uint64_t newest;       /* the newest id in the directory */
 	struct ckpt__pctx ctx;
 	int have_ctx;
+	int noself; /* no program thread committed (CKPT__PC_NOSELF) */
 	uintptr_t stack_lo, stack_hi;
 	const unsigned char *stack; /* in the snapshot's record */
 	uint64_t sigmask;
@@ -341,6 +373,14 @@ struct ckpt__resume {
 	uintptr_t main_fs;         /* the main thread's thread pointer */
 	uintptr_t main_stack_hi;   /* and the end of its stack */
 };
+
+/* Whether the resume creates threads again: the record has more than one,
+ * or no program thread committed (then even a lone main thread comes back
+ * from its THREAD entry, not from the CTX one). */
+static int threaded(const struct ckpt__resume *r)
+{
+	return r->thr.n > 1 || r->noself;
+}
 
 static char *dupn(const unsigned char *p, size_t n)
 {
@@ -398,6 +438,242 @@ static int count_lib(struct dl_phdr_info *info, size_t size, void *arg)
 	return 0;
 }
 
+/* ckpt run's resume: the objects the program dlopen()ed after it started
+ * (Python's extension modules) are loaded again before the checks below
+ * compare them.  The loader maps an object where the kernel puts a mapping
+ * of its size: the highest free range below the others.  So that it is
+ * where it was, every free range above its old place is reserved for the
+ * time of the dlopen (an object already loaded that it needs would be
+ * elsewhere: the entries are loaded from the last, the dependencies first).
+ * One that lands elsewhere anyway is refused by the checks as any other. */
+struct lib_want {
+	uint64_t base;
+	const unsigned char *name;
+	uint32_t name_len;
+};
+
+struct lib_list {
+	struct lib_want *v;
+	size_t n, cap;
+};
+
+static int lib_named(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	const struct lib_want *w = arg;
+	const char *cur = info->dlpi_name ? info->dlpi_name : "";
+	return strlen(cur) == w->name_len && !memcmp(cur, w->name, w->name_len);
+}
+
+static int want_lib(uint32_t type, const unsigned char *p, size_t len, void *arg)
+{
+	struct lib_list *ll = arg;
+	if (type != CKPT__PE_LIB)
+		return 0;
+	struct ckpt__plib l;
+	if (len < sizeof l)
+		return 1;
+	memcpy(&l, p, sizeof l);
+	/* Not the executable (no name) nor what is not a file (the vDSO). */
+	if ((uint64_t)l.name_len + l.bid_len != len - sizeof l || !l.name_len ||
+	    l.name_len >= PATH_MAX || p[sizeof l] != '/')
+		return 0;
+	if (ckpt__mem_grow((void **)&ll->v, &ll->cap, ll->n + 1, sizeof *ll->v))
+		return 1;
+	ll->v[ll->n++] = (struct lib_want){l.base, p + sizeof l, l.name_len};
+	return 0;
+}
+
+/* The bytes the loader maps for the ELF object at path: from its first
+ * loadable segment's page to its last one's end.  0 if unreadable. */
+static uint64_t elf_span(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	Elf64_Ehdr eh;
+	uint64_t lo = UINT64_MAX, hi = 0;
+	if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh && !memcmp(eh.e_ident, ELFMAG, SELFMAG) &&
+	    eh.e_ident[EI_CLASS] == ELFCLASS64 && eh.e_phentsize == sizeof(Elf64_Phdr) &&
+	    eh.e_phnum < 256) {
+		for (unsigned i = 0; i < eh.e_phnum; i++) {
+			Elf64_Phdr ph;
+			if (pread(fd, &ph, sizeof ph, (off_t)(eh.e_phoff + i * sizeof ph)) !=
+			    (ssize_t)sizeof ph) {
+				hi = 0;
+				break;
+			}
+			if (ph.p_type != PT_LOAD)
+				continue;
+			if (ph.p_vaddr < lo)
+				lo = ph.p_vaddr;
+			if (ph.p_vaddr + ph.p_memsz > hi)
+				hi = ph.p_vaddr + ph.p_memsz;
+		}
+	}
+	close(fd);
+	if (!hi || hi <= lo)
+		return 0;
+	uint64_t pg = ckpt__pagesize;
+	return ((hi + pg - 1) & ~(pg - 1)) - (lo & ~(pg - 1));
+}
+
+/* Reserves each free range above `from` below the highest mapping under
+ * the stack; the ranges taken are added to *held.  0, or -1 if [at, from)
+ * is not free (then nothing is held). */
+static int hold_above(uintptr_t at, uintptr_t from, struct ckpt__rset *held)
+{
+	struct ckpt__maps m = {0};
+	if (ckpt__maps_read(&m))
+		return -1;
+	int rc = 0;
+	for (size_t k = 0; k < m.n && !rc; k++)
+		if (m.v[k].start < from && m.v[k].end > at)
+			rc = -1;
+	for (size_t k = 0; k + 1 < m.n && !rc; k++) {
+		uintptr_t lo = m.v[k].end, hi = m.v[k + 1].start;
+		if (!strcmp(m.v[k + 1].path, "[stack]") || hi <= from || hi <= lo)
+			continue;
+		if (lo < from)
+			lo = from;
+		void *p = mmap((void *)lo, hi - lo, PROT_NONE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+		if (p == MAP_FAILED)
+			continue;
+		if (p != (void *)lo || ckpt__rset_add(held, lo, hi)) {
+			munmap(p, hi - lo);
+			rc = -1;
+		}
+	}
+	ckpt__maps_free(&m);
+	return rc;
+}
+
+static void release(struct ckpt__rset *held)
+{
+	for (size_t k = 0; k < held->n; k++)
+		munmap((void *)held->r[k].lo, held->r[k].hi - held->r[k].lo);
+	ckpt__rset_free(held);
+}
+
+/* Whether the ELF object at path names `need` (a file name) in DT_NEEDED. */
+static int elf_needs(const char *path, const char *need)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	Elf64_Ehdr eh;
+	Elf64_Phdr ph[64], *dyn = NULL;
+	int found = 0;
+	if (pread(fd, &eh, sizeof eh, 0) != (ssize_t)sizeof eh || memcmp(eh.e_ident, ELFMAG, SELFMAG) ||
+	    eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr) ||
+	    eh.e_phnum > 64 ||
+	    pread(fd, ph, eh.e_phnum * sizeof *ph, (off_t)eh.e_phoff) !=
+		    (ssize_t)(eh.e_phnum * sizeof *ph))
+		goto out;
+	for (unsigned i = 0; i < eh.e_phnum; i++)
+		if (ph[i].p_type == PT_DYNAMIC)
+			dyn = &ph[i];
+	if (!dyn)
+		goto out;
+	/* DT_STRTAB is an address: its file offset is that of the segment
+	 * that holds it. */
+	uint64_t strtab = 0, stroff = 0;
+	int have_str = 0;
+	Elf64_Dyn d;
+	for (uint64_t o = 0; o + sizeof d <= dyn->p_filesz && o < 65536; o += sizeof d) {
+		if (pread(fd, &d, sizeof d, (off_t)(dyn->p_offset + o)) != (ssize_t)sizeof d ||
+		    d.d_tag == DT_NULL)
+			break;
+		if (d.d_tag == DT_STRTAB)
+			strtab = d.d_un.d_ptr;
+	}
+	for (unsigned i = 0; i < eh.e_phnum; i++)
+		if (ph[i].p_type == PT_LOAD && strtab >= ph[i].p_vaddr &&
+		    strtab < ph[i].p_vaddr + ph[i].p_filesz) {
+			stroff = strtab - ph[i].p_vaddr + ph[i].p_offset;
+			have_str = 1;
+		}
+	if (!have_str)
+		goto out;
+	size_t nlen = strlen(need);
+	for (uint64_t o = 0; !found && o + sizeof d <= dyn->p_filesz && o < 65536; o += sizeof d) {
+		if (pread(fd, &d, sizeof d, (off_t)(dyn->p_offset + o)) != (ssize_t)sizeof d ||
+		    d.d_tag == DT_NULL)
+			break;
+		char name[256];
+		if (d.d_tag != DT_NEEDED || nlen >= sizeof name)
+			continue;
+		ssize_t n = pread(fd, name, nlen + 1, (off_t)(stroff + d.d_un.d_val));
+		found = n == (ssize_t)(nlen + 1) && !memcmp(name, need, nlen) && !name[nlen];
+	}
+out:
+	close(fd);
+	return found;
+}
+
+/* Loads entry k of the list where it was, the entries it needs that are
+ * not loaded yet first (so that they are placed, not pulled in by it). */
+static void load_lib(const struct lib_list *ll, size_t k, unsigned depth)
+{
+	const struct lib_want *w = &ll->v[k];
+	if (depth > 16 || dl_iterate_phdr(lib_named, (void *)w))
+		return;
+	char name[PATH_MAX];
+	memcpy(name, w->name, w->name_len);
+	name[w->name_len] = 0;
+	for (size_t j = 0; j < ll->n; j++) {
+		const struct lib_want *o = &ll->v[j];
+		if (j == k || dl_iterate_phdr(lib_named, (void *)o))
+			continue;
+		const unsigned char *slash = memrchr(o->name, '/', o->name_len);
+		char file[256];
+		size_t flen = o->name_len - (size_t)(slash + 1 - o->name);
+		if (!slash || flen >= sizeof file)
+			continue;
+		memcpy(file, slash + 1, flen);
+		file[flen] = 0;
+		if (elf_needs(name, file))
+			load_lib(ll, j, depth + 1);
+	}
+	uint64_t span = elf_span(name);
+	struct ckpt__rset held = {0};
+	if (span && w->base + span > w->base && hold_above(w->base, w->base + span, &held))
+		release(&held);
+	/* As Python loads its modules (RTLD_NOW, local: the scope a later
+	 * lookup sees is the restored loader's anyway).  Not closed: the
+	 * restored loader's lists name it.  One that does not load is left
+	 * to the checks to name. */
+	(void)dlopen(name, RTLD_NOW | RTLD_LOCAL);
+	release(&held);
+}
+
+void ckpt__resume_load_libs(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	uint64_t newest = ckpt__chain_newest_id(fd);
+	struct ckpt__chain c;
+	memset(&c, 0, sizeof c);
+	if (!newest) {
+		close(fd);
+		return;
+	}
+	if (ckpt__chain_open_upto(&c, dir, fd, newest)) { /* closed fd */
+		ckpt__clear_error();
+		return;
+	}
+	const struct ckpt__snap *s = ckpt__chain_find(&c, CKPT_LATEST);
+	struct lib_list ll = {0};
+	if (s && s->proc && !ckpt__proc_walk(s->proc, s->proc_size, want_lib, &ll))
+		for (size_t k = ll.n; k-- > 0;)
+			load_lib(&ll, k, 0);
+	ckpt__mem_array_free((void **)&ll.v, &ll.cap, sizeof *ll.v);
+	ckpt__chain_close(&c);
+	ckpt__clear_error();
+}
+
 struct walk_ctx {
 	struct ckpt__resume *r;
 	size_t nlibs;
@@ -416,6 +692,7 @@ static int take(uint32_t type, const unsigned char *p, size_t len, void *arg)
 			return CKPT_ECORRUPT;
 		memcpy(&r->ctx, p, len);
 		r->have_ctx = 1;
+		r->noself = (r->ctx.flags & CKPT__PC_NOSELF) != 0;
 		break;
 	case CKPT__PE_STACK: {
 		uint64_t range[2];
@@ -650,7 +927,7 @@ static int check_layout(struct ckpt__resume *r, const struct ckpt__snap *s, uint
 		return rc;
 	uintptr_t top = stack_top(&m);
 	const char *name = s->name;
-	if (!r->have_ctx || !r->stack)
+	if (!r->have_ctx || (!r->stack && !r->noself))
 		rc = ckpt__fail(CKPT_ECORRUPT, "%s: the process record has no registers or stack",
 				name);
 	else if (!r->ctx.list_off)
@@ -742,11 +1019,15 @@ static int threads_of(struct ckpt__resume *r, const struct ckpt__snap *s)
 {
 	r->main_fs = r->ctx.fs_base;
 	r->main_stack_hi = r->stack_hi;
-	if (s->h.nthreads > 1 && r->thr.n < 2)
+	if (r->noself && (r->stack || r->thr.n < 1))
+		return ckpt__fail(CKPT_ECORRUPT, "%s: the process record has %s", s->name,
+				  r->stack ? "a committing thread's stack and says it has none"
+					   : "no thread");
+	if (s->h.nthreads > 1 && r->thr.n < 2 && !r->noself)
 		return ckpt__fail(CKPT_ENOTSUP, "ckpt_open: %s was written while the program ran %u "
 						"threads, without a record of them",
 				  s->name, s->h.nthreads);
-	if (r->thr.n < 2)
+	if (!threaded(r))
 		return 0;
 	uintptr_t lo = 0, hi = 0;
 	for (size_t i = 0; i < s->nmaps; i++)
@@ -755,6 +1036,7 @@ static int threads_of(struct ckpt__resume *r, const struct ckpt__snap *s)
 			hi = lo + s->maps[i].keep_len;
 		}
 	char why[256];
+	r->thr.noself = r->noself;
 	int rc = ckpt__rthreads_check(&r->thr, lo, hi, why, sizeof why);
 	if (rc)
 		return ckpt__fail(rc, "ckpt_open: %s: %s", s->name, why);
@@ -772,7 +1054,7 @@ static int threads_of(struct ckpt__resume *r, const struct ckpt__snap *s)
  * TLS block of memory no recorded thread's stack holds). */
 static int adopt_stacks(struct ckpt__resume *r)
 {
-	if (r->thr.n < 2 && !r->ntmem)
+	if (!threaded(r) && !r->ntmem)
 		return 0;
 	/* A thread's stack is the anonymous mapping holding its descriptor
 	 * (glibc puts it at the top), whatever stack it was running on. */
@@ -787,7 +1069,7 @@ static int adopt_stacks(struct ckpt__resume *r)
 			}
 		}
 	}
-	int rc = r->thr.n > 1 ? ckpt__rthreads_adopt(&r->thr) : 0;
+	int rc = threaded(r) ? ckpt__rthreads_adopt(&r->thr) : 0;
 	for (size_t i = 0; !rc && i < r->ntmem; i++) {
 		uint64_t lo = r->tmem[i].lo;
 		int live = 0;
@@ -941,7 +1223,7 @@ static int precreate(struct ckpt__resume *r)
 	/* With threads: their stacks and guard pages (anonymous private
 	 * mappings of the record, not snapshot memory) must be where they
 	 * were before ckpt allocates more. */
-	for (size_t i = 0; !rc && (r->thr.n > 1 || r->ntmem) && i < r->nvmas; i++) {
+	for (size_t i = 0; !rc && (threaded(r) || r->ntmem) && i < r->nvmas; i++) {
 		const struct rvma *o = &r->vmas[i];
 		if (o->path[0] || (o->v.perms & CKPT__PV_SHARED))
 			continue;
@@ -968,11 +1250,11 @@ static int precreate(struct ckpt__resume *r)
 	}
 	/* Every thread's stack must be there now (ckpt's own memory may be
 	 * in the way, which nothing here can move). */
-	if (!rc && r->thr.n > 1) {
+	if (!rc && threaded(r)) {
 		ckpt__maps_free(&m);
 		rc = ckpt__maps_read(&m);
 	}
-	for (size_t i = 0; !rc && r->thr.n > 1 && i < r->thr.n; i++) {
+	for (size_t i = 0; !rc && threaded(r) && i < r->thr.n; i++) {
 		const struct ckpt__pthread *t = &r->thr.t[i].rec;
 		if ((long)i == r->thr.main)
 			continue;
@@ -1274,7 +1556,7 @@ int ckpt__resume_before(void *arg)
 		rc = ckpt__pipes_make(&r->pipes);
 	/* The other threads, parked until memory is back: the last thing
 	 * that may fail (a limit on threads) before the process changes. */
-	if (!rc && r->thr.n > 1)
+	if (!rc && threaded(r))
 		rc = ckpt__rthreads_spawn(&r->thr);
 	if (rc) {
 		if (cwd >= 0)
@@ -1357,14 +1639,18 @@ __attribute__((no_stack_protector)) static void put_back(uintptr_t lo, uintptr_t
 __attribute__((noreturn, noinline, no_stack_protector)) static void finish(void *arg)
 {
 	struct ckpt__resume *r = arg;
-	put_back(r->stack_lo, r->stack_hi, r->stack);
+	if (r->stack)
+		put_back(r->stack_lo, r->stack_hi, r->stack);
 	for (size_t i = 0; i < r->ntmem; i++)
 		put_back(r->tmem[i].lo, r->tmem[i].hi, r->tmem[i].bytes);
 	/* glibc's descriptor as it was, but for what is this thread's. */
 	memcpy((void *)r->tcb_lo, r->tcb, r->tcb_len);
+	/* A thread of ckpt's that the resumed program had (ckpt run's) goes
+	 * on too; it waits for its first commit, by then the others run. */
+	ckpt__run_resumed();
 	/* With threads, glibc's lists name exactly the recorded ones: each
 	 * is created again and given its id. */
-	if (r->thr.n > 1)
+	if (threaded(r))
 		ckpt__rthreads_go(&r->thr);
 	ckpt__rthreads_settle_cached(&r->thr);
 	*(int32_t *)(r->ctx.fs_base + r->ctx.tid_off) = (int32_t)ckpt__raw_gettid();
@@ -1387,9 +1673,9 @@ void ckpt__resume_finish(struct ckpt__resume *r)
 	 * open, which the resumed handle does not need until a restore (it
 	 * opens it again then), and a commit of the resumed program must not
 	 * meet them.  The stack's bytes are in its memory: copied first. */
-	size_t n = r->stack_hi - r->stack_lo;
-	unsigned char *stack = ckpt__mem_alloc(n);
-	if (stack) {
+	size_t n = r->stack ? r->stack_hi - r->stack_lo : 0;
+	unsigned char *stack = n ? ckpt__mem_alloc(n) : NULL;
+	if (stack || !n) {
 		memcpy(stack, r->stack, n);
 		r->stack = stack;
 		r->snap = NULL;

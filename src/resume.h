@@ -26,6 +26,13 @@ CKPT__HIDDEN int ckpt__resume_norandom(void);
  * directory. */
 CKPT__HIDDEN int ckpt__resume_record(struct ckpt__pbuf *b, struct ckpt__pctx *ctx,
 				     const struct ckpt__chainw *w);
+/* The record of a commit no program thread made (ckpt run: a thread of
+ * ckpt's own, every program thread stopped and recorded by
+ * ckpt__threads_record): a CTX entry with CKPT__PC_NOSELF, the handle's
+ * address and the main thread's thread pointer, no STACK entry; the rest as
+ * ckpt__resume_record. */
+CKPT__HIDDEN int ckpt__resume_record_detached(struct ckpt__pbuf *b, uintptr_t handle,
+					      uintptr_t main_fs, const struct ckpt__chainw *w);
 
 struct ckpt__resume;
 
@@ -38,6 +45,12 @@ struct ckpt__resume;
  * newest sound one already found damaged.  On success w is ready to go on
  * from that snapshot.  0 or CKPT_E* with ckpt_last_error saying what
  * differs. */
+/* ckpt run, before ckpt_open resumes the chain in dir: dlopen()s the
+ * objects the newest snapshot's record lists (LIB entries, in order) that
+ * this process has not loaded, so that the resume's checks of the loaded
+ * objects can pass.  Does nothing where there is no chain; failures are
+ * left to those checks to report. */
+CKPT__HIDDEN void ckpt__resume_load_libs(const char *dir);
 CKPT__HIDDEN int ckpt__resume_load(struct ckpt__chainw *w, const char *dir, uintptr_t handle,
 				   unsigned skip, struct ckpt__resume **out);
 CKPT__HIDDEN uint64_t ckpt__resume_id(const struct ckpt__resume *r);

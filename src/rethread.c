@@ -160,7 +160,9 @@ int ckpt__rthreads_check(struct ckpt__rthreads *g, uintptr_t tcb_lo, uintptr_t t
 				 r->tid, r->name, r->fs_base ? "another thread's" : "no");
 			return CKPT_ENOTSUP;
 		}
-	if (g->self < 0 || g->main < 0) {
+	if (g->noself && g->self >= 0)
+		goto corrupt;
+	if ((g->self < 0 && !g->noself) || g->main < 0) {
 		snprintf(why, whysz, "the record names no %s thread",
 			 g->self < 0 ? "committing" : "main");
 		return CKPT_ECORRUPT;

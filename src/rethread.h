@@ -35,7 +35,9 @@ struct ckpt__rthr {
 struct ckpt__rthreads {
 	struct ckpt__rthr *t;
 	size_t n, cap;
-	long main, self;        /* indexes of the main and the committing thread */
+	long main, self;        /* indexes of the main and the committing thread (-1:
+				 * none, a commit of ckpt's own thread) */
+	int noself;             /* set before ckpt__rthreads_check: no thread commits */
 	const struct ckpt__pctx *ctx;
 	uint32_t tid_off;       /* glibc's tid in its descriptor */
 	unsigned go;            /* futex word: GO_* */

@@ -26,14 +26,18 @@
 #include "futex.h"
 #include "maps.h"
 #include "mem.h"
+#include "own-thread.h"
 #include "thread.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -520,7 +524,10 @@ int ckpt__threads_record(struct ckpt__pbuf *b, uint64_t sp)
 	}
 	prctl(PR_GET_NAME, self.name);
 	self.name[15] = '\0';
-	for (size_t i = 0; i <= S.n; i++) {
+	/* Called from a thread of ckpt's own (ckpt run): no program thread
+	 * commits, every one of them is a stopped one. */
+	int detached = ckpt__thread_is_own(S.self);
+	for (size_t i = detached; i <= S.n; i++) {
 		struct ckpt__pthread *r = i == 0 ? &self : &S.slots[i - 1].rec;
 		const void *xs = i == 0 ? NULL : S.slots[i - 1].xsave;
 		if (i > 0 && __atomic_load_n(&S.slots[i - 1].state, __ATOMIC_ACQUIRE) !=
@@ -574,6 +581,79 @@ int ckpt__threads_record(struct ckpt__pbuf *b, uint64_t sp)
 	return b->err ? CKPT_ENOMEM : 0;
 }
 
+uintptr_t ckpt__threads_main_fs(void)
+{
+	for (size_t i = 0; S.stopped && i < S.n; i++)
+		if (S.slots[i].rec.tid == S.pid &&
+		    __atomic_load_n(&S.slots[i].state, __ATOMIC_ACQUIRE) == ST(S.round, S_PARKED))
+			return S.slots[i].rec.fs_base;
+	return 0;
+}
+
+/* The code a thread must not be stopped in for a commit made from a thread
+ * of ckpt's own: ckpt's (the object holding this file, libckpt or a preload
+ * carrying it), libsigsegv's, and the dynamic linker's (which holds the
+ * loader's lock a capture takes).  Their executable mappings, found once. */
+#define UNSAFE_MAX 16
+static struct {
+	int done;
+	size_t n;
+	uintptr_t lo[UNSAFE_MAX], hi[UNSAFE_MAX];
+} U;
+
+extern void sigsegv_install_handler(void) __attribute__((weak));
+
+static void unsafe_ranges(void)
+{
+	if (U.done)
+		return;
+	char paths[3][PATH_MAX];
+	size_t np = 0;
+	Dl_info di;
+	if (dladdr((void *)ckpt__threads_stop, &di) && di.dli_fname && di.dli_fname[0])
+		realpath(di.dli_fname, paths[np]) ? np++ : 0;
+	if (sigsegv_install_handler && dladdr((void *)sigsegv_install_handler, &di) &&
+	    di.dli_fname && di.dli_fname[0])
+		realpath(di.dli_fname, paths[np]) ? np++ : 0;
+	struct ckpt__maps m = {0};
+	if (ckpt__maps_read(&m) != 0)
+		return;
+	/* The dynamic linker: the file mapped at AT_BASE. */
+	uintptr_t ld = (uintptr_t)getauxval(AT_BASE);
+	for (size_t i = 0; ld && i < m.n; i++)
+		if (m.v[i].start == ld && m.v[i].path[0] == '/') {
+			snprintf(paths[np++], PATH_MAX, "%s", m.v[i].path);
+			break;
+		}
+	for (size_t i = 0; i < m.n && U.n < UNSAFE_MAX; i++) {
+		if (!(m.v[i].perms & CKPT__VMA_X))
+			continue;
+		for (size_t k = 0; k < np; k++)
+			if (!strcmp(m.v[i].path, paths[k])) {
+				U.lo[U.n] = m.v[i].start;
+				U.hi[U.n++] = m.v[i].end;
+				break;
+			}
+	}
+	ckpt__maps_free(&m);
+	U.done = 1;
+}
+
+int ckpt__threads_unsafe(void)
+{
+	unsafe_ranges();
+	for (size_t i = 0; S.stopped && i < S.n; i++) {
+		const struct slot *sl = &S.slots[i];
+		if (__atomic_load_n(&sl->state, __ATOMIC_ACQUIRE) != ST(S.round, S_PARKED))
+			continue;
+		uintptr_t pc = sl->rec.gregs[REG_RIP];
+		for (size_t k = 0; k < U.n; k++)
+			if (pc >= U.lo[k] && pc < U.hi[k])
+				return sl->rec.tid;
+	}
+	return 0;
+}
+
 void ckpt__threads_go(void)
 {
 	if (!S.stopped)
@@ -609,5 +689,15 @@ int ckpt__threads_record(struct ckpt__pbuf *b, uint64_t sp)
 
 void ckpt__threads_go(void)
 {
+}
+
+uintptr_t ckpt__threads_main_fs(void)
+{
+	return 0;
+}
+
+int ckpt__threads_unsafe(void)
+{
+	return 0;
 }
 #endif

@@ -28,6 +28,14 @@ CKPT__HIDDEN int ckpt__threads_stop(void);
 /* Adds one CKPT__PE_THREAD entry per program thread, the caller's first
  * (its registers are the CTX entry's); `sp` is the caller's stack pointer. */
 CKPT__HIDDEN int ckpt__threads_record(struct ckpt__pbuf *b, uint64_t sp);
+/* Called from a thread of ckpt's own (ckpt run), ckpt__threads_stop stops
+ * every program thread, the main one too, and ckpt__threads_record adds no
+ * entry for the caller.  Then: the main thread's thread pointer (0 if it is
+ * not stopped), and the id of a stopped thread whose instruction pointer is
+ * in code of ckpt's, of libsigsegv's or of the dynamic linker's, where a
+ * commit must not catch it (0 if none is). */
+CKPT__HIDDEN uintptr_t ckpt__threads_main_fs(void);
+CKPT__HIDDEN int ckpt__threads_unsafe(void);
 /* Lets the stopped threads go on and ends the hold. */
 CKPT__HIDDEN void ckpt__threads_go(void);
 

@@ -19,10 +19,12 @@
 #include <ckpt.h>
 
 #include <ctype.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +88,7 @@ static int cmd_extract(const struct args *a);
 static int cmd_verify(const struct args *a);
 static int cmd_compact(const struct args *a);
 static int cmd_resume(const struct args *a);
+static int cmd_run(int argc, char **argv);
 
 static const struct command commands[] = {
 	{"ls", "DIR [--json]", "list the snapshots of the chain in DIR, or a job's epochs", NULL,
@@ -101,6 +104,8 @@ static const struct command commands[] = {
 	 cmd_compact, OPT_KEEP, 1},
 	{"resume", "DIR", "start the program of the chain again, resumed from its newest snapshot",
 	 NULL, cmd_resume, 0, 1},
+	{"run", "[--every DURATION] [--on SIGNAL[,SIGNAL]] DIR -- PROG [ARGS...]",
+	 "run PROG with commits to DIR every DURATION and on each SIGNAL", cmd_run, NULL, 0, 0},
 	{"help", "[COMMAND]", "this summary, or the usage of COMMAND", cmd_help, NULL, 0, 0},
 	{"version", "", "the versions of the tool and library", cmd_version, NULL, 0, 0},
 	{"errors", "[CODE...]", "the error codes, or what each CODE means", cmd_errors,
@@ -1296,4 +1301,231 @@ static int cmd_resume(const struct args *a)
 	fflush(NULL);
 	execve(li.exe, argv, envp);
 	return sys_failure(a->cmd, li.exe, "execve");
+}
+
+/* ---- run -------------------------------------------------------------------------- */
+
+#ifndef PKGLIBDIR
+#define PKGLIBDIR "/usr/local/lib/ckpt"
+#endif
+#define RUN_PRELOAD "libckpt-run.so"
+
+/* libckpt-run.so: $CKPT_RUN_PRELOAD, else beside this program in the build
+ * tree, else in pkglibdir.  An absolute path: the chain records it. */
+static int find_run_preload(char *out, size_t outsz)
+{
+	const char *env = getenv("CKPT_RUN_PRELOAD");
+	char buf[PATH_MAX];
+	if (env && *env)
+		return realpath(env, out) ? 0 : -1;
+	ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+	if (n > 0) {
+		buf[n] = '\0';
+		char *slash = strrchr(buf, '/');
+		const char *cands[] = {"/" RUN_PRELOAD, "/.libs/" RUN_PRELOAD, "/../lib/ckpt/" RUN_PRELOAD};
+		for (size_t i = 0; slash && i < sizeof cands / sizeof cands[0]; i++) {
+			char c[PATH_MAX + 64];
+			snprintf(c, sizeof c, "%.*s%s", (int)(slash - buf), buf, cands[i]);
+			if (access(c, R_OK) == 0 && realpath(c, out))
+				return 0;
+		}
+	}
+	(void)outsz;
+	return realpath(PKGLIBDIR "/" RUN_PRELOAD, out) ? 0 : -1;
+}
+
+/* PROG as execvp would find it. */
+static int find_program(const char *prog, char *out, size_t outsz)
+{
+	if (strchr(prog, '/')) {
+		snprintf(out, outsz, "%s", prog);
+		return access(out, X_OK);
+	}
+	const char *path = getenv("PATH");
+	if (!path)
+		path = "/usr/local/bin:/bin:/usr/bin";
+	for (const char *p = path;;) {
+		const char *e = strchr(p, ':');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+		snprintf(out, outsz, "%.*s/%s", (int)len, len ? p : ".", prog);
+		if (access(out, X_OK) == 0)
+			return 0;
+		if (!e)
+			return -1;
+		p = e + 1;
+	}
+}
+
+/* 1 if the ELF file at path has a program interpreter (a dynamically
+ * linked program), 0 if not, -1 if it is no 64-bit ELF file (a script: its
+ * interpreter is looked at instead by the caller). */
+static int has_interp(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	Elf64_Ehdr eh;
+	int r = -1;
+	if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh && !memcmp(eh.e_ident, ELFMAG, SELFMAG) &&
+	    eh.e_ident[EI_CLASS] == ELFCLASS64) {
+		r = 0;
+		for (unsigned i = 0; i < eh.e_phnum; i++) {
+			Elf64_Phdr ph;
+			if (pread(fd, &ph, sizeof ph, (off_t)(eh.e_phoff + (uint64_t)i * eh.e_phentsize)) !=
+			    (ssize_t)sizeof ph)
+				break;
+			if (ph.p_type == PT_INTERP)
+				r = 1;
+		}
+	}
+	close(fd);
+	return r;
+}
+
+/* "10m", "1s", "500ms", "2h", "30" (seconds) in milliseconds; 0 if bad. */
+static uint64_t parse_duration(const char *s)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || v <= 0)
+		return 0;
+	double ms = !strcmp(end, "ms") ? v
+		    : !*end || !strcmp(end, "s") ? v * 1e3
+		    : !strcmp(end, "m") ? v * 60e3
+		    : !strcmp(end, "h") ? v * 3600e3 : -1;
+	return ms >= 1 && ms < 1e15 ? (uint64_t)ms : 0;
+}
+
+static int signal_number(const char *s, size_t len)
+{
+	static const struct {
+		const char *name;
+		int sig;
+	} names[] = {{"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"USR1", SIGUSR1},
+		     {"USR2", SIGUSR2}, {"ALRM", SIGALRM}, {"TERM", SIGTERM}, {"CONT", SIGCONT},
+		     {"TSTP", SIGTSTP}, {"XCPU", SIGXCPU}, {"PWR", SIGPWR}};
+	char buf[32];
+	if (!len || len >= sizeof buf)
+		return 0;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	const char *n = strncmp(buf, "SIG", 3) ? buf : buf + 3;
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (!strcmp(n, names[i].name))
+			return names[i].sig;
+	char *end;
+	long v = strtol(buf, &end, 10);
+	return *end || v < 1 || v > 64 ? 0 : (int)v;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	const struct command *cmd = find_command("run");
+	uint64_t every_ms = 600000;
+	char sigs[256] = "";
+	int i = 1;
+	for (; i < argc && strcmp(argv[i], "--"); i++) {
+		const char *o = argv[i];
+		if (!strcmp(o, "--every") || !strcmp(o, "--on") || !strcmp(o, "--keep")) {
+			if (i + 1 >= argc)
+				return usage_error(cmd, "%s needs a value", o);
+			const char *v = argv[++i];
+			if (!strcmp(o, "--every")) {
+				if (!(every_ms = parse_duration(v)))
+					return usage_error(cmd, "--every '%s' is not a duration (10m, 1s, "
+								"500ms)",
+							   v);
+			} else if (!strcmp(o, "--on")) {
+				sigs[0] = '\0';
+				for (const char *p = v;;) {
+					const char *e = strchr(p, ',');
+					size_t len = e ? (size_t)(e - p) : strlen(p);
+					int sig = signal_number(p, len);
+					if (!sig || sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV ||
+					    sig == SIGBUS || sig == SIGRTMAX || sig == 32 || sig == 33)
+						return usage_error(cmd, "--on: '%.*s' is not a signal ckpt "
+									"can commit on",
+								   (int)len, p);
+					size_t at = strlen(sigs);
+					snprintf(sigs + at, sizeof sigs - at, "%s%d", at ? "," : "", sig);
+					if (!e)
+						break;
+					p = e + 1;
+				}
+			} else {
+				return usage_error(cmd, "--keep is not implemented yet: compact the chain "
+							"with ckpt compact once the program ended");
+			}
+		} else if (!strcmp(o, "--help")) {
+			command_usage(stdout, cmd);
+			return EXIT_OK;
+		} else if (o[0] == '-') {
+			return usage_error(cmd, "unknown option '%s'", o);
+		} else {
+			break;
+		}
+	}
+	if (i >= argc || !strcmp(argv[i], "--"))
+		return usage_error(cmd, "missing DIR");
+	const char *dir = argv[i++];
+	if (i >= argc || strcmp(argv[i], "--") || i + 1 >= argc)
+		return usage_error(cmd, "missing -- PROG");
+	char **prog = argv + i + 1;
+#if defined(__SANITIZE_ADDRESS__)
+	/* The preload, built as this program is, would need the sanitizer's
+	 * runtime loaded first, and a chain it wrote could not be resumed. */
+	fprintf(stderr, "ckpt run: not available in a build with AddressSanitizer: resuming is "
+			"not (its shadow memory is not snapshotted)\n");
+	return EXIT_FAIL;
+#endif
+	char path[PATH_MAX], preload[PATH_MAX], absdir[2 * PATH_MAX + 2];
+	if (find_program(prog[0], path, sizeof path) != 0) {
+		fprintf(stderr, "ckpt run: %s: no such program\n", prog[0]);
+		return EXIT_FAIL;
+	}
+	if (has_interp(path) == 0) {
+		fprintf(stderr, "ckpt run: %s is statically linked (no program interpreter): ckpt "
+				"run preloads libckpt into the program, which only a dynamically linked "
+				"program loads\n",
+			path);
+		return EXIT_FAIL;
+	}
+	if (find_run_preload(preload, sizeof preload) != 0) {
+		fprintf(stderr, "ckpt run: cannot find %s (looked beside this program and in %s; "
+				"CKPT_RUN_PRELOAD names it)\n",
+			RUN_PRELOAD, PKGLIBDIR);
+		return EXIT_FAIL;
+	}
+	if (dir[0] == '/') {
+		snprintf(absdir, sizeof absdir, "%s", dir);
+	} else {
+		char cwd[PATH_MAX];
+		if (!getcwd(cwd, sizeof cwd))
+			return sys_failure(cmd, ".", "getcwd");
+		snprintf(absdir, sizeof absdir, "%s/%s", cwd, dir);
+	}
+	const char *old = getenv("LD_PRELOAD");
+	char *ld = malloc(strlen(preload) + (old ? strlen(old) : 0) + 2);
+	if (!ld) {
+		fprintf(stderr, "ckpt run: out of memory\n");
+		return EXIT_FAIL;
+	}
+	sprintf(ld, "%s%s%s", preload, old && *old ? ":" : "", old && *old ? old : "");
+	char every[32];
+	snprintf(every, sizeof every, "%llu", (unsigned long long)every_ms);
+	if (setenv("LD_PRELOAD", ld, 1) || setenv("CKPT_RUN_DIR", absdir, 1) ||
+	    setenv("CKPT_RUN_EVERY_MS", every, 1) ||
+	    setenv("CKPT_RUN_SIGNALS", sigs[0] ? sigs : "10,15", 1)) {
+		fprintf(stderr, "ckpt run: setenv: %s\n", strerror(errno));
+		return EXIT_FAIL;
+	}
+	/* The layout a resume will need: the program's ckpt_open then need
+	 * not execute it again. */
+	int pers = personality(0xffffffff);
+	if (pers >= 0)
+		personality((unsigned long)pers | ADDR_NO_RANDOMIZE);
+	fflush(NULL);
+	execv(path, prog);
+	return sys_failure(cmd, path, "execv");
 }

@@ -1,0 +1,187 @@
+/*
+ * tests/run-prog.c - a program that knows nothing of ckpt, for tests/run.sh:
+ * `ckpt run` checkpoints it, the test kills and resumes it.
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ *   run-prog OUT STEPS [--threads N] [--ignore-usr1] [--handle-usr1]
+ *            [--dlopen LIB SYM] [--fork]
+ *
+ * Each step every worker (N pthreads, 0: the main thread alone) hashes its
+ * own state, adds to a total under a mutex, and meets the others at a
+ * barrier; then the main thread writes a line to OUT through stdio (its
+ * buffer is flushed by the library as it fills) and sleeps 2 ms.  The file
+ * is a deterministic function of STEPS and N.  With --ignore-usr1 the
+ * program sets SIGUSR1 to SIG_IGN and checks, at the end, that sigaction
+ * still reads SIG_IGN; with --handle-usr1 it counts SIGUSR1s in a handler
+ * and prints the count on stderr at the end.
+ *
+ * --dlopen LIB SYM: once running (as Python loads its modules), dlopen()s
+ * LIB and each step calls SYM, a function of no argument returning a
+ * string (libz's zlibVersion), and writes the string on the line.
+ *
+ * --fork: every 25 steps a child writes a line "child S" at the file's
+ * offset (pwrite, after a flush) and exits; the parent waits for it and
+ * goes on after the line.  A child alive at a commit is not in a resumed
+ * process (its waitpid says ECHILD): the parent then forks it again, and
+ * the line, written at the same offset, is the same.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAXT 16
+
+static pthread_barrier_t bar;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long long acc[MAXT + 1], total;
+static int nthreads, steps;
+static volatile sig_atomic_t usr1;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	usr1++;
+}
+
+static void step(long id, int s)
+{
+	unsigned long long h = acc[id] + (unsigned long long)s;
+	for (int k = 0; k < 50000; k++)
+		h = (h ^ (unsigned)(k + id)) * 1099511628211ull;
+	acc[id] = h;
+	pthread_mutex_lock(&mu);
+	total += h >> 8;
+	pthread_mutex_unlock(&mu);
+}
+
+static void *work(void *arg)
+{
+	long id = (long)arg;
+	for (int s = 0; s < steps; s++) {
+		step(id, s);
+		pthread_barrier_wait(&bar);
+		pthread_barrier_wait(&bar);
+	}
+	return NULL;
+}
+
+/* A child writes "child S" where the file is; 0 once it has. */
+static int child_line(FILE *f, int s)
+{
+	if (fflush(f))
+		return -1;
+	long off = ftell(f);
+	char line[32];
+	int len = snprintf(line, sizeof line, "child %d\n", s);
+	for (;;) {
+		pid_t pid = fork();
+		if (pid < 0)
+			return -1;
+		if (pid == 0)
+			_exit(pwrite(fileno(f), line, (size_t)len, off) == len ? 0 : 1);
+		int st;
+		pid_t w;
+		while ((w = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+			;
+		if (w == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+			break;
+		if (w == pid || errno != ECHILD)
+			return -1;
+		/* Resumed while the child was alive: it is not here. */
+	}
+	return fseek(f, off + len, SEEK_SET);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3) {
+		fprintf(stderr, "usage: run-prog OUT STEPS [--threads N] [--ignore-usr1] "
+				"[--handle-usr1]\n");
+		return 2;
+	}
+	steps = atoi(argv[2]);
+	int ignore = 0, handle = 0, forks = 0;
+	const char *lib = NULL, *sym = NULL;
+	for (int i = 3; i < argc; i++) {
+		if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+			nthreads = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--ignore-usr1"))
+			ignore = 1;
+		else if (!strcmp(argv[i], "--handle-usr1"))
+			handle = 1;
+		else if (!strcmp(argv[i], "--dlopen") && i + 2 < argc) {
+			lib = argv[++i];
+			sym = argv[++i];
+		} else if (!strcmp(argv[i], "--fork"))
+			forks = 1;
+	}
+	if (nthreads < 0 || nthreads > MAXT)
+		return 2;
+	if (ignore)
+		signal(SIGUSR1, SIG_IGN);
+	if (handle) {
+		struct sigaction sa = {0};
+		sa.sa_handler = on_usr1;
+		sa.sa_flags = SA_RESTART;
+		sigaction(SIGUSR1, &sa, NULL);
+	}
+	FILE *f = fopen(argv[1], "w");
+	if (!f)
+		return 1;
+	const char *(*fn)(void) = NULL;
+	if (lib) {
+		void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+		if (!h || !(fn = (const char *(*)(void))dlsym(h, sym))) {
+			fprintf(stderr, "run-prog: %s\n", dlerror());
+			return 1;
+		}
+	}
+	pthread_t t[MAXT];
+	if (nthreads) {
+		pthread_barrier_init(&bar, NULL, (unsigned)nthreads + 1);
+		for (long i = 0; i < nthreads; i++)
+			pthread_create(&t[i], NULL, work, (void *)i);
+	}
+	for (int s = 0; s < steps; s++) {
+		if (nthreads) {
+			pthread_barrier_wait(&bar);
+		} else {
+			step(MAXT, s);
+		}
+		fprintf(f, "%d", s);
+		for (int i = 0; i < nthreads; i++)
+			fprintf(f, " %llx", acc[i]);
+		fprintf(f, " %llx %llx", acc[MAXT], total);
+		if (fn)
+			fprintf(f, " %s", fn());
+		fprintf(f, "\n");
+		if (forks && s % 25 == 0 && child_line(f, s))
+			return 1;
+		if (nthreads)
+			pthread_barrier_wait(&bar);
+		struct timespec ts = {0, 2000000};
+		nanosleep(&ts, NULL);
+	}
+	for (int i = 0; i < nthreads; i++)
+		pthread_join(t[i], NULL);
+	if (fclose(f))
+		return 1;
+	if (ignore) {
+		struct sigaction sa;
+		sigaction(SIGUSR1, NULL, &sa);
+		if (sa.sa_handler != SIG_IGN) {
+			fprintf(stderr, "run-prog: SIGUSR1 is no longer ignored\n");
+			return 1;
+		}
+	}
+	if (handle)
+		fprintf(stderr, "usr1 %d\n", (int)usr1);
+	return 0;
+}

@@ -1,0 +1,316 @@
+#!/bin/sh
+# tests/run.sh - `ckpt run`: programs that know nothing of ckpt, committed by
+# ckpt's own thread, killed and resumed with `ckpt resume`.
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# tests/run-prog (see its source) writes a line per step to an output file;
+# the file is a function of its arguments alone.
+#
+#   a  the references: run-prog uninterrupted, with 0 and 3 worker threads
+#   b  under `ckpt run --every 150ms`, with 0 and 3 workers: killed
+#      (SIGKILL) a random time after a commit, resumed with `ckpt resume`,
+#      killed again after a commit of the resumed run, resumed to the end:
+#      the output file equals the reference, byte for byte
+#   c  a program that ignores SIGUSR1 (SIG_IGN), `--on USR1` and no timer:
+#      each SIGUSR1 makes a commit, and the program still reads SIG_IGN for
+#      it and ends normally; one with a handler of its own for SIGUSR1 gets
+#      each signal in its handler after the commit
+#   d  SIGTERM: a commit, then the program's own SIGTERM behaviour (the
+#      default: it ends by SIGTERM); the chain resumes to the end
+#   f  python3 (the interpreter's ELF file, not a wrapper script) running a
+#      numeric loop over a dict and a list, killed a random time after a
+#      commit and resumed: the state it writes at the end equals an
+#      uninterrupted run's.  Python dlopen()s its extension modules after it
+#      starts; the resume loads them again where they were.  And one of
+#      those modules gone before the resume: refused, naming it, the
+#      program not run.  Without python3 this is said and skipped; g
+#      checks the dlopen() case in any case.
+#   g  run-prog --dlopen libz.so.1 (loaded once running, called each
+#      step) and run-prog --fork (a child every 25 steps writes a line and
+#      exits; children are not checkpointed), killed after a commit twice
+#      and resumed: the output equals an uninterrupted run's
+#   e  a statically linked program is refused, naming why (skipped, and
+#      said, when the system has no static binary to try)
+#   In a build with AddressSanitizer (resuming is not available there),
+#   `ckpt run` is refused, naming it, and nothing else is tried.
+#   all of it under CKPT_BACKEND=mprotect and =uffd (a back-end the kernel
+#   lacks is skipped, with the reason).  Exit: 0 pass, 1 fail, 77 skip.
+
+top_builddir=${top_builddir:-.}
+fail() {
+	echo "run.sh: FAIL: $*" >&2
+	exit 1
+}
+say() {
+	echo "run.sh: $*"
+}
+
+builddir=$(cd "$top_builddir" && pwd) || fail "no build directory $top_builddir"
+prog=$builddir/tests/run-prog
+ckpt=$builddir/tools/ckpt
+probe=$builddir/tests/backend-probe
+for p in "$prog" "$ckpt" "$probe"; do
+	[ -x "$p" ] || fail "$p not built"
+done
+
+STEPS=600
+# A sanitizer build: `ckpt run` refuses, and says why.
+if ldd "$builddir/tools/.libs/ckpt" "$ckpt" 2>/dev/null | grep -q libasan; then
+	if out=$("$ckpt" run "${TMPDIR:-/tmp}/ckpt-run-asan.$$" -- "$prog" /dev/null 1 2>&1); then
+		fail "a build with AddressSanitizer ran a program under ckpt run: $out"
+	fi
+	case $out in
+	*AddressSanitizer*) ;;
+	*) fail "ckpt run refused without naming AddressSanitizer: $out" ;;
+	esac
+	[ -e "${TMPDIR:-/tmp}/ckpt-run-asan.$$" ] && fail "the refused ckpt run made its directory"
+	say "sanitizer build: ckpt run is refused as documented: $out"
+	exit 0
+fi
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-run.XXXXXX") || fail "mktemp -d"
+trap 'rm -rf "$scratch"' EXIT
+trap 'exit 1' HUP INT TERM
+
+rand() {
+	echo $(($(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % $1))
+}
+
+# nsnaps DIR: how many snapshots DIR holds.
+nsnaps() {
+	ls "$1" 2>/dev/null | grep -c '^snap-'
+}
+
+# wait_snaps DIR N [PID ERR]: until DIR holds more than N snapshots (10 s
+# at most; PID, if given, must not end before: ERR holds its stderr).
+wait_snaps() {
+	i=0
+	while [ "$(nsnaps "$1")" -le "$2" ]; do
+		if [ -n "$3" ] && ! kill -0 "$3" 2>/dev/null; then
+			wait "$3"
+			fail "$1: the program ended (status $?) before its next commit: $(cat "$4")"
+		fi
+		i=$((i + 1))
+		[ $i -lt 1000 ] || fail "no commit in $1 after 10 s (it holds $(nsnaps "$1"))"
+		sleep 0.01
+	done
+}
+
+# sleep_ms N
+sleep_ms() {
+	sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"
+}
+
+# killed_after_commit PID DIR [ERR]: SIGKILL a random time (0-100 ms)
+# after PID's next commit to DIR (ERR: its stderr, for a failure).
+killed_after_commit() {
+	n=$(nsnaps "$2")
+	if [ -n "$3" ]; then
+		wait_snaps "$2" "$n" "$1" "$3"
+	else
+		wait_snaps "$2" "$n"
+	fi
+	ms=$(rand 100)
+	sleep_ms "$ms"
+	kill -9 "$1" 2>/dev/null
+	wait "$1"
+	rc=$?
+	say "  killed $ms ms after commit $(($(nsnaps "$2"))) (status $rc)"
+	[ $rc -eq 137 ] || fail "the run ended (status $rc) before it was killed; make STEPS larger"
+}
+
+check_backend() {
+	be=$1
+	export CKPT_BACKEND=$be
+	for t in 0 3; do
+		name=$be-t$t
+		dir=$scratch/$name.chain out=$scratch/$name.out
+		say "b: $be, $t workers"
+		"$ckpt" run --every 150ms "$dir" -- "$prog" "$out" $STEPS --threads $t \
+			2>"$scratch/$name.err" &
+		killed_after_commit $! "$dir"
+		# ckpt resume executes the program: $! is its pid.
+		"$ckpt" resume "$dir" 2>>"$scratch/$name.err" &
+		killed_after_commit $! "$dir"
+		timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
+		rc=$?
+		[ $rc -eq 0 ] || fail "$name: the last resume exited $rc: $(cat "$scratch/$name.err")"
+		cmp -s "$out" "$scratch/ref-t$t.out" ||
+			fail "$name: the output differs from an uninterrupted run's ($out)"
+		[ -s "$scratch/$name.err" ] && fail "$name: stderr: $(cat "$scratch/$name.err")"
+		rm -rf "$dir"
+	done
+
+	say "c: $be, a program that ignores SIGUSR1, and one that handles it"
+	for how in ignore handle; do
+		dir=$scratch/$be-$how.chain out=$scratch/$be-$how.out
+		"$ckpt" run --every 1h --on USR1 "$dir" -- "$prog" "$out" $STEPS --$how-usr1 \
+			2>"$scratch/$be-$how.err" &
+		pid=$!
+		sleep 0.2
+		# After a commit the program gets the signal again (for its
+		# handler): one sent before that arrives coalesces with it
+		# (doc/RUN.md), so the next is sent a moment later.
+		for k in 1 2 3; do
+			kill -USR1 $pid
+			wait_snaps "$dir" $((k - 1))
+			sleep 0.1
+		done
+		wait $pid
+		rc=$?
+		[ $rc -eq 0 ] || fail "$be-$how: exited $rc: $(cat "$scratch/$be-$how.err")"
+		[ "$(nsnaps "$dir")" -eq 3 ] || fail "$be-$how: $(nsnaps "$dir") commits for 3 SIGUSR1"
+		cmp -s "$out" "$scratch/ref-t0.out" || fail "$be-$how: the output differs"
+		if [ $how = handle ]; then
+			grep -qx "usr1 3" "$scratch/$be-$how.err" ||
+				fail "$be-handle: the program's handler did not see 3 signals: $(cat "$scratch/$be-$how.err")"
+		else
+			[ -s "$scratch/$be-$how.err" ] && fail "$be-$how: stderr: $(cat "$scratch/$be-$how.err")"
+		fi
+	done
+
+	say "d: $be, SIGTERM commits, then ends the program; the chain resumes"
+	dir=$scratch/$be-term.chain out=$scratch/$be-term.out
+	"$ckpt" run --every 1h "$dir" -- "$prog" "$out" $STEPS 2>"$scratch/$be-term.err" &
+	pid=$!
+	sleep 0.3
+	kill -TERM $pid
+	wait $pid
+	rc=$?
+	[ $rc -eq 143 ] || fail "$be-term: status $rc after SIGTERM, not 143 (killed by it)"
+	[ "$(nsnaps "$dir")" -eq 1 ] || fail "$be-term: $(nsnaps "$dir") commits, not 1"
+	timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$be-term.err" ||
+		fail "$be-term: the resume failed: $(cat "$scratch/$be-term.err")"
+	cmp -s "$out" "$scratch/ref-t0.out" || fail "$be-term: the output differs"
+
+	for how in dlopen fork; do
+		[ $how = dlopen ] && [ -z "$libz" ] && continue
+		name=$be-$how
+		dir=$scratch/$name.chain out=$scratch/$name.out
+		say "g: $be, run-prog --$how, killed after a commit and resumed"
+		"$ckpt" run --every 150ms "$dir" -- "$prog" "$out" $STEPS $(opts_$how) \
+			2>"$scratch/$name.err" &
+		killed_after_commit $! "$dir" "$scratch/$name.err"
+		"$ckpt" resume "$dir" 2>>"$scratch/$name.err" &
+		killed_after_commit $! "$dir" "$scratch/$name.err"
+		timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
+		rc=$?
+		[ $rc -eq 0 ] || fail "$name: the last resume exited $rc: $(cat "$scratch/$name.err")"
+		cmp -s "$out" "$scratch/ref-$how.out" ||
+			fail "$name: the output differs from an uninterrupted run's ($out)"
+		[ -s "$scratch/$name.err" ] && fail "$name: stderr: $(cat "$scratch/$name.err")"
+		rm -rf "$dir"
+	done
+
+	if [ -n "$python" ]; then
+		say "f: $be, python3, killed after a commit and resumed"
+		dir=$scratch/$be-py.chain out=$scratch/$be-py.out
+		"$ckpt" run --every 300ms "$dir" -- "$python" "$scratch/loop.py" "$out" $PYSTEPS \
+			2>"$scratch/$be-py.err" &
+		killed_after_commit $! "$dir"
+		timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$be-py.err"
+		rc=$?
+		[ $rc -eq 0 ] || fail "$be-py: the resume exited $rc: $(cat "$scratch/$be-py.err")"
+		cmp -s "$out" "$scratch/ref-py.out" ||
+			fail "$be-py: the output differs: $(cat "$out") against $(cat "$scratch/ref-py.out")"
+		[ -s "$scratch/$be-py.err" ] && fail "$be-py: stderr: $(cat "$scratch/$be-py.err")"
+
+		say "f: $be, python3, an extension module gone before the resume"
+		dir=$scratch/$be-pygone.chain out=$scratch/$be-pygone.out
+		mkdir -p "$scratch/pymod"
+		cp "$pymod" "$scratch/pymod/"
+		PYTHONPATH=$scratch/pymod "$ckpt" run --every 300ms "$dir" -- "$python" \
+			"$scratch/loop.py" "$out" $PYSTEPS 2>"$scratch/$be-pygone.err" &
+		killed_after_commit $! "$dir"
+		rm -rf "$scratch/pymod"
+		msg=$(timeout 60 "$ckpt" resume "$dir" 2>&1)
+		rc=$?
+		[ $rc -ne 0 ] || fail "$be-pygone: resumed without its module"
+		case $msg in
+		*"${pymod##*/} was loaded at"*"is not there in this process"*) ;;
+		*) fail "$be-pygone: the refusal does not name the module: $msg" ;;
+		esac
+		[ -e "$out" ] && fail "$be-pygone: the program ran on after the refusal"
+	fi
+}
+
+say "a: references"
+opts_fork() {
+	echo --fork
+}
+opts_dlopen() {
+	echo --dlopen "$libz" zlibVersion
+}
+libz=$( (/sbin/ldconfig -p || ldconfig -p) 2>/dev/null | sed -n 's/^[[:space:]]*libz\.so\.1 (libc6,x86-64) => //p' | head -n1)
+if [ -n "$libz" ]; then
+	"$prog" "$scratch/ref-dlopen.out" $STEPS $(opts_dlopen) || fail "run-prog --dlopen $libz failed"
+else
+	say "g: no libz.so.1 on this system: run-prog --dlopen is not tried"
+fi
+"$prog" "$scratch/ref-fork.out" $STEPS --fork || fail "run-prog --fork failed uninterrupted"
+grep -q "^child 575$" "$scratch/ref-fork.out" || fail "run-prog --fork: no child line for step 575"
+# python3 itself, not a wrapper script that would execute it (the preload
+# leaves the environment at the first program it starts in).
+python=
+PYSTEPS=2000000
+if command -v python3 >/dev/null 2>&1 &&
+	python=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) &&
+	[ -x "$python" ] && head -c4 "$python" | grep -q ELF; then
+	cat >"$scratch/loop.py" <<'EOF'
+import sys, zlib
+out, n = sys.argv[1], int(sys.argv[2])
+d, l, x = {}, [], 0
+for i in range(n):
+    x = (x * 31 + i) % 1000003
+    d[i % 997] = d.get(i % 997, 0) + x
+    l.append(x % 101)
+    if len(l) > 5000:
+        del l[:2500]
+with open(out, "w") as f:
+    f.write("%d %d %d %d %08x\n" % (x, sum(d.values()), len(l), sum(l), zlib.crc32(bytes(l))))
+EOF
+	"$python" "$scratch/loop.py" "$scratch/ref-py.out" $PYSTEPS || fail "python3 failed uninterrupted"
+	pymod=$("$python" -c 'import zlib; print(zlib.__file__)' 2>/dev/null)
+	case $pymod in
+	*.so) ;;
+	*) fail "python3's zlib is not an extension module it loads ($pymod)" ;;
+	esac
+	say "  python3: $python"
+else
+	python=
+	say "python3 is not installed (or not an ELF program): f is not tried; g checks a dlopen()"
+fi
+for t in 0 3; do
+	"$prog" "$scratch/ref-t$t.out" $STEPS --threads $t || fail "run-prog failed uninterrupted"
+done
+
+skipped=
+for be in mprotect uffd; do
+	if why=$("$probe" $be 2>&1); then
+		check_backend $be
+	else
+		say "SKIP $be: $why"
+		skipped=1
+	fi
+done
+unset CKPT_BACKEND
+
+say "e: a statically linked program"
+static=
+for s in /sbin/ldconfig /usr/sbin/ldconfig /bin/busybox; do
+	if [ -x "$s" ] && ! LC_ALL=C readelf -l "$s" 2>/dev/null | grep -q INTERP; then
+		static=$s
+		break
+	fi
+done
+if [ -n "$static" ]; then
+	if msg=$("$ckpt" run "$scratch/static.chain" -- "$static" 2>&1); then
+		fail "ckpt run accepted the static binary $static"
+	fi
+	echo "$msg" | grep -q "statically linked" || fail "static binary refused without saying why: $msg"
+	say "  refused: $msg"
+else
+	say "  SKIP: no statically linked program found on this system"
+fi
+
+[ -n "$skipped" ] && exit 77
+exit 0
