@@ -47,28 +47,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "field.h"
+
 #define MIB ((size_t)1 << 20)
-#define MAXSTEPS 16
 #define BAR_ASYNC_SINGLE 1.5
 #define BAR_BYTES_FULL 0.1
 
 static size_t pagesz;
 static int rank, nranks;
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t xorshift64(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
 
 __attribute__((noreturn)) static void die(const char *what, const char *why)
 {
@@ -84,20 +70,6 @@ static void *map(size_t bytes)
 		die("mmap", strerror(errno));
 	madvise(p, bytes, MADV_NOHUGEPAGE);
 	return p;
-}
-
-/* A page of the field at time t (see bench/pause.c). */
-static void fill_page(float *f, size_t row, unsigned t, uint64_t *seed)
-{
-	size_t w = pagesz / sizeof(float);
-	float a = cosf(0.00037f * (float)row + 0.01f * (float)t),
-	      b = sinf(0.0021f * (float)(row % 100000));
-	for (size_t x = 0; x < w; x++) {
-		float sx = sinf(6.2831853f * (float)x / (float)w);
-		float cx = 0.5f * cosf(18.849556f * (float)x / (float)w);
-		float noise = (float)(xorshift64(seed) >> 40) / 16777216.0f - 0.5f;
-		f[x] = 100.0f * (sx * a + cx * b + 0.001f * noise);
-	}
 }
 
 /* The field and the choice of pages, the same in every mode. */
@@ -117,7 +89,7 @@ static void field_init(struct field *f, size_t bytes)
 	f->perm = map(f->npages * sizeof *f->perm);
 	f->seed = 0x2545f4914f6cdd1du + (uint64_t)rank * 7919;
 	for (size_t i = 0; i < f->npages; i++) {
-		fill_page((float *)(f->p + i * pagesz), i, 0, &f->seed);
+		fill_page((float *)(f->p + i * pagesz), pagesz, i, 0, &f->seed);
 		f->perm[i] = i;
 	}
 }
@@ -129,7 +101,7 @@ static void field_step(struct field *f, int s)
 		size_t j = i + xorshift64(&f->seed) % (f->npages - i), t = f->perm[i];
 		f->perm[i] = f->perm[j];
 		f->perm[j] = t;
-		fill_page((float *)(f->p + f->perm[i] * pagesz), f->perm[i], (unsigned)s + 1,
+		fill_page((float *)(f->p + f->perm[i] * pagesz), pagesz, f->perm[i], (unsigned)s + 1,
 			  &f->seed);
 	}
 }
@@ -138,20 +110,6 @@ struct fig {
 	double pause_ms[MAXSTEPS]; /* this rank's */
 	double bytes[MAXSTEPS];    /* this rank's snapshot file */
 };
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-	double t[MAXSTEPS];
-	memcpy(t, v, (size_t)n * sizeof *t);
-	qsort(t, (size_t)n, sizeof *t, cmp_d);
-	return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
-}
 
 /* A fresh directory under /tmp, made by rank 0 and told to all. */
 static void job_dir(char *out, size_t len, const char *what)

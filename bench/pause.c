@@ -41,6 +41,8 @@
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "field.h"
 #include <zstd.h>
 
 #define MIB ((size_t)1 << 20)
@@ -48,24 +50,8 @@
 #define CRIU_DUMP_MS 767.0 /* CRIU 4.2, full dump of this workload */
 #define BAR_ASYNC_MEMCPY 4.0
 #define BAR_SYNC_CRIU (1.0 / 3.0)
-#define MAXSTEPS 16
 
 static size_t pagesz;
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t xorshift64(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
 
 __attribute__((noreturn)) static void die(const char *what, const char *why)
 {
@@ -82,41 +68,11 @@ static void *map(size_t bytes)
 	return p;
 }
 
-/* One page of the field at time t: a row of a smooth two-dimensional
- * field with noise of 1/1000 of the amplitude in the low bits (no
- * allocation: it runs while tracking). */
-static void fill_page(float *f, size_t row, unsigned t, uint64_t *seed)
-{
-	size_t w = pagesz / sizeof(float);
-	float a = cosf(0.00037f * (float)row + 0.01f * (float)t),
-	      b = sinf(0.0021f * (float)(row % 100000));
-	for (size_t x = 0; x < w; x++) {
-		float sx = sinf(6.2831853f * (float)x / (float)w);
-		float cx = 0.5f * cosf(18.849556f * (float)x / (float)w);
-		float noise = (float)(xorshift64(seed) >> 40) / 16777216.0f - 0.5f;
-		f[x] = 100.0f * (sx * a + cx * b + 0.001f * noise);
-	}
-}
-
 struct fig {
 	double pause_ms[MAXSTEPS], wall_ms[MAXSTEPS], floor_ms[MAXSTEPS], wait_ms[MAXSTEPS];
 	double stored_mib[MAXSTEPS], raw_mib[MAXSTEPS], staged_mib[MAXSTEPS];
 	double capture_ms[MAXSTEPS], compress_ms[MAXSTEPS], write_ms[MAXSTEPS];
 };
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(const double *v, int n)
-{
-	double t[MAXSTEPS];
-	memcpy(t, v, (size_t)n * sizeof *t);
-	qsort(t, (size_t)n, sizeof *t, cmp_d);
-	return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
-}
 
 static const char *fs_name(const char *path)
 {
@@ -154,7 +110,7 @@ static void run(int mode, size_t field_bytes, int steps, struct fig *out)
 	char *floor_buf = map(ndirty * pagesz);
 	uint64_t seed = 0x2545f4914f6cdd1du;
 	for (size_t i = 0; i < npages; i++)
-		fill_page((float *)(field + i * pagesz), i, 0, &seed);
+		fill_page((float *)(field + i * pagesz), pagesz, i, 0, &seed);
 	for (size_t i = 0; i < npages; i++)
 		perm[i] = i;
 	ckpt_t *c;
@@ -175,7 +131,8 @@ static void run(int mode, size_t field_bytes, int steps, struct fig *out)
 			size_t j = i + xorshift64(&seed) % (npages - i), t = perm[i];
 			perm[i] = perm[j];
 			perm[j] = t;
-			fill_page((float *)(field + perm[i] * pagesz), perm[i], (unsigned)s + 1, &seed);
+			fill_page((float *)(field + perm[i] * pagesz), pagesz, perm[i], (unsigned)s + 1,
+				  &seed);
 		}
 		uint64_t t0 = now_ns();
 		for (size_t i = 0; i < ndirty; i++)
@@ -244,7 +201,7 @@ static void levels(size_t sample)
 	char *field = map(sample), *heap = map(sample);
 	uint64_t seed = 5;
 	for (size_t i = 0; i < sample / pagesz; i++)
-		fill_page((float *)(field + i * pagesz), i, 0, &seed);
+		fill_page((float *)(field + i * pagesz), pagesz, i, 0, &seed);
 	fill_heap(heap, sample);
 	size_t block = 64 * pagesz, cap = ZSTD_compressBound(block);
 	char *out = malloc(cap);

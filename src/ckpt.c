@@ -723,20 +723,30 @@ CKPT_API int ckpt_restore(ckpt_t *c, uint64_t id)
 	return ckpt__restore(c->w, id, (c->opt.flags & CKPT_F_SHADOW) != 0, &c->restored);
 }
 
+/* Whether c can name regions now: a handle with a directory, not a resume
+ * handle (`resume_rc` then), not tracking. */
+static int named_usable(struct ckpt *c, const char *who, int resume_rc)
+{
+	if (!c)
+		return ckpt__fail(CKPT_EINVAL, "%s: handle is NULL", who);
+	if (c->resumable)
+		return ckpt__fail(resume_rc, "%s: a CKPT_F_RESUME handle saves the whole process; it "
+					     "names no regions", who);
+	if (!c->w)
+		return ckpt__fail(CKPT_EINVAL, "%s: the handle was opened without a directory", who);
+	if (c->state == H_TRACKING)
+		return ckpt__fail(CKPT_ESTATE, "%s: regions are named before ckpt_begin", who);
+	return 0;
+}
+
 CKPT_API int ckpt_protect(ckpt_t *c, const char *name, void *addr, size_t len)
 {
 	ckpt__clear_error();
-	if (!c || !name)
-		return ckpt__fail(CKPT_EINVAL, "ckpt_protect: %s is NULL", c ? "name" : "handle");
-	if (c->resumable)
-		return ckpt__fail(CKPT_ESTATE, "ckpt_protect: a CKPT_F_RESUME handle saves the whole "
-					       "process; it names no regions");
-	if (!c->w)
-		return ckpt__fail(CKPT_EINVAL, "ckpt_protect: the handle was opened without a "
-					       "directory");
-	if (c->state == H_TRACKING)
-		return ckpt__fail(CKPT_ESTATE, "ckpt_protect: regions are named before ckpt_begin");
-	int rc = ckpt__named_add(&c->named, name, addr, len);
+	if (c && !name)
+		return ckpt__fail(CKPT_EINVAL, "ckpt_protect: name is NULL");
+	int rc = named_usable(c, "ckpt_protect", CKPT_ESTATE);
+	if (!rc)
+		rc = ckpt__named_add(&c->named, name, addr, len);
 	if (rc || !c->named->from)
 		return rc;
 	/* ckpt_protect_from: the region comes back at once. */
@@ -751,17 +761,9 @@ CKPT_API int ckpt_protect(ckpt_t *c, const char *name, void *addr, size_t len)
 CKPT_API int ckpt_protect_from(ckpt_t *c, uint64_t id)
 {
 	ckpt__clear_error();
-	if (!c)
-		return ckpt__fail(CKPT_EINVAL, "ckpt_protect_from: handle is NULL");
-	if (c->resumable)
-		return ckpt__fail(CKPT_EINVAL, "ckpt_protect_from: a CKPT_F_RESUME handle names no "
-					       "regions");
-	if (!c->w)
-		return ckpt__fail(CKPT_EINVAL, "ckpt_protect_from: the handle was opened without a "
-					       "directory");
-	if (c->state == H_TRACKING)
-		return ckpt__fail(CKPT_ESTATE, "ckpt_protect_from: tracking already (regions are "
-					       "named before ckpt_begin)");
+	int rc = named_usable(c, "ckpt_protect_from", CKPT_EINVAL);
+	if (rc)
+		return rc;
 	if (id == 0)
 		return ckpt__fail(CKPT_EINVAL, "ckpt_protect_from: snapshot ids start at 1");
 	settle(c);
@@ -770,7 +772,7 @@ CKPT_API int ckpt_protect_from(ckpt_t *c, uint64_t id)
 	if (!id)
 		return ckpt__fail(CKPT_ENOENT, "ckpt_protect_from: the chain in %s is empty", c->dir);
 	/* The snapshot's metadata now; the regions already named must be in it. */
-	int rc = ckpt__named_match(c->w, c->named, id, 0, "ckpt_protect_from");
+	rc = ckpt__named_match(c->w, c->named, id, 0, "ckpt_protect_from");
 	if (rc)
 		return rc;
 	if ((rc = ckpt__named_alloc(&c->named)) != 0)
