@@ -126,14 +126,26 @@ int ckpt__async_report(struct ckpt__async *a)
 			  a->err_msg);
 }
 
-/* Bytes of the pages the plan reads from the program's memory. */
-static size_t to_stage(const struct ckpt__plan *pl)
+size_t ckpt__stage_bytes(const struct ckpt__plan *pl)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < pl->nruns; i++)
 		if (pl->runs[i].kind == CKPT__RK_DATA && !pl->runs[i].src)
 			n += pl->runs[i].npages << ckpt__pageshift;
 	return n;
+}
+
+void ckpt__stage_copy(struct ckpt__plan *pl, char *at)
+{
+	for (size_t i = 0; i < pl->nruns; i++) {
+		struct ckpt__wrun *r = &pl->runs[i];
+		if (r->kind != CKPT__RK_DATA || r->src)
+			continue;
+		size_t len = r->npages << ckpt__pageshift;
+		ckpt__copy_words(at, (const void *)r->start, len);
+		r->src = (uintptr_t)at;
+		at += len;
+	}
 }
 
 int ckpt__async_commit(struct ckpt__async *a, struct ckpt__chainw *w, uint64_t *id)
@@ -153,7 +165,7 @@ int ckpt__async_commit(struct ckpt__async *a, struct ckpt__chainw *w, uint64_t *
 	 * program's time, as a commit too large to stage. */
 	int nowriter = ckpt__thread_spawn(&a->th, writer_main, a) != 0;
 	rc = ckpt__commit_prepare(w, pd, nowriter ? 0 : 1);
-	size_t bytes = rc ? 0 : to_stage(&pd->pl);
+	size_t bytes = rc ? 0 : ckpt__stage_bytes(&pd->pl);
 	if (rc || bytes > a->limit || nowriter) {
 		if (!nowriter)
 			writer_dismiss(a);
@@ -170,16 +182,7 @@ int ckpt__async_commit(struct ckpt__async *a, struct ckpt__chainw *w, uint64_t *
 		return rc;
 	}
 	/* The copies, then the runs read them instead of the program's pages. */
-	char *at = a->stage;
-	for (size_t i = 0; i < pd->pl.nruns; i++) {
-		struct ckpt__wrun *r = &pd->pl.runs[i];
-		if (r->kind != CKPT__RK_DATA || r->src)
-			continue;
-		size_t len = r->npages << ckpt__pageshift;
-		ckpt__copy_words(at, (const void *)r->start, len);
-		r->src = (uintptr_t)at;
-		at += len;
-	}
+	ckpt__stage_copy(&pd->pl, a->stage);
 	pd->settled = 1;
 	ckpt__track_capture_done(&pd->cap);
 	pd->staged_bytes = bytes;

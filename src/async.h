@@ -28,6 +28,12 @@ struct ckpt__async {
 	uint64_t durable;            /* commits of this state that succeeded */
 };
 
+/* Bytes of the pages the plan reads from the program's memory. */
+CKPT__HIDDEN size_t ckpt__stage_bytes(const struct ckpt__plan *pl);
+/* Copies those pages to `at` (ckpt__stage_bytes of them), and points the
+ * plan's runs at the copies. */
+CKPT__HIDDEN void ckpt__stage_copy(struct ckpt__plan *pl, char *at);
+
 /* Sets up `a` for the chain open in dirfd; limit 0: the default. */
 CKPT__HIDDEN void ckpt__async_init(struct ckpt__async *a, int dirfd, size_t limit);
 /* Waits for the commit in flight, if any, and reports its outcome to the

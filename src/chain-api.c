@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #endif
 #include "ckpt.h"
+#include "commit.h"
 #include "dir.h"
 #include "error.h"
 #include "mem.h"
@@ -645,17 +646,28 @@ CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded)
 	int rc = lock_chain(dir, "ckpt_chain_compact", &dirfd, &lockfd);
 	if (rc)
 		return rc;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	rc = ckpt__chain_compact_locked(dir, dirfd, keep, ncpu > 0 ? (unsigned)ncpu : 1, folded);
+	close(lockfd);
+	close(dirfd);
+	return rc;
+}
+
+int ckpt__chain_compact_locked(const char *dir, int dirfd, unsigned keep, unsigned threads,
+			       size_t *folded)
+{
+	if (folded)
+		*folded = 0;
+	int fd = dup(dirfd);
+	if (fd < 0)
+		return ckpt__fail(ckpt__from_errno(errno), "ckpt_chain_compact: %s: %s", dir,
+				  strerror(errno));
 	struct ckpt__chain c;
-	rc = ckpt__chain_open(&c, dir, dup(dirfd));
-	if (rc) {
-		close(lockfd);
-		close(dirfd);
+	int rc = ckpt__chain_open(&c, dir, fd);
+	if (rc)
 		return rc;
-	}
 	if (c.n <= (size_t)keep + 1) {
 		ckpt__chain_close(&c);
-		close(lockfd);
-		close(dirfd);
 		return 0;
 	}
 	const struct ckpt__snap *k = &c.snaps[c.n - 1 - keep];
@@ -696,13 +708,12 @@ CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded)
 		}
 	}
 	if (!rc) {
-		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 		struct ckpt__wplan p = {
 			.id = k->h.id, .parent = 0, .flags = CKPT__SF_BASE | (k->h.flags & CKPT__SF_NOT_RESUMABLE),
 			.page_size = (uint32_t)ps, .nthreads = k->h.nthreads,
 			.build_id = k->strings + k->h.bid_off, .build_id_len = k->h.bid_len,
 			.maps = maps, .nmaps = k->nmaps, .runs = runs, .nruns = nruns,
-			.level = 3, .threads = ncpu > 0 ? (unsigned)ncpu : 1,
+			.level = 3, .threads = threads ? threads : 1,
 			.time_ns = k->h.time_ns, /* the commit it stands for */
 			/* A resume continues from the new base as from k. */
 			.proc = k->proc, .proc_size = k->proc_size,
@@ -736,8 +747,6 @@ CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded)
 	if (names)
 		ckpt__mem_free(names, k->nmaps * 4096 + 1);
 	ckpt__chain_close(&c);
-	close(lockfd);
-	close(dirfd);
 	return rc;
 }
 

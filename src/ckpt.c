@@ -581,6 +581,32 @@ static __attribute__((noinline)) int commit_resumable(struct ckpt *c, uint64_t *
 	return rc;
 }
 
+/* What a commit of `ckpt run` may copy to let the program go on: as for
+ * CKPT_F_ASYNC's staging, a quarter of the memory, but at least its
+ * default (the copy lives only until the file is written). */
+static size_t run_staging_limit(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES);
+	size_t q = pages > 0 ? (size_t)pages / 4 * ckpt__pagesize : 0;
+	return q > CKPT__STAGING_DEFAULT ? q : CKPT__STAGING_DEFAULT;
+}
+
+uint64_t ckpt__latest_id(const struct ckpt *c)
+{
+	return c && c->w ? c->w->latest : 0;
+}
+
+int ckpt__compact_held(struct ckpt *c, unsigned keep, size_t *folded)
+{
+	ckpt__clear_error();
+	if (!c || !c->w)
+		return ckpt__fail(CKPT_EINVAL, "ckpt run: the handle has no chain");
+	int rc = ckpt__chain_compact_locked(c->dir, c->w->dirfd, keep, 1, folded);
+	/* Its files were replaced: the next restore opens the chain again. */
+	ckpt__chainw_close_reader(c->w);
+	return rc;
+}
+
 int ckpt__commit_detached(struct ckpt *c, uint64_t *id)
 {
 	ckpt__clear_error();
@@ -603,7 +629,8 @@ int ckpt__commit_detached(struct ckpt *c, uint64_t *id)
 		ckpt__threads_go();
 		if (attempt == 1000)
 			return ckpt__fail(CKPT_EBUSY, "ckpt run: thread %d stayed inside ckpt or the "
-						      "dynamic linker for a second; no commit",
+						      "dynamic linker, or held the loader's lock, for "
+						      "a second; no commit",
 					  tid);
 		struct timespec ts = {0, 1000000};
 		nanosleep(&ts, NULL);
@@ -633,8 +660,24 @@ int ckpt__commit_detached(struct ckpt *c, uint64_t *id)
 			rc = ckpt__fail(CKPT_ENOMEM, "ckpt run: out of memory");
 		/* This thread is ckpt's, not the program's. */
 		else if (!(rc = ckpt__commit_prepare(c->w, pd, 1))) {
+			/* The pages copied into ckpt's memory, the program goes on
+			 * while they are compressed and written; a commit too
+			 * large to copy is written with the program stopped. */
+			size_t bytes = ckpt__stage_bytes(&pd->pl);
+			char *stage = bytes && bytes <= run_staging_limit() ? ckpt__mem_reserve(bytes)
+									   : NULL;
+			if (stage || !bytes) {
+				ckpt__stage_copy(&pd->pl, stage);
+				pd->settled = 1;
+				ckpt__track_capture_done(&pd->cap);
+				pd->staged_bytes = bytes;
+				pd->pause_ns = ckpt__now_ns() - pd->t0;
+				ckpt__threads_go();
+			}
 			rc = ckpt__commit_write(c->w->dirfd, pd);
 			ckpt__commit_finish(c->w, pd, rc, id);
+			if (stage)
+				ckpt__mem_free(stage, bytes);
 		}
 		if (pd)
 			ckpt__mem_free(pd, sizeof *pd);

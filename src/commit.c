@@ -131,11 +131,16 @@ int ckpt__chainw_take_over(struct ckpt__chainw *w, const struct ckpt__snap *s)
 	return 0;
 }
 
-void ckpt__chainw_close(struct ckpt__chainw *w)
+void ckpt__chainw_close_reader(struct ckpt__chainw *w)
 {
 	if (w->rd_open)
 		ckpt__chain_close(&w->rd);
 	w->rd_open = 0;
+}
+
+void ckpt__chainw_close(struct ckpt__chainw *w)
+{
+	ckpt__chainw_close_reader(w);
 	if (w->lockfd >= 0)
 		close(w->lockfd);
 	if (w->dirfd >= 0)

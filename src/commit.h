@@ -101,6 +101,13 @@ CKPT__HIDDEN void ckpt__commit_finish(struct ckpt__chainw *w, struct ckpt__pendi
 				      uint64_t *id);
 /* The chain as written so far, for reading (kept open and up to date). */
 CKPT__HIDDEN int ckpt__chainw_reader(struct ckpt__chainw *w, struct ckpt__chain **out);
+/* Closes that reader, if open: the chain's files changed (a compaction). */
+CKPT__HIDDEN void ckpt__chainw_close_reader(struct ckpt__chainw *w);
+/* chain-api.c: ckpt_chain_compact of the chain open in dirfd (dir names
+ * it in messages), whose writer's lock the caller holds; compression on
+ * `threads` threads. */
+CKPT__HIDDEN int ckpt__chain_compact_locked(const char *dir, int dirfd, unsigned keep,
+					    unsigned threads, size_t *folded);
 
 struct dl_phdr_info;
 /* The GNU build-id of a loaded object (at most 64 bytes): 1 if it has one. */

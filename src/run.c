@@ -23,6 +23,14 @@
  * coincide; then one of them is taken for the other, as signals of one
  * number coalesce anyway.
  *
+ * After a commit, with a `keep`, the thread folds the chain's older
+ * snapshots (ckpt__compact_held) while the program runs; the next commit
+ * waits for it.
+ *
+ * Status lines (`ckpt run --json`): one JSON object a line, appended to a
+ * file that is opened for each line and closed again, so that ckpt holds
+ * no descriptor the program could close, reuse or see in its record.
+ *
  * The thread's state is in ckpt's own memory (this library's data), which
  * a resume does not restore: the resumed process's thread is its own.
  */
@@ -38,6 +46,8 @@
 
 #include <ckpt.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -57,7 +67,8 @@ static struct {
 	unsigned pass[65]; /* signals sent again for the program's action */
 	struct sigaction prog[65];
 	unsigned commits;
-} R = {.o.status_fd = -1};
+	int resumed; /* set by ckpt__run_resumed */
+} R = {.o.keep = -1};
 
 static int mine(int sig)
 {
@@ -139,24 +150,136 @@ void ckpt__run_forked(void)
 	R.prepared = 0;
 }
 
-/* One status line (a JSON object) on the status descriptor. */
-static void status(const char *event, int sig, uint64_t id, int rc, uint64_t ns)
+/* Status lines: a buffer filled by put and put_str, appended to the
+ * status file by line_end. */
+static struct {
+	char b[2048];
+	size_t n;
+} L;
+
+__attribute__((format(printf, 1, 2))) static void put(const char *fmt, ...)
 {
-	if (R.o.status_fd < 0)
-		return;
-	char line[512];
-	int n;
-	if (rc)
-		n = snprintf(line, sizeof line,
-			     "{\"event\":\"%s\",\"pid\":%d,\"signal\":%d,\"error\":\"%s\"}\n", event,
-			     (int)getpid(), sig, ckpt_err_name(rc));
-	else
-		n = snprintf(line, sizeof line,
-			     "{\"event\":\"%s\",\"pid\":%d,\"signal\":%d,\"id\":%llu,\"us\":%llu}\n",
-			     event, (int)getpid(), sig, (unsigned long long)id,
-			     (unsigned long long)(ns / 1000));
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(L.b + L.n, sizeof L.b - L.n, fmt, ap);
+	va_end(ap);
 	if (n > 0)
-		ckpt__raw_write(R.o.status_fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line);
+		L.n = L.n + (size_t)n < sizeof L.b ? L.n + (size_t)n : sizeof L.b - 1;
+}
+
+/* s as a JSON string: quotes, backslashes and control characters escaped,
+ * a byte outside ASCII as U+FFFD (messages hold paths, any bytes). */
+static void put_str(const char *s)
+{
+	put("\"");
+	for (; *s && L.n + 8 < sizeof L.b; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			put("\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			put("\\u%04x", ch);
+		else if (ch >= 0x80)
+			put("\\ufffd");
+		else
+			L.b[L.n++] = (char)ch;
+	}
+	put("\"");
+}
+
+static void line_start(const char *event)
+{
+	L.n = 0;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	put("{\"event\":\"%s\",\"time\":%lld.%03ld,\"pid\":%d", event, (long long)ts.tv_sec,
+	    ts.tv_nsec / 1000000, (int)getpid());
+}
+
+static void line_end(void)
+{
+	put("}\n");
+	if (!R.o.status[0])
+		return;
+	int fd = open(R.o.status, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+		      0644);
+	if (fd < 0)
+		return;
+	ckpt__raw_write(fd, L.b, L.n);
+	close(fd);
+}
+
+static void put_error(int rc)
+{
+	put(",\"error\":\"%s\",\"message\":", ckpt_err_name(rc));
+	put_str(ckpt_last_error());
+}
+
+static void put_signal(int sig)
+{
+	if (sig)
+		put(",\"signal\":\"SIG%s\"", sigabbrev_np(sig) ? sigabbrev_np(sig) : "?");
+	else
+		put(",\"signal\":null");
+}
+
+/* The first line: how the program is run, and whether it was resumed. */
+static void status_start(void)
+{
+	line_start(R.resumed ? "resume" : "start");
+	if (R.resumed)
+		put(",\"id\":%llu", (unsigned long long)ckpt__latest_id(R.c));
+	put(",\"every_ms\":%llu,\"keep\":", (unsigned long long)(R.o.every_ns / 1000000u));
+	put(R.o.keep < 0 ? "null" : "%d", R.o.keep);
+	put(",\"signals\":[");
+	for (int sig = 1, first = 1; sig <= 64; sig++)
+		if (R.o.sigs >> (sig - 1) & 1) {
+			put("%s\"SIG%s\"", first ? "" : ",", sigabbrev_np(sig) ? sigabbrev_np(sig) : "?");
+			first = 0;
+		}
+	put("],\"loader_locks\":%d", ckpt__threads_loader_locks());
+	line_end();
+}
+
+static void status_commit(int rc, int sig, uint64_t ns)
+{
+	line_start(rc ? "commit-failed" : "commit");
+	put_signal(sig);
+	ckpt_stats st;
+	if (rc)
+		put_error(rc);
+	else if (ckpt_stats(R.c, &st) == 0)
+		put(",\"id\":%llu,\"us\":%llu,\"pause_us\":%llu,\"pages\":%llu,\"raw_bytes\":%llu,"
+		    "\"file_bytes\":%llu",
+		    (unsigned long long)st.commit_id, (unsigned long long)(ns / 1000),
+		    (unsigned long long)(st.commit_pause_ns / 1000),
+		    (unsigned long long)st.commit_pages, (unsigned long long)st.commit_raw_bytes,
+		    (unsigned long long)st.commit_file_bytes);
+	line_end();
+}
+
+/* Folds the chain to R.o.keep increments, after a commit. */
+static void compact(void)
+{
+	size_t folded = 0;
+	uint64_t t0 = ckpt__now_ns();
+	int rc = ckpt__compact_held(R.c, (unsigned)R.o.keep, &folded);
+	if (rc) {
+		char msg[640];
+		int n = snprintf(msg, sizeof msg, "ckpt run: compaction failed: %s\n",
+				 ckpt_last_error());
+		if (n > 0)
+			ckpt__raw_write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg);
+	}
+	if (!rc && !folded)
+		return;
+	line_start(rc ? "compact-failed" : "compact");
+	put(",\"keep\":%d", R.o.keep);
+	if (rc)
+		put_error(rc);
+	else
+		put(",\"folded\":%zu,\"us\":%llu", folded,
+		    (unsigned long long)((ckpt__now_ns() - t0) / 1000));
+	line_end();
 }
 
 /* The program's action for each signal that asked for this commit. */
@@ -182,6 +305,7 @@ static void *loop(void *arg)
 	(void)arg;
 	while (!__atomic_load_n(&R.go, __ATOMIC_ACQUIRE))
 		ckpt__futex_wait(&R.go, 0);
+	status_start();
 	uint64_t next = R.o.every_ns ? ckpt__now_ns() + R.o.every_ns : 0;
 	unsigned seen = __atomic_load_n(&R.kick, __ATOMIC_ACQUIRE);
 	for (;;) {
@@ -208,6 +332,7 @@ static void *loop(void *arg)
 		uint64_t id = 0, t0 = ckpt__now_ns();
 		int rc = ckpt__commit_detached(R.c, &id);
 		uint64_t t1 = ckpt__now_ns();
+		status_commit(rc, sig, t1 - t0);
 		if (rc) {
 			char msg[640];
 			int n = snprintf(msg, sizeof msg, "ckpt run: commit failed: %s\n",
@@ -217,8 +342,9 @@ static void *loop(void *arg)
 		} else {
 			R.commits++;
 		}
-		status(rc ? "commit-failed" : "commit", sig, id, rc, t1 - t0);
 		deliver(sigs);
+		if (!rc && R.o.keep >= 0)
+			compact();
 		next = R.o.every_ns ? ckpt__now_ns() + R.o.every_ns : 0;
 	}
 	return NULL;
@@ -271,6 +397,7 @@ void ckpt__run_go(void)
 __attribute__((no_stack_protector)) void ckpt__run_resumed(void)
 {
 	if (R.prepared && R.c) {
+		R.resumed = 1;
 		__atomic_store_n(&R.go, 1, __ATOMIC_RELEASE);
 		ckpt__futex_wake(&R.go, 1);
 	}

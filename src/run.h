@@ -24,7 +24,8 @@ struct ckpt;
 struct ckpt__run_opts {
 	uint64_t every_ns; /* 0: no periodic commits */
 	uint64_t sigs;     /* bit sig-1: signals that ask for a commit */
-	int status_fd;     /* status lines (one JSON object a line), or -1 */
+	int keep;          /* -1, or compact to that many increments after a commit */
+	char status[4096]; /* a file that gets one JSON object a line, or "" */
 };
 
 /* Installs ckpt's handler for each signal of o->sigs (what the program
@@ -51,5 +52,10 @@ CKPT__HIDDEN void ckpt__run_forked(void);
  * program thread stopped at a safe point (not in ckpt's code nor in the
  * dynamic linker's; tried again for up to a second).  As ckpt_commit. */
 CKPT__HIDDEN int ckpt__commit_detached(struct ckpt *c, uint64_t *id);
+/* ckpt.c: the id of the newest snapshot of c's chain (0: none). */
+CKPT__HIDDEN uint64_t ckpt__latest_id(const struct ckpt *c);
+/* ckpt.c: ckpt_chain_compact of c's own chain, under the lock c holds,
+ * with the program running (one compression thread). */
+CKPT__HIDDEN int ckpt__compact_held(struct ckpt *c, unsigned keep, size_t *folded);
 
 #endif /* CKPT_RUN_H */

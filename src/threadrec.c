@@ -33,6 +33,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <link.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -595,6 +598,7 @@ uintptr_t ckpt__threads_main_fs(void)
  * carrying it), libsigsegv's, and the dynamic linker's (which holds the
  * loader's lock a capture takes).  Their executable mappings, found once. */
 #define UNSAFE_MAX 16
+static void find_loader_locks(void);
 static struct {
 	int done;
 	size_t n;
@@ -636,7 +640,81 @@ static void unsafe_ranges(void)
 			}
 	}
 	ckpt__maps_free(&m);
+	find_loader_locks();
 	U.done = 1;
+}
+
+/* The loader's locks.  A thread can hold one outside the dynamic linker's
+ * code: dl_iterate_phdr (in libc) holds _dl_load_write_lock while it calls
+ * its callback (the program's code: a C++ exception being unwound), and
+ * dlopen holds _dl_load_lock while the new objects' constructors run.  The
+ * record and the capture take them (dl_iterate_phdr, dladdr), so a thread
+ * stopped holding one is not at a safe point.  The locks are recursive
+ * mutexes inside ld.so's _rtld_global, whose layout is glibc's own; what is
+ * public is a mutex's: its owner's thread id.  So they are found by looking:
+ * inside a dl_iterate_phdr callback, the write lock is the one recursive
+ * mutex of _rtld_global that this thread owns, and _dl_load_lock is
+ * declared just before it (glibc 2.2 to 2.40 at least), which is checked
+ * (a recursive mutex there too).  Where either is not found so, it is not
+ * watched. */
+static struct {
+	const int *owner[2]; /* the __owner fields of the write lock and the load lock */
+	pid_t tid;
+	const char *g;
+	size_t gsize;
+} LL;
+
+static int recursive_mutex_at(const char *p)
+{
+	const pthread_mutex_t *mx = (const pthread_mutex_t *)(const void *)p;
+	return (mx->__data.__kind & 3) == PTHREAD_MUTEX_RECURSIVE_NP;
+}
+
+static int locks_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)info;
+	(void)size;
+	const int **found = arg;
+	size_t hits = 0;
+	const char *hit = NULL;
+	for (size_t o = 0; o + sizeof(pthread_mutex_t) <= LL.gsize; o += sizeof(int)) {
+		const pthread_mutex_t *mx = (const pthread_mutex_t *)(const void *)(LL.g + o);
+		if (mx->__data.__owner == LL.tid && mx->__data.__count >= 1 && mx->__data.__lock &&
+		    recursive_mutex_at(LL.g + o)) {
+			hit = LL.g + o;
+			hits++;
+		}
+	}
+	if (hits == 1) {
+		found[0] = &((const pthread_mutex_t *)(const void *)hit)->__data.__owner;
+		if (hit - LL.g >= (ptrdiff_t)sizeof(pthread_mutex_t) &&
+		    recursive_mutex_at(hit - sizeof(pthread_mutex_t)))
+			found[1] = &((const pthread_mutex_t *)(const void *)(hit - sizeof(pthread_mutex_t)))
+					    ->__data.__owner;
+	}
+	return 1; /* once */
+}
+
+static void find_loader_locks(void)
+{
+	void *g = dlsym(RTLD_DEFAULT, "_rtld_global");
+	Dl_info di;
+	const ElfW(Sym) *sym = NULL;
+	if (!g || !dladdr1(g, &di, (void **)&sym, RTLD_DL_SYMENT) || !sym || !sym->st_size)
+		return;
+	LL.g = g;
+	LL.gsize = sym->st_size;
+	LL.tid = (pid_t)syscall(SYS_gettid);
+	const int *found[2] = {NULL, NULL};
+	dl_iterate_phdr(locks_cb, found);
+	LL.owner[0] = found[0];
+	LL.owner[1] = found[1];
+}
+
+int ckpt__threads_loader_locks(void)
+{
+	unsafe_ranges();
+	return (LL.owner[0] != NULL) + (LL.owner[1] != NULL);
 }
 
 int ckpt__threads_unsafe(void)
@@ -649,6 +727,9 @@ int ckpt__threads_unsafe(void)
 		uintptr_t pc = sl->rec.gregs[REG_RIP];
 		for (size_t k = 0; k < U.n; k++)
 			if (pc >= U.lo[k] && pc < U.hi[k])
+				return sl->rec.tid;
+		for (size_t k = 0; k < 2; k++)
+			if (LL.owner[k] && __atomic_load_n(LL.owner[k], __ATOMIC_ACQUIRE) == sl->rec.tid)
 				return sl->rec.tid;
 	}
 	return 0;

@@ -32,10 +32,14 @@ CKPT__HIDDEN int ckpt__threads_record(struct ckpt__pbuf *b, uint64_t sp);
  * every program thread, the main one too, and ckpt__threads_record adds no
  * entry for the caller.  Then: the main thread's thread pointer (0 if it is
  * not stopped), and the id of a stopped thread whose instruction pointer is
- * in code of ckpt's, of libsigsegv's or of the dynamic linker's, where a
- * commit must not catch it (0 if none is). */
+ * in code of ckpt's, of libsigsegv's or of the dynamic linker's, or that
+ * holds one of the loader's locks, where a commit must not catch it (0 if
+ * none is). */
 CKPT__HIDDEN uintptr_t ckpt__threads_main_fs(void);
 CKPT__HIDDEN int ckpt__threads_unsafe(void);
+/* How many of the loader's two locks ckpt__threads_unsafe watches (2 where
+ * they were found in this process, see threadrec.c). */
+CKPT__HIDDEN int ckpt__threads_loader_locks(void);
 /* Lets the stopped threads go on and ends the hold. */
 CKPT__HIDDEN void ckpt__threads_go(void);
 

@@ -4,7 +4,7 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  *   run-prog OUT STEPS [--threads N] [--ignore-usr1] [--handle-usr1]
- *            [--dlopen LIB SYM] [--fork]
+ *            [--dlopen LIB SYM] [--fork] [--loader LIB]
  *
  * Each step every worker (N pthreads, 0: the main thread alone) hashes its
  * own state, adds to a total under a mutex, and meets the others at a
@@ -24,8 +24,16 @@
  * goes on after the line.  A child alive at a commit is not in a resumed
  * process (its waitpid says ECHILD): the parent then forks it again, and
  * the line, written at the same offset, is the same.
+ *
+ * --loader LIB: one more thread keeps the loader's locks held most of the
+ * time until the last step: it walks the loaded objects with
+ * dl_iterate_phdr, busy for about half a millisecond inside each callback
+ * (holding the loader's write lock, in its own code), and every tenth
+ * walk dlopen()s and dlclose()s LIB (in the dynamic linker).  It writes
+ * nothing the output depends on.
  */
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -43,6 +51,8 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long long acc[MAXT + 1], total;
 static int nthreads, steps;
 static volatile sig_atomic_t usr1;
+static int loader_stop;
+static const char *loader_lib;
 
 static void on_usr1(int sig)
 {
@@ -68,6 +78,36 @@ static void *work(void *arg)
 		step(id, s);
 		pthread_barrier_wait(&bar);
 		pthread_barrier_wait(&bar);
+	}
+	return NULL;
+}
+
+static int busy_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)info;
+	(void)size;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	while ((t.tv_sec - t0.tv_sec) * 1000000000L + t.tv_nsec - t0.tv_nsec < 500000);
+	++*(unsigned long *)arg;
+	return 1; /* the first object only */
+}
+
+static void *loader(void *arg)
+{
+	(void)arg;
+	unsigned long walks = 0;
+	while (!__atomic_load_n(&loader_stop, __ATOMIC_ACQUIRE)) {
+		dl_iterate_phdr(busy_cb, &walks);
+		if (walks % 10 == 0) {
+			void *h = dlopen(loader_lib, RTLD_NOW | RTLD_LOCAL);
+			if (h)
+				dlclose(h);
+		}
+		struct timespec ts = {0, 50000};
+		nanosleep(&ts, NULL);
 	}
 	return NULL;
 }
@@ -121,6 +161,8 @@ int main(int argc, char **argv)
 			sym = argv[++i];
 		} else if (!strcmp(argv[i], "--fork"))
 			forks = 1;
+		else if (!strcmp(argv[i], "--loader") && i + 1 < argc)
+			loader_lib = argv[++i];
 	}
 	if (nthreads < 0 || nthreads > MAXT)
 		return 2;
@@ -143,7 +185,9 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	pthread_t t[MAXT];
+	pthread_t t[MAXT], lt;
+	if (loader_lib && pthread_create(&lt, NULL, loader, NULL))
+		return 1;
 	if (nthreads) {
 		pthread_barrier_init(&bar, NULL, (unsigned)nthreads + 1);
 		for (long i = 0; i < nthreads; i++)
@@ -171,6 +215,10 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < nthreads; i++)
 		pthread_join(t[i], NULL);
+	if (loader_lib) {
+		__atomic_store_n(&loader_stop, 1, __ATOMIC_RELEASE);
+		pthread_join(lt, NULL);
+	}
 	if (fclose(f))
 		return 1;
 	if (ignore) {

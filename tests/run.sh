@@ -29,6 +29,16 @@
 #      step) and run-prog --fork (a child every 25 steps writes a line and
 #      exits; children are not checkpointed), killed after a commit twice
 #      and resumed: the output equals an uninterrupted run's
+#   h  run-prog --loader LIB: a thread holds the loader's locks most of the
+#      time (inside dl_iterate_phdr callbacks, and in dlopen/dlclose of
+#      LIB): commits still happen (a commit that caught it holding one
+#      would wait for ever), and the resumes give the same output
+#   i  --keep 2 --json: the chain is compacted after each commit while the
+#      program runs; killed twice (at any moment, a compaction included)
+#      and resumed: same output, a sound chain of at most 4 snapshots, and
+#      the status file holds one JSON object a line: start, commits with
+#      consecutive ids, compactions, a resume for each `ckpt resume`
+#   c and d also check the status lines --json=FILE writes for a signal
 #   e  a statically linked program is refused, naming why (skipped, and
 #      said, when the system has no static binary to try)
 #   In a build with AddressSanitizer (resuming is not available there),
@@ -143,8 +153,8 @@ check_backend() {
 	say "c: $be, a program that ignores SIGUSR1, and one that handles it"
 	for how in ignore handle; do
 		dir=$scratch/$be-$how.chain out=$scratch/$be-$how.out
-		"$ckpt" run --every 1h --on USR1 "$dir" -- "$prog" "$out" $STEPS --$how-usr1 \
-			2>"$scratch/$be-$how.err" &
+		"$ckpt" run --every 1h --on USR1 --json="$scratch/$be-$how.jsonl" "$dir" -- \
+			"$prog" "$out" $STEPS --$how-usr1 2>"$scratch/$be-$how.err" &
 		pid=$!
 		sleep 0.2
 		# After a commit the program gets the signal again (for its
@@ -159,6 +169,8 @@ check_backend() {
 		rc=$?
 		[ $rc -eq 0 ] || fail "$be-$how: exited $rc: $(cat "$scratch/$be-$how.err")"
 		[ "$(nsnaps "$dir")" -eq 3 ] || fail "$be-$how: $(nsnaps "$dir") commits for 3 SIGUSR1"
+		[ "$(grep -c '"event":"commit",.*"signal":"SIGUSR1","id":' "$scratch/$be-$how.jsonl")" -eq 3 ] ||
+			fail "$be-$how: not 3 status lines of commits for SIGUSR1: $(cat "$scratch/$be-$how.jsonl")"
 		cmp -s "$out" "$scratch/ref-t0.out" || fail "$be-$how: the output differs"
 		if [ $how = handle ]; then
 			grep -qx "usr1 3" "$scratch/$be-$how.err" ||
@@ -170,7 +182,7 @@ check_backend() {
 
 	say "d: $be, SIGTERM commits, then ends the program; the chain resumes"
 	dir=$scratch/$be-term.chain out=$scratch/$be-term.out
-	"$ckpt" run --every 1h "$dir" -- "$prog" "$out" $STEPS 2>"$scratch/$be-term.err" &
+	"$ckpt" run --every 1h --json "$dir" -- "$prog" "$out" $STEPS 2>"$scratch/$be-term.err" &
 	pid=$!
 	sleep 0.3
 	kill -TERM $pid
@@ -178,6 +190,8 @@ check_backend() {
 	rc=$?
 	[ $rc -eq 143 ] || fail "$be-term: status $rc after SIGTERM, not 143 (killed by it)"
 	[ "$(nsnaps "$dir")" -eq 1 ] || fail "$be-term: $(nsnaps "$dir") commits, not 1"
+	grep -q '"event":"commit",.*"signal":"SIGTERM","id":1,' "$dir/run.jsonl" ||
+		fail "$be-term: no status line for the commit SIGTERM asked for: $(cat "$dir/run.jsonl")"
 	timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$be-term.err" ||
 		fail "$be-term: the resume failed: $(cat "$scratch/$be-term.err")"
 	cmp -s "$out" "$scratch/ref-t0.out" || fail "$be-term: the output differs"
@@ -200,6 +214,42 @@ check_backend() {
 		[ -s "$scratch/$name.err" ] && fail "$name: stderr: $(cat "$scratch/$name.err")"
 		rm -rf "$dir"
 	done
+
+	name=$be-loader
+	dir=$scratch/$name.chain out=$scratch/$name.out
+	say "h: $be, a thread holding the loader's locks"
+	"$ckpt" run --every 150ms --json "$dir" -- "$prog" "$out" $STEPS --loader "$loaderlib" \
+		2>"$scratch/$name.err" &
+	killed_after_commit $! "$dir" "$scratch/$name.err"
+	"$ckpt" resume "$dir" 2>>"$scratch/$name.err" &
+	killed_after_commit $! "$dir" "$scratch/$name.err"
+	timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
+	rc=$?
+	[ $rc -eq 0 ] || fail "$name: the last resume exited $rc: $(cat "$scratch/$name.err")"
+	cmp -s "$out" "$scratch/ref-t0.out" || fail "$name: the output differs from an uninterrupted run's"
+	[ -s "$scratch/$name.err" ] && fail "$name: stderr: $(cat "$scratch/$name.err")"
+	grep -q '^{"event":"start",.*"loader_locks":2}$' "$dir/run.jsonl" ||
+		fail "$name: the loader's locks were not found: $(head -n1 "$dir/run.jsonl")"
+	grep -q commit-failed "$dir/run.jsonl" && fail "$name: a commit failed: $(grep commit-failed "$dir/run.jsonl")"
+	say "  $(grep -c '"event":"commit"' "$dir/run.jsonl") commits"
+
+	name=$be-keep
+	dir=$scratch/$name.chain out=$scratch/$name.out
+	say "i: $be, --keep 2 --json, killed twice and resumed"
+	"$ckpt" run --every 100ms --keep 2 --json "$dir" -- "$prog" "$out" $STEPS --threads 1 \
+		2>"$scratch/$name.err" &
+	killed_after_commit $! "$dir" "$scratch/$name.err"
+	"$ckpt" resume "$dir" 2>>"$scratch/$name.err" &
+	killed_after_commit $! "$dir" "$scratch/$name.err"
+	timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
+	rc=$?
+	[ $rc -eq 0 ] || fail "$name: the last resume exited $rc: $(cat "$scratch/$name.err")"
+	cmp -s "$out" "$scratch/ref-t1.out" || fail "$name: the output differs from an uninterrupted run's"
+	[ -s "$scratch/$name.err" ] && fail "$name: stderr: $(cat "$scratch/$name.err")"
+	"$ckpt" verify "$dir" >/dev/null || fail "$name: the compacted chain does not verify"
+	[ "$(nsnaps "$dir")" -le 4 ] || fail "$name: $(nsnaps "$dir") snapshots kept with --keep 2"
+	check_status "$dir/run.jsonl" "$name"
+	say "  $(grep -c '"event":"commit"' "$dir/run.jsonl") commits, $(grep -c '"event":"compact"' "$dir/run.jsonl") compactions, $(nsnaps "$dir") snapshots at the end"
 
 	if [ -n "$python" ]; then
 		say "f: $be, python3, killed after a commit and resumed"
@@ -230,6 +280,30 @@ check_backend() {
 		*) fail "$be-pygone: the refusal does not name the module: $msg" ;;
 		esac
 		[ -e "$out" ] && fail "$be-pygone: the program ran on after the refusal"
+	fi
+}
+
+# check_status FILE NAME: FILE is --json's: one JSON object a line, a
+# start, two resumes, commits with consecutive ids, compactions.
+check_status() {
+	[ "$(head -n1 "$1" | grep -c '^{"event":"start",')" -eq 1 ] || fail "$2: no start line first"
+	[ "$(grep -c '^{"event":"resume",' "$1")" -eq 2 ] || fail "$2: not 2 resume lines: $(cat "$1")"
+	grep -q '^{"event":"compact",.*"folded":[1-9]' "$1" || fail "$2: no compaction: $(cat "$1")"
+	grep -q -- '-failed"' "$1" && fail "$2: a failure: $(grep -- '-failed"' "$1")"
+	# Ids: each commit's is the one before it plus one, the first commit
+	# after a resume the resumed one's plus one.
+	awk -v name="$2" '
+		/"event":"(commit|resume)"/ {
+			id = $0; sub(/.*"id":/, "", id); sub(/[,}].*/, "", id)
+			if (/"event":"commit"/ && id != last + 1) { print name ": commit " id " after " last; exit 1 }
+			last = id
+		}' "$1" || fail "$2: status ids out of order: $(cat "$1")"
+	if [ -n "$python" ]; then
+		"$python" -c 'import json, sys
+for l in open(sys.argv[1]):
+    o = json.loads(l)
+    assert isinstance(o, dict) and o["pid"] > 0 and "event" in o, l' "$1" ||
+			fail "$2: a status line is not a JSON object: $(cat "$1")"
 	fi
 }
 
@@ -279,9 +353,12 @@ else
 	python=
 	say "python3 is not installed (or not an ELF program): f is not tried; g checks a dlopen()"
 fi
-for t in 0 3; do
+for t in 0 1 3; do
 	"$prog" "$scratch/ref-t$t.out" $STEPS --threads $t || fail "run-prog failed uninterrupted"
 done
+loaderlib=${libz:-libm.so.6}
+"$prog" "$scratch/ref-loader.out" $STEPS --loader "$loaderlib" || fail "run-prog --loader failed"
+cmp -s "$scratch/ref-loader.out" "$scratch/ref-t0.out" || fail "run-prog --loader changed its output"
 
 skipped=
 for be in mprotect uffd; do

@@ -104,7 +104,7 @@ static const struct command commands[] = {
 	 cmd_compact, OPT_KEEP, 1},
 	{"resume", "DIR", "start the program of the chain again, resumed from its newest snapshot",
 	 NULL, cmd_resume, 0, 1},
-	{"run", "[--every DURATION] [--on SIGNAL[,SIGNAL]] DIR -- PROG [ARGS...]",
+	{"run", "[--every DURATION] [--on SIGNAL[,SIGNAL]] [--keep N] [--json[=FILE]] DIR -- PROG [ARGS...]",
 	 "run PROG with commits to DIR every DURATION and on each SIGNAL", cmd_run, NULL, 0, 0},
 	{"help", "[COMMAND]", "this summary, or the usage of COMMAND", cmd_help, NULL, 0, 0},
 	{"version", "", "the versions of the tool and library", cmd_version, NULL, 0, 0},
@@ -1422,12 +1422,20 @@ static int signal_number(const char *s, size_t len)
 static int cmd_run(int argc, char **argv)
 {
 	const struct command *cmd = find_command("run");
-	uint64_t every_ms = 600000;
+	uint64_t every_ms = 600000, keep = 0;
 	char sigs[256] = "";
+	const char *json = NULL; /* "" for the default file */
+	int have_keep = 0;
 	int i = 1;
 	for (; i < argc && strcmp(argv[i], "--"); i++) {
 		const char *o = argv[i];
-		if (!strcmp(o, "--every") || !strcmp(o, "--on") || !strcmp(o, "--keep")) {
+		if (!strcmp(o, "--json") || !strncmp(o, "--json=", 7)) {
+			if (json)
+				return usage_error(cmd, "--json given twice");
+			json = o[6] == '=' ? o + 7 : "";
+			if (o[6] == '=' && !*json)
+				return usage_error(cmd, "--json= needs a FILE");
+		} else if (!strcmp(o, "--every") || !strcmp(o, "--on") || !strcmp(o, "--keep")) {
 			if (i + 1 >= argc)
 				return usage_error(cmd, "%s needs a value", o);
 			const char *v = argv[++i];
@@ -1454,8 +1462,14 @@ static int cmd_run(int argc, char **argv)
 					p = e + 1;
 				}
 			} else {
-				return usage_error(cmd, "--keep is not implemented yet: compact the chain "
-							"with ckpt compact once the program ended");
+				const char *why;
+				if (have_keep)
+					return usage_error(cmd, "--keep given twice");
+				if (parse_u64(v, 0, &keep, &why) != 0)
+					return usage_error(cmd, "--keep '%s' %s", v, why);
+				if (keep > INT_MAX)
+					return usage_error(cmd, "--keep '%s' is too large", v);
+				have_keep = 1;
 			}
 		} else if (!strcmp(o, "--help")) {
 			command_usage(stdout, cmd);
@@ -1512,11 +1526,22 @@ static int cmd_run(int argc, char **argv)
 		return EXIT_FAIL;
 	}
 	sprintf(ld, "%s%s%s", preload, old && *old ? ":" : "", old && *old ? old : "");
-	char every[32];
+	char every[32], keeps[32], status[3 * PATH_MAX];
 	snprintf(every, sizeof every, "%llu", (unsigned long long)every_ms);
+	snprintf(keeps, sizeof keeps, "%llu", (unsigned long long)keep);
+	if (json && !*json)
+		snprintf(status, sizeof status, "%s/run.jsonl", absdir);
+	else if (json && json[0] != '/' && getcwd(status, PATH_MAX))
+		snprintf(status + strlen(status), sizeof status - strlen(status), "/%s", json);
+	else if (json)
+		snprintf(status, sizeof status, "%s", json);
+	unsetenv("CKPT_RUN_KEEP");
+	unsetenv("CKPT_RUN_STATUS");
 	if (setenv("LD_PRELOAD", ld, 1) || setenv("CKPT_RUN_DIR", absdir, 1) ||
 	    setenv("CKPT_RUN_EVERY_MS", every, 1) ||
-	    setenv("CKPT_RUN_SIGNALS", sigs[0] ? sigs : "10,15", 1)) {
+	    setenv("CKPT_RUN_SIGNALS", sigs[0] ? sigs : "10,15", 1) ||
+	    (have_keep && setenv("CKPT_RUN_KEEP", keeps, 1)) ||
+	    (json && setenv("CKPT_RUN_STATUS", status, 1))) {
 		fprintf(stderr, "ckpt run: setenv: %s\n", strerror(errno));
 		return EXIT_FAIL;
 	}

@@ -11,8 +11,9 @@
  * again, so that they are where the resume's checks expect them.  Then
  * tracking begins and ckpt's own thread (src/run.c) commits every CKPT_RUN_EVERY_MS milliseconds and on each signal of
  * CKPT_RUN_SIGNALS (numbers, comma-separated), with every program thread
- * stopped.  CKPT_RUN_STATUS_FD, if set, is a descriptor that receives one
- * JSON object a line for each commit.
+ * stopped; with CKPT_RUN_KEEP, it then compacts the chain to that many
+ * increments.  CKPT_RUN_STATUS, if set, names a file that receives one
+ * JSON object a line for each event (src/run.c).
  *
  * Once the chain is open, LD_PRELOAD and the CKPT_RUN_* variables leave
  * the environment, so that a program the process executes or a child it
@@ -71,7 +72,15 @@ __attribute__((constructor)) static void run_start(void)
 		return;
 	struct ckpt__run_opts o = {0};
 	o.every_ns = number("CKPT_RUN_EVERY_MS", 600000) * 1000000u;
-	o.status_fd = (int)number("CKPT_RUN_STATUS_FD", (uint64_t)-1);
+	const char *keep = getenv("CKPT_RUN_KEEP");
+	o.keep = keep && *keep ? (int)number("CKPT_RUN_KEEP", 0) : -1;
+	const char *status = getenv("CKPT_RUN_STATUS");
+	if (status && strlen(status) >= sizeof o.status) {
+		fprintf(stderr, "ckpt run: CKPT_RUN_STATUS is too long\n");
+		_exit(127);
+	}
+	if (status)
+		strcpy(o.status, status);
 	const char *sigs = getenv("CKPT_RUN_SIGNALS");
 	if (!sigs)
 		sigs = "10,15"; /* SIGUSR1, SIGTERM */
@@ -102,7 +111,8 @@ __attribute__((constructor)) static void run_start(void)
 	unsetenv("CKPT_RUN_DIR");
 	unsetenv("CKPT_RUN_EVERY_MS");
 	unsetenv("CKPT_RUN_SIGNALS");
-	unsetenv("CKPT_RUN_STATUS_FD");
+	unsetenv("CKPT_RUN_KEEP");
+	unsetenv("CKPT_RUN_STATUS");
 	ckpt__run_attach((struct ckpt *)c);
 	ckpt__run_go();
 }
