@@ -9,6 +9,7 @@
 #include "ckpt.h"
 #include "async.h"
 #include "commit.h"
+#include "compress.h"
 #include "error.h"
 #include "lazy.h"
 #include "mem.h"
@@ -30,6 +31,7 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 enum { H_OPEN, H_TRACKING, H_ENDED };
 
@@ -596,6 +598,39 @@ uint64_t ckpt__latest_id(const struct ckpt *c)
 	return c && c->w ? c->w->latest : 0;
 }
 
+/* The staging area of `ckpt run`'s commits, kept from one commit to the
+ * next: its pages are then in memory already, and the copy, made while
+ * the program is stopped, costs no page faults (a copy into new memory
+ * costs five times as much here).  After each commit the part it did not
+ * use is handed back lazily (MADV_FREE: the kernel takes those pages only
+ * when it needs memory; until then the next commit finds them). */
+static struct {
+	char *p;
+	size_t cap;
+} RS;
+
+static char *run_stage(size_t bytes)
+{
+	if (bytes <= RS.cap)
+		return RS.p;
+	ckpt__mem_free(RS.p, RS.cap);
+	/* A quarter more: the next commits, about as large, fit. */
+	size_t cap = ckpt__page_up(bytes + bytes / 4);
+	RS.p = ckpt__mem_reserve(cap);
+	RS.cap = RS.p ? cap : 0;
+	/* Fewer faults while the program waits for the copy. */
+	if (RS.p)
+		madvise(RS.p, cap, MADV_HUGEPAGE);
+	return RS.p;
+}
+
+static void run_stage_done(size_t bytes)
+{
+	size_t used = ckpt__page_up(bytes);
+	if (RS.p && used < RS.cap)
+		madvise(RS.p + used, RS.cap - used, MADV_FREE);
+}
+
 int ckpt__compact_held(struct ckpt *c, unsigned keep, size_t *folded)
 {
 	ckpt__clear_error();
@@ -620,7 +655,9 @@ int ckpt__commit_detached(struct ckpt *c, uint64_t *id)
 	 * linker's: a thread caught there is let go and all are stopped
 	 * again a moment later. */
 	int rc = 0, tid = 0;
+	uint64_t t_stop;
 	for (int attempt = 0;; attempt++) {
+		t_stop = ckpt__now_ns();
 		rc = ckpt__threads_stop();
 		if (rc)
 			return rc;
@@ -660,12 +697,12 @@ int ckpt__commit_detached(struct ckpt *c, uint64_t *id)
 			rc = ckpt__fail(CKPT_ENOMEM, "ckpt run: out of memory");
 		/* This thread is ckpt's, not the program's. */
 		else if (!(rc = ckpt__commit_prepare(c->w, pd, 1))) {
+			pd->t0 = t_stop; /* the program's pause, from the stop */
 			/* The pages copied into ckpt's memory, the program goes on
 			 * while they are compressed and written; a commit too
 			 * large to copy is written with the program stopped. */
 			size_t bytes = ckpt__stage_bytes(&pd->pl);
-			char *stage = bytes && bytes <= run_staging_limit() ? ckpt__mem_reserve(bytes)
-									   : NULL;
+			char *stage = bytes && bytes <= run_staging_limit() ? run_stage(bytes) : NULL;
 			if (stage || !bytes) {
 				ckpt__stage_copy(&pd->pl, stage);
 				pd->settled = 1;
@@ -673,11 +710,13 @@ int ckpt__commit_detached(struct ckpt *c, uint64_t *id)
 				pd->staged_bytes = bytes;
 				pd->pause_ns = ckpt__now_ns() - pd->t0;
 				ckpt__threads_go();
+				/* The program first: compression takes the CPU it
+				 * leaves. */
+				ckpt__workers_nice(pd->wk, 10);
 			}
 			rc = ckpt__commit_write(c->w->dirfd, pd);
 			ckpt__commit_finish(c->w, pd, rc, id);
-			if (stage)
-				ckpt__mem_free(stage, bytes);
+			run_stage_done(bytes);
 		}
 		if (pd)
 			ckpt__mem_free(pd, sizeof *pd);

@@ -19,6 +19,7 @@
 #include "zmem.h"
 
 #include <string.h>
+#include <sys/resource.h>
 
 struct slot {
 	int state; /* 0 free, 1 busy, 2 done */
@@ -153,6 +154,15 @@ void ckpt__workers_start(struct ckpt__workers *w, unsigned n)
 		n = CKPT__MAX_WORKERS;
 	while (w->n < n && ckpt__thread_spawn(&w->th[w->n], crew_main, w) == 0)
 		w->n++;
+}
+
+void ckpt__workers_nice(struct ckpt__workers *w, int nice)
+{
+	for (unsigned i = 0; w && i < w->n; i++) {
+		int tid = __atomic_load_n(&w->th[i].tid, __ATOMIC_ACQUIRE);
+		if (tid > 0)
+			setpriority(PRIO_PROCESS, (id_t)tid, nice);
+	}
 }
 
 void ckpt__workers_stop(struct ckpt__workers *w)

@@ -43,6 +43,10 @@ struct ckpt__workers {
  * the caller then packs alone). */
 CKPT__HIDDEN void ckpt__workers_start(struct ckpt__workers *w, unsigned n);
 CKPT__HIDDEN void ckpt__workers_stop(struct ckpt__workers *w);
+/* Gives each started worker the nice value `nice` (setpriority: a thread
+ * of one's own may be made nicer, never less nice without privilege).
+ * w may be NULL. */
+CKPT__HIDDEN void ckpt__workers_nice(struct ckpt__workers *w, int nice);
 
 /* Packs pages[0..n) (addresses of pages of `page_size` bytes, readable) in
  * jobs of CKPT__BLOCK_PAGES consecutive entries: each page is copied out

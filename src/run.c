@@ -248,10 +248,11 @@ static void status_commit(int rc, int sig, uint64_t ns)
 	if (rc)
 		put_error(rc);
 	else if (ckpt_stats(R.c, &st) == 0)
-		put(",\"id\":%llu,\"us\":%llu,\"pause_us\":%llu,\"pages\":%llu,\"raw_bytes\":%llu,"
-		    "\"file_bytes\":%llu",
+		put(",\"id\":%llu,\"us\":%llu,\"pause_us\":%llu,\"capture_us\":%llu,\"pages\":%llu,"
+		    "\"raw_bytes\":%llu,\"file_bytes\":%llu",
 		    (unsigned long long)st.commit_id, (unsigned long long)(ns / 1000),
 		    (unsigned long long)(st.commit_pause_ns / 1000),
+		    (unsigned long long)(st.commit_capture_ns / 1000),
 		    (unsigned long long)st.commit_pages, (unsigned long long)st.commit_raw_bytes,
 		    (unsigned long long)st.commit_file_bytes);
 	line_end();
