@@ -19,11 +19,12 @@
 # Each is run plain and under `ckpt run --every 1s --json`, alternately,
 # REPS times (3; the best time of each counts), on the back-end AUTO picks.
 # Printed for each: the two times and their ratio (the bar for python3 at
-# 1 GiB: at most 1.10), the commits, the program's pause per commit (mean
-# and largest), the full dump (the data pages of the first commit, which
-# stores every page the program holds, uncompressed: what a dump without
-# incremental tracking writes each time) and the mean file bytes of the
-# other commits, and their ratio.
+# 1 GiB: at most 1.10), the commits and how many of them a child process
+# wrote (the large first ones), the program's pause per commit (mean and
+# largest), the full dump (the program's resident memory at each commit,
+# the mean: what a dump without incremental tracking writes each time,
+# uncompressed) and the mean file bytes of the commits after the first,
+# and their ratio.
 # --quick (or CKPT_BENCH_QUICK=1): 64 MiB, one repetition, for CI.
 top_builddir=${top_builddir:-.}
 ckpt=$top_builddir/tools/ckpt
@@ -115,20 +116,23 @@ bench() {
 		function field(f,   v) { v = $0; if (!sub(".*\"" f "\":", "", v)) return 0; sub(/[,}].*/, "", v); return v + 0 }
 		/"event":"commit"/ {
 			n++; p = field("pause_us"); ps += p; if (p > pm) pm = p
-			if (n == 1) full = field("raw_bytes"); else { inc += field("file_bytes"); ni++ }
+			full += field("rss_bytes")
+			if (n > 1) { inc += field("file_bytes"); ni++ }
+			if (/"writer":"fork"/) nf++
 		}
 		/-failed"/ { failed++ }
 		END {
-			printf "%-10s %8.2f %8.2f %6.3f %7d %9.1f %9.1f %10.1f %10.2f %8.4f%s\n", name, plain, ck,
-			    ck / plain, n, n ? ps / n / 1000 : 0, pm / 1000, full / 1048576,
+			full = n ? full / n : 0
+			printf "%-10s %8.2f %8.2f %6.3f %7d %5d %9.1f %9.1f %10.1f %10.2f %8.4f%s\n", name, plain,
+			    ck, ck / plain, n, nf, n ? ps / n / 1000 : 0, pm / 1000, full / 1048576,
 			    ni ? inc / ni / 1048576 : 0, full && ni ? inc / ni / full : 0,
 			    failed ? "  (" failed " failed)" : ""
 		}' "$scratch/best.jsonl"
 }
 
 echo "ckpt run --every 1s against a plain run, best of $reps; back-end: ${CKPT_BACKEND:-AUTO}"
-printf "%-10s %8s %8s %6s %7s %9s %9s %10s %10s %8s\n" program plain_s ckpt_s ratio commits \
-	pause_ms maxpau_ms full_MiB incr_MiB incr/full
+printf "%-10s %8s %8s %6s %7s %5s %9s %9s %10s %10s %8s\n" program plain_s ckpt_s ratio commits \
+	forks pause_ms maxpau_ms full_MiB incr_MiB incr/full
 if [ -n "$python" ] && [ -x "$python" ]; then
 	bench "python3" "$python" "$scratch/loop.py" $mib $pysteps
 else

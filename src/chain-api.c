@@ -647,14 +647,15 @@ CKPT_API int ckpt_chain_compact(const char *dir, unsigned keep, size_t *folded)
 	if (rc)
 		return rc;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	rc = ckpt__chain_compact_locked(dir, dirfd, keep, ncpu > 0 ? (unsigned)ncpu : 1, folded);
+	rc = ckpt__chain_compact_locked(dir, dirfd, keep, keep, ncpu > 0 ? (unsigned)ncpu : 1,
+					folded);
 	close(lockfd);
 	close(dirfd);
 	return rc;
 }
 
-int ckpt__chain_compact_locked(const char *dir, int dirfd, unsigned keep, unsigned threads,
-			       size_t *folded)
+int ckpt__chain_compact_locked(const char *dir, int dirfd, unsigned keep, unsigned above,
+			       unsigned threads, size_t *folded)
 {
 	if (folded)
 		*folded = 0;
@@ -666,7 +667,7 @@ int ckpt__chain_compact_locked(const char *dir, int dirfd, unsigned keep, unsign
 	int rc = ckpt__chain_open(&c, dir, fd);
 	if (rc)
 		return rc;
-	if (c.n <= (size_t)keep + 1) {
+	if (c.n <= (size_t)(above > keep ? above : keep) + 1) {
 		ckpt__chain_close(&c);
 		return 0;
 	}

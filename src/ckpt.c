@@ -31,6 +31,10 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <errno.h>
+#include <sys/wait.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 
 enum { H_OPEN, H_TRACKING, H_ENDED };
@@ -55,6 +59,7 @@ struct ckpt {
 	struct ckpt__pbuf rec;      /* the record of an async commit in flight */
 	struct ckpt__pctx ctx;      /* the registers of its last commit */
 	struct ckpt__named *named;  /* ckpt_protect's regions, or NULL */
+	const char *run_writer;     /* how ckpt run's last commit was written */
 };
 
 _Static_assert(sizeof(struct ckpt) <= sizeof ckpt__g.resume_slot, "resume slot");
@@ -598,6 +603,11 @@ uint64_t ckpt__latest_id(const struct ckpt *c)
 	return c && c->w ? c->w->latest : 0;
 }
 
+const char *ckpt__run_writer(const struct ckpt *c)
+{
+	return c && c->run_writer ? c->run_writer : "none";
+}
+
 /* The staging area of `ckpt run`'s commits, kept from one commit to the
  * next: its pages are then in memory already, and the copy, made while
  * the program is stopped, costs no page faults (a copy into new memory
@@ -631,18 +641,148 @@ static void run_stage_done(size_t bytes)
 		madvise(RS.p + used, RS.cap - used, MADV_FREE);
 }
 
-int ckpt__compact_held(struct ckpt *c, unsigned keep, size_t *folded)
+/* The rest of ckpt__commit_detached's commit: the pages copied into ckpt's
+ * memory, the program goes on while they are compressed and written; a
+ * commit too large to copy is written with the program stopped. */
+static int run_copied_write(struct ckpt *c, struct ckpt__pending *pd, size_t bytes, int nice,
+			    uint64_t *id)
+{
+	char *stage = bytes && bytes <= run_staging_limit() ? run_stage(bytes) : NULL;
+	c->run_writer = stage || !bytes ? "copy" : "stopped";
+	if (stage || !bytes) {
+		ckpt__stage_copy(&pd->pl, stage);
+		pd->settled = 1;
+		ckpt__track_capture_done(&pd->cap);
+		pd->staged_bytes = bytes;
+		pd->pause_ns = ckpt__now_ns() - pd->t0;
+		ckpt__threads_go();
+		/* The program first: compression takes the CPU it leaves. */
+		if (nice)
+			ckpt__workers_nice(pd->wk, nice);
+	}
+	int rc = ckpt__commit_write(c->w->dirfd, pd);
+	ckpt__commit_finish(c->w, pd, rc, id);
+	run_stage_done(bytes);
+	return rc;
+}
+
+/* The nice value of the threads that compress and write a commit once
+ * the program goes on, unless a signal asked for it (a preemption
+ * notice: it is urgent).  19: the program's threads get the CPU they
+ * share with them (a weight of 15 against 1024), and so do other
+ * programs of the machine. */
+#define RUN_NICE 19
+
+/* The staging area is warmed, after a commit written by a child, up to
+ * this (or an eighth of the memory, if less). */
+#define RUN_WARM_MAX ((size_t)256 << 20)
+/* A commit with more than this to copy into memory not yet faulted in is
+ * written by a child instead. */
+#define RUN_COLD_COPY_MAX ((size_t)32 << 20)
+
+/* Faults in the staging area, up to what a commit of `bytes` needs (a
+ * quarter more), within RUN_WARM_MAX: the next commits of that size are
+ * copied, not forked. */
+static void run_stage_warm(size_t bytes)
+{
+	long pages = sysconf(_SC_PHYS_PAGES);
+	size_t max = pages > 0 ? (size_t)pages / 8 * ckpt__pagesize : RUN_WARM_MAX;
+	if (max > RUN_WARM_MAX)
+		max = RUN_WARM_MAX;
+	size_t want = bytes > max ? max : bytes;
+	if (want <= RS.cap || !run_stage(want))
+		return;
+	memset(RS.p, 0, RS.cap);
+}
+
+/* What the child writing a commit reports. */
+struct run_child {
+	int rc;
+	struct ckpt__wresult res;
+	char msg[1024];
+};
+
+/* Writes pd's snapshot from a child process (clone without CLONE_VM, so a
+ * copy-on-write image of the process as of the capture), and lets the
+ * program go on at once: a commit too large to copy quickly costs the
+ * program the page tables' copy and, later, one copy of each page it
+ * writes while the child reads.  The child is the caller's copy alone
+ * (no program thread, no fork handler), keeps only the chain's directory
+ * open (a pipe's other end must not stay open in it), writes the file with
+ * workers of its own, and exits; no signal tells the program of its end
+ * (exit signal 0: only a wait with __WALL sees it).  Returns 1 with *rcp
+ * set once the child has ended, 0 if no child could be made (nothing was
+ * done: the caller copies or writes with the program stopped). */
+static int run_forked_write(struct ckpt__chainw *w, struct ckpt__pending *pd, size_t bytes,
+			    int nice, int *rcp)
+{
+	size_t sz = ckpt__page_up(sizeof(struct run_child));
+	long m = ckpt__sys6(SYS_mmap, 0, (long)sz, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (m < 0 && m > -4096)
+		return 0;
+	struct run_child *rch = (struct run_child *)m;
+	rch->rc = CKPT_EIO;
+	int dirfd = w->dirfd;
+	long pid = ckpt__sys6(SYS_clone, 0, 0, 0, 0, 0, 0);
+	if (pid == 0) {
+		if (dirfd > 0)
+			ckpt__sys3(SYS_close_range, 0, (long)dirfd - 1, 0);
+		ckpt__sys3(SYS_close_range, (long)dirfd + 1, ~0u, 0);
+		if (nice)
+			setpriority(PRIO_PROCESS, 0, nice); /* and its workers */
+		/* The workers started for the capture are the parent's. */
+		pd->wk = NULL;
+		pd->wp.workers = NULL;
+		int rc = ckpt__snap_write(dirfd, &pd->wp, &rch->res);
+		if (rc)
+			snprintf(rch->msg, sizeof rch->msg, "%s", ckpt_last_error());
+		rch->rc = rc;
+		ckpt__sys3(SYS_exit_group, rc ? 1 : 0, 0, 0);
+	}
+	if (pid < 0) {
+		ckpt__sys3(SYS_munmap, m, (long)sz, 0);
+		return 0;
+	}
+	pd->settled = 1;
+	ckpt__track_capture_done(&pd->cap);
+	pd->pause_ns = ckpt__now_ns() - pd->t0;
+	ckpt__threads_go();
+	ckpt__commit_workers_stop(pd);
+	run_stage_warm(bytes + bytes / 4);
+	int st = 0;
+	long r;
+	while ((r = ckpt__sys6(SYS_wait4, pid, (long)&st, __WALL, 0, 0, 0)) == -EINTR)
+		;
+	if (r != pid)
+		*rcp = ckpt__fail(CKPT_EIO, "ckpt run: lost the process writing snapshot %llu",
+				  (unsigned long long)pd->id);
+	else if (WIFSIGNALED(st))
+		*rcp = ckpt__fail(CKPT_EIO, "ckpt run: the process writing snapshot %llu ended by "
+					    "signal %d",
+				  (unsigned long long)pd->id, WTERMSIG(st));
+	else if (rch->rc)
+		*rcp = ckpt__fail(rch->rc, "%s", rch->msg);
+	else
+		pd->res = rch->res;
+	if (r == pid && !WIFSIGNALED(st) && !rch->rc)
+		*rcp = 0;
+	ckpt__sys3(SYS_munmap, m, (long)sz, 0);
+	return 1;
+}
+
+int ckpt__compact_held(struct ckpt *c, unsigned keep, unsigned above, size_t *folded)
 {
 	ckpt__clear_error();
 	if (!c || !c->w)
 		return ckpt__fail(CKPT_EINVAL, "ckpt run: the handle has no chain");
-	int rc = ckpt__chain_compact_locked(c->dir, c->w->dirfd, keep, 1, folded);
+	int rc = ckpt__chain_compact_locked(c->dir, c->w->dirfd, keep, above, 1, folded);
 	/* Its files were replaced: the next restore opens the chain again. */
 	ckpt__chainw_close_reader(c->w);
 	return rc;
 }
 
-int ckpt__commit_detached(struct ckpt *c, uint64_t *id)
+int ckpt__commit_detached(struct ckpt *c, uint64_t *id, int urgent)
 {
 	ckpt__clear_error();
 	if (!c || !c->w || !c->resumable || c->as)
@@ -692,32 +832,28 @@ int ckpt__commit_detached(struct ckpt *c, uint64_t *id)
 	if (!rc) {
 		c->w->proc = b.p;
 		c->w->proc_size = b.n;
+		/* A commit that is not urgent is compressed by one worker, at
+		 * a low priority: a single-threaded program keeps a core. */
+		c->w->workers = urgent ? 0 : 1;
 		struct ckpt__pending *pd = ckpt__mem_alloc(sizeof *pd);
 		if (!pd)
 			rc = ckpt__fail(CKPT_ENOMEM, "ckpt run: out of memory");
 		/* This thread is ckpt's, not the program's. */
 		else if (!(rc = ckpt__commit_prepare(c->w, pd, 1))) {
 			pd->t0 = t_stop; /* the program's pause, from the stop */
-			/* The pages copied into ckpt's memory, the program goes on
-			 * while they are compressed and written; a commit too
-			 * large to copy is written with the program stopped. */
+			/* Written by a child when there is much to copy into
+			 * memory not faulted in yet; else copied. */
 			size_t bytes = ckpt__stage_bytes(&pd->pl);
-			char *stage = bytes && bytes <= run_staging_limit() ? run_stage(bytes) : NULL;
-			if (stage || !bytes) {
-				ckpt__stage_copy(&pd->pl, stage);
-				pd->settled = 1;
-				ckpt__track_capture_done(&pd->cap);
-				pd->staged_bytes = bytes;
-				pd->pause_ns = ckpt__now_ns() - pd->t0;
-				ckpt__threads_go();
-				/* The program first: compression takes the CPU it
-				 * leaves. */
-				ckpt__workers_nice(pd->wk, 10);
+			int nice = urgent ? 0 : RUN_NICE;
+			if (bytes > RS.cap && bytes > RUN_COLD_COPY_MAX &&
+			    run_forked_write(c->w, pd, bytes, nice, &rc)) {
+				c->run_writer = "fork";
+				ckpt__commit_finish(c->w, pd, rc, id);
+			} else {
+				rc = run_copied_write(c, pd, bytes, nice, id);
 			}
-			rc = ckpt__commit_write(c->w->dirfd, pd);
-			ckpt__commit_finish(c->w, pd, rc, id);
-			run_stage_done(bytes);
 		}
+		c->w->workers = 0;
 		if (pd)
 			ckpt__mem_free(pd, sizeof *pd);
 		c->w->proc = NULL;

@@ -354,7 +354,7 @@ int ckpt__commit_prepare(struct ckpt__chainw *w, struct ckpt__pending *pd, unsig
 	struct ckpt__workers *wk = ckpt__mem_alloc(sizeof *wk);
 	if (!wk)
 		return ckpt__fail(CKPT_ENOMEM, "ckpt_commit: out of memory");
-	ckpt__workers_start(wk, w->threads > 1 ? w->threads : 0);
+	ckpt__workers_start(wk, w->workers ? w->workers : w->threads > 1 ? w->threads : 0);
 	pd->wk = wk;
 	struct ckpt__capture *cap = &pd->cap;
 	struct ckpt__plan *pl = &pd->pl;
@@ -397,7 +397,7 @@ int ckpt__commit_prepare(struct ckpt__chainw *w, struct ckpt__pending *pd, unsig
 		.page_size = (uint32_t)ckpt__pagesize, .nthreads = cap->nthreads,
 		.exe = w->exe, .build_id = w->build_id, .build_id_len = w->build_id_len,
 		.maps = pl->maps, .nmaps = pl->nmaps, .runs = pl->runs, .nruns = pl->nruns,
-		.level = w->level, .threads = w->threads, .workers = wk,
+		.level = w->level, .threads = w->workers ? w->workers : w->threads, .workers = wk,
 		.proc = w->proc, .proc_size = w->proc_size,
 	};
 	memcpy(pd->wp.chain_id, w->chain_id, 16);

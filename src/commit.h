@@ -34,6 +34,7 @@ struct ckpt__chainw {
 	size_t nlct, lct_cap;
 	int level;
 	unsigned threads;
+	unsigned workers;              /* if not 0: compression threads of a commit */
 	char exe[PATH_MAX];
 	unsigned char build_id[64];
 	size_t build_id_len;
@@ -104,10 +105,11 @@ CKPT__HIDDEN int ckpt__chainw_reader(struct ckpt__chainw *w, struct ckpt__chain 
 /* Closes that reader, if open: the chain's files changed (a compaction). */
 CKPT__HIDDEN void ckpt__chainw_close_reader(struct ckpt__chainw *w);
 /* chain-api.c: ckpt_chain_compact of the chain open in dirfd (dir names
- * it in messages), whose writer's lock the caller holds; compression on
+ * it in messages), whose writer's lock the caller holds, made only when
+ * more than `above` increments are there (at least keep); compression on
  * `threads` threads. */
 CKPT__HIDDEN int ckpt__chain_compact_locked(const char *dir, int dirfd, unsigned keep,
-					    unsigned threads, size_t *folded);
+					    unsigned above, unsigned threads, size_t *folded);
 
 struct dl_phdr_info;
 /* The GNU build-id of a loaded object (at most 64 bytes): 1 if it has one. */

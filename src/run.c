@@ -23,9 +23,10 @@
  * coincide; then one of them is taken for the other, as signals of one
  * number coalesce anyway.
  *
- * After a commit, with a `keep`, the thread folds the chain's older
- * snapshots (ckpt__compact_held) while the program runs; the next commit
- * waits for it.
+ * After a commit, with a `keep` N, the thread folds the chain's older
+ * snapshots down to N increments once there are more than 2N
+ * (ckpt__compact_held) while the program runs; the next commit waits for
+ * it.
  *
  * Status lines (`ckpt run --json`): one JSON object a line, appended to a
  * file that is opened for each line and closed again, so that ckpt holds
@@ -240,6 +241,25 @@ static void status_start(void)
 	line_end();
 }
 
+/* The program's resident memory (/proc/self/statm), what a full dump
+ * would write. */
+static uint64_t rss_bytes(void)
+{
+	char b[128];
+	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	long n = ckpt__sys3(SYS_read, fd, (long)b, sizeof b - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	b[n] = '\0';
+	unsigned long long size, res;
+	if (sscanf(b, "%llu %llu", &size, &res) != 2)
+		return 0;
+	return res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
 static void status_commit(int rc, int sig, uint64_t ns)
 {
 	line_start(rc ? "commit-failed" : "commit");
@@ -255,15 +275,21 @@ static void status_commit(int rc, int sig, uint64_t ns)
 		    (unsigned long long)(st.commit_capture_ns / 1000),
 		    (unsigned long long)st.commit_pages, (unsigned long long)st.commit_raw_bytes,
 		    (unsigned long long)st.commit_file_bytes);
+	if (!rc)
+		put(",\"writer\":\"%s\",\"rss_bytes\":%llu", ckpt__run_writer(R.c),
+		    (unsigned long long)rss_bytes());
 	line_end();
 }
 
-/* Folds the chain to R.o.keep increments, after a commit. */
+/* Folds the chain to R.o.keep increments once it has twice as many: a
+ * compaction writes the whole base again, so it is made every keep
+ * commits, not after each. */
 static void compact(void)
 {
 	size_t folded = 0;
 	uint64_t t0 = ckpt__now_ns();
-	int rc = ckpt__compact_held(R.c, (unsigned)R.o.keep, &folded);
+	unsigned keep = (unsigned)R.o.keep;
+	int rc = ckpt__compact_held(R.c, keep, 2 * keep, &folded);
 	if (rc) {
 		char msg[640];
 		int n = snprintf(msg, sizeof msg, "ckpt run: compaction failed: %s\n",
@@ -331,7 +357,7 @@ static void *loop(void *arg)
 			if (sigs >> (s - 1) & 1)
 				sig = s;
 		uint64_t id = 0, t0 = ckpt__now_ns();
-		int rc = ckpt__commit_detached(R.c, &id);
+		int rc = ckpt__commit_detached(R.c, &id, sig != 0);
 		uint64_t t1 = ckpt__now_ns();
 		status_commit(rc, sig, t1 - t0);
 		if (rc) {

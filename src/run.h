@@ -50,12 +50,20 @@ CKPT__HIDDEN void ckpt__run_forked(void);
 
 /* ckpt.c: a resumable commit of c made by a thread of ckpt's own, every
  * program thread stopped at a safe point (not in ckpt's code nor in the
- * dynamic linker's; tried again for up to a second).  As ckpt_commit. */
-CKPT__HIDDEN int ckpt__commit_detached(struct ckpt *c, uint64_t *id);
+ * dynamic linker's; tried again for up to a second).  As ckpt_commit.
+ * Unless `urgent`, what is left once the program goes on runs at a low
+ * priority. */
+CKPT__HIDDEN int ckpt__commit_detached(struct ckpt *c, uint64_t *id, int urgent);
+/* ckpt.c: how the last ckpt__commit_detached wrote its file: "copy" (its
+ * pages copied, the program going on meanwhile), "fork" (by a child
+ * process), "stopped" (with the program stopped). */
+CKPT__HIDDEN const char *ckpt__run_writer(const struct ckpt *c);
 /* ckpt.c: the id of the newest snapshot of c's chain (0: none). */
 CKPT__HIDDEN uint64_t ckpt__latest_id(const struct ckpt *c);
 /* ckpt.c: ckpt_chain_compact of c's own chain, under the lock c holds,
- * with the program running (one compression thread). */
-CKPT__HIDDEN int ckpt__compact_held(struct ckpt *c, unsigned keep, size_t *folded);
+ * with the program running (one compression thread), when it has more
+ * than `above` increments. */
+CKPT__HIDDEN int ckpt__compact_held(struct ckpt *c, unsigned keep, unsigned above,
+				    size_t *folded);
 
 #endif /* CKPT_RUN_H */

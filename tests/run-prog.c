@@ -4,7 +4,7 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  *   run-prog OUT STEPS [--threads N] [--ignore-usr1] [--handle-usr1]
- *            [--dlopen LIB SYM] [--fork] [--loader LIB]
+ *            [--dlopen LIB SYM] [--fork] [--loader LIB] [--mem MIB]
  *
  * Each step every worker (N pthreads, 0: the main thread alone) hashes its
  * own state, adds to a total under a mutex, and meets the others at a
@@ -24,6 +24,10 @@
  * goes on after the line.  A child alive at a commit is not in a resumed
  * process (its waitpid says ECHILD): the parent then forks it again, and
  * the line, written at the same offset, is the same.
+ *
+ * --mem MIB: the program also holds MIB MiB of its own, all written at
+ * its start (so that a first commit stores them), and each step rewrites
+ * one page of it and writes a hash of it on the line.
  *
  * --loader LIB: one more thread keeps the loader's locks held most of the
  * time until the last step: it walks the loaded objects with
@@ -149,6 +153,7 @@ int main(int argc, char **argv)
 	steps = atoi(argv[2]);
 	int ignore = 0, handle = 0, forks = 0;
 	const char *lib = NULL, *sym = NULL;
+	size_t mem = 0;
 	for (int i = 3; i < argc; i++) {
 		if (!strcmp(argv[i], "--threads") && i + 1 < argc)
 			nthreads = atoi(argv[++i]);
@@ -163,6 +168,8 @@ int main(int argc, char **argv)
 			forks = 1;
 		else if (!strcmp(argv[i], "--loader") && i + 1 < argc)
 			loader_lib = argv[++i];
+		else if (!strcmp(argv[i], "--mem") && i + 1 < argc)
+			mem = (size_t)atoi(argv[++i]) << 20;
 	}
 	if (nthreads < 0 || nthreads > MAXT)
 		return 2;
@@ -185,6 +192,14 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	unsigned long long *big = NULL, bighash = 0;
+	size_t nbig = mem / sizeof *big;
+	if (nbig) {
+		if (!(big = malloc(nbig * sizeof *big)))
+			return 1;
+		for (size_t i = 0; i < nbig; i++)
+			big[i] = i * 0x9e3779b97f4a7c15ull;
+	}
 	pthread_t t[MAXT], lt;
 	if (loader_lib && pthread_create(&lt, NULL, loader, NULL))
 		return 1;
@@ -205,6 +220,15 @@ int main(int argc, char **argv)
 		fprintf(f, " %llx %llx", acc[MAXT], total);
 		if (fn)
 			fprintf(f, " %s", fn());
+		if (nbig) {
+			/* One page a step, spread over the block. */
+			size_t at = ((size_t)s * 7919 * 512) % nbig & ~(size_t)511;
+			for (size_t k = at; k < at + 512 && k < nbig; k++) {
+				big[k] = big[k] * 31 + (unsigned long long)s;
+				bighash = (bighash ^ big[k]) * 1099511628211ull;
+			}
+			fprintf(f, " %llx", bighash);
+		}
 		fprintf(f, "\n");
 		if (forks && s % 25 == 0 && child_line(f, s))
 			return 1;
@@ -219,6 +243,7 @@ int main(int argc, char **argv)
 		__atomic_store_n(&loader_stop, 1, __ATOMIC_RELEASE);
 		pthread_join(lt, NULL);
 	}
+	free(big);
 	if (fclose(f))
 		return 1;
 	if (ignore) {
