@@ -641,6 +641,11 @@ static void run_stage_done(size_t bytes)
 		madvise(RS.p + used, RS.cap - used, MADV_FREE);
 }
 
+size_t ckpt__run_staging(void)
+{
+	return RS.cap;
+}
+
 /* The rest of ckpt__commit_detached's commit: the pages copied into ckpt's
  * memory, the program goes on while they are compressed and written; a
  * commit too large to copy is written with the program stopped. */

@@ -241,8 +241,8 @@ static void status_start(void)
 	line_end();
 }
 
-/* The program's resident memory (/proc/self/statm), what a full dump
- * would write. */
+/* The program's resident memory (/proc/self/statm) but for ckpt's
+ * staging area: what a full dump would write. */
 static uint64_t rss_bytes(void)
 {
 	char b[128];
@@ -257,7 +257,8 @@ static uint64_t rss_bytes(void)
 	unsigned long long size, res;
 	if (sscanf(b, "%llu %llu", &size, &res) != 2)
 		return 0;
-	return res * (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t bytes = res * (uint64_t)sysconf(_SC_PAGESIZE), own = ckpt__run_staging();
+	return bytes > own ? bytes - own : 0;
 }
 
 static void status_commit(int rc, int sig, uint64_t ns)

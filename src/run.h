@@ -58,6 +58,9 @@ CKPT__HIDDEN int ckpt__commit_detached(struct ckpt *c, uint64_t *id, int urgent)
  * pages copied, the program going on meanwhile), "fork" (by a child
  * process), "stopped" (with the program stopped). */
 CKPT__HIDDEN const char *ckpt__run_writer(const struct ckpt *c);
+/* ckpt.c: the bytes of the staging area the commits keep (ckpt's, not
+ * the program's memory). */
+CKPT__HIDDEN size_t ckpt__run_staging(void);
 /* ckpt.c: the id of the newest snapshot of c's chain (0: none). */
 CKPT__HIDDEN uint64_t ckpt__latest_id(const struct ckpt *c);
 /* ckpt.c: ckpt_chain_compact of c's own chain, under the lock c holds,
