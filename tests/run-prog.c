@@ -26,8 +26,9 @@
  * the line, written at the same offset, is the same.
  *
  * --mem MIB: the program also holds MIB MiB of its own, all written at
- * its start (so that a first commit stores them), and each step rewrites
- * one page of it and writes a hash of it on the line.
+ * its start (so that a first commit stores them; "filled" on stderr
+ * then), and each step rewrites one page of it and writes a hash of it on
+ * the line.
  *
  * --loader LIB: one more thread keeps the loader's locks held most of the
  * time until the last step: it walks the loaded objects with
@@ -199,6 +200,7 @@ int main(int argc, char **argv)
 			return 1;
 		for (size_t i = 0; i < nbig; i++)
 			big[i] = i * 0x9e3779b97f4a7c15ull;
+		fprintf(stderr, "filled\n");
 	}
 	pthread_t t[MAXT], lt;
 	if (loader_lib && pthread_create(&lt, NULL, loader, NULL))

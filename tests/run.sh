@@ -40,6 +40,13 @@
 #      start, commits with consecutive ids, compactions, a resume for each
 #      `ckpt resume`; the first commit (48 MiB) was written by a child
 #      process, later ones copied
+#   k  run-prog --mem 64, committed on SIGUSR1 once its memory is
+#      written: that commit (64 MiB, more than ckpt copies into new memory
+#      while the program waits) is written by a child process; killed
+#      after it and resumed: same output
+#   j  the program replaced by another build before the resume: refused
+#      with ckpt_open's message, the program not run; the right build put
+#      back, the same chain resumes to the same output
 #   c and d also check the status lines --json=FILE writes for a signal
 #   e  a statically linked program is refused, naming why (skipped, and
 #      said, when the system has no static binary to try)
@@ -247,17 +254,59 @@ check_backend() {
 	rc=$?
 	[ $rc -eq 0 ] || fail "$name: the last resume exited $rc: $(cat "$scratch/$name.err")"
 	cmp -s "$out" "$scratch/ref-mem.out" || fail "$name: the output differs from an uninterrupted run's"
-	[ -s "$scratch/$name.err" ] && fail "$name: stderr: $(cat "$scratch/$name.err")"
+	grep -v '^filled$' "$scratch/$name.err" && fail "$name: stderr: $(cat "$scratch/$name.err")"
 	"$ckpt" verify "$dir" >/dev/null || fail "$name: the compacted chain does not verify"
 	# A base and at most 2N increments: folded to N once more are there.
 	[ "$(nsnaps "$dir")" -le 6 ] || fail "$name: $(nsnaps "$dir") snapshots kept with --keep 2"
 	check_status "$dir/run.jsonl" "$name"
-	# 48 MiB written before the first commit: more than ckpt copies into
-	# new memory while the program waits; a child writes it.  The small
-	# commits after are copied.
-	grep -q '"writer":"fork"' "$dir/run.jsonl" || fail "$name: no commit written by a child: $(cat "$dir/run.jsonl")"
 	grep -q '"writer":"copy"' "$dir/run.jsonl" || fail "$name: no commit copied: $(cat "$dir/run.jsonl")"
 	say "  $(grep -c '"event":"commit"' "$dir/run.jsonl") commits, $(grep -c '"event":"compact"' "$dir/run.jsonl") compactions, $(nsnaps "$dir") snapshots at the end"
+
+	name=$be-child
+	dir=$scratch/$name.chain out=$scratch/$name.out
+	say "k: $be, a first commit of 64 MiB written by a child process"
+	"$ckpt" run --every 1h --on USR1 --json "$dir" -- "$prog" "$out" $STEPS --mem 64 \
+		2>"$scratch/$name.err" &
+	pid=$!
+	i=0
+	until grep -q '^filled$' "$scratch/$name.err"; do
+		i=$((i + 1))
+		[ $i -lt 1000 ] || fail "$name: run-prog did not fill its memory in 10 s"
+		sleep 0.01
+	done
+	kill -USR1 $pid
+	killed_after_commit $pid "$dir" "$scratch/$name.err"
+	grep -q '"event":"commit",.*"id":1,.*"writer":"fork"' "$dir/run.jsonl" ||
+		fail "$name: the first commit was not written by a child: $(cat "$dir/run.jsonl")"
+	timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
+	rc=$?
+	[ $rc -eq 0 ] || fail "$name: the resume exited $rc: $(cat "$scratch/$name.err")"
+	cmp -s "$out" "$scratch/ref-mem64.out" || fail "$name: the output differs from an uninterrupted run's"
+	grep -v '^filled$' "$scratch/$name.err" && fail "$name: stderr: $(cat "$scratch/$name.err")"
+	"$ckpt" verify "$dir" >/dev/null || fail "$name: the chain does not verify"
+
+	name=$be-build
+	dir=$scratch/$name.chain out=$scratch/$name.out
+	say "j: $be, another build of the program at the resume"
+	cp "$prog" "$scratch/prog-copy"
+	"$ckpt" run --every 150ms "$dir" -- "$scratch/prog-copy" "$out" $STEPS 2>"$scratch/$name.err" &
+	killed_after_commit $! "$dir" "$scratch/$name.err"
+	cp "$scratch/prog-copy" "$scratch/prog-saved"
+	cp "$other_elf" "$scratch/prog-copy"
+	before=$(cksum <"$out")
+	msg=$(timeout 60 "$ckpt" resume "$dir" 2>&1)
+	rc=$?
+	[ $rc -ne 0 ] || fail "$name: another build was resumed"
+	case $msg in
+	*"ckpt_open: snap-"*"was written by $scratch/prog-copy; this is $scratch/prog-copy, another build: it is not resumed"*) ;;
+	*) fail "$name: the refusal does not say why: $msg" ;;
+	esac
+	[ "$(cksum <"$out")" = "$before" ] || fail "$name: the output changed after the refusal"
+	cp "$scratch/prog-saved" "$scratch/prog-copy"
+	timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err" ||
+		fail "$name: the right build did not resume after the refusal: $(cat "$scratch/$name.err")"
+	cmp -s "$out" "$scratch/ref-t0.out" || fail "$name: the output differs from an uninterrupted run's"
+	say "  refused: $msg"
 
 	if [ -n "$python" ]; then
 		say "f: $be, python3, killed after a commit and resumed"
@@ -361,11 +410,18 @@ else
 	python=
 	say "python3 is not installed (or not an ELF program): f is not tried; g checks a dlopen()"
 fi
-"$prog" "$scratch/ref-mem.out" $((STEPS * 3)) --threads 1 --mem 48 || fail "run-prog --mem failed"
+"$prog" "$scratch/ref-mem.out" $((STEPS * 3)) --threads 1 --mem 48 2>/dev/null || fail "run-prog --mem failed"
+"$prog" "$scratch/ref-mem64.out" $STEPS --mem 64 2>/dev/null || fail "run-prog --mem failed"
 for t in 0 3; do
 	"$prog" "$scratch/ref-t$t.out" $STEPS --threads $t || fail "run-prog failed uninterrupted"
 done
 loaderlib=${libz:-libm.so.6}
+# Another dynamically linked program, for j.
+other_elf=
+for f in /usr/bin/true /bin/true /usr/bin/env; do
+	[ -x "$f" ] && head -c4 "$f" | grep -q ELF && other_elf=$(readlink -f "$f") && break
+done
+[ -n "$other_elf" ] || fail "no ELF program such as /usr/bin/true on this system"
 "$prog" "$scratch/ref-loader.out" $STEPS --loader "$loaderlib" || fail "run-prog --loader failed"
 cmp -s "$scratch/ref-loader.out" "$scratch/ref-t0.out" || fail "run-prog --loader changed its output"
 
