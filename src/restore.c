@@ -883,9 +883,23 @@ static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch
 	}
 	int rc = open_spans(r, &r->rest);
 	/* With the shadow on, the clean pages about to change are the newest
-	 * snapshot's: their copies make a later rollback to it cheap. */
-	for (size_t i = 0; !rc && ckpt__shadow_on() && i < r->rest.n; i++)
-		ckpt__shadow_save(r->rest.r[i].lo, r->rest.r[i].hi);
+	 * snapshot's: their copies make a later rollback to it cheap.  Not
+	 * the memory mapped for this restore (recreated, or the break
+	 * raised), which holds zeros, not the snapshot: a copy of it would
+	 * be written back in place of the snapshot's pages.  (Only saved
+	 * when there is memory to plan it: the copies are an economy.) */
+	struct ckpt__rset made = {0}, save = {0};
+	int mrc = 0;
+	for (size_t i = 0; !mrc && i < r->nmade; i++)
+		mrc = add(&made, r->recreate.r[i].lo, r->recreate.r[i].hi);
+	if (!mrc && r->brk_raised)
+		mrc = add(&made, r->brk_cur, r->brk_k);
+	if (!mrc && ckpt__shadow_on())
+		mrc = subtract(&r->rest, &made, &save);
+	for (size_t i = 0; !rc && !mrc && i < save.n; i++)
+		ckpt__shadow_save(save.r[i].lo, save.r[i].hi);
+	ckpt__rset_free(&made);
+	ckpt__rset_free(&save);
 	for (size_t i = 0; !rc && i < r->unstaged.n; i++)
 		for (uintptr_t a = r->unstaged.r[i].lo; !rc && a < r->unstaged.r[i].hi; a += ps)
 			rc = write_page(r, a, scratch, use_shadow, pd);
