@@ -292,7 +292,11 @@ typedef struct ckpt_stats {
 	                               * before it to be written (CKPT_F_ASYNC) */
 	uint64_t commit_staged_bytes; /* pages copied into the staging area (CKPT_F_ASYNC;
 	                               * 0 when written before ckpt_commit returned) */
-	uint64_t reserved[1];    /* zero; room for later fields */
+	uint64_t fast_restores;  /* restores this epoch that learned the pages written
+	                          * since the last one from the kernel's log of page
+	                          * faults instead of walking the page tables: resets
+	                          * to the newest snapshot with CKPT_F_SHADOW under uffd
+	                          * (doc/TRACKING.md, "Resets") */
 } ckpt_stats;
 
 /* ---- the handle ----------------------------------------------------------- */
