@@ -67,6 +67,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/perf_event.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,7 +99,6 @@ static struct {
 	unsigned ncpu;
 	int fd[MAX_EVENTS];
 	unsigned nfd;
-	pid_t pid;	 /* the process the events belong to */
 	int open;	 /* events open */
 	int unavailable; /* could not be opened (in pid): not tried again */
 	int armed;
@@ -415,15 +415,28 @@ static int reset_off(void)
 	return e && !strcmp(e, "walk");
 }
 
+/* Set in a forked child, whose events and rings are the parent's. */
+static int forked;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_child(void)
+{
+	forked = 1;
+}
+
+static void register_atfork(void)
+{
+	pthread_atfork(NULL, NULL, atfork_child);
+}
+
 void ckpt__flog_open(void)
 {
-	pid_t me = getpid();
-	if (L.pid != me) {
-		/* A forked child: the events and rings are the parent's. */
-		if (L.open)
-			close_events();
+	pthread_once(&atfork_once, register_atfork);
+	if (forked) {
+		/* Its own, from now on: the parent's are closed here. */
+		forked = 0;
+		close_events();
 		L.unavailable = 0;
-		L.pid = me;
 	}
 	L.armed = 0;
 	if (reset_off()) {
@@ -436,8 +449,8 @@ void ckpt__flog_open(void)
 
 void ckpt__flog_close(void)
 {
-	if (L.open && L.pid == getpid())
-		close_events();
+	close_events();
+	forked = 0;
 	L.armed = 0;
 	L.unavailable = 0;
 }
@@ -485,7 +498,7 @@ int ckpt__flog_take(void (*fn)(uintptr_t addr, void *arg), void *arg,
 		    const struct ckpt__rset **walk)
 {
 	L.taken = 0;
-	if (!L.armed || L.pid != getpid())
+	if (!L.armed || forked)
 		return L.armed = 0;
 	L.armed = 0;
 	/* The ring before the count: see the top of the file. */

@@ -930,6 +930,7 @@ static struct {
 	struct ckpt__rset keep;
 	uintptr_t *addr;		 /* the pages logged, sorted */
 	size_t n, cap;
+	struct ckpt__rset logged, cand;	 /* kept from reset to reset: no allocation */
 	int rc;
 	void *scratch; /* a page */
 } RL;
@@ -1031,11 +1032,13 @@ static int reset_from_log(struct rctx *r)
 	if (RL.rc)
 		return RL.rc;
 	sort_addr(RL.addr, RL.n);
-	struct ckpt__rset logged = {0};
+	struct ckpt__rset *logged = &RL.logged, *cand = &RL.cand;
+	ckpt__rset_clear(logged);
+	ckpt__rset_clear(cand);
 	int rc = 0;
 	for (size_t i = 0; !rc && i < RL.n; i++) {
 		const struct ckpt__region *g = ckpt__rtab_find(T->tab, RL.addr[i]);
-		rc = add(&logged, RL.addr[i], RL.addr[i] + ((uintptr_t)1 << g->pgshift));
+		rc = add(logged, RL.addr[i], RL.addr[i] + ((uintptr_t)1 << g->pgshift));
 	}
 	/* The heaps glibc may trim behind ckpt's back, walked. */
 	const struct ckpt__rtab *t = T->tab;
@@ -1047,25 +1050,24 @@ static int reset_from_log(struct rctx *r)
 			if (a < b && T->be->sync(&t->r[j], a, b, 0) != 0)
 				rc = CKPT_EIO;
 			if (!rc && a < b)
-				rc = ckpt__bm_runs(a, b, bits_to, &logged);
+				rc = ckpt__bm_runs(a, b, bits_to, logged);
 		}
 	for (size_t i = 0; !rc && i < T->pinned.n; i++)
-		rc = add(&logged, T->pinned.r[i].lo, T->pinned.r[i].hi);
+		rc = add(logged, T->pinned.r[i].lo, T->pinned.r[i].hi);
 	if (!rc)
-		rc = intersect(&logged, &RL.keep, &r->cand);
-	ckpt__rset_free(&logged);
+		rc = intersect(logged, &RL.keep, cand);
 	if (rc)
 		return 0; /* the long way, which walks */
-	for (size_t i = 0; i < r->cand.n; i++)
-		for (uintptr_t a = r->cand.r[i].lo; a < r->cand.r[i].hi; a += ckpt__pagesize)
+	for (size_t i = 0; i < cand->n; i++)
+		for (uintptr_t a = cand->r[i].lo; a < cand->r[i].hi; a += ckpt__pagesize)
 			if (!in_memory(r, a))
 				return 0;
-	for (size_t i = 0; !rc && i < r->cand.n; i++)
-		for (uintptr_t a = r->cand.r[i].lo; !rc && a < r->cand.r[i].hi; a += ckpt__pagesize)
+	for (size_t i = 0; !rc && i < cand->n; i++)
+		for (uintptr_t a = cand->r[i].lo; !rc && a < cand->r[i].hi; a += ckpt__pagesize)
 			rc = write_page(r, a, RL.scratch, 1, NULL);
 	zrun_flush(r);
 	/* The pages hold the newest snapshot again: clean, and protected. */
-	ckpt__track_restored_locked(&r->cand, &r->cand, &r->recreate, 1);
+	ckpt__track_restored_locked(cand, cand, &r->recreate, 1);
 	if (rc)
 		return rc;
 	ckpt__flog_arm(1);
