@@ -447,6 +447,11 @@ void ckpt__flog_open(void)
 		L.unavailable = 1;
 }
 
+int ckpt__flog_wanted(void)
+{
+	return !reset_off() && !L.unavailable;
+}
+
 void ckpt__flog_close(void)
 {
 	close_events();

@@ -23,6 +23,8 @@
 CKPT__HIDDEN void ckpt__flog_open(void);
 /* Closes them (ckpt_end): sampling costs every fault about 0.3 µs. */
 CKPT__HIDDEN void ckpt__flog_close(void);
+/* Whether a log may be had (not turned off, the events not refused). */
+CKPT__HIDDEN int ckpt__flog_wanted(void);
 /* Starts a log at this point (T->lock held, tracking under uffd, every
  * tracked page protected): opens the events if needed, forgets what they
  * logged so far and takes the baselines the next ckpt__flog_take compares

@@ -1185,7 +1185,7 @@ int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int ho
 	/* Every tracked page is protected again and the memory is the newest
 	 * snapshot's: the log starts from here. */
 	RL.target = NULL;
-	if (!rc && resettable && rearm_all() == 0 && ckpt__flog_arm(0) == 0)
+	if (!rc && resettable && ckpt__flog_wanted() && rearm_all() == 0 && ckpt__flog_arm(0) == 0)
 		keep_plan(r.target);
 	else
 		ckpt__flog_disarm();
