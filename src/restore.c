@@ -927,6 +927,7 @@ static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch
  */
 static struct {
 	const struct ckpt__snap *target; /* the snapshot `keep` describes, or NULL */
+	uint64_t k;			 /* its id */
 	struct ckpt__rset keep;
 	uintptr_t *addr;		 /* the pages logged, sorted */
 	size_t n, cap;
@@ -990,8 +991,10 @@ static void keep_plan(const struct ckpt__snap *k)
 		rc = ckpt__rset_del(&RL.keep, T->nosave.r[i].lo, T->nosave.r[i].hi) ? CKPT_ENOMEM : 0;
 	if (!rc && !RL.scratch && !(RL.scratch = ckpt__mem_alloc(ckpt__pagesize)))
 		rc = CKPT_ENOMEM;
-	if (!rc)
+	if (!rc) {
 		RL.target = k;
+		RL.k = k->h.id;
+	}
 	ckpt__rset_free(&excl);
 	ckpt__rset_free(&mapped_k);
 }
@@ -1011,9 +1014,14 @@ static int rearm_all(void)
 	return rc;
 }
 
-/* Whether the page at a can be written without reading a snapshot file. */
+/* Whether the page at a can be written now without reading a snapshot
+ * file: writable (a region the program keeps read-only is opened for the
+ * copy by the long way only), its copy in memory or none needed. */
 static int in_memory(struct rctx *r, uintptr_t a)
 {
+	const struct ckpt__region *g = ckpt__rtab_find(T->tab, a);
+	if (g && !(g->prot & PROT_WRITE))
+		return 0;
 	struct ckpt__source src;
 	return ckpt__shadow_get(a) || ckpt__chain_source(r->c, r->k, a, &src) != 0 ||
 	       src.kind != CKPT__RK_DATA;
@@ -1027,7 +1035,7 @@ static int reset_from_log(struct rctx *r)
 	const struct ckpt__rset *walk;
 	RL.n = 0;
 	RL.rc = 0;
-	if (RL.target != r->target || !ckpt__flog_take(log_add, NULL, &walk))
+	if (RL.target != r->target || RL.k != r->k || !ckpt__flog_take(log_add, NULL, &walk))
 		return 0;
 	if (RL.rc)
 		return RL.rc;
