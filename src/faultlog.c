@@ -353,17 +353,23 @@ static int covered(const struct ckpt__maps *m, uintptr_t lo, uintptr_t hi)
 	return lo >= hi;
 }
 
-/* Whether the page at a, in maps m, starts one of glibc's arena heaps:
- * heap_info's ar_ptr, prev, size and mprotect_size (malloc/arena.c), the
- * size within what was made writable, which is within HEAP_MAX_SIZE.  A
- * false match only costs a walk. */
+/* Whether the words at a look like glibc's heap_info (malloc/arena.c):
+ * ar_ptr set, size within what was made writable (mprotect_size), which is
+ * within HEAP_MAX_SIZE.  A false match only costs a walk.  Not instrumented:
+ * the program's memory, which the sanitizer may hold poisoned. */
+static CKPT__FAULTPATH int heap_info_at(uintptr_t a)
+{
+	const volatile uintptr_t *h = (const volatile uintptr_t *)a;
+	uintptr_t ar = h[0], size = h[2], mprotected = h[3];
+	return ar && size >= 4 * sizeof(uintptr_t) && size <= mprotected &&
+	       mprotected <= ARENA_HEAP_MAX;
+}
+
+/* Whether the page at a, in maps m, starts one of glibc's arena heaps. */
 static int arena_heap_at(const struct ckpt__maps *m, uintptr_t a)
 {
 	long v = ckpt__maps_find(m, a);
-	if (v < 0 || !(m->v[v].perms & CKPT__VMA_R))
-		return 0;
-	const uintptr_t *h = (const uintptr_t *)a;
-	return h[0] && h[2] >= 4 * sizeof(uintptr_t) && h[2] <= h[3] && h[3] <= ARENA_HEAP_MAX;
+	return v >= 0 && (m->v[v].perms & CKPT__VMA_R) && heap_info_at(a);
 }
 
 static int add(struct ckpt__rset *s, uintptr_t lo, uintptr_t hi)
@@ -532,10 +538,7 @@ int ckpt__flog_take(void (*fn)(uintptr_t addr, void *arg), void *arg,
  * start is at `a` (see arena_heap_at): read in place, the region readable. */
 static int arena_heap_in(const struct ckpt__region *r, uintptr_t a)
 {
-	if (!(r->prot & PROT_READ) || a < r->start || a >= r->end)
-		return 0;
-	const uintptr_t *h = (const uintptr_t *)a;
-	return h[0] && h[2] >= 4 * sizeof(uintptr_t) && h[2] <= h[3] && h[3] <= ARENA_HEAP_MAX;
+	return (r->prot & PROT_READ) && a >= r->start && a < r->end && heap_info_at(a);
 }
 
 /* malloc_trim discards the free pages of every arena with madvise inside

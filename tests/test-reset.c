@@ -123,6 +123,16 @@ static void set_walk(int walk)
 		CHECK(unsetenv("CKPT_RESET") == 0);
 }
 
+/* Whether malloc is glibc's (its mallopt answers): not under
+ * AddressSanitizer, whose allocator neither moves the break nor trims, and
+ * whose free poisons memory a reset brings back.  The scenarios about
+ * glibc's own mmap, munmap, mremap, brk and madvise then check the same
+ * changes made by the program itself. */
+static int glibc_malloc(int threshold)
+{
+	return mallopt(M_MMAP_THRESHOLD, threshold) == 1;
+}
+
 /* ---- the program's writes, to a mapping, static data and the heap ------------------ */
 
 static char statics[8 * 4096] __attribute__((aligned(4096)));
@@ -313,11 +323,12 @@ static void mappings(const char *dir, int walk)
 	set_walk(walk);
 	size_t ps = pagesz(), big = 1 << 20;
 	/* glibc's large blocks are mappings of their own, made and unmapped
-	 * inside libc. */
-	CHECK(mallopt(M_MMAP_THRESHOLD, 128 * 1024) == 1);
+	 * inside libc (else the program's own stand in for them). */
+	int glibc = glibc_malloc(128 * 1024);
 	ckpt_t *c = open_chain(dir);
 	char *gone = map_anon(64, 0x21), *moved = map_anon(64, 0x22);
-	char *blk = malloc(big), *grow = malloc(big);
+	char *blk = glibc ? malloc(big) : map_anon(big / ps, 0);
+	char *grow = glibc ? malloc(big) : map_anon(big / ps, 0);
 	CHECK(blk && grow);
 	memset(blk, 0x31, big);
 	memset(grow, 0x32, big);
@@ -336,21 +347,25 @@ static void mappings(const char *dir, int walk)
 				    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 			CHECK(made != MAP_FAILED);
 			memset(made, 1, 16 * ps);
-			mblk = malloc(big);
+			mblk = glibc ? malloc(big) : map_anon(big / ps, 2);
 			CHECK(mblk);
 			memset(mblk, 2, big);
 			break;
 		case 1: /* a mapping unmapped, and a block glibc unmaps */
 			gone[5] = 9;
 			CHECK(munmap(gone, 64 * ps) == 0);
-			free(blk);
+			if (glibc)
+				free(blk);
+			else
+				CHECK(munmap(blk, big) == 0);
 			break;
 		case 2: /* moved, by the program and by glibc's realloc */
 			moved[ps] = 8;
 			made = mremap(moved, 64 * ps, 256 * ps, MREMAP_MAYMOVE);
 			CHECK(made != MAP_FAILED);
-			mblk = realloc(grow, 8 * big);
-			CHECK(mblk);
+			mblk = glibc ? realloc(grow, 8 * big)
+				     : mremap(grow, big, 8 * big, MREMAP_MAYMOVE);
+			CHECK(mblk && mblk != MAP_FAILED);
 			break;
 		case 3: /* a mapping that was never touched */
 			made = mmap(NULL, 8 * ps, PROT_READ | PROT_WRITE,
@@ -413,16 +428,24 @@ static void brk_moves(const char *dir, int walk)
 {
 	set_walk(walk);
 	/* Small blocks from the break, and the break lowered as soon as 64
-	 * KiB are free at its top. */
-	CHECK(mallopt(M_MMAP_THRESHOLD, 1 << 20) == 1);
-	CHECK(mallopt(M_TRIM_THRESHOLD, 64 * 1024) == 1);
+	 * KiB are free at its top.  Without glibc's malloc, which owns the
+	 * break otherwise, the program moves it itself. */
+	int glibc = glibc_malloc(1 << 20);
+	if (glibc)
+		CHECK(mallopt(M_TRIM_THRESHOLD, 64 * 1024) == 1);
 	ckpt_t *c = open_chain(dir);
 	enum { NB = 2000 };
 	char **b = (char **)safe_area(c, NB * sizeof *b);
-	for (int i = 0; i < NB; i++) {
-		b[i] = malloc(512);
-		CHECK(b[i]);
-		memset(b[i], i & 0xff, 512);
+	if (glibc) {
+		for (int i = 0; i < NB; i++) {
+			b[i] = malloc(512);
+			CHECK(b[i]);
+			memset(b[i], i & 0xff, 512);
+		}
+	} else {
+		char *h = sbrk(NB * 512);
+		CHECK(h != (void *)-1);
+		memset(h, 0x77, NB * 512);
 	}
 	char *copy = safe_area(c, 64 << 20);
 	CHECK_RC(ckpt_begin(c));
@@ -435,13 +458,23 @@ static void brk_moves(const char *dir, int walk)
 	for (unsigned r = 0; r < 8; r++) {
 		if (r % 2 == 0) {
 			/* Grown: 4000 more blocks. */
-			for (int i = 0; i < 4000; i++)
-				CHECK(malloc(256));
+			if (glibc) {
+				for (int i = 0; i < 4000; i++)
+					CHECK(malloc(256));
+			} else {
+				char *h = sbrk(4000 * 256);
+				CHECK(h != (void *)-1);
+				memset(h, 0x55, 4000 * 256);
+			}
 			CHECK(sbrk(0) > brk0);
 		} else {
 			/* Shrunk: the upper half freed, the break lowered. */
-			for (int i = NB / 2; i < NB; i++)
-				free(b[i]);
+			if (glibc) {
+				for (int i = NB / 2; i < NB; i++)
+					free(b[i]);
+			} else {
+				CHECK(sbrk(-(NB / 2) * 512) != (void *)-1);
+			}
 			CHECK(sbrk(0) < brk0);
 		}
 		CHECK_RC(ckpt_restore(c, CKPT_LATEST));
@@ -500,8 +533,11 @@ static void discards(const char *dir, int walk)
 {
 	set_walk(walk);
 	size_t ps = pagesz();
-	CHECK(mallopt(M_MMAP_THRESHOLD, 1 << 20) == 1);
+	/* The rounds of glibc's own discards need its malloc; the program's
+	 * madvise is checked with any. */
+	int glibc = glibc_malloc(1 << 20);
 	ckpt_t *c = open_chain(dir);
+	char *m = map_anon(64, 0x3c);
 	enum { NB = 64 };
 	/* Blocks of the main arena, and of another arena: a thread's. */
 	char **mb = (char **)safe_area(c, NB * sizeof *mb);
@@ -520,9 +556,10 @@ static void discards(const char *dir, int walk)
 	arena_do(j, 0);
 	for (int i = 0; i < NB; i++)
 		CHECK(j->blk[i]);
-	char *copy = safe_area(c, 2 * NB * 16 * 1024);
+	char *copy = safe_area(c, 2 * NB * 16 * 1024), *mcopy = safe_area(c, 64 * ps);
 	CHECK_RC(ckpt_begin(c));
 	CHECK_RC(ckpt_commit(c, NULL));
+	memcpy(mcopy, m, 64 * ps);
 	for (int i = 0; i < NB; i++) {
 		memcpy(copy + (size_t)i * 16 * 1024, mb[i], 16 * 1024);
 		memcpy(copy + (size_t)(NB + i) * 16 * 1024, j->blk[i], 16 * 1024);
@@ -531,13 +568,17 @@ static void discards(const char *dir, int walk)
 	for (unsigned r = 0; r < 9; r++) {
 		unsigned char vec = 1;
 		char *probe = NULL;
-		if (r % 3 == 0) {
+		if (r % 3 == 2) {
+			/* The program's own, through libc. */
+			CHECK(madvise(m + 8 * ps, 16 * ps, MADV_DONTNEED) == 0);
+			probe = m + 9 * ps - 1;
+		} else if (r % 3 == 0 && glibc) {
 			/* malloc_trim gives free pages of the main arena back. */
 			for (int i = 0; i < NB; i += 2)
 				free(mb[i]);
 			CHECK(malloc_trim(0) == 1);
 			probe = mb[NB / 2];
-		} else if (r % 3 == 1 && backend_of(c) == CKPT_BACKEND_UFFD) {
+		} else if (r % 3 == 1 && glibc && backend_of(c) == CKPT_BACKEND_UFFD) {
 			/* The thread's arena trims its heap itself, inside
 			 * libc (not seen under mprotect: doc/TRACKING.md,
 			 * "Not covered"). */
@@ -553,6 +594,7 @@ static void discards(const char *dir, int walk)
 			CHECK((vec & 1) == 0);
 		}
 		CHECK_RC(ckpt_restore(c, CKPT_LATEST));
+		CHECK(memcmp(m, mcopy, 64 * ps) == 0);
 		for (int i = 0; i < NB; i++) {
 			CHECK(memcmp(mb[i], copy + (size_t)i * 16 * 1024, 16 * 1024) == 0);
 			CHECK(memcmp(j->blk[i], copy + (size_t)(NB + i) * 16 * 1024, 16 * 1024) ==
