@@ -1145,7 +1145,8 @@ int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int ho
 			ckpt__threads_release();
 			pthread_mutex_unlock(&T->lock);
 			rctx_free(&r);
-			return ckpt__fail(rc, "ckpt_restore: out of memory");
+			return ckpt__fail(rc, "ckpt_restore: %s, resetting from the log of faults",
+					  ckpt_strerror(rc));
 		}
 		ckpt__rset_clear(&r.cand);
 	}
