@@ -18,7 +18,16 @@ trap 'rm -rf "$tmp"' EXIT
 
 mkdir "$tmp/in"
 printf 'set apple 1\nset pear 2\nget apple\n' >"$tmp/in/a-sets"
-printf 'del alpha0\ndel beta1\nset gamma2 -5\nget gamma2\n' >"$tmp/in/b-deletes"
+# AddressSanitizer's shadow memory is not the program's state: a node an
+# input frees stays poisoned after the reset brings it back, and the next
+# read of it is reported (doc/TRACKING.md, "Sanitizers").  That input is
+# left out of a sanitizer build.
+if ldd "$build/samples/.libs/fuzz-reset" "$prog" 2>/dev/null | grep -q libasan; then
+	printf 'set delta3 7\nset gamma2 -5\nget gamma2\n' >"$tmp/in/b-deletes"
+	echo "fuzz-reset.sh: sanitizer build: no input frees what the snapshot holds"
+else
+	printf 'del alpha0\ndel beta1\nset gamma2 -5\nget gamma2\n' >"$tmp/in/b-deletes"
+fi
 i=0
 while [ $i -lt 40 ]; do
 	printf 'set key%d %d\n' $i $i
