@@ -147,7 +147,14 @@ CKPT_API const char *ckpt_last_error(void);
  *     memory again as the program's data.  Room for it is reserved as
  *     address space at ckpt_begin (the tracked memory plus a quarter plus
  *     64 MiB, at least 1 GiB); pages beyond it (memory mapped since) are
- *     read back from the snapshot. */
+ *     read back from the snapshot.  Resets (rollbacks to the newest
+ *     snapshot) then learn the pages written since the last one from the
+ *     kernel's log of page faults rather than a walk of every tracked
+ *     page-table entry, where perf events are allowed: ckpt_begin opens
+ *     two sampling events per thread and CPU (file descriptors, closed on
+ *     exec and at ckpt_end), and every page fault of the process costs
+ *     about 0.3 µs more until ckpt_end.  CKPT_RESET=walk in the
+ *     environment turns that off (doc/TRACKING.md, "Resets"). */
 #define CKPT_F_SHADOW 0x0002u
 /* ckpt_open may start a new chain in a directory that already holds one. */
 #define CKPT_F_OVERWRITE 0x0004u
@@ -292,7 +299,11 @@ typedef struct ckpt_stats {
 	                               * before it to be written (CKPT_F_ASYNC) */
 	uint64_t commit_staged_bytes; /* pages copied into the staging area (CKPT_F_ASYNC;
 	                               * 0 when written before ckpt_commit returned) */
-	uint64_t reserved[1];    /* zero; room for later fields */
+	uint64_t fast_restores;  /* restores this epoch that learned the pages written
+	                          * since the last one from the kernel's log of page
+	                          * faults instead of walking the page tables: resets
+	                          * to the newest snapshot with CKPT_F_SHADOW under uffd
+	                          * (doc/TRACKING.md, "Resets") */
 } ckpt_stats;
 
 /* ---- the handle ----------------------------------------------------------- */

@@ -500,6 +500,7 @@ CKPT_API int ckpt_stats_get(ckpt_t *c, ckpt_stats *out)
 	out->fallback_pages = k.fallback_pages;
 	out->kernel_writes = k.kernel_writes;
 	out->moved_mappings = k.moved;
+	out->fast_restores = k.fast_restores;
 	if (c->as)
 		c->commits = c->as->durable;
 	if (c->w && c->commits) {

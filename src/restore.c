@@ -46,6 +46,7 @@
 #include "restore.h"
 #include "bitmap.h"
 #include "error.h"
+#include "faultlog.h"
 #include "fill.h"
 #include "inject.h"
 #include "lazy.h"
@@ -883,9 +884,23 @@ static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch
 	}
 	int rc = open_spans(r, &r->rest);
 	/* With the shadow on, the clean pages about to change are the newest
-	 * snapshot's: their copies make a later rollback to it cheap. */
-	for (size_t i = 0; !rc && ckpt__shadow_on() && i < r->rest.n; i++)
-		ckpt__shadow_save(r->rest.r[i].lo, r->rest.r[i].hi);
+	 * snapshot's: their copies make a later rollback to it cheap.  Not
+	 * the memory mapped for this restore (recreated, or the break
+	 * raised), which holds zeros, not the snapshot: a copy of it would
+	 * be written back in place of the snapshot's pages.  (Only saved
+	 * when there is memory to plan it: the copies are an economy.) */
+	struct ckpt__rset made = {0}, save = {0};
+	int mrc = 0;
+	for (size_t i = 0; !mrc && i < r->nmade; i++)
+		mrc = add(&made, r->recreate.r[i].lo, r->recreate.r[i].hi);
+	if (!mrc && r->brk_raised)
+		mrc = add(&made, r->brk_cur, r->brk_k);
+	if (!mrc && ckpt__shadow_on())
+		mrc = subtract(&r->rest, &made, &save);
+	for (size_t i = 0; !rc && !mrc && i < save.n; i++)
+		ckpt__shadow_save(save.r[i].lo, save.r[i].hi);
+	ckpt__rset_free(&made);
+	ckpt__rset_free(&save);
 	for (size_t i = 0; !rc && i < r->unstaged.n; i++)
 		for (uintptr_t a = r->unstaged.r[i].lo; !rc && a < r->unstaged.r[i].hi; a += ps)
 			rc = write_page(r, a, scratch, use_shadow, pd);
@@ -896,6 +911,175 @@ static int apply(struct rctx *r, int use_shadow, struct pends *pd, void *scratch
 	if (!rc)
 		rc = flush_pends(r, pd);
 	return rc;
+}
+
+/* ---- resets from the log of faults ------------------------------------------------------ */
+
+/*
+ * A reset (rolling back to the newest snapshot, its pages copied in memory)
+ * under uffd learns the pages written since the last reset from the
+ * kernel's log of page faults (faultlog.c) instead of walking every tracked
+ * page-table entry, and skips the maps: the log vouches that the layout is
+ * the one the last full restore left.  Its plan is then the pages logged
+ * (plus those of the heaps the log must walk, and pinned memory) within
+ * what that restore found snapshot k describes less what ckpt leaves out
+ * (`keep`); nothing is mapped, unmapped or recreated.
+ */
+static struct {
+	const struct ckpt__snap *target; /* the snapshot `keep` describes, or NULL */
+	uint64_t k;			 /* its id */
+	struct ckpt__rset keep;
+	uintptr_t *addr;		 /* the pages logged, sorted */
+	size_t n, cap;
+	struct ckpt__rset logged, cand;	 /* kept from reset to reset: no allocation */
+	int rc;
+	void *scratch; /* a page */
+} RL;
+
+static void log_add(uintptr_t a, void *arg)
+{
+	(void)arg;
+	const struct ckpt__region *g = ckpt__rtab_find(T->tab, a);
+	if (!g)
+		return; /* a stack, ckpt's own memory... */
+	if (ckpt__mem_grow((void **)&RL.addr, &RL.cap, RL.n + 1, sizeof *RL.addr)) {
+		RL.rc = CKPT_ENOMEM;
+		return;
+	}
+	RL.addr[RL.n++] = a & ~(((uintptr_t)1 << g->pgshift) - 1);
+}
+
+static void sift(uintptr_t *v, size_t i, size_t n)
+{
+	for (size_t c; (c = 2 * i + 1) < n; i = c) {
+		if (c + 1 < n && v[c + 1] > v[c])
+			c++;
+		if (v[i] >= v[c])
+			break;
+		uintptr_t x = v[i];
+		v[i] = v[c];
+		v[c] = x;
+	}
+}
+
+/* Heapsort, in place: qsort may allocate from the program's heap. */
+static void sort_addr(uintptr_t *v, size_t n)
+{
+	for (size_t i = n / 2; i-- > 0;)
+		sift(v, i, n);
+	for (size_t end = n; end-- > 1;) {
+		uintptr_t x = v[0];
+		v[0] = v[end];
+		v[end] = x;
+		sift(v, 0, end);
+	}
+}
+
+/* After a full restore to snapshot k that armed the log: what a reset
+ * from the log may write, from the maps the arm read. */
+static void keep_plan(const struct ckpt__snap *k)
+{
+	struct ckpt__rset excl = {0}, mapped_k = {0};
+	RL.target = NULL;
+	ckpt__rset_clear(&RL.keep);
+	int rc = ckpt__track_excluded(&T->maps, T->flags, &excl, NULL);
+	for (size_t i = 0; !rc && i < k->nmaps; i++)
+		rc = add(&mapped_k, k->maps[i].start, k->maps[i].end);
+	if (!rc)
+		rc = subtract(&mapped_k, &excl, &RL.keep);
+	for (size_t i = 0; !rc && i < T->nosave.n; i++)
+		rc = ckpt__rset_del(&RL.keep, T->nosave.r[i].lo, T->nosave.r[i].hi) ? CKPT_ENOMEM : 0;
+	if (!rc && !RL.scratch && !(RL.scratch = ckpt__mem_alloc(ckpt__pagesize)))
+		rc = CKPT_ENOMEM;
+	if (!rc) {
+		RL.target = k;
+		RL.k = k->h.id;
+	}
+	ckpt__rset_free(&excl);
+	ckpt__rset_free(&mapped_k);
+}
+
+/* Before the log starts, every tracked page must be protected: its next
+ * write a fault.  Memory that lost its registration (glibc unmapped a
+ * tracked block and the restore mapped it again, in place of a region the
+ * tracker still holds) is registered again; what it holds is the newest
+ * snapshot's, the restore just wrote it.  0 or CKPT_E*. */
+static int rearm_all(void)
+{
+	const struct ckpt__rtab *t = T->tab;
+	int rc = 0;
+	for (size_t i = 0; !rc && i < t->n; i++)
+		if (t->r[i].prot & PROT_WRITE)
+			rc = ckpt__uffd_reregister(t->r[i].start, t->r[i].end);
+	return rc;
+}
+
+/* Whether the page at a can be written now without reading a snapshot
+ * file: writable (a region the program keeps read-only is opened for the
+ * copy by the long way only), its copy in memory or none needed. */
+static int in_memory(struct rctx *r, uintptr_t a)
+{
+	const struct ckpt__region *g = ckpt__rtab_find(T->tab, a);
+	if (g && !(g->prot & PROT_WRITE))
+		return 0;
+	struct ckpt__source src;
+	return ckpt__shadow_get(a) || ckpt__chain_source(r->c, r->k, a, &src) != 0 ||
+	       src.kind != CKPT__RK_DATA;
+}
+
+/* The reset from the log, T->lock held.  1 done; 0 the caller restores
+ * the long way (the log consumed or refused: it walks); CKPT_E* failed
+ * before memory changed. */
+static int reset_from_log(struct rctx *r)
+{
+	const struct ckpt__rset *walk;
+	RL.n = 0;
+	RL.rc = 0;
+	if (RL.target != r->target || RL.k != r->k || !ckpt__flog_take(log_add, NULL, &walk))
+		return 0;
+	if (RL.rc)
+		return RL.rc;
+	sort_addr(RL.addr, RL.n);
+	struct ckpt__rset *logged = &RL.logged, *cand = &RL.cand;
+	ckpt__rset_clear(logged);
+	ckpt__rset_clear(cand);
+	int rc = 0;
+	for (size_t i = 0; !rc && i < RL.n; i++) {
+		const struct ckpt__region *g = ckpt__rtab_find(T->tab, RL.addr[i]);
+		rc = add(logged, RL.addr[i], RL.addr[i] + ((uintptr_t)1 << g->pgshift));
+	}
+	/* The heaps glibc may trim behind ckpt's back, walked. */
+	const struct ckpt__rtab *t = T->tab;
+	for (size_t i = 0; !rc && i < walk->n; i++)
+		for (size_t j = ckpt__rtab_lower(t, walk->r[i].lo);
+		     !rc && j < t->n && t->r[j].start < walk->r[i].hi; j++) {
+			uintptr_t a = t->r[j].start > walk->r[i].lo ? t->r[j].start : walk->r[i].lo;
+			uintptr_t b = t->r[j].end < walk->r[i].hi ? t->r[j].end : walk->r[i].hi;
+			if (a < b && T->be->sync(&t->r[j], a, b, 0) != 0)
+				rc = CKPT_EIO;
+			if (!rc && a < b)
+				rc = ckpt__bm_runs(a, b, bits_to, logged);
+		}
+	for (size_t i = 0; !rc && i < T->pinned.n; i++)
+		rc = add(logged, T->pinned.r[i].lo, T->pinned.r[i].hi);
+	if (!rc)
+		rc = intersect(logged, &RL.keep, cand);
+	if (rc)
+		return 0; /* the long way, which walks */
+	for (size_t i = 0; i < cand->n; i++)
+		for (uintptr_t a = cand->r[i].lo; a < cand->r[i].hi; a += ckpt__pagesize)
+			if (!in_memory(r, a))
+				return 0;
+	for (size_t i = 0; !rc && i < cand->n; i++)
+		for (uintptr_t a = cand->r[i].lo; !rc && a < cand->r[i].hi; a += ckpt__pagesize)
+			rc = write_page(r, a, RL.scratch, 1, NULL);
+	zrun_flush(r);
+	/* The pages hold the newest snapshot again: clean, and protected. */
+	ckpt__track_restored_locked(cand, cand, &r->recreate, 1);
+	if (rc)
+		return rc;
+	ckpt__flog_arm(1);
+	return 1;
 }
 
 int ckpt__restore(struct ckpt__chainw *w, uint64_t id, int use_shadow,
@@ -938,6 +1122,34 @@ int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int ho
 		return ckpt__fail(CKPT_ESTATE, "ckpt_restore: not tracking (call ckpt_begin first)");
 	}
 	ckpt__threads_hold();
+	/* A reset (the newest snapshot, its copies in memory) under uffd may
+	 * take the pages written from the log of faults; anything else walks,
+	 * and reads the maps. */
+	int resettable = use_shadow && !(how & CKPT__RESTORE_ALL) && !made && !before &&
+			 T->be == &ckpt__backend_uffd;
+	if (resettable) {
+		rc = reset_from_log(&r);
+		if (rc == 1) {
+			rc = 0;
+			st->fast = 1;
+			__atomic_fetch_add(&T->cnt.fast_restores, 1, __ATOMIC_RELAXED);
+			ckpt__threads_release();
+			pthread_mutex_unlock(&T->lock);
+			st->pages = r.pages;
+			st->verify_ns = 0;
+			st->total_ns = ckpt__now_ns() - t0;
+			rctx_free(&r);
+			return 0;
+		}
+		if (rc) {
+			ckpt__threads_release();
+			pthread_mutex_unlock(&T->lock);
+			rctx_free(&r);
+			return ckpt__fail(rc, "ckpt_restore: %s, resetting from the log of faults",
+					  ckpt_strerror(rc));
+		}
+		ckpt__rset_clear(&r.cand);
+	}
 	rc = ckpt__track_sync_locked(0);
 	if (!rc)
 		rc = ckpt__maps_read(&T->maps);
@@ -979,6 +1191,13 @@ int ckpt__restore_ex(struct ckpt__chainw *w, uint64_t id, int use_shadow, int ho
 		 * again, plus what unmapping and recreating may have split. */
 		ckpt__track_vma_recount((long)T->maps.n + 2 * (long)(r.unmap.n + r.recreate.n));
 	}
+	/* Every tracked page is protected again and the memory is the newest
+	 * snapshot's: the log starts from here. */
+	RL.target = NULL;
+	if (!rc && resettable && ckpt__flog_wanted() && rearm_all() == 0 && ckpt__flog_arm(0) == 0)
+		keep_plan(r.target);
+	else
+		ckpt__flog_disarm();
 	ckpt__threads_release();
 	pthread_mutex_unlock(&T->lock);
 	st->pages = r.pages;

@@ -13,6 +13,7 @@ struct ckpt__restore_stats {
 	uint64_t blocks;    /* blocks read from disk */
 	uint64_t verify_ns; /* reading and verifying, before memory changed */
 	uint64_t total_ns;
+	int fast;           /* the pages written came from the log of faults */
 };
 
 /* Sets every tracked page to its content as of snapshot id (CKPT_LATEST:

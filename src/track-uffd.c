@@ -326,8 +326,11 @@ static int walk(uintptr_t lo, uintptr_t hi, const struct ckpt__pm_scan_arg *prot
 		a.size = sizeof a;
 		a.start = at;
 		a.end = hi;
-		a.vec = (uintptr_t)v;
-		a.vec_len = nv;
+		/* Without a vector a protecting walk takes the kernel's fast
+		 * path (no buffer allocated, no entry reported): half the cost
+		 * of closing a page or two, as a reset does. */
+		a.vec = fn ? (uintptr_t)v : 0;
+		a.vec_len = fn ? nv : 0;
 		long n = scan(U.pm, &a);
 		if (n < 0)
 			return ckpt__fail(ckpt__from_errno((int)-n), "PAGEMAP_SCAN: %s",
@@ -405,6 +408,13 @@ static int uf_close(const struct ckpt__region *r, uintptr_t lo, uintptr_t hi)
 	return rc;
 }
 
+int ckpt__uffd_reregister(uintptr_t lo, uintptr_t hi)
+{
+	if (ready())
+		return CKPT_ENOTSUP;
+	return walk(lo, hi, &unregistered, register_range);
+}
+
 int ckpt__uffd_lazy_unmiss(uintptr_t lo, uintptr_t hi)
 {
 	if (ready())
@@ -449,6 +459,8 @@ const struct ckpt__backend ckpt__backend_uffd = {
 	.open = NULL,
 	.sync = uf_sync,
 	.writable_means_dirty = 0,
-	.close_gap_pages = 1024,
+	/* A walk passes over a protected entry in about 2.5 ns, and a call
+	 * costs about 0.9 µs (a reset measured: bench/reset). */
+	.close_gap_pages = 256,
 	.module = NULL,
 };

@@ -31,6 +31,7 @@
 #define _GNU_SOURCE
 #endif
 #include "track.h"
+#include "faultlog.h"
 #include "bitmap.h"
 #include "error.h"
 #include "shadow.h"
@@ -318,8 +319,15 @@ static void rcu_synchronize(void)
 	}
 }
 
+/* See T->layout_gen. */
+static void layout_moved(void)
+{
+	__atomic_fetch_add(&T->layout_gen, 1, __ATOMIC_RELEASE);
+}
+
 static void publish(struct ckpt__rtab *n)
 {
+	layout_moved();
 	struct ckpt__rtab *old = __atomic_exchange_n(&T->tab, n, __ATOMIC_SEQ_CST);
 	if (old) {
 		old->retired_next = T->retired;
@@ -765,6 +773,11 @@ int ckpt__track_begin(const struct ckpt__backend *be, unsigned flags,
 		reclaim(1);
 	} else {
 		ckpt__track_note_armed(tab);
+		/* Resets may learn the pages written from the kernel's log of
+		 * faults: its events opened now are inherited by the threads
+		 * made from here on. */
+		if (be == &ckpt__backend_uffd && (flags & CKPT_F_SHADOW))
+			ckpt__flog_open();
 		if (ckpt__maps_read(&T->maps) == 0) {
 			/* Protecting split mappings at the edges of regions. */
 			ckpt__track_vma_sync(T->maps.n);
@@ -1029,6 +1042,7 @@ int ckpt__track_end(struct ckpt__runs *final)
 	__atomic_store_n(&T->touch, 0, __ATOMIC_RELEASE);
 	publish(NULL);
 	reclaim(1);
+	ckpt__flog_close();
 	ckpt__shadow_stop();
 	ckpt__bm_release();
 	ckpt__rset_clear(&T->pinned);
@@ -1052,6 +1066,7 @@ void ckpt__track_counters(struct ckpt__counters *out)
 	out->fallback_pages = __atomic_load_n(&T->cnt.fallback_pages, __ATOMIC_RELAXED);
 	out->kernel_writes = __atomic_load_n(&T->cnt.kernel_writes, __ATOMIC_RELAXED);
 	out->moved = __atomic_load_n(&T->cnt.moved, __ATOMIC_RELAXED);
+	out->fast_restores = __atomic_load_n(&T->cnt.fast_restores, __ATOMIC_RELAXED);
 }
 
 /* ---- changes while tracking --------------------------------------------------- */
@@ -1128,6 +1143,7 @@ void ckpt__track_read_only(uintptr_t lo, uintptr_t hi)
 {
 	if (!ckpt__track_armed())
 		return;
+	layout_moved();
 	unsigned i = __atomic_fetch_add(&T->ro_next, 1, __ATOMIC_RELAXED) % CKPT__RO_SLOTS;
 	/* Emptied first so that a reader never sees a mixed pair as a range
 	 * larger than either. */
@@ -1154,6 +1170,7 @@ static void forget(uintptr_t lo, uintptr_t hi, int disarm)
 {
 	if (!ckpt__track_armed())
 		return;
+	layout_moved();
 	pthread_mutex_lock(&T->lock);
 	forget_locked(lo, hi, disarm);
 	pthread_mutex_unlock(&T->lock);
@@ -1264,6 +1281,7 @@ void ckpt__track_discard(uintptr_t lo, uintptr_t hi)
 		return;
 	/* The pages will read as zero (or the file's data): a change of
 	 * content that no write fault shows. */
+	layout_moved();
 	const struct ckpt__rtab *t = ckpt__rcu_enter();
 	if (t)
 		for (size_t i = ckpt__rtab_lower(t, lo); i < t->n && t->r[i].start < hi; i++) {
@@ -1316,6 +1334,7 @@ int ckpt__track_mprotect(uintptr_t lo, uintptr_t hi, int prot, int (*real)(void 
 	if (!ckpt__track_armed())
 		return real((void *)lo, hi - lo, prot) ? -errno : 0;
 	pthread_mutex_lock(&T->lock);
+	layout_moved();
 	struct ckpt__rtab *t = T->tab;
 	int rc = 0;
 	if (!t)

@@ -84,6 +84,7 @@ CKPT__HIDDEN extern const struct ckpt__backend ckpt__backend_softdirty;
 /* Handler-visible counters (ckpt's own memory). */
 struct ckpt__counters {
 	uint64_t faults, fallbacks, fallback_pages, kernel_writes, moved;
+	uint64_t fast_restores; /* resets from the log of faults (restore.c) */
 };
 
 struct ckpt__tracker {
@@ -113,6 +114,12 @@ struct ckpt__tracker {
 	/* A restore to an older snapshot left marked pages protected: until
 	 * the next capture, marked does not imply writable. */
 	int marked_closed;
+	/* Moves at every change of the regions and at every change the program
+	 * makes through libc to its mappings or to their contents without a
+	 * write (munmap, mremap, madvise, mprotect...): a reset that learns the
+	 * written pages from the log of faults (faultlog.c) needs none since
+	 * the log was armed.  Atomic. */
+	unsigned long layout_gen;
 	struct ckpt__maps maps;      /* scratch */
 	struct ckpt__counters cnt;
 	/* Mappings (VMAs) in the process, as estimated from the splits and
@@ -321,6 +328,13 @@ CKPT__HIDDEN void ckpt__track_unmapped_locked(uintptr_t lo, uintptr_t hi);
 CKPT__HIDDEN void ckpt__track_restored_locked(const struct ckpt__rset *written,
 					      const struct ckpt__rset *opened,
 					      const struct ckpt__rset *created, int clean);
+
+/* uffd: registers and protects the memory of [lo, hi) that lost its
+ * registration (a mapping made in place of a tracked one: glibc's munmap
+ * and mmap, a restore recreating it), without counting it written: for a
+ * restore that just wrote it back to the newest snapshot, before the
+ * kernel's log of faults starts (restore.c).  T->lock held.  0 or CKPT_E*. */
+CKPT__HIDDEN int ckpt__uffd_reregister(uintptr_t lo, uintptr_t hi);
 
 /* Helpers shared with the commit and restore code (T->lock held). */
 CKPT__HIDDEN int ckpt__track_excluded(const struct ckpt__maps *m, unsigned flags,
