@@ -31,6 +31,8 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <errno.h>
 #include <sys/wait.h>
@@ -730,8 +732,15 @@ static int run_forked_write(struct ckpt__chainw *w, struct ckpt__pending *pd, si
 	struct run_child *rch = (struct run_child *)m;
 	rch->rc = CKPT_EIO;
 	int dirfd = w->dirfd;
+	long parent = ckpt__sys3(SYS_getpid, 0, 0, 0);
 	long pid = ckpt__sys6(SYS_clone, 0, 0, 0, 0, 0, 0);
 	if (pid == 0) {
+		/* Killed with the program: a kill during a commit leaves the
+		 * chain as it was, and a resume must not meet a writer that
+		 * outlived the lock. */
+		ckpt__sys6(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0, 0);
+		if (ckpt__sys3(SYS_getppid, 0, 0, 0) != parent)
+			ckpt__sys3(SYS_exit_group, 1, 0, 0);
 		if (dirfd > 0)
 			ckpt__sys3(SYS_close_range, 0, (long)dirfd - 1, 0);
 		ckpt__sys3(SYS_close_range, (long)dirfd + 1, ~0u, 0);
@@ -769,10 +778,10 @@ static int run_forked_write(struct ckpt__chainw *w, struct ckpt__pending *pd, si
 				  (unsigned long long)pd->id, WTERMSIG(st));
 	else if (rch->rc)
 		*rcp = ckpt__fail(rch->rc, "%s", rch->msg);
-	else
+	else {
 		pd->res = rch->res;
-	if (r == pid && !WIFSIGNALED(st) && !rch->rc)
 		*rcp = 0;
+	}
 	ckpt__sys3(SYS_munmap, m, (long)sz, 0);
 	return 1;
 }
