@@ -60,6 +60,8 @@
 #endif
 #include <ckpt.h>
 
+#include "bench.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -155,13 +157,6 @@ static void die_ckpt(const char *what, int rc)
 	exit(1);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static double ms(uint64_t ns)
 {
 	return (double)ns / 1e6;
@@ -176,16 +171,6 @@ static double in_mib(uint64_t bytes)
 static double mb_per_s(uint64_t bytes, uint64_t ns)
 {
 	return ns ? (double)bytes * 1e3 / (double)ns : 0.0;
-}
-
-/* xorshift64: a fixed seed gives every run the same pages. */
-static uint64_t xorshift64(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
 }
 
 /* ---- memory ------------------------------------------------------------------------------ */
@@ -981,8 +966,7 @@ static void usage(const char *argv0, int status)
 static int options(int argc, char **argv, unsigned *sections)
 {
 	static const char *const names[] = {"commit", "restore", "sparse", "reset"};
-	const char *env = getenv("CKPT_BENCH_QUICK");
-	int quick = env && *env && strcmp(env, "0");
+	int quick = quick_from_env();
 	*sections = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {

@@ -1,10 +1,12 @@
 /*
- * bench/field.h - what bench/pause and bench/mpi share: the clock, the
- * random numbers, a page of the simulation field, the median.
+ * bench/field.h - what bench/pause and bench/mpi share: a page of the
+ * simulation field, the median (and bench.h).
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #ifndef CKPT_BENCH_FIELD_H
 #define CKPT_BENCH_FIELD_H
+
+#include "bench.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -13,21 +15,6 @@
 #include <time.h>
 
 #define MAXSTEPS 16
-
-static inline uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static inline uint64_t xorshift64(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
 
 /* One page (pagesz bytes) of the field at time t: a row of a smooth
  * two-dimensional field with noise of 1/1000 of the amplitude in the low

@@ -271,8 +271,7 @@ int main(int argc, char **argv)
 	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
 	MPI_Comm_size(MPI_COMM_WORLD, &nranks);
 	pagesz = (size_t)sysconf(_SC_PAGESIZE);
-	const char *env = getenv("CKPT_BENCH_QUICK");
-	int quick = env && *env && strcmp(env, "0");
+	int quick = quick_from_env();
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {
 			quick = 1;

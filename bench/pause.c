@@ -243,8 +243,7 @@ static void levels(size_t sample)
 
 int main(int argc, char **argv)
 {
-	const char *env = getenv("CKPT_BENCH_QUICK");
-	int quick = env && *env && strcmp(env, "0");
+	int quick = quick_from_env();
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {
 			quick = 1;

@@ -42,6 +42,8 @@
 #endif
 #include <ckpt.h>
 
+#include "bench.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -93,22 +95,6 @@ static void die_ckpt(const char *what, int rc)
 {
 	fprintf(stderr, "reset: %s: %s: %s\n", what, ckpt_strerror(rc), ckpt_last_error());
 	exit(1);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t xorshift64(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
 }
 
 /* The pattern page p holds, word i. */
@@ -320,8 +306,7 @@ static const char *backend_name(int b)
 
 int main(int argc, char **argv)
 {
-	const char *env = getenv("CKPT_BENCH_QUICK");
-	int quick = env && *env && strcmp(env, "0");
+	int quick = quick_from_env();
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {
 			quick = 1;

@@ -77,6 +77,8 @@
 #endif
 #include <ckpt.h>
 
+#include "bench.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -119,13 +121,6 @@ static void die_ckpt(const char *what, int rc)
 	exit(1);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static double ms(uint64_t ns)
 {
 	return (double)ns / 1e6;
@@ -134,15 +129,6 @@ static double ms(uint64_t ns)
 static double in_mib(uint64_t bytes)
 {
 	return (double)bytes / (double)MIB;
-}
-
-static uint64_t xorshift64(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
 }
 
 /* ---- the child ------------------------------------------------------------------------- */
@@ -777,8 +763,7 @@ int main(int argc, char **argv)
 			return child_bare(argv[3]);
 		die(argv[2], "unknown child mode");
 	}
-	const char *env = getenv("CKPT_BENCH_QUICK");
-	int quick = env && *env && strcmp(env, "0"), threads_only = 0, chains_only = 0;
+	int quick = quick_from_env(), threads_only = 0, chains_only = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--quick")) {
 			quick = 1;

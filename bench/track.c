@@ -69,6 +69,8 @@
 #endif
 #include <ckpt.h>
 
+#include "bench.h"
+
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -165,13 +167,6 @@ static void die_ckpt(const char *what, int rc)
 	exit(1);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static double best(const double *v, int n)
 {
 	double m = v[0];
@@ -197,14 +192,6 @@ static const char *size_label(size_t mib, char *buf, size_t len)
 }
 
 /* xorshift64: a fixed seed gives every run the same order of pages. */
-static uint64_t xorshift64(uint64_t *s)
-{
-	uint64_t x = *s;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
 
 /* The first n entries of a random permutation of 0..npages-1: n distinct
  * pages in random order (a partial Fisher-Yates shuffle). */
@@ -840,8 +827,7 @@ static void parse_options(int argc, char **argv, size_t *max_mib, int *quick)
 	const char *env = getenv("CKPT_BENCH_MAX_MIB");
 	if (env && *env)
 		*max_mib = parse_mib(env, "CKPT_BENCH_MAX_MIB");
-	env = getenv("CKPT_BENCH_QUICK");
-	*quick = env && *env && strcmp(env, "0") != 0;
+	*quick = quick_from_env();
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--max-mib") && i + 1 < argc)
 			*max_mib = parse_mib(argv[++i], "--max-mib");

@@ -137,6 +137,25 @@ killed_after_commit() {
 	[ $rc -eq 137 ] || fail "the run ended (status $rc) before it was killed; make STEPS larger"
 }
 
+# killed_twice_resumed PID NAME REF: PID, just started by `ckpt run` on
+# $dir writing $out (stderr to $scratch/NAME.err), is killed after a
+# commit; `ckpt resume` is killed after a commit of its own; a last resume
+# runs to the end.  Then $out must equal REF and stderr hold nothing but
+# run-prog's "filled".
+killed_twice_resumed() {
+	err=$scratch/$2.err
+	killed_after_commit "$1" "$dir" "$err"
+	# ckpt resume executes the program: $! is its pid.
+	"$ckpt" resume "$dir" 2>>"$err" &
+	killed_after_commit $! "$dir" "$err"
+	timeout 60 "$ckpt" resume "$dir" 2>>"$err"
+	rc=$?
+	[ $rc -eq 0 ] || fail "$2: the last resume exited $rc: $(cat "$err")"
+	cmp -s "$out" "$3" || fail "$2: the output differs from an uninterrupted run's ($out)"
+	grep -v '^filled$' "$err" && fail "$2: stderr: $(cat "$err")"
+	return 0
+}
+
 check_backend() {
 	be=$1
 	export CKPT_BACKEND=$be
@@ -146,16 +165,7 @@ check_backend() {
 		say "b: $be, $t workers"
 		"$ckpt" run --every 150ms "$dir" -- "$prog" "$out" $STEPS --threads $t \
 			2>"$scratch/$name.err" &
-		killed_after_commit $! "$dir"
-		# ckpt resume executes the program: $! is its pid.
-		"$ckpt" resume "$dir" 2>>"$scratch/$name.err" &
-		killed_after_commit $! "$dir"
-		timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
-		rc=$?
-		[ $rc -eq 0 ] || fail "$name: the last resume exited $rc: $(cat "$scratch/$name.err")"
-		cmp -s "$out" "$scratch/ref-t$t.out" ||
-			fail "$name: the output differs from an uninterrupted run's ($out)"
-		[ -s "$scratch/$name.err" ] && fail "$name: stderr: $(cat "$scratch/$name.err")"
+		killed_twice_resumed $! "$name" "$scratch/ref-t$t.out"
 		rm -rf "$dir"
 	done
 
@@ -212,15 +222,7 @@ check_backend() {
 		say "g: $be, run-prog --$how, killed after a commit and resumed"
 		"$ckpt" run --every 150ms "$dir" -- "$prog" "$out" $STEPS $(opts_$how) \
 			2>"$scratch/$name.err" &
-		killed_after_commit $! "$dir" "$scratch/$name.err"
-		"$ckpt" resume "$dir" 2>>"$scratch/$name.err" &
-		killed_after_commit $! "$dir" "$scratch/$name.err"
-		timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
-		rc=$?
-		[ $rc -eq 0 ] || fail "$name: the last resume exited $rc: $(cat "$scratch/$name.err")"
-		cmp -s "$out" "$scratch/ref-$how.out" ||
-			fail "$name: the output differs from an uninterrupted run's ($out)"
-		[ -s "$scratch/$name.err" ] && fail "$name: stderr: $(cat "$scratch/$name.err")"
+		killed_twice_resumed $! "$name" "$scratch/ref-$how.out"
 		rm -rf "$dir"
 	done
 
@@ -229,14 +231,7 @@ check_backend() {
 	say "h: $be, a thread holding the loader's locks"
 	"$ckpt" run --every 150ms --json "$dir" -- "$prog" "$out" $STEPS --loader "$loaderlib" \
 		2>"$scratch/$name.err" &
-	killed_after_commit $! "$dir" "$scratch/$name.err"
-	"$ckpt" resume "$dir" 2>>"$scratch/$name.err" &
-	killed_after_commit $! "$dir" "$scratch/$name.err"
-	timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
-	rc=$?
-	[ $rc -eq 0 ] || fail "$name: the last resume exited $rc: $(cat "$scratch/$name.err")"
-	cmp -s "$out" "$scratch/ref-t0.out" || fail "$name: the output differs from an uninterrupted run's"
-	[ -s "$scratch/$name.err" ] && fail "$name: stderr: $(cat "$scratch/$name.err")"
+	killed_twice_resumed $! "$name" "$scratch/ref-t0.out"
 	grep -q '^{"event":"start",.*"loader_locks":2}$' "$dir/run.jsonl" ||
 		fail "$name: the loader's locks were not found: $(head -n1 "$dir/run.jsonl")"
 	grep -q commit-failed "$dir/run.jsonl" && fail "$name: a commit failed: $(grep commit-failed "$dir/run.jsonl")"
@@ -247,14 +242,7 @@ check_backend() {
 	say "i: $be, --keep 2 --json, killed twice and resumed"
 	"$ckpt" run --every 100ms --keep 2 --json "$dir" -- "$prog" "$out" $((STEPS * 3)) \
 		--threads 1 --mem 48 2>"$scratch/$name.err" &
-	killed_after_commit $! "$dir" "$scratch/$name.err"
-	"$ckpt" resume "$dir" 2>>"$scratch/$name.err" &
-	killed_after_commit $! "$dir" "$scratch/$name.err"
-	timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
-	rc=$?
-	[ $rc -eq 0 ] || fail "$name: the last resume exited $rc: $(cat "$scratch/$name.err")"
-	cmp -s "$out" "$scratch/ref-mem.out" || fail "$name: the output differs from an uninterrupted run's"
-	grep -v '^filled$' "$scratch/$name.err" && fail "$name: stderr: $(cat "$scratch/$name.err")"
+	killed_twice_resumed $! "$name" "$scratch/ref-mem.out"
 	"$ckpt" verify "$dir" >/dev/null || fail "$name: the compacted chain does not verify"
 	# A base and at most 2N increments: folded to N once more are there.
 	[ "$(nsnaps "$dir")" -le 6 ] || fail "$name: $(nsnaps "$dir") snapshots kept with --keep 2"
@@ -275,9 +263,21 @@ check_backend() {
 		sleep 0.01
 	done
 	kill -USR1 $pid
-	killed_after_commit $pid "$dir" "$scratch/$name.err"
+	# Its status line comes once the child has ended (the file is in
+	# place before): then the kill.
+	i=0
+	until grep -q '"event":"commit",.*"id":1,' "$dir/run.jsonl"; do
+		i=$((i + 1))
+		[ $i -lt 3000 ] || fail "$name: no status line for the commit in 30 s"
+		sleep 0.01
+	done
 	grep -q '"event":"commit",.*"id":1,.*"writer":"fork"' "$dir/run.jsonl" ||
 		fail "$name: the first commit was not written by a child: $(cat "$dir/run.jsonl")"
+	sleep_ms "$(rand 100)"
+	kill -9 $pid
+	wait $pid
+	rc=$?
+	[ $rc -eq 137 ] || fail "$name: the run ended (status $rc) before it was killed"
 	timeout 60 "$ckpt" resume "$dir" 2>>"$scratch/$name.err"
 	rc=$?
 	[ $rc -eq 0 ] || fail "$name: the resume exited $rc: $(cat "$scratch/$name.err")"

@@ -57,8 +57,10 @@ static uint64_t rnd(uint64_t *s)
 }
 
 /* Whether this process may sample its page faults (perf_event_paranoid,
- * CAP_PERFMON, a seccomp filter): without that a reset always walks. */
-static int perf_possible(void)
+ * CAP_PERFMON, a seccomp filter), in user mode alone or, with `kernel`,
+ * the kernel's faults on the program's behalf too: without the first a
+ * reset always walks. */
+static int perf_possible(int kernel)
 {
 	struct perf_event_attr a;
 	memset(&a, 0, sizeof a);
@@ -66,24 +68,7 @@ static int perf_possible(void)
 	a.type = PERF_TYPE_SOFTWARE;
 	a.config = PERF_COUNT_SW_PAGE_FAULTS_MIN;
 	a.sample_period = 1;
-	a.exclude_kernel = 1;
-	a.exclude_hv = 1;
-	int fd = (int)syscall(SYS_perf_event_open, &a, 0, 0, -1, PERF_FLAG_FD_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	close(fd);
-	return 1;
-}
-
-/* Whether the kernel's faults on the program's behalf can be logged too. */
-static int kernel_loggable(void)
-{
-	struct perf_event_attr a;
-	memset(&a, 0, sizeof a);
-	a.size = sizeof a;
-	a.type = PERF_TYPE_SOFTWARE;
-	a.config = PERF_COUNT_SW_PAGE_FAULTS_MIN;
-	a.sample_period = 1;
+	a.exclude_kernel = !kernel;
 	a.exclude_hv = 1;
 	int fd = (int)syscall(SYS_perf_event_open, &a, 0, 0, -1, PERF_FLAG_FD_CLOEXEC);
 	if (fd < 0)
@@ -95,7 +80,7 @@ static int kernel_loggable(void)
 /* Whether resets in this run may come from the log. */
 static int log_expected(ckpt_t *c, int walk)
 {
-	return !walk && backend_of(c) == CKPT_BACKEND_UFFD && perf_possible();
+	return !walk && backend_of(c) == CKPT_BACKEND_UFFD && perf_possible(0);
 }
 
 /* Resets that may walk after a commit besides the first: what the commit's
@@ -310,7 +295,7 @@ static void kernel_writes(const char *dir, int walk)
 	CHECK_RC(ckpt_stats(c, &s));
 	if (!log_expected(c, walk))
 		CHECK(s.fast_restores == 0);
-	else if (kernel_loggable())
+	else if (perf_possible(1))
 		CHECK(s.fast_restores + SETTLE >= RESETS - RESETS / 4 - 1 &&
 		      s.fast_restores <= RESETS - RESETS / 4 - 1);
 	else
