@@ -15,6 +15,7 @@
 #include "dir.h"
 #include "error.h"
 #include "mem.h"
+#include "own-thread.h"
 #include "xxhash.h"
 
 #include <errno.h>
@@ -642,6 +643,120 @@ static int add_id(unsigned long long id, void *arg)
 	return 0;
 }
 
+/* ---- loading a chain's files on every core ---------------------------------------------- */
+
+/* A long chain is a hundred files whose checks do not depend on each
+ * other: they are loaded ahead of the walk that links them, on ckpt's own
+ * threads.  The candidates are the ids from the newest down while they are
+ * consecutive (the walk uses no other); once a base is loaded, the older
+ * ones (left over from before a compaction) are not.  The walk then takes
+ * each file from here, and reports a file's failure only where the walk
+ * needs that file, as it would have reading them one by one. */
+#define PRE_MIN 8	  /* fewer candidates are loaded by the walk itself */
+#define PRE_THREADS 8
+#define PRE_SKIPPED 1 /* not loaded (below a base) */
+
+struct preload {
+	const unsigned long long *ids; /* newest first */
+	size_t n;
+	int dirfd;
+	struct ckpt__snap *snaps;
+	int *rc;
+	char (*msg)[256];
+	size_t next;	/* the next to take */
+	uint64_t floor; /* the newest base loaded so far */
+};
+
+static void *preload_work(void *arg)
+{
+	struct preload *p = arg;
+	for (;;) {
+		size_t i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+		if (i >= p->n)
+			break;
+		if (p->ids[i] < __atomic_load_n(&p->floor, __ATOMIC_RELAXED)) {
+			p->rc[i] = PRE_SKIPPED;
+			continue;
+		}
+		char name[48];
+		snprintf(name, sizeof name, CKPT__SNAP_FMT, p->ids[i]);
+		p->rc[i] = ckpt__snap_open(&p->snaps[i], p->dirfd, name);
+		if (p->rc[i]) {
+			snprintf(p->msg[i], sizeof p->msg[i], "%s", ckpt_last_error());
+			continue;
+		}
+		uint64_t f = __atomic_load_n(&p->floor, __ATOMIC_RELAXED);
+		while ((p->snaps[i].h.flags & CKPT__SF_BASE) && p->ids[i] > f &&
+		       !__atomic_compare_exchange_n(&p->floor, &f, p->ids[i], 0, __ATOMIC_RELAXED,
+						    __ATOMIC_RELAXED))
+			;
+	}
+	return NULL;
+}
+
+/* Loads the candidates below ids[top] (inclusive) into p; 0 or CKPT_ENOMEM. */
+static int preload_run(struct preload *p, const unsigned long long *ids, size_t top, int dirfd)
+{
+	size_t n = 1;
+	while (n <= top && ids[top - n] == ids[top - n + 1] - 1)
+		n++;
+	memset(p, 0, sizeof *p);
+	if (n < PRE_MIN)
+		return 0;
+	p->ids = ckpt__mem_alloc(n * sizeof *p->ids);
+	p->snaps = ckpt__mem_alloc(n * sizeof *p->snaps);
+	p->rc = ckpt__mem_alloc(n * sizeof *p->rc);
+	p->msg = ckpt__mem_alloc(n * sizeof *p->msg);
+	if (!p->ids || !p->snaps || !p->rc || !p->msg)
+		return CKPT_ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		((unsigned long long *)p->ids)[i] = ids[top - i];
+	p->n = n;
+	p->dirfd = dirfd;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned want = ncpu < 1 ? 1 : ncpu > PRE_THREADS ? PRE_THREADS : (unsigned)ncpu, started = 0;
+	struct ckpt__own_thread th[PRE_THREADS];
+	while (started + 1 < want && ckpt__thread_spawn(&th[started], preload_work, p) == 0)
+		started++;
+	preload_work(p);
+	for (unsigned i = 0; i < started; i++)
+		ckpt__thread_join(&th[i]);
+	return 0;
+}
+
+/* Snapshot `id` from p into *s: 0, its failure, or 1 when p does not
+ * have it (the caller loads it). */
+static int preload_take(struct preload *p, unsigned long long id, struct ckpt__snap *s)
+{
+	if (!p->n || id > p->ids[0] || p->ids[0] - id >= p->n)
+		return 1;
+	size_t i = (size_t)(p->ids[0] - id);
+	int rc = p->rc[i];
+	if (rc == PRE_SKIPPED)
+		return 1;
+	p->rc[i] = PRE_SKIPPED; /* taken */
+	if (rc)
+		return ckpt__fail(rc, "%s", p->msg[i]);
+	*s = p->snaps[i];
+	return 0;
+}
+
+static void preload_free(struct preload *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		if (!p->rc[i])
+			ckpt__snap_close(&p->snaps[i]);
+	if (p->ids)
+		ckpt__mem_free((void *)p->ids, p->n * sizeof *p->ids);
+	if (p->snaps)
+		ckpt__mem_free(p->snaps, p->n * sizeof *p->snaps);
+	if (p->rc)
+		ckpt__mem_free(p->rc, p->n * sizeof *p->rc);
+	if (p->msg)
+		ckpt__mem_free(p->msg, p->n * sizeof *p->msg);
+	memset(p, 0, sizeof *p);
+}
+
 int ckpt__chain_open(struct ckpt__chain *c, const char *dir, int dirfd)
 {
 	return ckpt__chain_open_upto(c, dir, dirfd, UINT64_MAX);
@@ -671,6 +786,12 @@ int ckpt__chain_open_upto(struct ckpt__chain *c, const char *dir, int dirfd, uin
 		goto out;
 	if (nids)
 		qsort(ids, nids, sizeof *ids, cmp_id);
+	struct preload pre;
+	if (nids && preload_run(&pre, ids, nids - 1, c->dirfd)) {
+		preload_free(&pre);
+		rc = ckpt__fail(CKPT_ENOMEM, "out of memory opening %s", dir);
+		goto out;
+	}
 	/* From the newest down: every snapshot must verify; a gap or a bad
 	 * file below the newest is an error (the chain would be wrong). */
 	for (size_t k = nids; k-- > 0;) {
@@ -683,7 +804,9 @@ int ckpt__chain_open_upto(struct ckpt__chain *c, const char *dir, int dirfd, uin
 		memmove(&c->snaps[1], &c->snaps[0], c->n * sizeof *c->snaps);
 		char name[48];
 		snprintf(name, sizeof name, CKPT__SNAP_FMT, ids[k]);
-		rc = ckpt__snap_open(&c->snaps[0], c->dirfd, name);
+		rc = preload_take(&pre, ids[k], &c->snaps[0]);
+		if (rc == 1)
+			rc = ckpt__snap_open(&c->snaps[0], c->dirfd, name);
 		if (rc) {
 			memmove(&c->snaps[0], &c->snaps[1], c->n * sizeof *c->snaps);
 			break;
@@ -711,6 +834,8 @@ int ckpt__chain_open_upto(struct ckpt__chain *c, const char *dir, int dirfd, uin
 			break;
 		}
 	}
+	if (nids)
+		preload_free(&pre);
 	if (!rc && c->n && !(c->snaps[0].h.flags & CKPT__SF_BASE))
 		rc = ckpt__fail(CKPT_ENOENT, "%s: the chain has no base", dir);
 	if (!rc && c->n) {

@@ -110,6 +110,75 @@ Test(snap, a_chain_of_twenty_restored_at_every_id, .timeout = 120)
 	in_child(twenty, "20 commits");
 }
 
+static void flip_byte(const char *path, uint64_t at)
+{
+	int fd = open(path, O_RDWR);
+	unsigned char c;
+	CHECK(fd >= 0 && pread(fd, &c, 1, (off_t)at) == 1);
+	c ^= 0x5a;
+	CHECK(pwrite(fd, &c, 1, (off_t)at) == 1 && close(fd) == 0);
+}
+
+/* A chain this long is loaded on every core (snap-read.c); a file's
+ * failure counts where the walk from the newest needs that file, as it did
+ * one file at a time: a damaged or missing file in the middle stops the
+ * open and is named, and files below the base are not read at all. */
+static void loaded_ahead(const char *dir)
+{
+	size_t ps = pagesz();
+	ckpt_t *c = open_chain(dir, 0);
+	char *m = map_anon(NPAGES, 1);
+	CHECK_RC(ckpt_begin(c));
+	for (int id = 1; id <= NCOMMITS; id++) {
+		m[(size_t)id * ps] = (char)id;
+		CHECK_RC(ckpt_commit(c, NULL));
+	}
+	ckpt_close(c);
+	ckpt_chain *ch;
+	CHECK_RC(ckpt_chain_open(&ch, dir));
+	CHECK(ckpt_chain_first(ch) == 1 && ckpt_chain_latest(ch) == NCOMMITS);
+	ckpt_chain_close(ch);
+
+	char path[512], aside[512];
+	snprintf(path, sizeof path, "%s/snap-00000010.ckpt", dir);
+	flip_byte(path, 40); /* in the header */
+	int rc = ckpt_chain_open(&ch, dir);
+	if (rc != CKPT_ECORRUPT || !strstr(ckpt_last_error(), "snap-00000010.ckpt"))
+		child_die("a damaged snapshot 10 gave %s (%s)", ckpt_err_name(rc), ckpt_last_error());
+	flip_byte(path, 40);
+
+	snprintf(path, sizeof path, "%s/snap-00000007.ckpt", dir);
+	snprintf(aside, sizeof aside, "%s/aside", dir);
+	CHECK(rename(path, aside) == 0);
+	rc = ckpt_chain_open(&ch, dir);
+	if (rc != CKPT_ENOENT || !strstr(ckpt_last_error(), "snap-00000007.ckpt is missing"))
+		child_die("a missing snapshot 7 gave %s (%s)", ckpt_err_name(rc), ckpt_last_error());
+	CHECK(rename(aside, path) == 0);
+	CHECK_RC(ckpt_chain_open(&ch, dir));
+	ckpt_chain_close(ch);
+
+	/* Folded into a base at 17; junk where 1 to 16 were. */
+	CHECK_RC(ckpt_chain_compact(dir, 3, NULL));
+	for (int id = 1; id <= 16; id++) {
+		snprintf(path, sizeof path, "%s/snap-%08d.ckpt", dir, id);
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		CHECK(fd >= 0 && write(fd, "junk", 4) == 4 && close(fd) == 0);
+	}
+	CHECK_RC(ckpt_chain_open(&ch, dir));
+	CHECK(ckpt_chain_first(ch) == 17 && ckpt_chain_latest(ch) == NCOMMITS);
+	char page[64];
+	for (int id = 1; id <= NCOMMITS; id++) {
+		CHECK_RC(ckpt_chain_read(ch, NCOMMITS, (uintptr_t)m + (size_t)id * ps, page, 1));
+		CHECK(page[0] == (char)id);
+	}
+	ckpt_chain_close(ch);
+}
+
+Test(snap, a_long_chain_loaded_on_every_core_fails_where_one_by_one_would)
+{
+	in_child(loaded_ahead, "a long chain's files");
+}
+
 /* ---- what a chain looks like on disk ------------------------------------------- */
 
 static void on_disk(const char *dir)
@@ -1266,15 +1335,6 @@ static void find_page(const char *path, const char *p, uint64_t *at, struct ckpt
 	CHECK(*which != UINT32_MAX);
 	close(sf.fd);
 	free(sf.b);
-}
-
-static void flip_byte(const char *path, uint64_t at)
-{
-	int fd = open(path, O_RDWR);
-	unsigned char c;
-	CHECK(fd >= 0 && pread(fd, &c, 1, (off_t)at) == 1);
-	c ^= 0x5a;
-	CHECK(pwrite(fd, &c, 1, (off_t)at) == 1 && close(fd) == 0);
 }
 
 /* A page later snapshots replaced is not read: damaged, it stops only a
