@@ -201,8 +201,13 @@ static int check_blocks(struct ckpt__snap *s)
 
 /* Reads the LEB128 number at p[*at], of at most CKPT__VARINT_MAX bytes and
  * 64 bits, before `len`.  0, or -1 if it is cut short or too long. */
-static int get_varint(const unsigned char *p, size_t len, size_t *at, uint64_t *v)
+static inline int get_varint(const unsigned char *p, size_t len, size_t *at, uint64_t *v)
 {
+	/* Most numbers of an index are one byte (a run's length less one). */
+	if (*at < len && p[*at] < 0x80) {
+		*v = p[(*at)++];
+		return 0;
+	}
 	uint64_t x = 0;
 	for (unsigned i = 0; i < CKPT__VARINT_MAX && *at < len; i++) {
 		unsigned char b = p[(*at)++];
@@ -246,7 +251,7 @@ static int unpack_index(struct ckpt__snap *s)
 	unsigned pshift = (unsigned)__builtin_ctzll(ps);
 	size_t b = 0, at = 0;
 	for (size_t i = 0; i < count; i++) {
-		uint64_t g, np;
+		uint64_t g = 0, np = 0;
 		get_varint(p, len, &at, &g);
 		get_varint(p, len, &at, &np);
 		uint64_t gap = g >> CKPT__PACKED_KIND_BITS;
