@@ -25,6 +25,11 @@
  * resets that learned the pages written from the kernel's log of faults
  * rather than a walk of the page tables (doc/TRACKING.md, "Resets").
  *
+ * Then the kernel's floor, without ckpt: what the first write, the copy
+ * back and the protection again cost a page, on a mapping of the
+ * benchmark's own in userfaultfd's WP-async mode; the rates they allow are
+ * ceilings for any reset built on them.
+ *
  * The bars (issue 16): at 64 MiB and 16 pages, at least 25,000 resets a
  * second and 20 times the fork server; at 4 GiB, at least half the rate
  * at 64 MiB; with 256 pages at 64 MiB, at least 4,000 a second.
@@ -45,11 +50,16 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/userfaultfd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -299,6 +309,110 @@ static int run_child(size_t mib, struct result *res)
 	return -1;
 }
 
+/* ---- the kernel's floor --------------------------------------------------------------- */
+
+/* What any reset built on the kernel's write-protect must pay per page
+ * written, with ckpt out of the picture: on a 64 MiB mapping of its own,
+ * registered with userfaultfd in WP-async mode, the first write to a
+ * protected page (its fault), copying the page back from a copy, and
+ * protecting it again, by UFFDIO_WRITEPROTECT and by PAGEMAP_SCAN with
+ * PM_SCAN_WP_MATCHING (one call a page: the pages are scattered, and no
+ * call takes a list of ranges).  Learning which pages were written is not
+ * counted, nor any fixed cost: the rates printed are ceilings. */
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef PAGEMAP_SCAN
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PM_SCAN_WP_MATCHING (1 << 0)
+#define PM_SCAN_CHECK_WPASYNC (1 << 1)
+#define PAGE_IS_WRITTEN (1 << 1)
+#endif
+
+static void kernel_floor(void)
+{
+	const size_t n = 64 * MIB, k = 16;
+	const int rounds = 4000;
+	printf("\nthe kernel's floor per page written (64 MiB, %zu scattered pages a round, no ckpt):\n",
+	       k);
+	char *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *copy = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC};
+	struct uffdio_register reg = {.range = {(uintptr_t)m, n}, .mode = UFFDIO_REGISTER_MODE_WP};
+	struct uffdio_writeprotect all = {.range = {(uintptr_t)m, n},
+					  .mode = UFFDIO_WRITEPROTECT_MODE_WP};
+	if (m == MAP_FAILED || copy == MAP_FAILED || uffd < 0 || pm < 0 ||
+	    ioctl(uffd, UFFDIO_API, &api) || ioctl(uffd, UFFDIO_REGISTER, &reg)) {
+		printf("  not measured: userfaultfd WP-async is not available here (%s)\n",
+		       strerror(errno));
+		goto out;
+	}
+	memset(m, 1, n);
+	memset(copy, 1, n);
+	ioctl(uffd, UFFDIO_WRITEPROTECT, &all);
+	uint64_t seed = 42, t_write = 0, t_copy = 0, t_uffd = 0, t_scan = 0;
+	size_t pg[16];
+	for (int r = 0; r < rounds; r++) {
+		for (size_t i = 0; i < k; i++)
+			pg[i] = xorshift64(&seed) % (n / ps);
+		uint64_t a = now_ns();
+		for (size_t i = 0; i < k; i++)
+			m[pg[i] * ps] = 2;
+		uint64_t b = now_ns();
+		for (size_t i = 0; i < k; i++)
+			memcpy(m + pg[i] * ps, copy + pg[i] * ps, ps);
+		uint64_t c = now_ns();
+		int failed = 0;
+		for (size_t i = 0; i < k; i++) {
+			uintptr_t at = (uintptr_t)m + pg[i] * ps;
+			if (r & 1) {
+				struct pm_scan_arg arg = {.size = sizeof arg,
+							  .flags = PM_SCAN_WP_MATCHING |
+								   PM_SCAN_CHECK_WPASYNC,
+							  .start = at, .end = at + ps,
+							  .category_mask = PAGE_IS_WRITTEN};
+				failed |= ioctl(pm, PAGEMAP_SCAN, &arg) < 0;
+			} else {
+				struct uffdio_writeprotect w = {.range = {at, ps},
+								.mode = UFFDIO_WRITEPROTECT_MODE_WP};
+				failed |= ioctl(uffd, UFFDIO_WRITEPROTECT, &w) != 0;
+			}
+		}
+		uint64_t d = now_ns();
+		if (failed) {
+			printf("  not measured: protecting a page again failed (%s)\n", strerror(errno));
+			goto out;
+		}
+		t_write += b - a;
+		t_copy += c - b;
+		*(r & 1 ? &t_scan : &t_uffd) += d - c;
+	}
+	double per = (double)k * rounds / 2;
+	double w = (double)t_write / per / 2e3, cp = (double)t_copy / per / 2e3;
+	double wpu = (double)t_uffd / per / 1e3, wps = (double)t_scan / per / 1e3;
+	double wp = wpu < wps ? wpu : wps, sum = w + cp + wp;
+	printf("  first write (fault) %.2f us, copy back %.2f us, protect again %.2f us "
+	       "(UFFDIO_WRITEPROTECT) / %.2f us (PAGEMAP_SCAN)\n",
+	       w, cp, wpu, wps);
+	printf("  = %.2f us a page: at most %.0f resets/s with 16 pages written, %.0f with 256\n", sum,
+	       1e6 / (16 * sum), 1e6 / (256 * sum));
+out:
+	if (uffd >= 0)
+		close(uffd);
+	if (pm >= 0)
+		close(pm);
+	if (m != MAP_FAILED)
+		munmap(m, n);
+	if (copy != MAP_FAILED)
+		munmap(copy, n);
+}
+
 static const char *backend_name(int b)
 {
 	return b == CKPT_BACKEND_UFFD ? "uffd" : b == CKPT_BACKEND_MPROTECT ? "mprotect" : "?";
@@ -406,5 +520,6 @@ int main(int argc, char **argv)
 		printf("  64 MiB, 256 pages: %.0f resets/s (bar %.0f) %s\n", r256, BAR_RATE_256,
 		       r256 >= BAR_RATE_256 ? "met" : "BELOW THE BAR");
 	}
+	kernel_floor();
 	return failed;
 }
