@@ -360,7 +360,7 @@ static int raw_pages(struct worker *w, const struct ckpt__fill_task *t,
 	const struct ckpt__fill_page *pg = &w->run->f->page[t->first];
 	const struct ckpt__snap *s = t->snap;
 	size_t ps = ckpt__pagesize;
-	char *at[CKPT__BLOCK_PAGES + 1] = {0};
+	char *at[CKPT__BLOCK_PAGES] = {0};
 	for (uint32_t i = 0; i < t->n; i++) {
 		if (at[pg[i].page])
 			return 1;

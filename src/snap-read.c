@@ -663,7 +663,8 @@ static int add_id(unsigned long long id, void *arg)
 
 struct preload {
 	const unsigned long long *ids; /* newest first */
-	size_t n;
+	size_t n;	/* loaded (or tried) */
+	size_t cap;	/* the arrays' length */
 	int dirfd;
 	struct ckpt__snap *snaps;
 	int *rc;
@@ -708,6 +709,7 @@ static int preload_run(struct preload *p, const unsigned long long *ids, size_t 
 	memset(p, 0, sizeof *p);
 	if (n < PRE_MIN)
 		return 0;
+	p->cap = n;
 	p->ids = ckpt__mem_alloc(n * sizeof *p->ids);
 	p->snaps = ckpt__mem_alloc(n * sizeof *p->snaps);
 	p->rc = ckpt__mem_alloc(n * sizeof *p->rc);
@@ -752,13 +754,13 @@ static void preload_free(struct preload *p)
 		if (!p->rc[i])
 			ckpt__snap_close(&p->snaps[i]);
 	if (p->ids)
-		ckpt__mem_free((void *)p->ids, p->n * sizeof *p->ids);
+		ckpt__mem_free((void *)p->ids, p->cap * sizeof *p->ids);
 	if (p->snaps)
-		ckpt__mem_free(p->snaps, p->n * sizeof *p->snaps);
+		ckpt__mem_free(p->snaps, p->cap * sizeof *p->snaps);
 	if (p->rc)
-		ckpt__mem_free(p->rc, p->n * sizeof *p->rc);
+		ckpt__mem_free(p->rc, p->cap * sizeof *p->rc);
 	if (p->msg)
-		ckpt__mem_free(p->msg, p->n * sizeof *p->msg);
+		ckpt__mem_free(p->msg, p->cap * sizeof *p->msg);
 	memset(p, 0, sizeof *p);
 }
 
