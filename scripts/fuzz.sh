@@ -11,7 +11,7 @@ mkdir -p "$out"
 command -v clang >/dev/null || { echo "fuzz: clang is needed (apt-get install clang)" >&2; exit 1; }
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -D_GNU_SOURCE -std=gnu11 \
-	-Iinclude -Isrc fuzz/fuzz-snapshot.c src/snap-read.c src/dir.c src/xxhash.c src/zmem.c src/mem.c \
+	-Iinclude -Isrc fuzz/fuzz-snapshot.c src/snap-read.c src/dir.c src/xxhash.c src/zmem.c src/mem.c src/own-thread.c \
 	src/error.c -lzstd -o "$out/fuzz-snapshot"
 corpus=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-fuzz.XXXXXX")
 trap 'rm -rf "$corpus"' EXIT
