@@ -660,17 +660,31 @@ void ckpt__resume_load_libs(const char *dir)
 		close(fd);
 		return;
 	}
-	if (ckpt__chain_open_upto(&c, dir, fd, newest)) { /* closed fd */
+	/* The newest file alone names the modules (a long chain is not
+	 * opened twice); the chain when that file does not load, as the
+	 * resume then goes back to an older one. */
+	struct ckpt__snap one;
+	char name[48];
+	snprintf(name, sizeof name, CKPT__SNAP_FMT, (unsigned long long)newest);
+	const struct ckpt__snap *s = NULL;
+	if (ckpt__snap_open(&one, fd, name) == 0) {
+		s = &one;
+		close(fd);
+	} else if (ckpt__chain_open_upto(&c, dir, fd, newest) == 0) { /* closed fd */
+		s = ckpt__chain_find(&c, CKPT_LATEST);
+	} else {
 		ckpt__clear_error();
 		return;
 	}
-	const struct ckpt__snap *s = ckpt__chain_find(&c, CKPT_LATEST);
 	struct lib_list ll = {0};
 	if (s && s->proc && !ckpt__proc_walk(s->proc, s->proc_size, want_lib, &ll))
 		for (size_t k = ll.n; k-- > 0;)
 			load_lib(&ll, k, 0);
 	ckpt__mem_array_free((void **)&ll.v, &ll.cap, sizeof *ll.v);
-	ckpt__chain_close(&c);
+	if (s == &one)
+		ckpt__snap_close(&one);
+	else
+		ckpt__chain_close(&c);
 	ckpt__clear_error();
 }
 
