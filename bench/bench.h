@@ -7,6 +7,7 @@
 #define CKPT_BENCH_BENCH_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -32,6 +33,21 @@ static inline int quick_from_env(void)
 {
 	const char *env = getenv("CKPT_BENCH_QUICK");
 	return env && *env && strcmp(env, "0");
+}
+
+/* For a benchmark whose only option is --quick: 1 quick, 0 full; after
+ * printing the usage, -1 for a wrong option (exit 2), -2 for --help. */
+static inline int quick_from_args(int argc, char **argv)
+{
+	int quick = quick_from_env();
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--quick")) {
+			fprintf(stderr, "usage: %s [--quick]   (or CKPT_BENCH_QUICK=1)\n", argv[0]);
+			return strcmp(argv[i], "--help") ? -1 : -2;
+		}
+		quick = 1;
+	}
+	return quick;
 }
 
 #endif /* CKPT_BENCH_BENCH_H */

@@ -243,15 +243,9 @@ static void levels(size_t sample)
 
 int main(int argc, char **argv)
 {
-	int quick = quick_from_env();
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--quick")) {
-			quick = 1;
-		} else {
-			fprintf(stderr, "usage: %s [--quick]   (or CKPT_BENCH_QUICK=1)\n", argv[0]);
-			return strcmp(argv[i], "--help") ? 2 : 0;
-		}
-	}
+	int quick = quick_from_args(argc, argv);
+	if (quick < 0)
+		return quick == -1 ? 2 : 0;
 	pagesz = (size_t)sysconf(_SC_PAGESIZE);
 	size_t field = quick ? 128 * MIB : GIB;
 	int steps = quick ? 5 : 9;
