@@ -261,6 +261,16 @@ static uint64_t rss_bytes(void)
 	return bytes > own ? bytes - own : 0;
 }
 
+/* "ckpt run: WHAT failed: <the last error>" on standard error, written
+ * raw (the commit thread uses no stdio the program may hold locked). */
+static void say_failed(const char *what)
+{
+	char msg[640];
+	int n = snprintf(msg, sizeof msg, "ckpt run: %s failed: %s\n", what, ckpt_last_error());
+	if (n > 0)
+		ckpt__raw_write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg);
+}
+
 static void status_commit(int rc, int sig, uint64_t ns)
 {
 	line_start(rc ? "commit-failed" : "commit");
@@ -292,11 +302,7 @@ static void compact(void)
 	unsigned keep = (unsigned)R.o.keep;
 	int rc = ckpt__compact_held(R.c, keep, 2 * keep, &folded);
 	if (rc) {
-		char msg[640];
-		int n = snprintf(msg, sizeof msg, "ckpt run: compaction failed: %s\n",
-				 ckpt_last_error());
-		if (n > 0)
-			ckpt__raw_write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg);
+		say_failed("compaction");
 	}
 	if (!rc && !folded)
 		return;
@@ -362,11 +368,7 @@ static void *loop(void *arg)
 		uint64_t t1 = ckpt__now_ns();
 		status_commit(rc, sig, t1 - t0);
 		if (rc) {
-			char msg[640];
-			int n = snprintf(msg, sizeof msg, "ckpt run: commit failed: %s\n",
-					 ckpt_last_error());
-			if (n > 0)
-				ckpt__raw_write(2, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg);
+			say_failed("commit");
 		} else {
 			R.commits++;
 		}
