@@ -22,6 +22,14 @@ struct dset {
 };
 
 size_t pagesz(void);
+/* The next number of a xorshift64 sequence seeded with *s (not zero). */
+static inline uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
 /* ckpt_dirty_foreach into *s (emptied first); returns foreach's result. */
 int dset_collect(ckpt_t *c, struct dset *s);
 void dset_free(struct dset *s);

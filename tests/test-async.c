@@ -39,15 +39,6 @@ static ckpt_t *open_chain(const char *dir, unsigned flags, uint64_t limit)
 	return c;
 }
 
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-
 static size_t chain_len(const char *dir)
 {
 	size_t n = 0;

@@ -48,14 +48,6 @@ static ckpt_t *open_chain(const char *dir)
 	return c;
 }
 
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 /* Whether this process may sample its page faults (perf_event_paranoid,
  * CAP_PERFMON, a seccomp filter), in user mode alone or, with `kernel`,
  * the kernel's faults on the program's behalf too: without the first a

@@ -42,14 +42,6 @@ static ckpt_t *open_chain(const char *dir, unsigned flags)
 	return c;
 }
 
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 /* ---- a chain of 20, restored at every id -------------------------------------- */
 
 #define NPAGES 64
