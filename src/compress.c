@@ -29,6 +29,7 @@ struct slot {
 
 struct pool {
 	const uintptr_t *pages;
+	const size_t *first; /* job j: pages[first[j] .. first[j + 1]) */
 	size_t n, njobs, page_size, window;
 	int level;
 	ckpt__mutex lock;
@@ -44,9 +45,7 @@ struct pool {
 /* Fills slot s with job j. */
 static int pack(struct pool *p, ZSTD_CCtx *cctx, size_t j, struct slot *s)
 {
-	size_t first = j * CKPT__BLOCK_PAGES, count = p->n - first;
-	if (count > CKPT__BLOCK_PAGES)
-		count = CKPT__BLOCK_PAGES;
+	size_t first = p->first[j], count = p->first[j + 1] - first;
 	struct ckpt__cblock *b = &s->b;
 	memset(b, 0, sizeof *b);
 	b->job = j;
@@ -196,13 +195,13 @@ static void crew_wait(struct ckpt__workers *w)
 	ckpt__mutex_unlock(&w->lock);
 }
 
-int ckpt__compress_pages(const uintptr_t *pages, size_t n, size_t page_size, int level,
-			 unsigned threads, struct ckpt__workers *wk,
+int ckpt__compress_pages(const uintptr_t *pages, size_t n, const size_t *first, size_t njobs,
+			 size_t page_size, int level, unsigned threads, struct ckpt__workers *wk,
 			 int (*sink)(const struct ckpt__cblock *b, void *arg), void *arg,
 			 uint64_t *compress_ns)
 {
-	struct pool p = {.pages = pages, .n = n, .page_size = page_size, .level = level};
-	p.njobs = (n + CKPT__BLOCK_PAGES - 1) / CKPT__BLOCK_PAGES;
+	struct pool p = {.pages = pages, .first = first, .n = n, .njobs = njobs,
+			 .page_size = page_size, .level = level};
 	if (wk)
 		threads = wk->n;
 	if (threads < 1)

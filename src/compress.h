@@ -49,15 +49,17 @@ CKPT__HIDDEN void ckpt__workers_stop(struct ckpt__workers *w);
 CKPT__HIDDEN void ckpt__workers_nice(struct ckpt__workers *w, int nice);
 
 /* Packs pages[0..n) (addresses of pages of `page_size` bytes, readable) in
- * jobs of CKPT__BLOCK_PAGES consecutive entries: each page is copied out
+ * njobs jobs of consecutive entries, job j from first[j] to first[j + 1]
+ * (first[njobs] = n; at most CKPT__BLOCK_PAGES a job): each page is copied out
  * and tested for zero, the non-zero ones compressed together at `level`
  * (stored raw if zstd does not shrink them), on the workers of `wk` when
  * it has some, else on `threads` workers started for the call (0 or 1: the
  * calling thread alone).  sink() runs on the calling thread for every
  * job in order; a non-zero return stops the packing and is returned.
  * Returns 0, sink's value, or CKPT_ENOMEM/CKPT_EINTERNAL. */
-CKPT__HIDDEN int ckpt__compress_pages(const uintptr_t *pages, size_t n, size_t page_size,
-				      int level, unsigned threads, struct ckpt__workers *wk,
+CKPT__HIDDEN int ckpt__compress_pages(const uintptr_t *pages, size_t n, const size_t *first,
+				      size_t njobs, size_t page_size, int level, unsigned threads,
+				      struct ckpt__workers *wk,
 				      int (*sink)(const struct ckpt__cblock *b, void *arg),
 				      void *arg, uint64_t *compress_ns);
 

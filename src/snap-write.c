@@ -161,9 +161,72 @@ static int str_add(struct strings *st, const void *p, size_t len, uint32_t *off,
 	return 0;
 }
 
-static int build_index(const struct ckpt__wplan *p, struct wctx *w, struct index *x)
+/*
+ * Where each block starts among the data pages, in index order: cuts at 0,
+ * ..., npages.  A mapping with BLOCK_ALONE data pages in a row or more has
+ * blocks of its own; the few pages of smaller ones share blocks.  A
+ * program's small mappings (libc's data, malloc's heap) compress well and
+ * its big arrays often do not: in one block, they made a block of noise
+ * zstd-compressed, which a reader wanting a page of the noise then
+ * decompressed whole (a resume of a long chain, once an increment).
+ */
+#define BLOCK_ALONE 8
+
+struct cuts {
+	size_t *at;
+	size_t n, cap;
+};
+
+static int cut(struct cuts *c, size_t at)
 {
-	size_t ps = p->page_size, k = 0;
+	if (c->n && c->at[c->n - 1] >= at)
+		return 0;
+	if (ckpt__mem_grow((void **)&c->at, &c->cap, c->n + 1, sizeof *c->at))
+		return CKPT_ENOMEM;
+	c->at[c->n++] = at;
+	return 0;
+}
+
+/* Ends the stretch of one mapping's data pages [seg, k). */
+static int stretch_end(struct cuts *c, size_t seg, size_t k)
+{
+	int alone = k - seg >= BLOCK_ALONE, rc = alone ? cut(c, seg) : 0;
+	for (size_t q = seg; !rc && q < k; q++)
+		if (q - c->at[c->n - 1] == CKPT__BLOCK_PAGES)
+			rc = cut(c, q);
+	return !rc && alone ? cut(c, k) : rc;
+}
+
+static int plan_blocks(const struct ckpt__wplan *p, struct cuts *c)
+{
+	size_t ps = p->page_size, k = 0, seg = 0;
+	const struct ckpt__wmap *segm = NULL;
+	int rc = cut(c, 0);
+	for (size_t i = 0; !rc && i < p->nruns; i++) {
+		const struct ckpt__wrun *r = &p->runs[i];
+		if (r->kind != CKPT__RK_DATA)
+			continue;
+		const struct ckpt__wmap *m = map_of(p, r->start);
+		for (size_t j = 0; !rc && j < r->npages; j++, k++) {
+			uintptr_t a = r->start + j * ps;
+			if (m && a >= m->end)
+				m = map_of(p, a);
+			if (m != segm && k > seg) {
+				rc = stretch_end(c, seg, k);
+				seg = k;
+			}
+			segm = m;
+		}
+	}
+	if (!rc)
+		rc = stretch_end(c, seg, k);
+	return rc ? rc : cut(c, k);
+}
+
+static int build_index(const struct ckpt__wplan *p, struct wctx *w, const struct cuts *c,
+		       struct index *x)
+{
+	size_t ps = p->page_size, k = 0, job = 0;
 	int base = (p->flags & CKPT__SF_BASE) != 0;
 	for (size_t i = 0; i < p->nruns; i++) {
 		const struct ckpt__wrun *r = &p->runs[i];
@@ -176,8 +239,10 @@ static int build_index(const struct ckpt__wplan *p, struct wctx *w, struct index
 			if (r->kind != CKPT__RK_DATA) {
 				rc = index_add(x, m, a, ps, r->kind, 0, 0);
 			} else {
-				const struct job_result *jr = &w->jobs[k / CKPT__BLOCK_PAGES];
-				unsigned bit = (unsigned)(k % CKPT__BLOCK_PAGES);
+				while (k >= c->at[job + 1])
+					job++;
+				const struct job_result *jr = &w->jobs[job];
+				unsigned bit = (unsigned)(k - c->at[job]);
 				k++;
 				if (jr->zero_mask & (1ull << bit)) {
 					/* A zero page of an anonymous mapping in a base
@@ -284,7 +349,10 @@ int ckpt__snap_write(int dirfd, const struct ckpt__wplan *p, struct ckpt__wresul
 		for (size_t j = 0; j < r->npages; j++)
 			pages[npages++] = src + j * p->page_size;
 	}
-	size_t njobs = (npages + CKPT__BLOCK_PAGES - 1) / CKPT__BLOCK_PAGES;
+	struct cuts cuts = {0};
+	if (!rc && plan_blocks(p, &cuts))
+		rc = ckpt__fail(CKPT_ENOMEM, "out of memory planning a snapshot");
+	size_t njobs = !rc && npages ? cuts.n - 1 : 0;
 	jobs_bytes = (njobs ? njobs : 1) * sizeof *w.jobs;
 	if (!rc && !(w.jobs = ckpt__mem_alloc(jobs_bytes)))
 		rc = ckpt__fail(CKPT_ENOMEM, "out of memory planning a snapshot");
@@ -303,11 +371,11 @@ int ckpt__snap_write(int dirfd, const struct ckpt__wplan *p, struct ckpt__wresul
 		rc = put(&w, &h, sizeof h);
 	h.data_offset = w.off;
 	if (!rc)
-		rc = ckpt__compress_pages(pages, npages, p->page_size, p->level, p->threads, p->workers, sink, &w,
-					  &res->compress_ns);
+		rc = ckpt__compress_pages(pages, npages, cuts.at, njobs, p->page_size, p->level,
+					  p->threads, p->workers, sink, &w, &res->compress_ns);
 	h.data_size = w.off - h.data_offset;
 	if (!rc)
-		rc = build_index(p, &w, &x);
+		rc = build_index(p, &w, &cuts, &x);
 	if (!rc && !p->flat_index) {
 		rc = pack_index(&x, &w, p->page_size, &pk);
 		if (rc == CKPT_ENOMEM)
@@ -429,6 +497,7 @@ int ckpt__snap_write(int dirfd, const struct ckpt__wplan *p, struct ckpt__wresul
 		res->write_ns = w.write_ns;
 	}
 	ckpt__mem_array_free((void **)&pages, &pages_cap, sizeof *pages);
+	ckpt__mem_array_free((void **)&cuts.at, &cuts.cap, sizeof *cuts.at);
 	ckpt__mem_array_free((void **)&x.r, &x.cap, sizeof *x.r);
 	ckpt__mem_array_free((void **)&pk.b, &pk.cap, 1);
 	ckpt__mem_array_free((void **)&st.s, &st.cap, 1);

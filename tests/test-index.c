@@ -76,24 +76,25 @@ static void tmp_remove(void)
 	(void)!system(cmd);
 }
 
-/* Writes snapshot 1 of the plan (flat or packed index) and returns its bytes. */
-static unsigned char *write_base(int flat, size_t *len)
+/* Writes snapshot 1 of maps and runs into tmpdir/sub (flat or packed
+ * index) and returns its bytes. */
+static unsigned char *write_snap(const char *sub, const struct ckpt__wmap *m, size_t nm,
+				 const struct ckpt__wrun *r, size_t nr, int flat, size_t *len)
 {
 	if (!tmpdir[0]) {
 		snprintf(tmpdir, sizeof tmpdir, "/tmp/ckpt-index-XXXXXX");
 		cr_assert(mkdtemp(tmpdir), "mkdtemp: %s", strerror(errno));
 		atexit(tmp_remove);
-		plan();
 	}
 	char dir[128];
-	snprintf(dir, sizeof dir, "%s/%s", tmpdir, flat ? "flat" : "packed");
+	snprintf(dir, sizeof dir, "%s/%s", tmpdir, sub);
 	mkdir(dir, 0700);
 	int fd = open(dir, O_RDONLY | O_DIRECTORY);
 	cr_assert_geq(fd, 0);
 	struct ckpt__wplan p = {
 		.id = 1, .flags = CKPT__SF_BASE, .page_size = PS, .nthreads = 1, .exe = "/bin/x",
 		.build_id = "test-index-build-id0", .build_id_len = 20,
-		.maps = maps, .nmaps = 2, .runs = runs, .nruns = plan_runs, .level = 3, .threads = 1,
+		.maps = m, .nmaps = nm, .runs = r, .nruns = nr, .level = 3, .threads = 1,
 		.time_ns = 1, .flat_index = flat,
 	};
 	struct ckpt__wresult res;
@@ -108,6 +109,14 @@ static unsigned char *write_base(int flat, size_t *len)
 	close(f);
 	close(fd);
 	return b;
+}
+
+/* Snapshot 1 of the plan (flat or packed index), its bytes. */
+static unsigned char *write_base(int flat, size_t *len)
+{
+	if (!plan_runs)
+		plan();
+	return write_snap(flat ? "flat" : "packed", maps, 2, runs, plan_runs, flat, len);
 }
 
 Test(index, the_packed_index_reads_as_the_flat_one)
@@ -151,6 +160,81 @@ Test(index, the_packed_index_reads_as_the_flat_one)
 	ckpt__snap_close(&b);
 	free(flat);
 	free(packed);
+}
+
+/* ---- blocks --------------------------------------------------------------------------- */
+
+/*
+ * A mapping with 8 data pages in a row or more has blocks of its own, and
+ * the few pages of small mappings share one: a big array of noise and a
+ * program's small, compressible mappings never share a block, which zstd
+ * would compress for the sake of the small ones, so that a reader wanting
+ * one page of noise would decompress it whole.  Mapping A holds 70 pages
+ * of noise, every other page; B and C 3 and 2 pages of text; D 10.
+ */
+Test(index, a_big_mapping_has_blocks_of_its_own_and_small_ones_share)
+{
+	static unsigned char noise[70][PS], text[15][PS];
+	uint64_t x = 0x2545f4914f6cdd1dull;
+	for (int p = 0; p < 70; p++)
+		for (int i = 0; i < PS; i++) {
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			noise[p][i] = (unsigned char)(x >> 56);
+		}
+	for (int p = 0; p < 15; p++)
+		for (int i = 0; i < PS; i += 32)
+			snprintf((char *)text[p] + i, 32, "page %2d of a small mapping ..", p);
+	const uint64_t at[4] = {0x7f1000000000ull, 0x7f2000000000ull, 0x7f3000000000ull,
+				0x7f4000000000ull};
+	struct ckpt__wmap m[4];
+	for (int i = 0; i < 4; i++)
+		m[i] = (struct ckpt__wmap){.start = at[i], .end = at[i] + 256 * PS, .born = 1,
+					   .prot = 3, .flags = CKPT__MF_ANON,
+					   .kind = CKPT__MK_TRACKED, .page_shift = 12, .name = ""};
+	struct ckpt__wrun r[73];
+	size_t n = 0;
+	for (int p = 0; p < 70; p++)
+		r[n++] = (struct ckpt__wrun){at[0] + 2ull * p * PS, 1, CKPT__RK_DATA,
+					     (uintptr_t)noise[p]};
+	r[n++] = (struct ckpt__wrun){at[1], 3, CKPT__RK_DATA, (uintptr_t)text[0]};
+	r[n++] = (struct ckpt__wrun){at[2], 2, CKPT__RK_DATA, (uintptr_t)text[3]};
+	r[n++] = (struct ckpt__wrun){at[3], 10, CKPT__RK_DATA, (uintptr_t)text[5]};
+	size_t len;
+	unsigned char *file = write_snap("blocks", m, 4, r, n, 0, &len);
+	struct ckpt__snap s;
+	cr_assert_eq(ckpt__snap_parse(&s, file, len, "blocks"), 0, "%s", ckpt_last_error());
+
+	/* Each block: the mappings its pages come from (a bit each). */
+	const unsigned want_maps[4] = {1, 1, 2 | 4, 8}, want_pages[4] = {64, 6, 5, 10};
+	const unsigned want_codec[4] = {CKPT__CODEC_RAWP, CKPT__CODEC_RAWP, CKPT__CODEC_ZSTD,
+					CKPT__CODEC_ZSTD};
+	cr_assert_eq(s.nblocks, 4, "%zu blocks, not 4", s.nblocks);
+	unsigned maps_of[4] = {0};
+	for (size_t i = 0; i < s.nruns; i++)
+		for (int k = 0; k < 4; k++)
+			if (s.runs[i].start >= at[k] && s.runs[i].start < at[k] + 256 * PS)
+				maps_of[s.runs[i].block] |= 1u << k;
+	for (int b = 0; b < 4; b++) {
+		cr_expect_eq(maps_of[b], want_maps[b], "block %d holds pages of mappings %#x, not %#x",
+			     b, maps_of[b], want_maps[b]);
+		cr_expect_eq(s.blocks[b].rsize, want_pages[b] * PS, "block %d: %u bytes of pages", b,
+			     s.blocks[b].rsize);
+		cr_expect_eq(s.blocks[b].codec, want_codec[b], "block %d: codec %u, not %u", b,
+			     s.blocks[b].codec, want_codec[b]);
+	}
+	/* And every page reads back. */
+	ZSTD_DCtx *d = ckpt__zstd_dctx();
+	static unsigned char out[64 * PS], st[64 * PS];
+	for (size_t i = 0; i < s.nruns; i++) {
+		const struct ckpt__frun *q = &s.runs[i];
+		cr_assert_eq(ckpt__snap_block(&s, d, q->block, out, st), 0, "%s", ckpt_last_error());
+		const unsigned char *from = i < 70 ? noise[i] : (const unsigned char *)r[i].src;
+		cr_expect_eq(memcmp(out + (size_t)q->block_page * PS, from, (size_t)q->npages * PS), 0,
+			     "run %zu reads back differently", i);
+	}
+	ZSTD_freeDCtx(d);
+	ckpt__snap_close(&s);
+	free(file);
 }
 
 /* ---- malformed packed indexes ------------------------------------------------------ */
