@@ -22,6 +22,7 @@
 #include "error.h"
 #include "mem.h"
 #include "own-thread.h"
+#include "sys.h"
 #include "zmem.h"
 
 #include "xxhash.h"
@@ -301,12 +302,15 @@ static int read_pieces(const struct ckpt__snap *s, uint64_t off, const struct io
 		}
 		return 0;
 	}
-	ssize_t got;
+	/* One piece (a stretch of pages at consecutive places) is the usual
+	 * case: pread spares the kernel the vector. */
+	long got;
 	do
-		got = preadv(s->fd, iov, n, (off_t)off);
-	while (got < 0 && errno == EINTR);
+		got = n == 1 ? ckpt__raw_pread(s->fd, iov[0].iov_base, iov[0].iov_len, off)
+			     : ckpt__raw_preadv(s->fd, iov, n, off);
+	while (got == -EINTR);
 	if (got < 0)
-		return ckpt__fail(ckpt__from_errno(errno), "%s: %s", s->name, strerror(errno));
+		return ckpt__fail(ckpt__from_errno((int)-got), "%s: %s", s->name, strerror((int)-got));
 	return (size_t)got != len;
 }
 
