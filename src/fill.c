@@ -350,28 +350,19 @@ static int raw_scatter(struct worker *w, const struct ckpt__fill_task *t,
 	return 0;
 }
 
-/* A block with a hash a page (CKPT__CODEC_RAWP) of which only some pages
- * are wanted: its page hashes read and checked, then only the wanted
- * pages (one preadv a stretch of them), each checked against its hash.
- * Pages later snapshots replaced are not read at all, not even between
- * two wanted ones: copying such a page out of the page cache cost more
- * here than the call it saves (a long chain resumed 3-4% slower with gaps
- * of two pages read along).  1 when it cannot (a page wanted twice, a
- * short read): the caller reads the block whole. */
-static int raw_pages(struct worker *w, const struct ckpt__fill_task *t,
-		     const struct ckpt__fblock *fb, uint32_t npages)
+/* The pages of block b of s (CKPT__CODEC_RAWP, npages of them) that at[]
+ * has a place for, each read there and checked against its hash; the
+ * others are not read at all, not even between two wanted ones: copying
+ * such a page out of the page cache cost more here than the call it saves
+ * (a long chain resumed 3-4% slower with gaps of two pages read along).
+ * One read a stretch of wanted pages.  0, 1 on a short read, or the
+ * failure. */
+static int read_wanted(const struct ckpt__snap *s, uint32_t b, const struct ckpt__fblock *fb,
+		       uint32_t npages, char *const *at)
 {
-	const struct ckpt__fill_page *pg = &w->run->f->page[t->first];
-	const struct ckpt__snap *s = t->snap;
 	size_t ps = ckpt__pagesize;
-	char *at[CKPT__BLOCK_PAGES] = {0};
-	for (uint32_t i = 0; i < t->n; i++) {
-		if (at[pg[i].page])
-			return 1;
-		at[pg[i].page] = dst(w->run, t, i);
-	}
 	uint64_t h[CKPT__BLOCK_PAGES];
-	int rc = ckpt__snap_page_hashes(s, t->block, h);
+	int rc = ckpt__snap_page_hashes(s, b, h);
 	if (rc)
 		return rc;
 	if (fb->offset > s->size || fb->csize > s->size - fb->offset)
@@ -394,11 +385,27 @@ static int raw_pages(struct worker *w, const struct ckpt__fill_task *t,
 		if (rc)
 			return rc;
 		for (uint32_t k = p; k < q; k++)
-			if ((rc = ckpt__snap_page_check(s, t->block, h, k, at[k])) != 0)
+			if ((rc = ckpt__snap_page_check(s, b, h, k, at[k])) != 0)
 				return rc;
 		p = q;
 	}
 	return 0;
+}
+
+/* A block with a hash a page of which only some pages are wanted: those
+ * read where they go.  1 when it cannot (a page wanted twice, a short
+ * read): the caller reads the block whole. */
+static int raw_pages(struct worker *w, const struct ckpt__fill_task *t,
+		     const struct ckpt__fblock *fb, uint32_t npages)
+{
+	const struct ckpt__fill_page *pg = &w->run->f->page[t->first];
+	char *at[CKPT__BLOCK_PAGES] = {0};
+	for (uint32_t i = 0; i < t->n; i++) {
+		if (at[pg[i].page])
+			return 1;
+		at[pg[i].page] = dst(w->run, t, i);
+	}
+	return read_wanted(t->snap, t->block, fb, npages, at);
 }
 
 static int no_checksum(const struct ckpt__snap *s, uint32_t b, const void *stored, uint32_t csize)
@@ -647,8 +654,20 @@ int ckpt__fill_load(const struct ckpt__fill *f, const struct ckpt__fill_task *t,
 	const struct ckpt__fblock *fb;
 	uint32_t npages;
 	int rc = check_task(f, t, &fb, &npages);
-	if (!rc)
-		rc = ckpt__snap_block(t->snap, dctx, t->block, raw, stored);
+	if (rc)
+		return rc;
+	if (fb->codec == CKPT__CODEC_RAWP && t->n < npages) {
+		/* The wanted pages alone, at their places in the block (a
+		 * long chain's base is mostly pages later snapshots
+		 * replaced); after a short read, the block whole. */
+		char *at[CKPT__BLOCK_PAGES] = {0};
+		const struct ckpt__fill_page *pg = &f->page[t->first];
+		for (uint32_t i = 0; i < t->n; i++)
+			at[pg[i].page] = (char *)raw + (size_t)pg[i].page * ckpt__pagesize;
+		if ((rc = read_wanted(t->snap, t->block, fb, npages, at)) <= 0)
+			return rc;
+	}
+	rc = ckpt__snap_block(t->snap, dctx, t->block, raw, stored);
 	if (!rc && fb->codec == CKPT__CODEC_ZSTD)
 		rc = no_checksum(t->snap, t->block, stored, fb->csize);
 	return rc;

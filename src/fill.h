@@ -81,10 +81,12 @@ CKPT__HIDDEN int ckpt__fill_apply(struct ckpt__fill *f, unsigned threads);
 CKPT__HIDDEN void ckpt__fill_free(struct ckpt__fill *f);
 
 /* Reads, checks and decompresses the block of task t into `raw` (a block's
- * bytes), whatever the task's pages: for a filler that places the pages
- * itself (lazy.c).  `stored`: a buffer as large, for the compressed bytes.
- * Checks the task's pages against the block too.  0, CKPT_ECORRUPT or
- * CKPT_EIO with the message set. */
+ * bytes), each page at its place: for a filler that places the pages
+ * itself (lazy.c).  Of a raw block with a hash a page, only the task's
+ * pages are read (the rest of `raw` is left as it was).  `stored`: a
+ * buffer as large, for the compressed bytes.  Checks the task's pages
+ * against the block too.  0, CKPT_ECORRUPT or CKPT_EIO with the message
+ * set. */
 CKPT__HIDDEN int ckpt__fill_load(const struct ckpt__fill *f, const struct ckpt__fill_task *t,
 				 ZSTD_DCtx *dctx, void *raw, void *stored);
 

@@ -5,11 +5,14 @@
  * that resumes) to do one thing with memory not filled yet.
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Usage: lazy-prog --dir DIR --ctl FILE [--mib N] [--seed S]
+ * Usage: lazy-prog --dir DIR --ctl FILE [--mib N] [--seed S] [--increments K]
  *
  * A fresh run allocates the block (malloc: a mapping of glibc's), writes
  * every word of it from the seed, begins tracking, commits, and kills
- * itself (SIGKILL).  A run that resumes reads what to do from FILE (read
+ * itself (SIGKILL).  With --increments K it first commits K times more,
+ * each after rewriting a third of the block's pages, chosen anew each
+ * time, so that the resume takes the pages from K + 1 files, most blocks
+ * in part.  A run that resumes reads what to do from FILE (read
  * after the resume: the resumed memory holds the first run's arguments,
  * not this one's), prints "resumed-at NS" (CLOCK_REALTIME when
  * ckpt_commit returned CKPT_RESUMED) and "lazy-fill 0|1" (whether the
@@ -50,17 +53,41 @@
 static uint64_t *block;
 static size_t words;
 static uint64_t seed = 1;
+static unsigned increments;
 static const char *ctl;
 
-/* Word i of the block: half of its bits random, so that zstd has some
- * work to do and gets something out of it. */
-static uint64_t word(size_t i)
+/* Word i of the block as the base has it: half of its bits random, so
+ * that zstd has some work to do and gets something out of it.  With
+ * increments, all of them: blocks of noise are stored raw with a hash a
+ * page, of which a resume reads only the pages it needs. */
+static uint64_t base_word(size_t i)
 {
 	uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
 	x ^= x >> 29;
 	x *= 0xbf58476d1ce4e5b9ull;
 	x ^= x >> 32;
-	return x & 0x00ff00ff00ff00ffull;
+	return increments ? x : x & 0x00ff00ff00ff00ffull;
+}
+
+/* Whether increment k rewrites the k-th page-sized group of words g. */
+static int rewrites(unsigned k, size_t g)
+{
+	return (g * 2654435761u + k * 40503u) % 3 == 0;
+}
+
+/* Word i after increments 1..upto: the base's, its top byte changed by
+ * the number of the last increment that rewrote it. */
+static uint64_t word_upto(size_t i, unsigned upto)
+{
+	for (unsigned k = upto; k > 0; k--)
+		if (rewrites(k, i / 512))
+			return base_word(i) ^ (uint64_t)k << 56;
+	return base_word(i);
+}
+
+static uint64_t word(size_t i)
+{
+	return word_upto(i, increments);
 }
 
 static int check_words(size_t from, size_t to, size_t skip_lo, size_t skip_hi)
@@ -205,9 +232,11 @@ int main(int argc, char **argv)
 			mib = strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
 			seed = strtoull(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--increments") && i + 1 < argc)
+			increments = (unsigned)strtoul(argv[++i], NULL, 10);
 		else
 			return fprintf(stderr, "usage: lazy-prog --dir DIR --ctl FILE [--mib N] "
-					       "[--seed S]\n"),
+					       "[--seed S] [--increments K]\n"),
 			       2;
 	}
 	if (!dir || !ctl || !mib)
@@ -226,10 +255,20 @@ int main(int argc, char **argv)
 	if (!block)
 		return perror("lazy-prog: malloc"), 1;
 	for (size_t i = 0; i < words; i++)
-		block[i] = word(i);
+		block[i] = base_word(i);
 	if ((rc = ckpt_begin(c)) < 0 || (rc = ckpt_commit(c, NULL)) < 0) {
 		fprintf(stderr, "lazy-prog: %s (%s)\n", ckpt_strerror(rc), ckpt_last_error());
 		return 1;
+	}
+	for (unsigned k = 1; k <= increments && rc != CKPT_RESUMED; k++) {
+		for (size_t i = 0; i < words; i++)
+			if (rewrites(k, i / 512))
+				block[i] = word_upto(i, k);
+		if ((rc = ckpt_commit(c, NULL)) < 0) {
+			fprintf(stderr, "lazy-prog: increment %u: %s (%s)\n", k, ckpt_strerror(rc),
+				ckpt_last_error());
+			return 1;
+		}
 	}
 	if (rc == CKPT_RESUMED) {
 		struct timespec ts;

@@ -34,6 +34,9 @@
 #   i  CKPT_FAULT=uffd:1 (no userfaultfd for the fill): the resume says it
 #      fills everything first, does (the last page there when the program
 #      goes on), and the block reads right
+#   k  a 32 MiB block committed 12 times more, each time after a third of
+#      its pages were rewritten: resumed lazily from the 13 files, most
+#      blocks needed in part, every word right
 # Exit status: 0 pass, 1 fail, 77 (SKIP) when a back-end was skipped (or
 # a case of a or b was), after everything else passed.  A sanitizer build,
 # whose library refuses to resume, checks that refusal instead.
@@ -65,12 +68,14 @@ MIB=96
 # lz NAME ACTION [lazy]: a fresh chain NAME written by lazy-prog and killed,
 # then resumed (lazily unless the third argument is "eager") to do ACTION;
 # $rc is the resumed run's exit status, $NAME.stdout/.stderr its output.
+# lazy-prog's options: $largs when set, else a block of $MIB MiB.
 lz() {
 	n=$1 what=$2
 	rm -rf "$scratch/$n.chain"
 	echo "$what" >"$scratch/$n.ctl"
+	# shellcheck disable=SC2086 # the options, split on purpose
 	CKPT_TEST_LAZY=1 timeout 60 "$lprog" --dir "$scratch/$n.chain" --ctl "$scratch/$n.ctl" \
-		--mib $MIB >"$scratch/$n.0.stdout" 2>"$scratch/$n.0.stderr"
+		${largs:---mib $MIB} >"$scratch/$n.0.stdout" 2>"$scratch/$n.0.stderr"
 	rc=$?
 	if [ "$rc" -eq 3 ] && grep -q '(CKPT_ENOTSUP)' "$scratch/$n.0.stderr" &&
 		ldd "$builddir/tests/.libs/lazy-prog" "$lprog" 2>/dev/null | grep -Eq 'lib(asan|ubsan)'
@@ -86,8 +91,10 @@ lz() {
 		fail "$n: the first run exited $rc: $(cat "$scratch/$n.0.stderr")"
 	lazy=1
 	[ "${3:-}" = eager ] && lazy=0
+	# shellcheck disable=SC2086
 	CKPT_TEST_LAZY=$lazy timeout 60 "$lprog" --dir "$scratch/$n.chain" \
-		--ctl "$scratch/$n.ctl" --mib $MIB >"$scratch/$n.stdout" 2>"$scratch/$n.stderr"
+		--ctl "$scratch/$n.ctl" ${largs:---mib $MIB} >"$scratch/$n.stdout" \
+		2>"$scratch/$n.stderr"
 	rc=$?
 }
 
@@ -163,6 +170,14 @@ lazy_cases() {
 	grep -q '^lazy-fill 0$' "$scratch/i-$be.stdout" ||
 		fail "i-$be: the memory was not all there when the program went on"
 	say "  i: without a userfaultfd: filled first, said so, every word right"
+	# k
+	largs="--mib 32 --increments 12"
+	lz k-$be sum
+	largs=
+	ok k-$be
+	[ "$(ls "$scratch/k-$be.chain" | grep -c '^snap-')" -eq 13 ] ||
+		fail "k-$be: the chain is not 13 files: $(ls "$scratch/k-$be.chain")"
+	say "  k: 12 increments, each a third of the pages: resumed lazily, every word right"
 }
 
 backends=
