@@ -124,10 +124,14 @@ static size_t first_run_after(const struct ckpt__snap *s, uintptr_t addr)
 	return lo;
 }
 
-int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
-		    const struct ckpt__rset *fresh)
+static int plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
+		const struct ckpt__rset *fresh, struct ckpt__fill_at **by_addr, size_t *nby)
 {
 	memset(f, 0, sizeof *f);
+	if (by_addr) {
+		*by_addr = NULL;
+		*nby = 0;
+	}
 	const struct ckpt__snap *top = ckpt__chain_find(c, id);
 	if (!top || !fresh->n)
 		return 0;
@@ -198,6 +202,8 @@ int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
 		    ckpt__mem_grow((void **)&f->task, &f->task_cap, ntask ? ntask : 1,
 				   sizeof *f->task)))
 		rc = CKPT_ENOMEM;
+	if (!rc && by_addr && ndata && !(*by_addr = ckpt__mem_alloc(ndata * sizeof **by_addr)))
+		rc = CKPT_ENOMEM;
 	if (!rc) {
 		/* count[b] becomes where block b's pages start; one task each. */
 		size_t at = 0, j = 0;
@@ -232,10 +238,18 @@ int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
 				struct ckpt__fill_task *t = &f->task[count[cd >> 8]];
 				f->page[t->first + t->set++] = (struct ckpt__fill_page){
 					.addr = a, .page = (uint32_t)(cd & 0xff)};
+				if (by_addr && *by_addr)
+					(*by_addr)[(*nby)++] = (struct ckpt__fill_at){
+						.addr = a, .task = count[cd >> 8]};
 			}
 		if (!rc)
 			rc = pop_add(f, plo, phi);
 		f->npage = ndata;
+	}
+	if (rc && by_addr && *by_addr) {
+		ckpt__mem_free(*by_addr, ndata * sizeof **by_addr);
+		*by_addr = NULL;
+		*nby = 0;
 	}
 	if (rc == CKPT_ENOMEM)
 		rc = ckpt__fail(CKPT_ENOMEM, "out of memory planning a restore of %zu pages", npages);
@@ -248,6 +262,18 @@ int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
 	if (base)
 		ckpt__mem_free(base, (fresh->n + 1) * sizeof *base);
 	return rc;
+}
+
+int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
+		    const struct ckpt__rset *fresh)
+{
+	return plan(f, c, id, fresh, NULL, NULL);
+}
+
+int ckpt__fill_plan_at(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
+		       const struct ckpt__rset *fresh, struct ckpt__fill_at **by_addr, size_t *nby)
+{
+	return plan(f, c, id, fresh, by_addr, nby);
 }
 
 /* ---- running ------------------------------------------------------------------------------ */

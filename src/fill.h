@@ -56,6 +56,21 @@ struct ckpt__fill {
 CKPT__HIDDEN int ckpt__fill_plan(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
 				 const struct ckpt__rset *fresh);
 
+/* A data page of a plan, and the task that fills it. */
+struct ckpt__fill_at {
+	uintptr_t addr;
+	uint32_t task;
+	uint32_t pad;
+};
+
+/* ckpt__fill_plan, and every data page with its task, by ascending address,
+ * in *by_addr: *nby of them, from ckpt__mem_alloc (the caller frees *nby *
+ * sizeof **by_addr bytes), NULL when there are none or on failure.  What a
+ * filler that follows the program's touches looks pages up in (lazy.c). */
+CKPT__HIDDEN int ckpt__fill_plan_at(struct ckpt__fill *f, struct ckpt__chain *c, uint64_t id,
+				    const struct ckpt__rset *fresh,
+				    struct ckpt__fill_at **by_addr, size_t *nby);
+
 /* Has the plan write each page `delta` bytes from where it was: into a
  * buffer, for a region that lies elsewhere now (named.c). */
 CKPT__HIDDEN void ckpt__fill_move(struct ckpt__fill *f, intptr_t delta);

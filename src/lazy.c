@@ -90,12 +90,6 @@
 enum { TASK_TODO, TASK_BUSY, TASK_DONE };
 
 /* A data page of the plan, in the address index. */
-struct lpage {
-	uintptr_t addr;
-	uint32_t task;
-	uint32_t pad;
-};
-
 struct lazy;
 
 struct lworker {
@@ -113,8 +107,8 @@ struct lazy {
 	struct ckpt__chain kept;  /* c once adopted */
 	struct ckpt__fill f;
 	struct ckpt__rset ranges; /* registered */
-	struct lpage *idx;        /* data pages by address */
-	size_t nidx, idx_cap;
+	struct ckpt__fill_at *idx; /* data pages by address (from the plan) */
+	size_t nidx;
 	uint32_t *order;          /* tasks by the address of their first page */
 	int *state;               /* TASK_* per task (futex words) */
 	uint32_t *pos;            /* each task's place in order */
@@ -444,7 +438,7 @@ static void lazy_free(struct lazy *l)
 	ckpt__fill_free(&l->f);
 	ckpt__rset_free(&l->ranges);
 	if (l->idx)
-		ckpt__mem_free(l->idx, l->idx_cap * sizeof *l->idx);
+		ckpt__mem_free(l->idx, l->nidx * sizeof *l->idx);
 	if (l->order)
 		ckpt__mem_free(l->order, (l->f.ntask + 1) * sizeof *l->order);
 	if (l->state)
@@ -462,57 +456,15 @@ static void lazy_free(struct lazy *l)
 	ckpt__mem_free(l, sizeof *l);
 }
 
-/* Sorts the index by address: a radix sort on the page number, 11 bits a
- * pass (ckpt's own memory: qsort may allocate from the program's heap). */
-static int sort_index(struct lpage *v, size_t n)
-{
-	struct lpage *tmp = ckpt__mem_alloc(n * sizeof *tmp);
-	size_t *count = ckpt__mem_alloc(2049 * sizeof *count);
-	if (!tmp || !count) {
-		if (tmp)
-			ckpt__mem_free(tmp, n * sizeof *tmp);
-		if (count)
-			ckpt__mem_free(count, 2049 * sizeof *count);
-		return CKPT_ENOMEM;
-	}
-	struct lpage *from = v, *to = tmp;
-	for (unsigned shift = 0; shift < 44; shift += 11) {
-		memset(count, 0, 2049 * sizeof *count);
-		for (size_t i = 0; i < n; i++)
-			count[((from[i].addr >> ckpt__pageshift >> shift) & 2047) + 1]++;
-		for (size_t b = 0; b < 2048; b++)
-			count[b + 1] += count[b];
-		for (size_t i = 0; i < n; i++)
-			to[count[(from[i].addr >> ckpt__pageshift >> shift) & 2047]++] = from[i];
-		struct lpage *x = from;
-		from = to;
-		to = x;
-	}
-	/* Four passes: the result is back in v. */
-	ckpt__mem_free(tmp, n * sizeof *tmp);
-	ckpt__mem_free(count, 2049 * sizeof *count);
-	return 0;
-}
-
 /* The index, the tasks in address order and their states. */
 static int build(struct lazy *l)
 {
 	struct ckpt__fill *f = &l->f;
-	/* Every data page of the plan belongs to one task. */
-	l->idx_cap = f->npage ? f->npage : 1;
-	l->idx = ckpt__mem_alloc(l->idx_cap * sizeof *l->idx);
 	l->order = ckpt__mem_alloc((f->ntask + 1) * sizeof *l->order);
 	l->state = ckpt__mem_alloc((f->ntask + 1) * sizeof *l->state);
 	l->pos = ckpt__mem_alloc((f->ntask + 1) * sizeof *l->pos);
 	l->zero = ckpt__mem_alloc(ckpt__pagesize);
-	if (!l->idx || !l->order || !l->state || !l->pos || !l->zero)
-		return CKPT_ENOMEM;
-	size_t k = 0;
-	for (size_t t = 0; t < f->ntask; t++)
-		for (uint32_t i = 0; i < f->task[t].n && k < l->idx_cap; i++)
-			l->idx[k++] = (struct lpage){f->page[f->task[t].first + i].addr, (uint32_t)t, 0};
-	l->nidx = k;
-	if (l->nidx > 1 && sort_index(l->idx, l->nidx))
+	if (!l->order || !l->state || !l->pos || !l->zero)
 		return CKPT_ENOMEM;
 	/* state doubles as "seen" while ordering, then starts at TODO. */
 	size_t n = 0;
@@ -698,7 +650,7 @@ int ckpt__lazy_start(struct ckpt__chain *c, uint64_t id, const struct ckpt__rset
 		why = pick_fd(&l->fd, &l->own_fd, &l->wp, buf, sizeof buf);
 	}
 	if (l && !why) {
-		rc = ckpt__fill_plan(&l->f, c, id, &lz);
+		rc = ckpt__fill_plan_at(&l->f, c, id, &lz, &l->idx, &l->nidx);
 		if (!rc && build(l))
 			rc = ckpt__fail(CKPT_ENOMEM, "ckpt_open: out of memory planning a lazy resume");
 	}
