@@ -114,6 +114,17 @@ wait_snaps() {
 	done
 }
 
+# wait_line PATTERN FILE SECONDS WHAT: until a line of FILE matches
+# PATTERN (grep), failing "WHAT in SECONDS s" after that long.
+wait_line() {
+	i=0
+	until grep -q "$1" "$2"; do
+		i=$((i + 1))
+		[ $i -lt $(($3 * 100)) ] || fail "$4 in $3 s"
+		sleep 0.01
+	done
+}
+
 # sleep_ms N
 sleep_ms() {
 	sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"
@@ -256,21 +267,12 @@ check_backend() {
 	"$ckpt" run --every 1h --on USR1 --json "$dir" -- "$prog" "$out" $STEPS --mem 64 \
 		2>"$scratch/$name.err" &
 	pid=$!
-	i=0
-	until grep -q '^filled$' "$scratch/$name.err"; do
-		i=$((i + 1))
-		[ $i -lt 1000 ] || fail "$name: run-prog did not fill its memory in 10 s"
-		sleep 0.01
-	done
+	wait_line '^filled$' "$scratch/$name.err" 10 "$name: run-prog did not fill its memory"
 	kill -USR1 $pid
 	# Its status line comes once the child has ended (the file is in
 	# place before): then the kill.
-	i=0
-	until grep -q '"event":"commit",.*"id":1,' "$dir/run.jsonl"; do
-		i=$((i + 1))
-		[ $i -lt 3000 ] || fail "$name: no status line for the commit in 30 s"
-		sleep 0.01
-	done
+	wait_line '"event":"commit",.*"id":1,' "$dir/run.jsonl" 30 \
+		"$name: no status line for the commit"
 	grep -q '"event":"commit",.*"id":1,.*"writer":"fork"' "$dir/run.jsonl" ||
 		fail "$name: the first commit was not written by a child: $(cat "$dir/run.jsonl")"
 	sleep_ms "$(rand 100)"
