@@ -89,7 +89,6 @@
 
 enum { TASK_TODO, TASK_BUSY, TASK_DONE };
 
-/* A data page of the plan, in the address index. */
 struct lazy;
 
 struct lworker {
